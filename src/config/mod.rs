@@ -1,0 +1,251 @@
+//! Gateway configuration: the YAML schema, `${VAR}` expansion, defaults and
+//! validation.
+//!
+//! Loading is three steps, each reporting errors with the YAML path they
+//! concern (`upstreams[1].url`): parse the YAML, expand environment variables
+//! in string values, then deserialize and validate into [`Config`], whose
+//! types only hold valid values. All validation errors are collected, so an
+//! operator fixes a file in one pass.
+
+mod env;
+mod raw;
+mod validate;
+
+pub(crate) use validate::normalise_origin;
+
+use http::{HeaderName, HeaderValue};
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// A validated gateway configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Canonical external URL (scheme, host, optional port and path, no
+    /// trailing slash). Every public URL the gateway prints or publishes is
+    /// built from it, never from a request's `Host` header.
+    pub public_url: PublicUrl,
+    /// Address the public listener binds.
+    pub listen: SocketAddr,
+    /// Worker threads of the proxy service.
+    pub worker_threads: usize,
+    /// How long in-flight requests and streams may run on after SIGTERM.
+    pub shutdown_grace_period: Duration,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Origins (`scheme://host[:port]`) allowed to send requests; the public
+    /// URL's origin is always allowed.
+    pub allowed_origins: Vec<String>,
+    /// The upstream MCP servers, in file order.
+    pub upstreams: Vec<Upstream>,
+    /// Log output.
+    pub log_format: LogFormat,
+    /// Default log filter (`RUST_LOG` overrides it).
+    pub log_level: String,
+}
+
+/// The canonical external base URL, without a trailing slash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl(String);
+
+impl PublicUrl {
+    /// The URL as configured, normalised (no trailing slash).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The public URL of a path served by the gateway (`path` starts with `/`).
+    pub fn join(&self, path: &str) -> String {
+        format!("{}{}", self.0, path)
+    }
+
+    /// The origin (`scheme://host[:port]`) browsers send for pages of this URL.
+    pub fn origin(&self) -> String {
+        let url = url::Url::parse(&self.0).expect("validated at load");
+        url.origin().ascii_serialization()
+    }
+}
+
+impl fmt::Display for PublicUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One upstream MCP server behind a public path.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Short name used in logs (and, later, metric labels).
+    pub name: String,
+    /// Public path prefix, starting with `/`, without a trailing slash.
+    pub path: String,
+    /// Where requests go.
+    pub target: UpstreamTarget,
+    /// Headers added to every upstream request (e.g. an upstream API key).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Connection and response timeouts.
+    pub timeouts: Timeouts,
+}
+
+/// The parsed upstream `url`.
+#[derive(Debug, Clone)]
+pub struct UpstreamTarget {
+    /// The URL as configured.
+    pub url: String,
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// `host[:port]` as sent in the upstream `Host` header.
+    pub authority: String,
+    /// Path of the upstream endpoint, without a trailing slash (may be empty).
+    pub path: String,
+}
+
+/// Per-upstream timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// TCP connect.
+    pub connect: Duration,
+    /// From the end of the request to the upstream's response headers.
+    pub response: Duration,
+    /// Longest silence between two chunks of a response body; `None` lets a
+    /// quiet SSE stream stay open as long as the upstream keeps it.
+    pub idle: Option<Duration>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// YAML path of the offending value (`upstreams[1].url`); empty for the
+    /// document as a whole.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+    /// What to do about it.
+    pub hint: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(path: &str, message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self {
+            path: path.to_owned(),
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = if self.path.is_empty() { "(document)" } else { &self.path };
+        write!(f, "{path}: {}", self.message)?;
+        if !self.hint.is_empty() {
+            write!(f, "\n    hint: {}", self.hint)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every error found in a configuration, in document order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads, expands and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError::new(
+                "",
+                format!("cannot read {}: {e}", path.display()),
+                "check the path given to --config",
+            )])
+        })?;
+        Self::from_yaml(&text)
+    }
+
+    /// Parses, expands and validates configuration text.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigErrors> {
+        let mut doc: yaml_serde::Value = yaml_serde::from_str(text).map_err(|e| {
+            ConfigErrors(vec![ConfigError::new(
+                "",
+                format!("not valid YAML: {e}"),
+                "fix the syntax at the line and column given",
+            )])
+        })?;
+        let mut errors = Vec::new();
+        env::expand_env(&mut doc, "", &mut errors);
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        let raw: raw::RawConfig = serde_path_to_error::deserialize(doc).map_err(|e| {
+            let path = yaml_path(&e.path().to_string());
+            ConfigErrors(vec![ConfigError::new(
+                &path,
+                e.inner().to_string(),
+                "see config.example.yaml for every field and its type",
+            )])
+        })?;
+        validate::validate(raw)
+    }
+
+    /// A human-readable summary of what this configuration sets up.
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "public URL: {}\nlisten:     {}\nbody limit: {} bytes; worker threads: {}; shutdown grace: {:?}\n",
+            self.public_url, self.listen, self.max_body_bytes, self.worker_threads, self.shutdown_grace_period
+        );
+        out.push_str(&format!("allowed origins: {} (always) {}\n", self.public_url.origin(), self.allowed_origins.join(" ")));
+        out.push_str("routes:\n");
+        for u in &self.upstreams {
+            let t = u.timeouts;
+            out.push_str(&format!(
+                "  {:<12} {} -> {}  (connect {:?}, response {:?}, idle {}, {} extra header(s))\n",
+                u.name,
+                self.public_url.join(&u.path),
+                u.target.url,
+                t.connect,
+                t.response,
+                t.idle.map_or("none".to_owned(), |d| format!("{d:?}")),
+                u.headers.len()
+            ));
+        }
+        out
+    }
+}
+
+/// serde_path_to_error writes `.` for the root and `upstreams[1].url` below it.
+fn yaml_path(path: &str) -> String {
+    if path == "." {
+        String::new()
+    } else {
+        path.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,139 @@
+use super::*;
+
+const MINIMAL: &str = "
+public_url: https://mcp.example.com/
+upstreams:
+  - name: demo
+    path: /demo/mcp
+    url: http://127.0.0.1:3001/mcp
+";
+
+fn errors_of(yaml: &str) -> Vec<ConfigError> {
+    Config::from_yaml(yaml).expect_err("config should be refused").0
+}
+
+fn paths_of(yaml: &str) -> Vec<String> {
+    errors_of(yaml).into_iter().map(|e| e.path).collect()
+}
+
+#[test]
+fn minimal_config_gets_documented_defaults() {
+    let c = Config::from_yaml(MINIMAL).unwrap();
+    assert_eq!(c.public_url.as_str(), "https://mcp.example.com");
+    assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.max_body_bytes, 1024 * 1024);
+    assert_eq!(c.worker_threads, 2);
+    assert_eq!(c.shutdown_grace_period, Duration::from_secs(30));
+    let up = &c.upstreams[0];
+    assert_eq!((up.target.host.as_str(), up.target.port), ("127.0.0.1", 3001));
+    assert_eq!(up.target.authority, "127.0.0.1:3001");
+    assert_eq!(up.target.path, "/mcp");
+    assert_eq!(up.timeouts.connect, Duration::from_secs(5));
+    assert_eq!(up.timeouts.idle, None);
+}
+
+#[test]
+fn unknown_field_is_an_error_naming_its_path() {
+    let yaml = format!("{MINIMAL}    retries: 3\n");
+    let errs = errors_of(&yaml);
+    assert_eq!(errs[0].path, "upstreams[0].retries");
+    assert!(errs[0].message.contains("unknown field `retries`"), "{}", errs[0].message);
+}
+
+#[test]
+fn wrong_type_names_the_nested_path() {
+    let yaml = format!("{MINIMAL}    timeouts:\n      connect: soon\n");
+    let errs = errors_of(&yaml);
+    assert_eq!(errs[0].path, "upstreams[0].timeouts.connect");
+}
+
+#[test]
+fn unset_environment_variable_is_named_with_its_path() {
+    let yaml = format!("{MINIMAL}    headers:\n      x-api-key: ${{MCPGW_TEST_SURELY_UNSET}}\n");
+    let errs = errors_of(&yaml);
+    assert_eq!(errs[0].path, "upstreams[0].headers.x-api-key");
+    assert!(errs[0].message.contains("MCPGW_TEST_SURELY_UNSET"));
+}
+
+#[test]
+fn set_environment_variable_becomes_an_upstream_header() {
+    std::env::set_var("MCPGW_TEST_API_KEY", "k-123");
+    let yaml = format!("{MINIMAL}    headers:\n      x-api-key: ${{MCPGW_TEST_API_KEY}}\n");
+    let c = Config::from_yaml(&yaml).unwrap();
+    assert_eq!(c.upstreams[0].headers[0].1, "k-123");
+}
+
+#[test]
+fn every_validation_error_is_reported_at_once() {
+    let yaml = "
+public_url: ftp://x
+listen: nowhere
+upstreams:
+  - name: Bad Name
+    path: demo
+    url: https://example.com/mcp
+  - name: two
+    path: /b/
+    url: http://127.0.0.1:1/mcp
+    headers:
+      host: evil
+";
+    let paths = paths_of(yaml);
+    for expected in [
+        "public_url",
+        "listen",
+        "upstreams[0].name",
+        "upstreams[0].path",
+        "upstreams[0].url",
+        "upstreams[1].path",
+        "upstreams[1].headers.host",
+    ] {
+        assert!(paths.iter().any(|p| p == expected), "missing {expected} in {paths:?}");
+    }
+    let text = ConfigErrors(errors_of(yaml)).to_string();
+    assert!(text.contains("hint:"), "{text}");
+}
+
+#[test]
+fn nested_or_duplicate_paths_and_names_are_refused() {
+    let yaml = "
+public_url: http://127.0.0.1:8080
+upstreams:
+  - { name: a, path: /a, url: 'http://127.0.0.1:1' }
+  - { name: a, path: /a/b, url: 'http://127.0.0.1:2' }
+";
+    let paths = paths_of(yaml);
+    assert!(paths.contains(&"upstreams[1].name".to_owned()), "{paths:?}");
+    assert!(paths.contains(&"upstreams[1].path".to_owned()), "{paths:?}");
+}
+
+#[test]
+fn well_known_paths_are_reserved() {
+    let yaml = MINIMAL.replace("/demo/mcp", "/.well-known/mcp");
+    assert_eq!(paths_of(&yaml), vec!["upstreams[0].path"]);
+}
+
+#[test]
+fn empty_upstream_list_is_refused() {
+    assert_eq!(paths_of("public_url: http://a\nupstreams: []\n"), vec!["upstreams"]);
+}
+
+#[test]
+fn origins_are_normalised_like_browsers_send_them() {
+    let yaml = format!("{MINIMAL}allowed_origins: ['HTTPS://App.Example.com:443', 'http://localhost:6274']\n");
+    let c = Config::from_yaml(&yaml).unwrap();
+    assert_eq!(c.allowed_origins, vec!["https://app.example.com", "http://localhost:6274"]);
+    assert_eq!(paths_of(&format!("{MINIMAL}allowed_origins: ['https://a.com/path']\n")), vec!["allowed_origins[0]"]);
+}
+
+#[test]
+fn invalid_yaml_is_reported_with_its_location() {
+    let errs = errors_of("public_url: [unclosed\n");
+    assert!(errs[0].message.contains("line"), "{}", errs[0].message);
+}
+
+#[test]
+fn duplicate_yaml_keys_are_refused() {
+    let yaml = format!("{MINIMAL}public_url: http://other\n");
+    assert!(Config::from_yaml(&yaml).is_err());
+}

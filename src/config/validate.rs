@@ -1,0 +1,233 @@
+//! Turns the raw YAML schema into a [`Config`], collecting every error with
+//! the path of the value it concerns and a hint on what is expected.
+
+use super::raw::{RawConfig, RawUpstream};
+use super::{Config, ConfigError, ConfigErrors, PublicUrl, Timeouts, Upstream, UpstreamTarget};
+use http::{HeaderName, HeaderValue};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Headers the gateway owns on upstream requests: framing, routing and the
+/// client's credentials. Configuring them would break the proxy or its
+/// security guarantees.
+const RESERVED_UPSTREAM_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+    "last-event-id",
+];
+
+pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut err = |path: &str, message: String, hint: &str| {
+        errors.push(ConfigError::new(path, message, hint));
+    };
+
+    let public_url = match parse_public_url(&raw.public_url) {
+        Ok(u) => Some(u),
+        Err(m) => {
+            err("public_url", m, "write the URL clients use to reach the gateway, e.g. `https://mcp.example.com`");
+            None
+        }
+    };
+    let listen = match raw.listen.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            err("listen", format!("`{}` is not an address", raw.listen), "write `IP:PORT`, e.g. `0.0.0.0:8080`");
+            None
+        }
+    };
+    if !(1..=1024).contains(&raw.server.worker_threads) {
+        err("server.worker_threads", format!("{} is out of range", raw.server.worker_threads), "use 1 to 1024 (usually the number of cores)");
+    }
+    if raw.server.shutdown_grace_period.0 > Duration::from_secs(3600) {
+        err("server.shutdown_grace_period", "longer than an hour".to_owned(), "use at most `1h`");
+    }
+    if !(1024..=64 * 1024 * 1024).contains(&raw.limits.max_body_bytes) {
+        err("limits.max_body_bytes", format!("{} is out of range", raw.limits.max_body_bytes), "use 1024 to 67108864 bytes (default 1048576)");
+    }
+    let mut allowed_origins = Vec::new();
+    for (i, origin) in raw.allowed_origins.iter().enumerate() {
+        match normalise_origin(origin) {
+            Ok(o) => allowed_origins.push(o),
+            Err(m) => err(&format!("allowed_origins[{i}]"), m, "write `scheme://host[:port]`, e.g. `https://app.example.com`"),
+        }
+    }
+    if raw.upstreams.is_empty() {
+        err("upstreams", "no upstream is configured".to_owned(), "add at least one `{ name, path, url }` entry");
+    }
+    let mut upstreams = Vec::new();
+    let mut names = HashSet::new();
+    for (i, up) in raw.upstreams.iter().enumerate() {
+        let at = format!("upstreams[{i}]");
+        if !names.insert(up.name.as_str()) {
+            errors.push(ConfigError::new(&format!("{at}.name"), format!("`{}` is used by an earlier upstream", up.name), "give each upstream a unique name"));
+        }
+        match validate_upstream(up, &at) {
+            Ok(u) => upstreams.push(u),
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    check_paths_disjoint(&raw.upstreams, &mut errors);
+
+    match (public_url, listen, errors.is_empty()) {
+        (Some(public_url), Some(listen), true) => Ok(Config {
+            public_url,
+            listen,
+            worker_threads: raw.server.worker_threads,
+            shutdown_grace_period: raw.server.shutdown_grace_period.0,
+            max_body_bytes: raw.limits.max_body_bytes,
+            allowed_origins,
+            upstreams,
+            log_format: raw.logging.format,
+            log_level: raw.logging.level,
+        }),
+        _ => Err(ConfigErrors(errors)),
+    }
+}
+
+fn parse_public_url(text: &str) -> Result<PublicUrl, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("`{text}` must use http or https"));
+    }
+    if url.host_str().is_none() || !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("`{text}` needs a host and no user info"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("`{text}` must not have a query or fragment"));
+    }
+    let normalised = url.as_str().trim_end_matches('/').to_owned();
+    Ok(PublicUrl(normalised))
+}
+
+/// Normalises an origin to the form browsers send (`scheme://host[:port]`,
+/// lowercase, default port omitted).
+pub(crate) fn normalise_origin(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not an origin ({e})"))?;
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(format!("`{text}` must be only `scheme://host[:port]`, without a path"));
+    }
+    match url.origin() {
+        o @ url::Origin::Tuple(..) => Ok(o.ascii_serialization()),
+        url::Origin::Opaque(_) => Err(format!("`{text}` has no origin (use http or https)")),
+    }
+}
+
+fn validate_upstream(up: &RawUpstream, at: &str) -> Result<Upstream, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let valid_name = !up.name.is_empty()
+        && up.name.len() <= 64
+        && up.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !valid_name {
+        errors.push(ConfigError::new(&format!("{at}.name"), format!("`{}` is not a valid name", up.name), "use 1-64 characters of a-z, 0-9, `-` and `_`"));
+    }
+    if let Err(m) = check_public_path(&up.path) {
+        errors.push(ConfigError::new(&format!("{at}.path"), m, "write an absolute path such as `/github/mcp`, no trailing slash"));
+    }
+    let target = parse_target(&up.url)
+        .map_err(|m| errors.push(ConfigError::new(&format!("{at}.url"), m, "write the upstream's Streamable HTTP endpoint, e.g. `http://127.0.0.1:3001/mcp`")))
+        .ok();
+    let mut headers = Vec::new();
+    for (name, value) in &up.headers {
+        let path = format!("{at}.headers.{name}");
+        match (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
+            (Ok(n), _) if RESERVED_UPSTREAM_HEADERS.contains(&n.as_str()) => errors.push(ConfigError::new(&path, format!("`{name}` is managed by the gateway"), "remove it; the gateway sets framing, routing and MCP headers itself")),
+            (Ok(n), Ok(v)) => headers.push((n, v)),
+            (Err(_), _) => errors.push(ConfigError::new(&path, format!("`{name}` is not a valid header name"), "use letters, digits and `-`")),
+            (_, Err(_)) => errors.push(ConfigError::new(&path, "the value has characters not allowed in a header".to_owned(), "remove control characters and newlines")),
+        }
+    }
+    let t = &up.timeouts;
+    for (field, d) in [("connect", Some(t.connect.0)), ("response", Some(t.response.0)), ("idle", t.idle.map(|d| d.0))] {
+        if d == Some(Duration::ZERO) {
+            errors.push(ConfigError::new(&format!("{at}.timeouts.{field}"), "zero is not a timeout".to_owned(), "use a positive duration such as `5s`, or leave `idle` out for none"));
+        }
+    }
+    match target {
+        Some(target) if errors.is_empty() => Ok(Upstream {
+            name: up.name.clone(),
+            path: up.path.clone(),
+            target,
+            headers,
+            timeouts: Timeouts {
+                connect: t.connect.0,
+                response: t.response.0,
+                idle: t.idle.map(|d| d.0),
+            },
+        }),
+        _ => Err(errors),
+    }
+}
+
+fn check_public_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') || path == "/" {
+        return Err(format!("`{path}` must start with `/` and name a path below the root"));
+    }
+    if path.ends_with('/') {
+        return Err(format!("`{path}` must not end with `/`"));
+    }
+    let bad_char = |c: char| !(c.is_ascii_alphanumeric() || "/-._~".contains(c));
+    if path.chars().any(bad_char) || path.split('/').any(|seg| seg == "." || seg == "..") || path.contains("//") {
+        return Err(format!("`{path}` may only hold segments of letters, digits, `-`, `.`, `_`, `~`"));
+    }
+    if path == "/.well-known" || path.starts_with("/.well-known/") {
+        return Err(format!("`{path}` is reserved for discovery documents"));
+    }
+    Ok(())
+}
+
+fn parse_target(text: &str) -> Result<UpstreamTarget, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL ({e})"))?;
+    match url.scheme() {
+        "http" => {}
+        "https" => return Err(format!("`{text}`: TLS to upstreams is not supported yet; use http:// (e.g. a sidecar on loopback)")),
+        other => return Err(format!("`{text}` uses `{other}`; only http is supported")),
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(format!("`{text}` must not have user info, a query or a fragment"));
+    }
+    let host = match url.host() {
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        Some(h) => h.to_string(),
+        None => return Err(format!("`{text}` has no host")),
+    };
+    let port = url.port_or_known_default().unwrap_or(80);
+    let authority = match url.port() {
+        Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
+        None => url.host_str().unwrap_or_default().to_owned(),
+    };
+    Ok(UpstreamTarget {
+        url: text.to_owned(),
+        host,
+        port,
+        authority,
+        path: url.path().trim_end_matches('/').to_owned(),
+    })
+}
+
+/// Public paths must not nest: each is its own protected resource, and a
+/// request must belong to exactly one of them.
+fn check_paths_disjoint(raw: &[RawUpstream], errors: &mut Vec<ConfigError>) {
+    for (i, a) in raw.iter().enumerate() {
+        for b in &raw[..i] {
+            let nested = a.path == b.path
+                || a.path.starts_with(&format!("{}/", b.path))
+                || b.path.starts_with(&format!("{}/", a.path));
+            if nested {
+                errors.push(ConfigError::new(&format!("upstreams[{i}].path"), format!("`{}` overlaps `{}` of upstream `{}`", a.path, b.path, b.name), "give each upstream a path that is not inside another's"));
+            }
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! MCP/JSON-RPC message inspection: what a POST body asks for.
+//!
+//! The gateway reads each POST body once, here, to learn the JSON-RPC method,
+//! request id and tool name of every message (batches included), and to check
+//! the 2026-07-28 `Mcp-Method`/`Mcp-Name` headers against it. It never
+//! re-serialises: the proxy forwards the original bytes, so what the upstream
+//! parses is exactly what was inspected. Nothing here touches HTTP or tokens.
+
+pub mod strict_json;
+
+use serde_json::Value;
+use strict_json::{parse_strict, StrictJsonError};
+
+/// JSON-RPC 2.0 / MCP error codes the gateway answers with.
+pub mod codes {
+    /// Invalid JSON.
+    pub const PARSE_ERROR: i64 = -32700;
+    /// JSON that is not a valid JSON-RPC message.
+    pub const INVALID_REQUEST: i64 = -32600;
+    /// Parameters the gateway needs are missing or mistyped.
+    pub const INVALID_PARAMS: i64 = -32602;
+    /// Internal gateway error.
+    pub const INTERNAL_ERROR: i64 = -32603;
+    /// MCP 2026-07-28: `Mcp-Method`/`Mcp-Name` headers disagree with the body.
+    pub const HEADER_MISMATCH: i64 = -32020;
+    /// Gateway: the upstream could not be reached or failed mid-response.
+    pub const UPSTREAM_UNAVAILABLE: i64 = -32001;
+    /// Gateway: the upstream did not answer in time.
+    pub const UPSTREAM_TIMEOUT: i64 = -32002;
+    /// Gateway: the request was refused before reaching the upstream
+    /// (origin, size, encoding, method).
+    pub const REQUEST_REFUSED: i64 = -32003;
+}
+
+/// Why a POST body was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum McpError {
+    /// Not parseable as JSON.
+    #[error("parse error: {0}")]
+    Parse(String),
+    /// JSON, but not JSON-RPC 2.0 as MCP uses it.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// A field the gateway must read has the wrong shape.
+    #[error("invalid params: {0}")]
+    InvalidParams(String),
+    /// `Mcp-Method` / `Mcp-Name` do not match the body.
+    #[error("header mismatch: {0}")]
+    HeaderMismatch(String),
+}
+
+impl McpError {
+    /// The JSON-RPC error code for this refusal.
+    pub fn code(&self) -> i64 {
+        match self {
+            Self::Parse(_) => codes::PARSE_ERROR,
+            Self::InvalidRequest(_) => codes::INVALID_REQUEST,
+            Self::InvalidParams(_) => codes::INVALID_PARAMS,
+            Self::HeaderMismatch(_) => codes::HEADER_MISMATCH,
+        }
+    }
+}
+
+/// What one JSON-RPC message is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageKind {
+    /// A request expecting a response.
+    Request,
+    /// A notification (no `id`).
+    Notification,
+    /// A response to a server-initiated request (sampling, elicitation, ...).
+    Response,
+}
+
+/// The parts of one JSON-RPC message the gateway decides on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcMessage {
+    /// Request or notification or response.
+    pub kind: MessageKind,
+    /// `id` (a string or an integer), absent for notifications.
+    pub id: Option<Value>,
+    /// `method`, absent for responses.
+    pub method: Option<String>,
+    /// `params.name` of a `tools/call`.
+    pub tool: Option<String>,
+    /// The value `Mcp-Name` must carry for this method (`params.name` of
+    /// `tools/call` and `prompts/get`, `params.uri` of `resources/read`).
+    pub subject: Option<String>,
+}
+
+/// A parsed POST body: one message or a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpPost {
+    /// The messages, in body order.
+    pub messages: Vec<RpcMessage>,
+    /// Whether the body was a JSON array (a 2025-03-26 batch).
+    pub is_batch: bool,
+}
+
+impl McpPost {
+    /// Reads a POST body, refusing anything the upstream could read
+    /// differently (see [`strict_json`]).
+    pub fn parse(body: &[u8]) -> Result<Self, McpError> {
+        let doc = parse_strict(body).map_err(|e| match e {
+            StrictJsonError::Syntax(m) => McpError::Parse(m),
+            StrictJsonError::DuplicateKey(k) => McpError::InvalidRequest(format!(
+                "duplicate object key {k}: ambiguous JSON is refused"
+            )),
+        })?;
+        match doc {
+            Value::Array(items) if items.is_empty() => {
+                Err(McpError::InvalidRequest("empty batch".into()))
+            }
+            Value::Array(items) => Ok(Self {
+                messages: items.iter().map(read_message).collect::<Result<_, _>>()?,
+                is_batch: true,
+            }),
+            other => Ok(Self {
+                messages: vec![read_message(&other)?],
+                is_batch: false,
+            }),
+        }
+    }
+
+    /// The `id` an error response for this body should carry: the request's
+    /// id for a single request, `null` otherwise.
+    pub fn response_id(&self) -> Value {
+        match self.messages.as_slice() {
+            [only] if !self.is_batch => only.id.clone().unwrap_or(Value::Null),
+            _ => Value::Null,
+        }
+    }
+
+    /// The method of a single message (for logs), `batch` for a batch.
+    pub fn method_label(&self) -> &str {
+        match self.messages.as_slice() {
+            [only] if !self.is_batch => only.method.as_deref().unwrap_or("response"),
+            _ => "batch",
+        }
+    }
+
+    /// MCP 2026-07-28: when `Mcp-Method` or `Mcp-Name` is sent it must agree
+    /// with the body, or the request is refused with `-32020`.
+    pub fn check_standard_headers(
+        &self,
+        mcp_method: Option<&str>,
+        mcp_name: Option<&str>,
+    ) -> Result<(), McpError> {
+        if mcp_method.is_none() && mcp_name.is_none() {
+            return Ok(());
+        }
+        let (false, [message]) = (self.is_batch, self.messages.as_slice()) else {
+            return Err(McpError::HeaderMismatch(
+                "Mcp-Method/Mcp-Name cannot describe a batch".into(),
+            ));
+        };
+        if let Some(header) = mcp_method {
+            if message.method.as_deref() != Some(header) {
+                return Err(McpError::HeaderMismatch(format!(
+                    "Mcp-Method `{header}` does not match the body's method"
+                )));
+            }
+        }
+        if let Some(header) = mcp_name {
+            if message.subject.as_deref() != Some(header) {
+                return Err(McpError::HeaderMismatch(format!(
+                    "Mcp-Name `{header}` does not match the body"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_message(value: &Value) -> Result<RpcMessage, McpError> {
+    let invalid = |m: &str| McpError::InvalidRequest(m.to_owned());
+    let obj = value
+        .as_object()
+        .ok_or_else(|| invalid("a JSON-RPC message must be an object"))?;
+    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err(invalid("`jsonrpc` must be \"2.0\""));
+    }
+    let id = match obj.get("id") {
+        None => None,
+        Some(id @ Value::String(_)) => Some(id.clone()),
+        Some(id @ Value::Number(n)) if n.is_i64() || n.is_u64() => Some(id.clone()),
+        Some(_) => return Err(invalid("`id` must be a string or an integer")),
+    };
+    let method = match obj.get("method") {
+        None => None,
+        Some(Value::String(m)) => Some(m.clone()),
+        Some(_) => return Err(invalid("`method` must be a string")),
+    };
+    let params = obj.get("params");
+    if !matches!(params, None | Some(Value::Object(_)) | Some(Value::Array(_))) {
+        return Err(invalid("`params` must be an object"));
+    }
+    let is_response = obj.contains_key("result") || obj.contains_key("error");
+    let kind = match (&method, &id, is_response) {
+        (Some(_), Some(_), false) => MessageKind::Request,
+        (Some(_), None, false) => MessageKind::Notification,
+        (None, Some(_), true) if obj.contains_key("result") != obj.contains_key("error") => {
+            MessageKind::Response
+        }
+        _ => return Err(invalid("not a JSON-RPC request, notification or response")),
+    };
+    let param_str = |field: &str| -> Result<String, McpError> {
+        params
+            .and_then(|p| p.get(field))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                McpError::InvalidParams(format!(
+                    "`{}` needs `params.{field}` as a string",
+                    method.as_deref().unwrap_or_default()
+                ))
+            })
+    };
+    let (tool, subject) = match method.as_deref() {
+        Some("tools/call") => {
+            let name = param_str("name")?;
+            (Some(name.clone()), Some(name))
+        }
+        Some("prompts/get") => (None, Some(param_str("name")?)),
+        Some("resources/read") => (None, Some(param_str("uri")?)),
+        _ => (None, None),
+    };
+    Ok(RpcMessage {
+        kind,
+        id,
+        method,
+        tool,
+        subject,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,99 @@
+use super::*;
+use serde_json::json;
+
+fn parse(body: &str) -> Result<McpPost, McpError> {
+    McpPost::parse(body.as_bytes())
+}
+
+#[test]
+fn tools_call_yields_method_id_and_tool_name() {
+    let post = parse(r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{}}}"#).unwrap();
+    let m = &post.messages[0];
+    assert_eq!((m.kind.clone(), m.method.as_deref(), m.tool.as_deref()), (MessageKind::Request, Some("tools/call"), Some("echo")));
+    assert_eq!(post.response_id(), json!(7));
+    assert_eq!(post.method_label(), "tools/call");
+}
+
+#[test]
+fn notifications_and_responses_are_recognised() {
+    let n = parse(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
+    assert_eq!(n.messages[0].kind, MessageKind::Notification);
+    assert_eq!(n.response_id(), Value::Null);
+    let r = parse(r#"{"jsonrpc":"2.0","id":"s-1","result":{}}"#).unwrap();
+    assert_eq!(r.messages[0].kind, MessageKind::Response);
+}
+
+#[test]
+fn batches_are_read_element_by_element() {
+    let post = parse(r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"add"}}]"#).unwrap();
+    assert!(post.is_batch);
+    assert_eq!(post.messages[1].tool.as_deref(), Some("add"));
+    assert_eq!(post.response_id(), Value::Null);
+    assert_eq!(post.method_label(), "batch");
+}
+
+#[test]
+fn one_bad_element_refuses_the_whole_batch() {
+    let err = parse(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"id":2}]"#).unwrap_err();
+    assert_eq!(err.code(), codes::INVALID_REQUEST);
+}
+
+#[test]
+fn invalid_json_is_a_parse_error() {
+    assert_eq!(parse("{not json").unwrap_err().code(), -32700);
+}
+
+#[test]
+fn json_that_is_not_json_rpc_is_an_invalid_request() {
+    for body in [
+        "[]",
+        "42",
+        r#"{"id":1,"method":"x"}"#,
+        r#"{"jsonrpc":"1.0","id":1,"method":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":null,"method":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":1.5,"method":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":5}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"x","params":"s"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#,
+        r#"{"jsonrpc":"2.0"}"#,
+    ] {
+        assert_eq!(parse(body).unwrap_err().code(), -32600, "{body}");
+    }
+}
+
+#[test]
+fn duplicate_keys_are_an_invalid_request() {
+    let err = parse(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"safe","name":"danger"}}"#).unwrap_err();
+    assert_eq!(err.code(), -32600);
+    assert!(err.to_string().contains("duplicate"), "{err}");
+}
+
+#[test]
+fn tools_call_without_a_string_name_is_invalid_params() {
+    let err = parse(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":3}}"#).unwrap_err();
+    assert_eq!(err.code(), -32602);
+}
+
+#[test]
+fn tool_names_are_kept_exactly_as_sent() {
+    let post = parse(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"Écho\u0000"}}"#).unwrap();
+    assert_eq!(post.messages[0].tool.as_deref(), Some("Écho\u{0}"));
+}
+
+// spec: Resource server 9 [26], Mcp-Method/Mcp-Name must match the body.
+#[test]
+fn matching_standard_headers_pass() {
+    let post = parse(r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a"}}"#).unwrap();
+    assert!(post.check_standard_headers(Some("resources/read"), Some("file:///a")).is_ok());
+    assert!(post.check_standard_headers(None, None).is_ok());
+}
+
+#[test]
+fn mismatched_standard_headers_are_error_32020() {
+    let post = parse(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#).unwrap();
+    for (m, n) in [(Some("tools/list"), None), (None, Some("add")), (Some("tools/call"), Some("ECHO"))] {
+        assert_eq!(post.check_standard_headers(m, n).unwrap_err().code(), -32020);
+    }
+    let batch = parse(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#).unwrap();
+    assert_eq!(batch.check_standard_headers(Some("ping"), None).unwrap_err().code(), -32020);
+}

@@ -1,0 +1,148 @@
+//! Header rules between client and upstream (RFC 9110 §7.6.1 hop-by-hop
+//! fields, credentials, the MCP transport's `Origin` check).
+//!
+//! MCP's own headers (`Mcp-Session-Id`, `MCP-Protocol-Version`,
+//! `Last-Event-ID`, `Mcp-Method`, `Mcp-Name`) are end-to-end and pass through
+//! both ways untouched.
+
+use super::route::Route;
+use http::header::{self, HeaderName};
+use pingora::http::{RequestHeader, ResponseHeader};
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+/// Hop-by-hop fields never forwarded in either direction. `Transfer-Encoding`
+/// is not listed: pingora decodes and re-frames bodies itself.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Client credentials for the gateway, never passed to the upstream: the
+/// upstream must not be able to replay a user's token or session cookie.
+const CLIENT_CREDENTIALS: &[HeaderName] = &[
+    header::AUTHORIZATION,
+    header::PROXY_AUTHORIZATION,
+    header::COOKIE,
+];
+
+/// Removes the hop-by-hop fields, including any the `Connection` header names.
+fn strip_hop_by_hop(
+    names: impl Iterator<Item = String>,
+    mut remove: impl FnMut(&str),
+) {
+    let mut doomed: Vec<String> = HOP_BY_HOP.iter().map(|s| (*s).to_owned()).collect();
+    doomed.extend(names);
+    for name in doomed {
+        remove(&name);
+    }
+}
+
+/// Field names listed in `Connection` headers (lowercased).
+fn connection_tokens<'a>(values: impl Iterator<Item = &'a http::HeaderValue>) -> Vec<String> {
+    values
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// Rewrites a copy of the client's request head into the upstream's: the
+/// path under the upstream URL, the upstream's `Host`, no hop-by-hop fields,
+/// no client credentials, `X-Forwarded-For` appended, configured headers set.
+pub fn rewrite_for_upstream(
+    req: &mut RequestHeader,
+    route: &Route,
+    client_ip: Option<IpAddr>,
+) -> pingora::Result<()> {
+    let tokens = connection_tokens(req.headers.get_all(header::CONNECTION).iter());
+    strip_hop_by_hop(tokens.into_iter(), |name| {
+        req.remove_header(name);
+    });
+    for name in CLIENT_CREDENTIALS {
+        req.remove_header(name);
+    }
+    let path = route.upstream_path(req.uri.path(), req.uri.query());
+    let uri = path
+        .parse::<http::Uri>()
+        .map_err(|e| pingora::Error::because(pingora::ErrorType::InvalidHTTPHeader, "upstream path", e))?;
+    req.set_uri(uri);
+    req.insert_header(header::HOST, &route.upstream.target.authority)?;
+    if let Some(ip) = client_ip {
+        let forwarded = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prior) => format!("{prior}, {ip}"),
+            None => ip.to_string(),
+        };
+        req.insert_header("x-forwarded-for", forwarded)?;
+    }
+    for (name, value) in &route.upstream.headers {
+        req.insert_header(name.clone(), value.clone())?;
+    }
+    Ok(())
+}
+
+/// Sets the framing of a buffered body the gateway forwards itself.
+pub fn set_fixed_length(req: &mut RequestHeader, len: usize) -> pingora::Result<()> {
+    req.remove_header(&header::TRANSFER_ENCODING);
+    req.insert_header(header::CONTENT_LENGTH, len.to_string())
+}
+
+/// Removes hop-by-hop fields from an upstream response before it reaches the
+/// client.
+pub fn filter_upstream_response(resp: &mut ResponseHeader) {
+    let tokens = connection_tokens(resp.headers.get_all(header::CONNECTION).iter());
+    strip_hop_by_hop(tokens.into_iter(), |name| {
+        resp.remove_header(name);
+    });
+}
+
+/// The `Origin` rule of the MCP Streamable HTTP transport (DNS-rebinding
+/// defence): requests without `Origin` (non-browser clients) pass; requests
+/// with one pass only if it is allowed. `null` and malformed origins fail.
+pub fn origin_allowed(origin: Option<&[u8]>, allowed: &HashSet<String>) -> Result<(), String> {
+    let Some(raw) = origin else { return Ok(()) };
+    let text = std::str::from_utf8(raw).map_err(|_| "Origin is not valid UTF-8".to_owned())?;
+    match crate::config::normalise_origin(text) {
+        Ok(o) if allowed.contains(&o) => Ok(()),
+        _ => Err(format!("Origin `{}` is not allowed", text.escape_default())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed() -> HashSet<String> {
+        ["https://app.example.com".to_owned()].into()
+    }
+
+    #[test]
+    fn missing_origin_passes_and_allowed_origin_passes_in_any_case() {
+        assert!(origin_allowed(None, &allowed()).is_ok());
+        assert!(origin_allowed(Some(b"HTTPS://APP.example.com:443"), &allowed()).is_ok());
+    }
+
+    #[test]
+    fn other_null_and_garbage_origins_are_refused() {
+        for o in [&b"https://evil.example"[..], b"null", b"https://app.example.com.evil", b"\xff", b"http://app.example.com"] {
+            assert!(origin_allowed(Some(o), &allowed()).is_err(), "{o:?}");
+        }
+    }
+
+    #[test]
+    fn response_loses_hop_by_hop_fields_and_keeps_mcp_headers() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        for (n, v) in [("connection", "close, x-secret-hop"), ("x-secret-hop", "1"), ("keep-alive", "timeout=5"), ("upgrade", "h2c"), ("mcp-session-id", "abc"), ("content-type", "text/event-stream")] {
+            resp.append_header(n, v).unwrap();
+        }
+        filter_upstream_response(&mut resp);
+        let mut names: Vec<_> = resp.headers.keys().map(|k| k.as_str().to_owned()).collect();
+        names.sort();
+        assert_eq!(names, vec!["content-type", "mcp-session-id"]);
+    }
+}

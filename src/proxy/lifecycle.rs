@@ -1,0 +1,122 @@
+//! Starting and stopping the gateway: the pingora server, in-flight request
+//! tracking, and the SIGTERM drain.
+//!
+//! Pingora's graceful terminate closes the listeners and then waits the whole
+//! grace period before stopping. The gateway counts in-flight requests (an
+//! SSE stream is in flight until it ends) so that after SIGTERM it exits 0 as
+//! soon as the last one has finished, and at the latest when the grace period
+//! is over.
+
+use super::Gateway;
+use crate::config::Config;
+use async_trait::async_trait;
+use pingora::proxy::http_proxy_service;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Time pingora gets to stop its runtimes after the grace period.
+const RUNTIME_SHUTDOWN_TIMEOUT_SECS: u64 = 5;
+
+/// Number of requests being served right now.
+#[derive(Debug, Default)]
+pub struct InFlight(AtomicUsize);
+
+impl InFlight {
+    /// A new counter at zero.
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// Requests currently being served.
+    pub fn current(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+
+    pub(super) fn enter(self: &Arc<Self>) -> InFlightGuard {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(self.clone())
+    }
+}
+
+/// Counts one request as in flight until dropped with its request context.
+pub(super) struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Builds the pingora server for `config`: one proxy service on
+/// `config.listen`, with the configured threads and grace period.
+pub fn build_server(config: &Config, in_flight: Arc<InFlight>) -> std::io::Result<Server> {
+    let conf = ServerConf {
+        threads: config.worker_threads,
+        grace_period_seconds: Some(config.shutdown_grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(RUNTIME_SHUTDOWN_TIMEOUT_SECS),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let gateway = Gateway::new(config, in_flight)?;
+    let mut service = http_proxy_service(&server.configuration, gateway);
+    service.add_tcp(&config.listen.to_string());
+    server.add_service(service);
+    Ok(server)
+}
+
+/// Runs `server` until SIGTERM (drain, then exit 0) or SIGINT (stop now).
+pub fn run_until_terminated(server: Server, in_flight: Arc<InFlight>) -> ! {
+    server.run(RunArgs {
+        shutdown_signal: Box::new(DrainOnTerminate { in_flight }),
+    });
+    tracing::info!("gateway stopped");
+    std::process::exit(0)
+}
+
+/// SIGTERM: graceful, exit once drained; SIGINT: fast shutdown.
+struct DrainOnTerminate {
+    in_flight: Arc<InFlight>,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for DrainOnTerminate {
+    async fn recv(&self) -> ShutdownSignal {
+        let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(t), Ok(i)) => (t, i),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot install signal handlers; stopping");
+                return ShutdownSignal::FastShutdown;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!(in_flight = self.in_flight.current(), "SIGTERM: no longer accepting; draining in-flight requests");
+                exit_when_drained(self.in_flight.clone());
+                ShutdownSignal::GracefulTerminate
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: stopping now");
+                ShutdownSignal::FastShutdown
+            }
+        }
+    }
+}
+
+/// Exits the process with status 0 once no request is in flight. The grace
+/// period still bounds the wait: pingora stops everything when it ends.
+fn exit_when_drained(in_flight: Arc<InFlight>) {
+    std::thread::spawn(move || {
+        // Let pingora close its listeners before counting down.
+        std::thread::sleep(Duration::from_millis(100));
+        while in_flight.current() > 0 {
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        tracing::info!("all in-flight requests finished; exiting");
+        std::process::exit(0);
+    });
+}

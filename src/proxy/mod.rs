@@ -1,0 +1,251 @@
+//! The proxy core: a pingora `ProxyHttp` that routes MCP Streamable HTTP
+//! traffic to upstreams.
+//!
+//! Each phase below is short and delegates to a named function: routing
+//! (`route`), header rules (`headers`), body checks (`body`, then `mcp`),
+//! buffered forwarding of POSTs (`forward`), and the single mapping of
+//! failures to responses (`error`). Later stages (token checks, scope policy,
+//! metrics) slot into `admit`, between the body check and forwarding.
+
+mod body;
+mod error;
+mod forward;
+mod headers;
+mod lifecycle;
+mod route;
+
+pub use error::GatewayError;
+pub use lifecycle::{build_server, run_until_terminated, InFlight};
+
+use crate::config::Config;
+use crate::mcp::McpPost;
+use async_trait::async_trait;
+use http::Method;
+use pingora::connectors::http::Connector;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType};
+use route::{Route, Routes};
+use serde_json::Value;
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The gateway's request pipeline.
+pub struct Gateway {
+    routes: Routes,
+    allowed_origins: HashSet<String>,
+    max_body_bytes: usize,
+    connector: Connector,
+    in_flight: Arc<InFlight>,
+}
+
+/// Per-request state carried between phases.
+pub struct RequestCtx {
+    route: Option<Arc<Route>>,
+    post: Option<McpPost>,
+    refusal: Option<&'static str>,
+    started: Instant,
+    _in_flight: lifecycle::InFlightGuard,
+}
+
+/// What `admit` decided for a request.
+enum Admission {
+    /// Let pingora proxy it (GET, DELETE).
+    Proxy,
+    /// The response has been written already (POST, forwarded here).
+    Done,
+}
+
+impl Gateway {
+    /// Builds the pipeline for `config`, counting requests in `in_flight`.
+    pub fn new(config: &Config, in_flight: Arc<InFlight>) -> std::io::Result<Self> {
+        let mut allowed_origins: HashSet<String> = config.allowed_origins.iter().cloned().collect();
+        allowed_origins.insert(config.public_url.origin());
+        Ok(Self {
+            routes: Routes::new(&config.upstreams)?,
+            allowed_origins,
+            max_body_bytes: config.max_body_bytes,
+            connector: Connector::new(None),
+            in_flight,
+        })
+    }
+
+    /// Decides what to do with a request, and does the POST forwarding.
+    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Admission, GatewayError> {
+        let route = self
+            .routes
+            .find(session.req_header().uri.path())
+            .cloned()
+            .ok_or(GatewayError::NotFound)?;
+        ctx.route = Some(route.clone());
+        let origin = session.req_header().headers.get(http::header::ORIGIN).map(|v| v.as_bytes());
+        headers::origin_allowed(origin, &self.allowed_origins).map_err(GatewayError::OriginRefused)?;
+
+        let method = session.req_header().method.clone();
+        if method == Method::GET || method == Method::DELETE {
+            if !session.is_body_empty() {
+                return Err(GatewayError::UnexpectedBody(method.to_string()));
+            }
+            return Ok(Admission::Proxy);
+        }
+        if method != Method::POST {
+            return Err(GatewayError::MethodNotAllowed(method.to_string()));
+        }
+
+        let body = body::read_post_body(session, self.max_body_bytes).await?;
+        let post = McpPost::parse(&body)?;
+        let header = |name: &str| session.req_header().headers.get(name).and_then(|v| v.to_str().ok());
+        let checked = post.check_standard_headers(header("mcp-method"), header("mcp-name"));
+        ctx.post = Some(post);
+        checked?;
+
+        let mut req = self.upstream_request(session, &route)?;
+        headers::set_fixed_length(&mut req, body.len()).map_err(|e| unavailable(&route, &e))?;
+        match forward::forward_buffered(&self.connector, session, &route, req, body).await? {
+            forward::Delivered::Complete => {}
+            forward::Delivered::ClientGone => {
+                tracing::info!(upstream = %route.upstream.name, "client closed the connection mid-response");
+            }
+            forward::Delivered::UpstreamBroke(detail) => {
+                tracing::warn!(upstream = %route.upstream.name, %detail, "upstream broke off mid-response");
+            }
+        }
+        Ok(Admission::Done)
+    }
+
+    fn upstream_request(&self, session: &Session, route: &Route) -> Result<RequestHeader, GatewayError> {
+        let mut req = session.req_header().clone();
+        headers::rewrite_for_upstream(&mut req, route, client_ip(session)).map_err(|e| unavailable(route, &e))?;
+        Ok(req)
+    }
+}
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+fn unavailable(route: &Route, e: &Error) -> GatewayError {
+    GatewayError::UpstreamUnavailable {
+        upstream: route.upstream.name.clone(),
+        detail: e.to_string(),
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            route: None,
+            post: None,
+            refusal: None,
+            started: Instant::now(),
+            _in_flight: self.in_flight.enter(),
+        }
+    }
+
+    /// Runs first for every request: route, `Origin`, method, and for POST the
+    /// body checks and forwarding (see `forward`). Returns `true` when the
+    /// response has been written here.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
+        match self.admit(session, ctx).await {
+            Ok(Admission::Proxy) => Ok(false),
+            Ok(Admission::Done) => Ok(true),
+            Err(err) => {
+                ctx.refusal = Some(err.kind());
+                let upstream = ctx.route.as_ref().map_or("-", |r| r.upstream.name.as_str());
+                match &err {
+                    GatewayError::UpstreamUnavailable { .. } | GatewayError::UpstreamTimeout { .. } => {
+                        tracing::warn!(upstream, error = %err, "upstream request failed");
+                    }
+                    _ => tracing::info!(upstream, reason = err.kind(), error = %err, "request refused"),
+                }
+                let id = ctx.post.as_ref().map_or(Value::Null, McpPost::response_id);
+                let unread = !session.is_body_done();
+                error::respond(session, &err, ctx.route.is_some(), id, unread).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// GET and DELETE only (POSTs never get here): the route's upstream.
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Box<HttpPeer>> {
+        let route = ctx
+            .route
+            .as_ref()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route chosen"))?;
+        Ok(Box::new(route.peer()))
+    }
+
+    /// Rewrites the request head for the upstream (path, Host, credentials,
+    /// hop-by-hop fields, configured headers).
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        let route = ctx
+            .route
+            .as_ref()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route chosen"))?;
+        headers::rewrite_for_upstream(upstream_request, route, client_ip(session))
+    }
+
+    /// Drops hop-by-hop fields from the upstream's response head.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        headers::filter_upstream_response(upstream_response);
+        Ok(())
+    }
+
+    /// A GET or DELETE failed before a response: answer 502/504 with a
+    /// JSON-RPC error, naming the upstream in the log.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let Some(route) = ctx.route.clone() else {
+            return FailToProxy { error_code: 500, can_reuse_downstream: false };
+        };
+        let err = if matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout) {
+            GatewayError::UpstreamTimeout { upstream: route.upstream.name.clone(), detail: e.to_string() }
+        } else {
+            forward::connect_error(&route, e)
+        };
+        if session.response_written().is_some() {
+            tracing::warn!(upstream = %route.upstream.name, error = %e, "stream ended with an error");
+            return FailToProxy { error_code: 0, can_reuse_downstream: false };
+        }
+        tracing::warn!(upstream = %route.upstream.name, error = %err, "upstream request failed");
+        ctx.refusal = Some(err.kind());
+        if let Err(write_err) = error::respond(session, &err, true, Value::Null, true).await {
+            tracing::debug!(error = %write_err, "could not write the error response");
+        }
+        FailToProxy { error_code: err.status(), can_reuse_downstream: false }
+    }
+
+    /// One access-log line per request.
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let req = session.req_header();
+        tracing::info!(
+            upstream = ctx.route.as_ref().map_or("-", |r| r.upstream.name.as_str()),
+            http_method = %req.method,
+            path = req.uri.path(),
+            rpc_method = ctx.post.as_ref().map_or("-", McpPost::method_label),
+            status,
+            refusal = ctx.refusal.unwrap_or("-"),
+            duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
+}

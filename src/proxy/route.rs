@@ -1,0 +1,124 @@
+//! Which upstream a request path belongs to, and the path it has there.
+
+use crate::config::Upstream;
+use pingora::upstreams::peer::HttpPeer;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long an idle upstream connection stays in the pool.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One upstream behind its public path, with its connection settings ready.
+#[derive(Debug)]
+pub struct Route {
+    /// The configured upstream.
+    pub upstream: Upstream,
+    peer: HttpPeer,
+}
+
+impl Route {
+    fn new(upstream: Upstream) -> std::io::Result<Self> {
+        let target = &upstream.target;
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(target.host.as_str(), target.port))?
+            .next()
+            .ok_or_else(|| std::io::Error::other(format!("`{}` resolves to no address", target.host)))?;
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(upstream.timeouts.connect);
+        peer.options.total_connection_timeout = Some(upstream.timeouts.connect);
+        peer.options.read_timeout = upstream.timeouts.idle;
+        peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
+        Ok(Self { upstream, peer })
+    }
+
+    /// The upstream as a pingora peer (connection pool key and options).
+    pub fn peer(&self) -> HttpPeer {
+        self.peer.clone()
+    }
+
+    /// How long a pooled connection to this upstream may stay idle.
+    pub fn pool_idle_timeout(&self) -> Option<Duration> {
+        self.peer.options.idle_timeout
+    }
+
+    /// Maps a public path and query (`/demo/mcp/x?y`) to the upstream's
+    /// (`/mcp/x?y`): the public prefix is replaced by the upstream URL's path.
+    pub fn upstream_path(&self, public_path: &str, query: Option<&str>) -> String {
+        let rest = &public_path[self.upstream.path.len()..];
+        let mut path = format!("{}{rest}", self.upstream.target.path);
+        if path.is_empty() {
+            path.push('/');
+        }
+        if let Some(q) = query {
+            path.push('?');
+            path.push_str(q);
+        }
+        path
+    }
+}
+
+/// The routing table: public path prefixes to upstreams.
+#[derive(Debug)]
+pub struct Routes(Vec<Arc<Route>>);
+
+impl Routes {
+    /// Builds the table, resolving each upstream host once.
+    pub fn new(upstreams: &[Upstream]) -> std::io::Result<Self> {
+        upstreams
+            .iter()
+            .map(|u| {
+                Route::new(u.clone()).map(Arc::new).map_err(|e| {
+                    std::io::Error::other(format!("upstream `{}` ({}): {e}", u.name, u.target.url))
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
+    /// The route whose path is `path` or a prefix of it on a segment
+    /// boundary (`/a/mcp` serves `/a/mcp` and `/a/mcp/x`, not `/a/mcpx`).
+    pub fn find(&self, path: &str) -> Option<&Arc<Route>> {
+        self.0.iter().find(|r| {
+            let prefix = r.upstream.path.as_str();
+            path.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn routes() -> Routes {
+        let c = Config::from_yaml(
+            "public_url: http://gw
+upstreams:
+  - { name: a, path: /a/mcp, url: 'http://127.0.0.1:1/mcp' }
+  - { name: b, path: /b, url: 'http://127.0.0.1:2' }
+",
+        )
+        .unwrap();
+        Routes::new(&c.upstreams).unwrap()
+    }
+
+    #[test]
+    fn prefixes_match_on_segment_boundaries_only() {
+        let r = routes();
+        assert_eq!(r.find("/a/mcp").unwrap().upstream.name, "a");
+        assert_eq!(r.find("/a/mcp/sub").unwrap().upstream.name, "a");
+        assert!(r.find("/a/mcpx").is_none());
+        assert!(r.find("/a").is_none());
+        assert!(r.find("/").is_none());
+    }
+
+    #[test]
+    fn public_prefix_is_replaced_by_the_upstream_path() {
+        let r = routes();
+        let a = r.find("/a/mcp").unwrap();
+        assert_eq!(a.upstream_path("/a/mcp", None), "/mcp");
+        assert_eq!(a.upstream_path("/a/mcp/x", Some("k=v")), "/mcp/x?k=v");
+        let b = r.find("/b").unwrap();
+        assert_eq!(b.upstream_path("/b", None), "/");
+    }
+}
