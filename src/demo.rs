@@ -77,10 +77,9 @@ fn arg_f64(args: &JsonObject, name: &str) -> Result<f64, ErrorData> {
 fn arg_u64(args: &JsonObject, name: &str, default: u64, max: u64) -> Result<u64, ErrorData> {
     match args.get(name) {
         None => Ok(default),
-        Some(v) => v
-            .as_u64()
-            .filter(|n| *n <= max)
-            .ok_or_else(|| ErrorData::invalid_params(format!("`{name}` must be an integer up to {max}"), None)),
+        Some(v) => v.as_u64().filter(|n| *n <= max).ok_or_else(|| {
+            ErrorData::invalid_params(format!("`{name}` must be an integer up to {max}"), None)
+        }),
     }
 }
 
@@ -91,7 +90,12 @@ impl DemoServer {
         context: &RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         let steps = arg_u64(args, "steps", 3, MAX_COUNTDOWN_STEPS)?.max(1);
-        let interval = Duration::from_millis(arg_u64(args, "interval_ms", 500, MAX_COUNTDOWN_INTERVAL_MS)?);
+        let interval = Duration::from_millis(arg_u64(
+            args,
+            "interval_ms",
+            500,
+            MAX_COUNTDOWN_INTERVAL_MS,
+        )?);
         let token = context.meta.get_progress_token();
         for step in 1..=steps {
             tokio::time::sleep(interval).await;
@@ -104,14 +108,19 @@ impl DemoServer {
                 }
             }
         }
-        Ok(CallToolResult::success(vec![ContentBlock::text(format!("counted down {steps} steps"))]))
+        Ok(CallToolResult::success(vec![ContentBlock::text(format!(
+            "counted down {steps} steps"
+        ))]))
     }
 }
 
 impl ServerHandler for DemoServer {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("mcp-oauth-gateway-demo", env!("CARGO_PKG_VERSION")))
+            .with_server_info(Implementation::new(
+                "mcp-oauth-gateway-demo",
+                env!("CARGO_PKG_VERSION"),
+            ))
             .with_instructions("Demo MCP server bundled with mcp-oauth-gateway.")
     }
 
@@ -142,12 +151,17 @@ impl ServerHandler for DemoServer {
                 CallToolResult::success(vec![ContentBlock::text(sum.to_string())])
             }
             "get_time" => {
-                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
                 CallToolResult::success(vec![ContentBlock::text(now.as_secs().to_string())])
             }
             "countdown" => self.countdown(&args, &context).await?,
             other => {
-                return Err(ErrorData::invalid_params(format!("unknown tool `{other}`"), None));
+                return Err(ErrorData::invalid_params(
+                    format!("unknown tool `{other}`"),
+                    None,
+                ));
             }
         };
         Ok(result.into())
@@ -166,7 +180,10 @@ pub fn router(shutdown: CancellationToken) -> axum::Router {
 }
 
 /// Serves the demo router on `listener` until `shutdown` is cancelled.
-pub async fn serve(listener: tokio::net::TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let app = router(shutdown.clone());
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled_owned().await })

@@ -74,7 +74,10 @@ fn serve(config: Config, demo_upstream: Option<SocketAddr>) -> ExitCode {
     }
     if let Some(addr) = demo_upstream {
         let url = config.public_url.join(&config.upstreams[0].path);
-        println!("Demo MCP server (echo, add, get_time, countdown) on http://{addr}{}", demo::MCP_PATH);
+        println!(
+            "Demo MCP server (echo, add, get_time, countdown) on http://{addr}{}",
+            demo::MCP_PATH
+        );
         println!("Connect your MCP client to: {url}");
         println!("  e.g. npx @modelcontextprotocol/inspector --cli {url} --transport http --method tools/list");
     }
@@ -82,7 +85,10 @@ fn serve(config: Config, demo_upstream: Option<SocketAddr>) -> ExitCode {
     proxy::run_until_terminated(server, in_flight)
 }
 
-fn report_config_errors(path: &std::path::Path, errors: &mcp_oauth_gateway::config::ConfigErrors) -> ExitCode {
+fn report_config_errors(
+    path: &std::path::Path,
+    errors: &mcp_oauth_gateway::config::ConfigErrors,
+) -> ExitCode {
     eprintln!("{}: {} error(s)\n{errors}", path.display(), errors.0.len());
     ExitCode::FAILURE
 }

@@ -55,10 +55,12 @@ fn expand_str(input: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<St
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 && !name.starts_with(|c: char| c.is_ascii_digit());
             if !valid {
-                return Err(format!("`${{{name}}}` is not a valid environment variable name"));
+                return Err(format!(
+                    "`${{{name}}}` is not a valid environment variable name"
+                ));
             }
-            let value = lookup(name)
-                .ok_or_else(|| format!("environment variable `{name}` is not set"))?;
+            let value =
+                lookup(name).ok_or_else(|| format!("environment variable `{name}` is not set"))?;
             out.push_str(&value);
             rest = &after[end + 1..];
         } else {
@@ -94,7 +96,10 @@ mod tests {
 
     #[test]
     fn double_dollar_escapes_and_lone_dollar_stays() {
-        assert_eq!(expand_str("$${API_KEY} costs $5", lookup).unwrap(), "${API_KEY} costs $5");
+        assert_eq!(
+            expand_str("$${API_KEY} costs $5", lookup).unwrap(),
+            "${API_KEY} costs $5"
+        );
     }
 
     #[test]

@@ -150,7 +150,11 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = if self.path.is_empty() { "(document)" } else { &self.path };
+        let path = if self.path.is_empty() {
+            "(document)"
+        } else {
+            &self.path
+        };
         write!(f, "{path}: {}", self.message)?;
         if !self.hint.is_empty() {
             write!(f, "\n    hint: {}", self.hint)?;
@@ -219,7 +223,11 @@ impl Config {
             "public URL: {}\nlisten:     {}\nbody limit: {} bytes; worker threads: {}; shutdown grace: {:?}\n",
             self.public_url, self.listen, self.max_body_bytes, self.worker_threads, self.shutdown_grace_period
         );
-        out.push_str(&format!("allowed origins: {} (always) {}\n", self.public_url.origin(), self.allowed_origins.join(" ")));
+        out.push_str(&format!(
+            "allowed origins: {} (always) {}\n",
+            self.public_url.origin(),
+            self.allowed_origins.join(" ")
+        ));
         out.push_str("routes:\n");
         for u in &self.upstreams {
             let t = u.timeouts;

@@ -122,7 +122,9 @@ impl<'de> Deserialize<'de> for HumanDuration {
         }
         match Form::deserialize(de)? {
             Form::Seconds(s) => Ok(Self(Duration::from_secs(s))),
-            Form::Text(t) => parse_duration(&t).map(Self).map_err(serde::de::Error::custom),
+            Form::Text(t) => parse_duration(&t)
+                .map(Self)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -133,15 +135,19 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration; write e.g. `250ms`, `5s`, `2m` or `1h`"))?;
+    let n: u64 = digits.parse().map_err(|_| {
+        format!("`{text}` is not a duration; write e.g. `250ms`, `5s`, `2m` or `1h`")
+    })?;
     let per_unit_ms = match unit {
         "ms" => 1,
         "" | "s" => 1000,
         "m" => 60_000,
         "h" => 3_600_000,
-        _ => return Err(format!("`{text}`: unknown unit `{unit}`; use ms, s, m or h")),
+        _ => {
+            return Err(format!(
+                "`{text}`: unknown unit `{unit}`; use ms, s, m or h"
+            ))
+        }
     };
     n.checked_mul(per_unit_ms)
         .map(Duration::from_millis)

@@ -9,7 +9,9 @@ upstreams:
 ";
 
 fn errors_of(yaml: &str) -> Vec<ConfigError> {
-    Config::from_yaml(yaml).expect_err("config should be refused").0
+    Config::from_yaml(yaml)
+        .expect_err("config should be refused")
+        .0
 }
 
 fn paths_of(yaml: &str) -> Vec<String> {
@@ -25,7 +27,10 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(c.worker_threads, 2);
     assert_eq!(c.shutdown_grace_period, Duration::from_secs(30));
     let up = &c.upstreams[0];
-    assert_eq!((up.target.host.as_str(), up.target.port), ("127.0.0.1", 3001));
+    assert_eq!(
+        (up.target.host.as_str(), up.target.port),
+        ("127.0.0.1", 3001)
+    );
     assert_eq!(up.target.authority, "127.0.0.1:3001");
     assert_eq!(up.target.path, "/mcp");
     assert_eq!(up.timeouts.connect, Duration::from_secs(5));
@@ -37,7 +42,11 @@ fn unknown_field_is_an_error_naming_its_path() {
     let yaml = format!("{MINIMAL}    retries: 3\n");
     let errs = errors_of(&yaml);
     assert_eq!(errs[0].path, "upstreams[0].retries");
-    assert!(errs[0].message.contains("unknown field `retries`"), "{}", errs[0].message);
+    assert!(
+        errs[0].message.contains("unknown field `retries`"),
+        "{}",
+        errs[0].message
+    );
 }
 
 #[test]
@@ -88,7 +97,10 @@ upstreams:
         "upstreams[1].path",
         "upstreams[1].headers.host",
     ] {
-        assert!(paths.iter().any(|p| p == expected), "missing {expected} in {paths:?}");
+        assert!(
+            paths.iter().any(|p| p == expected),
+            "missing {expected} in {paths:?}"
+        );
     }
     let text = ConfigErrors(errors_of(yaml)).to_string();
     assert!(text.contains("hint:"), "{text}");
@@ -115,15 +127,28 @@ fn well_known_paths_are_reserved() {
 
 #[test]
 fn empty_upstream_list_is_refused() {
-    assert_eq!(paths_of("public_url: http://a\nupstreams: []\n"), vec!["upstreams"]);
+    assert_eq!(
+        paths_of("public_url: http://a\nupstreams: []\n"),
+        vec!["upstreams"]
+    );
 }
 
 #[test]
 fn origins_are_normalised_like_browsers_send_them() {
-    let yaml = format!("{MINIMAL}allowed_origins: ['HTTPS://App.Example.com:443', 'http://localhost:6274']\n");
+    let yaml = format!(
+        "{MINIMAL}allowed_origins: ['HTTPS://App.Example.com:443', 'http://localhost:6274']\n"
+    );
     let c = Config::from_yaml(&yaml).unwrap();
-    assert_eq!(c.allowed_origins, vec!["https://app.example.com", "http://localhost:6274"]);
-    assert_eq!(paths_of(&format!("{MINIMAL}allowed_origins: ['https://a.com/path']\n")), vec!["allowed_origins[0]"]);
+    assert_eq!(
+        c.allowed_origins,
+        vec!["https://app.example.com", "http://localhost:6274"]
+    );
+    assert_eq!(
+        paths_of(&format!(
+            "{MINIMAL}allowed_origins: ['https://a.com/path']\n"
+        )),
+        vec!["allowed_origins[0]"]
+    );
 }
 
 #[test]

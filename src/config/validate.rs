@@ -37,42 +37,74 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let public_url = match parse_public_url(&raw.public_url) {
         Ok(u) => Some(u),
         Err(m) => {
-            err("public_url", m, "write the URL clients use to reach the gateway, e.g. `https://mcp.example.com`");
+            err(
+                "public_url",
+                m,
+                "write the URL clients use to reach the gateway, e.g. `https://mcp.example.com`",
+            );
             None
         }
     };
     let listen = match raw.listen.parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
-            err("listen", format!("`{}` is not an address", raw.listen), "write `IP:PORT`, e.g. `0.0.0.0:8080`");
+            err(
+                "listen",
+                format!("`{}` is not an address", raw.listen),
+                "write `IP:PORT`, e.g. `0.0.0.0:8080`",
+            );
             None
         }
     };
     if !(1..=1024).contains(&raw.server.worker_threads) {
-        err("server.worker_threads", format!("{} is out of range", raw.server.worker_threads), "use 1 to 1024 (usually the number of cores)");
+        err(
+            "server.worker_threads",
+            format!("{} is out of range", raw.server.worker_threads),
+            "use 1 to 1024 (usually the number of cores)",
+        );
     }
     if raw.server.shutdown_grace_period.0 > Duration::from_secs(3600) {
-        err("server.shutdown_grace_period", "longer than an hour".to_owned(), "use at most `1h`");
+        err(
+            "server.shutdown_grace_period",
+            "longer than an hour".to_owned(),
+            "use at most `1h`",
+        );
     }
     if !(1024..=64 * 1024 * 1024).contains(&raw.limits.max_body_bytes) {
-        err("limits.max_body_bytes", format!("{} is out of range", raw.limits.max_body_bytes), "use 1024 to 67108864 bytes (default 1048576)");
+        err(
+            "limits.max_body_bytes",
+            format!("{} is out of range", raw.limits.max_body_bytes),
+            "use 1024 to 67108864 bytes (default 1048576)",
+        );
     }
     let mut allowed_origins = Vec::new();
     for (i, origin) in raw.allowed_origins.iter().enumerate() {
         match normalise_origin(origin) {
             Ok(o) => allowed_origins.push(o),
-            Err(m) => err(&format!("allowed_origins[{i}]"), m, "write `scheme://host[:port]`, e.g. `https://app.example.com`"),
+            Err(m) => err(
+                &format!("allowed_origins[{i}]"),
+                m,
+                "write `scheme://host[:port]`, e.g. `https://app.example.com`",
+            ),
         }
     }
     if raw.upstreams.is_empty() {
-        err("upstreams", "no upstream is configured".to_owned(), "add at least one `{ name, path, url }` entry");
+        err(
+            "upstreams",
+            "no upstream is configured".to_owned(),
+            "add at least one `{ name, path, url }` entry",
+        );
     }
     let mut upstreams = Vec::new();
     let mut names = HashSet::new();
     for (i, up) in raw.upstreams.iter().enumerate() {
         let at = format!("upstreams[{i}]");
         if !names.insert(up.name.as_str()) {
-            errors.push(ConfigError::new(&format!("{at}.name"), format!("`{}` is used by an earlier upstream", up.name), "give each upstream a unique name"));
+            errors.push(ConfigError::new(
+                &format!("{at}.name"),
+                format!("`{}` is used by an earlier upstream", up.name),
+                "give each upstream a unique name",
+            ));
         }
         match validate_upstream(up, &at) {
             Ok(u) => upstreams.push(u),
@@ -116,8 +148,14 @@ fn parse_public_url(text: &str) -> Result<PublicUrl, String> {
 /// lowercase, default port omitted).
 pub(crate) fn normalise_origin(text: &str) -> Result<String, String> {
     let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not an origin ({e})"))?;
-    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
-        return Err(format!("`{text}` must be only `scheme://host[:port]`, without a path"));
+    if url.path() != "/"
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+    {
+        return Err(format!(
+            "`{text}` must be only `scheme://host[:port]`, without a path"
+        ));
     }
     match url.origin() {
         o @ url::Origin::Tuple(..) => Ok(o.ascii_serialization()),
@@ -129,30 +167,72 @@ fn validate_upstream(up: &RawUpstream, at: &str) -> Result<Upstream, Vec<ConfigE
     let mut errors = Vec::new();
     let valid_name = !up.name.is_empty()
         && up.name.len() <= 64
-        && up.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        && up
+            .name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if !valid_name {
-        errors.push(ConfigError::new(&format!("{at}.name"), format!("`{}` is not a valid name", up.name), "use 1-64 characters of a-z, 0-9, `-` and `_`"));
+        errors.push(ConfigError::new(
+            &format!("{at}.name"),
+            format!("`{}` is not a valid name", up.name),
+            "use 1-64 characters of a-z, 0-9, `-` and `_`",
+        ));
     }
     if let Err(m) = check_public_path(&up.path) {
-        errors.push(ConfigError::new(&format!("{at}.path"), m, "write an absolute path such as `/github/mcp`, no trailing slash"));
+        errors.push(ConfigError::new(
+            &format!("{at}.path"),
+            m,
+            "write an absolute path such as `/github/mcp`, no trailing slash",
+        ));
     }
     let target = parse_target(&up.url)
-        .map_err(|m| errors.push(ConfigError::new(&format!("{at}.url"), m, "write the upstream's Streamable HTTP endpoint, e.g. `http://127.0.0.1:3001/mcp`")))
+        .map_err(|m| {
+            errors.push(ConfigError::new(
+                &format!("{at}.url"),
+                m,
+                "write the upstream's Streamable HTTP endpoint, e.g. `http://127.0.0.1:3001/mcp`",
+            ))
+        })
         .ok();
     let mut headers = Vec::new();
     for (name, value) in &up.headers {
         let path = format!("{at}.headers.{name}");
-        match (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
-            (Ok(n), _) if RESERVED_UPSTREAM_HEADERS.contains(&n.as_str()) => errors.push(ConfigError::new(&path, format!("`{name}` is managed by the gateway"), "remove it; the gateway sets framing, routing and MCP headers itself")),
+        match (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
+            (Ok(n), _) if RESERVED_UPSTREAM_HEADERS.contains(&n.as_str()) => {
+                errors.push(ConfigError::new(
+                    &path,
+                    format!("`{name}` is managed by the gateway"),
+                    "remove it; the gateway sets framing, routing and MCP headers itself",
+                ))
+            }
             (Ok(n), Ok(v)) => headers.push((n, v)),
-            (Err(_), _) => errors.push(ConfigError::new(&path, format!("`{name}` is not a valid header name"), "use letters, digits and `-`")),
-            (_, Err(_)) => errors.push(ConfigError::new(&path, "the value has characters not allowed in a header".to_owned(), "remove control characters and newlines")),
+            (Err(_), _) => errors.push(ConfigError::new(
+                &path,
+                format!("`{name}` is not a valid header name"),
+                "use letters, digits and `-`",
+            )),
+            (_, Err(_)) => errors.push(ConfigError::new(
+                &path,
+                "the value has characters not allowed in a header".to_owned(),
+                "remove control characters and newlines",
+            )),
         }
     }
     let t = &up.timeouts;
-    for (field, d) in [("connect", Some(t.connect.0)), ("response", Some(t.response.0)), ("idle", t.idle.map(|d| d.0))] {
+    for (field, d) in [
+        ("connect", Some(t.connect.0)),
+        ("response", Some(t.response.0)),
+        ("idle", t.idle.map(|d| d.0)),
+    ] {
         if d == Some(Duration::ZERO) {
-            errors.push(ConfigError::new(&format!("{at}.timeouts.{field}"), "zero is not a timeout".to_owned(), "use a positive duration such as `5s`, or leave `idle` out for none"));
+            errors.push(ConfigError::new(
+                &format!("{at}.timeouts.{field}"),
+                "zero is not a timeout".to_owned(),
+                "use a positive duration such as `5s`, or leave `idle` out for none",
+            ));
         }
     }
     match target {
@@ -173,14 +253,21 @@ fn validate_upstream(up: &RawUpstream, at: &str) -> Result<Upstream, Vec<ConfigE
 
 fn check_public_path(path: &str) -> Result<(), String> {
     if !path.starts_with('/') || path == "/" {
-        return Err(format!("`{path}` must start with `/` and name a path below the root"));
+        return Err(format!(
+            "`{path}` must start with `/` and name a path below the root"
+        ));
     }
     if path.ends_with('/') {
         return Err(format!("`{path}` must not end with `/`"));
     }
     let bad_char = |c: char| !(c.is_ascii_alphanumeric() || "/-._~".contains(c));
-    if path.chars().any(bad_char) || path.split('/').any(|seg| seg == "." || seg == "..") || path.contains("//") {
-        return Err(format!("`{path}` may only hold segments of letters, digits, `-`, `.`, `_`, `~`"));
+    if path.chars().any(bad_char)
+        || path.split('/').any(|seg| seg == "." || seg == "..")
+        || path.contains("//")
+    {
+        return Err(format!(
+            "`{path}` may only hold segments of letters, digits, `-`, `.`, `_`, `~`"
+        ));
     }
     if path == "/.well-known" || path.starts_with("/.well-known/") {
         return Err(format!("`{path}` is reserved for discovery documents"));
@@ -196,7 +283,9 @@ fn parse_target(text: &str) -> Result<UpstreamTarget, String> {
         other => return Err(format!("`{text}` uses `{other}`; only http is supported")),
     }
     if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
-        return Err(format!("`{text}` must not have user info, a query or a fragment"));
+        return Err(format!(
+            "`{text}` must not have user info, a query or a fragment"
+        ));
     }
     let host = match url.host() {
         Some(url::Host::Ipv6(ip)) => ip.to_string(),
@@ -226,7 +315,14 @@ fn check_paths_disjoint(raw: &[RawUpstream], errors: &mut Vec<ConfigError>) {
                 || a.path.starts_with(&format!("{}/", b.path))
                 || b.path.starts_with(&format!("{}/", a.path));
             if nested {
-                errors.push(ConfigError::new(&format!("upstreams[{i}].path"), format!("`{}` overlaps `{}` of upstream `{}`", a.path, b.path, b.name), "give each upstream a path that is not inside another's"));
+                errors.push(ConfigError::new(
+                    &format!("upstreams[{i}].path"),
+                    format!(
+                        "`{}` overlaps `{}` of upstream `{}`",
+                        a.path, b.path, b.name
+                    ),
+                    "give each upstream a path that is not inside another's",
+                ));
             }
         }
     }

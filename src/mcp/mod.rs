@@ -61,6 +61,16 @@ impl McpError {
     }
 }
 
+/// A refused POST body, with the `id` to answer with when the body was a
+/// single message whose id could be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidPost {
+    /// Why it was refused.
+    pub error: McpError,
+    /// The request id, or `null`.
+    pub id: Value,
+}
+
 /// What one JSON-RPC message is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MessageKind {
@@ -100,23 +110,37 @@ pub struct McpPost {
 impl McpPost {
     /// Reads a POST body, refusing anything the upstream could read
     /// differently (see [`strict_json`]).
-    pub fn parse(body: &[u8]) -> Result<Self, McpError> {
+    pub fn parse(body: &[u8]) -> Result<Self, InvalidPost> {
+        let refuse = |error: McpError, id: Option<&Value>| InvalidPost {
+            error,
+            id: id
+                .filter(|id| id.is_string() || id.is_i64() || id.is_u64())
+                .cloned()
+                .unwrap_or(Value::Null),
+        };
         let doc = parse_strict(body).map_err(|e| match e {
-            StrictJsonError::Syntax(m) => McpError::Parse(m),
-            StrictJsonError::DuplicateKey(k) => McpError::InvalidRequest(format!(
-                "duplicate object key {k}: ambiguous JSON is refused"
-            )),
+            StrictJsonError::Syntax(m) => refuse(McpError::Parse(m), None),
+            StrictJsonError::DuplicateKey(k) => refuse(
+                McpError::InvalidRequest(format!(
+                    "duplicate object key {k}: ambiguous JSON is refused"
+                )),
+                None,
+            ),
         })?;
         match doc {
             Value::Array(items) if items.is_empty() => {
-                Err(McpError::InvalidRequest("empty batch".into()))
+                Err(refuse(McpError::InvalidRequest("empty batch".into()), None))
             }
             Value::Array(items) => Ok(Self {
-                messages: items.iter().map(read_message).collect::<Result<_, _>>()?,
+                messages: items
+                    .iter()
+                    .map(read_message)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| refuse(e, None))?,
                 is_batch: true,
             }),
             other => Ok(Self {
-                messages: vec![read_message(&other)?],
+                messages: vec![read_message(&other).map_err(|e| refuse(e, other.get("id")))?],
                 is_batch: false,
             }),
         }
@@ -192,7 +216,10 @@ fn read_message(value: &Value) -> Result<RpcMessage, McpError> {
         Some(_) => return Err(invalid("`method` must be a string")),
     };
     let params = obj.get("params");
-    if !matches!(params, None | Some(Value::Object(_)) | Some(Value::Array(_))) {
+    if !matches!(
+        params,
+        None | Some(Value::Object(_)) | Some(Value::Array(_))
+    ) {
         return Err(invalid("`params` must be an object"));
     }
     let is_response = obj.contains_key("result") || obj.contains_key("error");

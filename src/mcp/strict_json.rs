@@ -119,13 +119,19 @@ mod tests {
     #[test]
     fn duplicate_key_deep_inside_is_refused() {
         let body = br#"{"params":{"arguments":[{"x":1,"y":2,"x":3}]}}"#;
-        assert!(matches!(parse_strict(body), Err(StrictJsonError::DuplicateKey(_))));
+        assert!(matches!(
+            parse_strict(body),
+            Err(StrictJsonError::DuplicateKey(_))
+        ));
     }
 
     #[test]
     fn escaped_spelling_of_the_same_key_is_a_duplicate() {
         let body = br#"{"name":"a","n\u0061me":"b"}"#;
-        assert!(matches!(parse_strict(body), Err(StrictJsonError::DuplicateKey(_))));
+        assert!(matches!(
+            parse_strict(body),
+            Err(StrictJsonError::DuplicateKey(_))
+        ));
     }
 
     #[test]
@@ -135,14 +141,26 @@ mod tests {
 
     #[test]
     fn syntax_errors_trailing_data_and_bad_utf8_are_syntax() {
-        for body in [&b"{"[..], b"{} {}", b"\xff\xfe", b"{\"a\":\"\\ud800\"}", b""] {
-            assert!(matches!(parse_strict(body), Err(StrictJsonError::Syntax(_))), "{body:?}");
+        for body in [
+            &b"{"[..],
+            b"{} {}",
+            b"\xff\xfe",
+            b"{\"a\":\"\\ud800\"}",
+            b"",
+        ] {
+            assert!(
+                matches!(parse_strict(body), Err(StrictJsonError::Syntax(_))),
+                "{body:?}"
+            );
         }
     }
 
     #[test]
     fn very_deep_nesting_is_refused_not_a_stack_overflow() {
         let body = "[".repeat(100_000);
-        assert!(matches!(parse_strict(body.as_bytes()), Err(StrictJsonError::Syntax(_))));
+        assert!(matches!(
+            parse_strict(body.as_bytes()),
+            Err(StrictJsonError::Syntax(_))
+        ));
     }
 }

@@ -2,14 +2,20 @@ use super::*;
 use serde_json::json;
 
 fn parse(body: &str) -> Result<McpPost, McpError> {
-    McpPost::parse(body.as_bytes())
+    McpPost::parse(body.as_bytes()).map_err(|e| e.error)
 }
 
 #[test]
 fn tools_call_yields_method_id_and_tool_name() {
-    let post = parse(r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{}}}"#).unwrap();
+    let post = parse(
+        r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{}}}"#,
+    )
+    .unwrap();
     let m = &post.messages[0];
-    assert_eq!((m.kind.clone(), m.method.as_deref(), m.tool.as_deref()), (MessageKind::Request, Some("tools/call"), Some("echo")));
+    assert_eq!(
+        (m.kind.clone(), m.method.as_deref(), m.tool.as_deref()),
+        (MessageKind::Request, Some("tools/call"), Some("echo"))
+    );
     assert_eq!(post.response_id(), json!(7));
     assert_eq!(post.method_label(), "tools/call");
 }
@@ -70,30 +76,60 @@ fn duplicate_keys_are_an_invalid_request() {
 
 #[test]
 fn tools_call_without_a_string_name_is_invalid_params() {
-    let err = parse(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":3}}"#).unwrap_err();
+    let err =
+        parse(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":3}}"#).unwrap_err();
     assert_eq!(err.code(), -32602);
 }
 
 #[test]
 fn tool_names_are_kept_exactly_as_sent() {
-    let post = parse(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"Écho\u0000"}}"#).unwrap();
+    let post =
+        parse(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"Écho\u0000"}}"#)
+            .unwrap();
     assert_eq!(post.messages[0].tool.as_deref(), Some("Écho\u{0}"));
 }
 
 // spec: Resource server 9 [26], Mcp-Method/Mcp-Name must match the body.
 #[test]
 fn matching_standard_headers_pass() {
-    let post = parse(r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a"}}"#).unwrap();
-    assert!(post.check_standard_headers(Some("resources/read"), Some("file:///a")).is_ok());
+    let post =
+        parse(r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a"}}"#)
+            .unwrap();
+    assert!(post
+        .check_standard_headers(Some("resources/read"), Some("file:///a"))
+        .is_ok());
     assert!(post.check_standard_headers(None, None).is_ok());
 }
 
 #[test]
 fn mismatched_standard_headers_are_error_32020() {
-    let post = parse(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#).unwrap();
-    for (m, n) in [(Some("tools/list"), None), (None, Some("add")), (Some("tools/call"), Some("ECHO"))] {
-        assert_eq!(post.check_standard_headers(m, n).unwrap_err().code(), -32020);
+    let post = parse(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#)
+        .unwrap();
+    for (m, n) in [
+        (Some("tools/list"), None),
+        (None, Some("add")),
+        (Some("tools/call"), Some("ECHO")),
+    ] {
+        assert_eq!(
+            post.check_standard_headers(m, n).unwrap_err().code(),
+            -32020
+        );
     }
     let batch = parse(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#).unwrap();
-    assert_eq!(batch.check_standard_headers(Some("ping"), None).unwrap_err().code(), -32020);
+    assert_eq!(
+        batch
+            .check_standard_headers(Some("ping"), None)
+            .unwrap_err()
+            .code(),
+        -32020
+    );
+}
+
+#[test]
+fn refusal_of_a_single_message_carries_its_id() {
+    let err = McpPost::parse(br#"{"jsonrpc":"2.0","id":"q","method":"tools/call","params":{}}"#)
+        .unwrap_err();
+    assert_eq!((err.error.code(), err.id), (-32602, json!("q")));
+    let err = McpPost::parse(br#"{"jsonrpc":"2.0","id":{"x":1},"method":"ping"}"#).unwrap_err();
+    assert_eq!(err.id, Value::Null, "an invalid id is not echoed");
 }

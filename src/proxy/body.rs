@@ -11,7 +11,9 @@ use pingora::proxy::Session;
 pub async fn read_post_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
     let req = session.req_header();
     if let Some(enc) = req.headers.get(header::CONTENT_ENCODING) {
-        let enc = String::from_utf8_lossy(enc.as_bytes()).trim().to_ascii_lowercase();
+        let enc = String::from_utf8_lossy(enc.as_bytes())
+            .trim()
+            .to_ascii_lowercase();
         if enc != "identity" {
             return Err(GatewayError::UnsupportedEncoding(enc));
         }

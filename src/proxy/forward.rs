@@ -49,7 +49,11 @@ pub async fn forward_buffered(
         .cloned()
         .ok_or_else(|| unavailable(route, "upstream sent no response header"))?;
     filter_upstream_response(&mut resp);
-    if session.write_response_header(Box::new(resp), false).await.is_err() {
+    if session
+        .write_response_header(Box::new(resp), false)
+        .await
+        .is_err()
+    {
         upstream.shutdown().await;
         return Ok(Delivered::ClientGone);
     }
@@ -131,7 +135,11 @@ async fn stream_body(
         };
         match next {
             Ok(Some(chunk)) => {
-                if session.write_response_body(Some(chunk), false).await.is_err() {
+                if session
+                    .write_response_body(Some(chunk), false)
+                    .await
+                    .is_err()
+                {
                     return Delivered::ClientGone;
                 }
             }
@@ -146,7 +154,10 @@ async fn stream_body(
     }
 }
 
-async fn read_chunk(upstream: &mut HttpSession, idle: Option<Duration>) -> pingora::Result<Option<Bytes>> {
+async fn read_chunk(
+    upstream: &mut HttpSession,
+    idle: Option<Duration>,
+) -> pingora::Result<Option<Bytes>> {
     match idle {
         None => upstream.read_response_body().await,
         Some(limit) => match timeout(limit, upstream.read_response_body()).await {

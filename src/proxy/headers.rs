@@ -31,10 +31,7 @@ const CLIENT_CREDENTIALS: &[HeaderName] = &[
 ];
 
 /// Removes the hop-by-hop fields, including any the `Connection` header names.
-fn strip_hop_by_hop(
-    names: impl Iterator<Item = String>,
-    mut remove: impl FnMut(&str),
-) {
+fn strip_hop_by_hop(names: impl Iterator<Item = String>, mut remove: impl FnMut(&str)) {
     let mut doomed: Vec<String> = HOP_BY_HOP.iter().map(|s| (*s).to_owned()).collect();
     doomed.extend(names);
     for name in doomed {
@@ -68,13 +65,17 @@ pub fn rewrite_for_upstream(
         req.remove_header(name);
     }
     let path = route.upstream_path(req.uri.path(), req.uri.query());
-    let uri = path
-        .parse::<http::Uri>()
-        .map_err(|e| pingora::Error::because(pingora::ErrorType::InvalidHTTPHeader, "upstream path", e))?;
+    let uri = path.parse::<http::Uri>().map_err(|e| {
+        pingora::Error::because(pingora::ErrorType::InvalidHTTPHeader, "upstream path", e)
+    })?;
     req.set_uri(uri);
     req.insert_header(header::HOST, &route.upstream.target.authority)?;
     if let Some(ip) = client_ip {
-        let forwarded = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        let forwarded = match req
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
             Some(prior) => format!("{prior}, {ip}"),
             None => ip.to_string(),
         };
@@ -129,7 +130,13 @@ mod tests {
 
     #[test]
     fn other_null_and_garbage_origins_are_refused() {
-        for o in [&b"https://evil.example"[..], b"null", b"https://app.example.com.evil", b"\xff", b"http://app.example.com"] {
+        for o in [
+            &b"https://evil.example"[..],
+            b"null",
+            b"https://app.example.com.evil",
+            b"\xff",
+            b"http://app.example.com",
+        ] {
             assert!(origin_allowed(Some(o), &allowed()).is_err(), "{o:?}");
         }
     }
@@ -137,7 +144,14 @@ mod tests {
     #[test]
     fn response_loses_hop_by_hop_fields_and_keeps_mcp_headers() {
         let mut resp = ResponseHeader::build(200, None).unwrap();
-        for (n, v) in [("connection", "close, x-secret-hop"), ("x-secret-hop", "1"), ("keep-alive", "timeout=5"), ("upgrade", "h2c"), ("mcp-session-id", "abc"), ("content-type", "text/event-stream")] {
+        for (n, v) in [
+            ("connection", "close, x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("upgrade", "h2c"),
+            ("mcp-session-id", "abc"),
+            ("content-type", "text/event-stream"),
+        ] {
             resp.append_header(n, v).unwrap();
         }
         filter_upstream_response(&mut resp);

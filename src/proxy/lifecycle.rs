@@ -86,7 +86,10 @@ struct DrainOnTerminate {
 #[async_trait]
 impl ShutdownSignalWatch for DrainOnTerminate {
     async fn recv(&self) -> ShutdownSignal {
-        let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(t), Ok(i)) => (t, i),
             (Err(e), _) | (_, Err(e)) => {
                 tracing::error!(error = %e, "cannot install signal handlers; stopping");

@@ -46,6 +46,8 @@ pub struct Gateway {
 pub struct RequestCtx {
     route: Option<Arc<Route>>,
     post: Option<McpPost>,
+    /// The `id` an error response carries (the request's, or `null`).
+    error_id: Value,
     refusal: Option<&'static str>,
     started: Instant,
     _in_flight: lifecycle::InFlightGuard,
@@ -74,15 +76,24 @@ impl Gateway {
     }
 
     /// Decides what to do with a request, and does the POST forwarding.
-    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Admission, GatewayError> {
+    async fn admit(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Admission, GatewayError> {
         let route = self
             .routes
             .find(session.req_header().uri.path())
             .cloned()
             .ok_or(GatewayError::NotFound)?;
         ctx.route = Some(route.clone());
-        let origin = session.req_header().headers.get(http::header::ORIGIN).map(|v| v.as_bytes());
-        headers::origin_allowed(origin, &self.allowed_origins).map_err(GatewayError::OriginRefused)?;
+        let origin = session
+            .req_header()
+            .headers
+            .get(http::header::ORIGIN)
+            .map(|v| v.as_bytes());
+        headers::origin_allowed(origin, &self.allowed_origins)
+            .map_err(GatewayError::OriginRefused)?;
 
         let method = session.req_header().method.clone();
         if method == Method::GET || method == Method::DELETE {
@@ -96,9 +107,19 @@ impl Gateway {
         }
 
         let body = body::read_post_body(session, self.max_body_bytes).await?;
-        let post = McpPost::parse(&body)?;
-        let header = |name: &str| session.req_header().headers.get(name).and_then(|v| v.to_str().ok());
+        let post = McpPost::parse(&body).map_err(|refused| {
+            ctx.error_id = refused.id;
+            GatewayError::InvalidMessage(refused.error)
+        })?;
+        let header = |name: &str| {
+            session
+                .req_header()
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+        };
         let checked = post.check_standard_headers(header("mcp-method"), header("mcp-name"));
+        ctx.error_id = post.response_id();
         ctx.post = Some(post);
         checked?;
 
@@ -116,9 +137,14 @@ impl Gateway {
         Ok(Admission::Done)
     }
 
-    fn upstream_request(&self, session: &Session, route: &Route) -> Result<RequestHeader, GatewayError> {
+    fn upstream_request(
+        &self,
+        session: &Session,
+        route: &Route,
+    ) -> Result<RequestHeader, GatewayError> {
         let mut req = session.req_header().clone();
-        headers::rewrite_for_upstream(&mut req, route, client_ip(session)).map_err(|e| unavailable(route, &e))?;
+        headers::rewrite_for_upstream(&mut req, route, client_ip(session))
+            .map_err(|e| unavailable(route, &e))?;
         Ok(req)
     }
 }
@@ -145,6 +171,7 @@ impl ProxyHttp for Gateway {
         RequestCtx {
             route: None,
             post: None,
+            error_id: Value::Null,
             refusal: None,
             started: Instant::now(),
             _in_flight: self.in_flight.enter(),
@@ -154,7 +181,11 @@ impl ProxyHttp for Gateway {
     /// Runs first for every request: route, `Origin`, method, and for POST the
     /// body checks and forwarding (see `forward`). Returns `true` when the
     /// response has been written here.
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
         match self.admit(session, ctx).await {
             Ok(Admission::Proxy) => Ok(false),
             Ok(Admission::Done) => Ok(true),
@@ -162,21 +193,34 @@ impl ProxyHttp for Gateway {
                 ctx.refusal = Some(err.kind());
                 let upstream = ctx.route.as_ref().map_or("-", |r| r.upstream.name.as_str());
                 match &err {
-                    GatewayError::UpstreamUnavailable { .. } | GatewayError::UpstreamTimeout { .. } => {
+                    GatewayError::UpstreamUnavailable { .. }
+                    | GatewayError::UpstreamTimeout { .. } => {
                         tracing::warn!(upstream, error = %err, "upstream request failed");
                     }
-                    _ => tracing::info!(upstream, reason = err.kind(), error = %err, "request refused"),
+                    _ => {
+                        tracing::info!(upstream, reason = err.kind(), error = %err, "request refused")
+                    }
                 }
-                let id = ctx.post.as_ref().map_or(Value::Null, McpPost::response_id);
                 let unread = !session.is_body_done();
-                error::respond(session, &err, ctx.route.is_some(), id, unread).await?;
+                error::respond(
+                    session,
+                    &err,
+                    ctx.route.is_some(),
+                    ctx.error_id.clone(),
+                    unread,
+                )
+                .await?;
                 Ok(true)
             }
         }
     }
 
     /// GET and DELETE only (POSTs never get here): the route's upstream.
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
         let route = ctx
             .route
             .as_ref()
@@ -212,25 +256,45 @@ impl ProxyHttp for Gateway {
 
     /// A GET or DELETE failed before a response: answer 502/504 with a
     /// JSON-RPC error, naming the upstream in the log.
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let Some(route) = ctx.route.clone() else {
-            return FailToProxy { error_code: 500, can_reuse_downstream: false };
+            return FailToProxy {
+                error_code: 500,
+                can_reuse_downstream: false,
+            };
         };
-        let err = if matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout) {
-            GatewayError::UpstreamTimeout { upstream: route.upstream.name.clone(), detail: e.to_string() }
+        let err = if matches!(
+            e.etype(),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        ) {
+            GatewayError::UpstreamTimeout {
+                upstream: route.upstream.name.clone(),
+                detail: e.to_string(),
+            }
         } else {
             forward::connect_error(&route, e)
         };
         if session.response_written().is_some() {
             tracing::warn!(upstream = %route.upstream.name, error = %e, "stream ended with an error");
-            return FailToProxy { error_code: 0, can_reuse_downstream: false };
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
         }
         tracing::warn!(upstream = %route.upstream.name, error = %err, "upstream request failed");
         ctx.refusal = Some(err.kind());
         if let Err(write_err) = error::respond(session, &err, true, Value::Null, true).await {
             tracing::debug!(error = %write_err, "could not write the error response");
         }
-        FailToProxy { error_code: err.status(), can_reuse_downstream: false }
+        FailToProxy {
+            error_code: err.status(),
+            can_reuse_downstream: false,
+        }
     }
 
     /// One access-log line per request.

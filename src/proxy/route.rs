@@ -21,7 +21,9 @@ impl Route {
         let target = &upstream.target;
         let addr = std::net::ToSocketAddrs::to_socket_addrs(&(target.host.as_str(), target.port))?
             .next()
-            .ok_or_else(|| std::io::Error::other(format!("`{}` resolves to no address", target.host)))?;
+            .ok_or_else(|| {
+                std::io::Error::other(format!("`{}` resolves to no address", target.host))
+            })?;
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(upstream.timeouts.connect);
         peer.options.total_connection_timeout = Some(upstream.timeouts.connect);

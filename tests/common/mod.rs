@@ -1,0 +1,301 @@
+//! Test harness: a real upstream (the demo MCP server plus a few raw routes,
+//! behind a counter of every request it receives) and the real gateway on an
+//! ephemeral port, both on loopback.
+#![allow(dead_code)]
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use mcp_oauth_gateway::config::Config;
+use mcp_oauth_gateway::{demo, proxy};
+use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The upstream: demo MCP at `/mcp`, raw helpers at `/inspect`, `/sse-gap`,
+/// `/slow`. Every request it receives is recorded.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+    shutdown: CancellationToken,
+}
+
+impl Upstream {
+    pub async fn start() -> Self {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let shutdown = CancellationToken::new();
+        let app = demo::router(shutdown.clone())
+            .route("/inspect", any(inspect))
+            .route("/sse-gap", get(sse_gap))
+            .route("/slow", any(slow))
+            .layer(middleware::from_fn_with_state(seen.clone(), record));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled_owned().await })
+                .await
+                .unwrap();
+        });
+        Self {
+            addr,
+            seen,
+            shutdown,
+        }
+    }
+
+    /// Every request received so far, as `METHOD /path`.
+    pub fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn record(State(seen): State<Arc<Mutex<Vec<String>>>>, req: Request, next: Next) -> Response {
+    seen.lock()
+        .unwrap()
+        .push(format!("{} {}", req.method(), req.uri().path()));
+    next.run(req).await
+}
+
+/// Echoes what arrived: method, path and query, headers, and the body.
+async fn inspect(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+    let headers: serde_json::Map<String, Value> = headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                json!(String::from_utf8_lossy(v.as_bytes())),
+            )
+        })
+        .collect();
+    axum::Json(json!({
+        "method": method.as_str(),
+        "uri": uri.to_string(),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    }))
+}
+
+/// An SSE stream with a quiet gap between two events.
+async fn sse_gap() -> Response {
+    let stream = async_stream(vec![
+        (Duration::ZERO, "event: one\ndata: 1\n\n"),
+        (Duration::from_millis(1500), "event: two\ndata: 2\n\n"),
+    ]);
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("mcp-session-id", "sse-gap-session")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+fn async_stream(
+    parts: Vec<(Duration, &'static str)>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures_util::stream::unfold(parts.into_iter(), |mut it| async move {
+        let (delay, text) = it.next()?;
+        tokio::time::sleep(delay).await;
+        Some((Ok(Bytes::from_static(text.as_bytes())), it))
+    })
+}
+
+async fn slow() -> impl IntoResponse {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    axum::Json(json!({"jsonrpc": "2.0", "id": 1, "result": {}}))
+}
+
+/// A gateway running in this process on an ephemeral port.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+struct StopOnMessage(Mutex<Option<tokio::sync::oneshot::Receiver<()>>>);
+
+#[async_trait::async_trait]
+impl ShutdownSignalWatch for StopOnMessage {
+    async fn recv(&self) -> ShutdownSignal {
+        let rx = self.0.lock().unwrap().take();
+        if let Some(rx) = rx {
+            let _ = rx.await;
+        }
+        ShutdownSignal::FastShutdown
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Config text for a gateway on `port` with the standard test routes:
+/// `/demo/mcp` (demo MCP server) and `/raw` (the raw helpers).
+pub fn config_yaml(
+    port: u16,
+    upstream: SocketAddr,
+    extra_upstream_yaml: &str,
+    top_level_yaml: &str,
+) -> String {
+    format!(
+        "public_url: http://127.0.0.1:{port}
+listen: 127.0.0.1:{port}
+{top_level_yaml}
+upstreams:
+  - name: demo
+    path: /demo/mcp
+    url: http://{upstream}/mcp
+  - name: raw
+    path: /raw
+    url: http://{upstream}
+    headers:
+      x-api-key: upstream-secret
+    timeouts:
+      response: 700ms
+{extra_upstream_yaml}"
+    )
+}
+
+impl Gateway {
+    /// Starts the standard test gateway in front of `upstream`.
+    pub async fn start(upstream: &Upstream) -> Self {
+        Self::start_with(upstream, "", "").await
+    }
+
+    pub async fn start_with(
+        upstream: &Upstream,
+        extra_upstream_yaml: &str,
+        top_level_yaml: &str,
+    ) -> Self {
+        let port = free_port();
+        let yaml = config_yaml(port, upstream.addr, extra_upstream_yaml, top_level_yaml);
+        Self::start_yaml(&yaml).await
+    }
+
+    pub async fn start_yaml(yaml: &str) -> Self {
+        let config =
+            Config::from_yaml(yaml).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        if std::env::var_os("MCPGW_TEST_LOG").is_some() {
+            mcp_oauth_gateway::telemetry::init(config.log_format, "info");
+        }
+        let addr = config.listen;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let server = proxy::build_server(&config, proxy::InFlight::new()).unwrap();
+        std::thread::spawn(move || {
+            server.run(RunArgs {
+                shutdown_signal: Box::new(StopOnMessage(Mutex::new(Some(rx)))),
+            })
+        });
+        wait_for_port(addr).await;
+        Self {
+            addr,
+            stop: Some(tx),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub async fn wait_for_port(addr: SocketAddr) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("nothing listens on {addr}");
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// A JSON-RPC POST as MCP clients send it.
+pub fn mcp_post(
+    client: &reqwest::Client,
+    url: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::RequestBuilder {
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body)
+}
+
+pub const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"gateway-tests","version":"1"}}}"#;
+
+/// The JSON-RPC messages in an SSE or JSON response body.
+pub fn rpc_messages(content_type: &str, body: &str) -> Vec<Value> {
+    if content_type.starts_with("text/event-stream") {
+        body.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    } else {
+        vec![serde_json::from_str(body).unwrap()]
+    }
+}
+
+/// Sends a POST and returns (status, JSON-RPC messages, headers).
+pub async fn rpc(req: reqwest::RequestBuilder) -> (u16, Vec<Value>, reqwest::header::HeaderMap) {
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let ct = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = resp.text().await.unwrap();
+    let messages = if body.is_empty() {
+        vec![]
+    } else {
+        rpc_messages(&ct, &body)
+    };
+    (status, messages, headers)
+}
+
+/// Writes raw bytes to `addr` and returns the raw response (read to close).
+pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,0 +1,481 @@
+//! The proxy core end to end: real gateway, real upstream, real HTTP.
+
+mod common;
+
+use common::*;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+async fn setup() -> (Upstream, Gateway, reqwest::Client) {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&upstream).await;
+    (upstream, gateway, client())
+}
+
+/// Posts `body` to the raw inspector route and returns what the upstream saw.
+async fn inspect(gw: &Gateway, c: &reqwest::Client, req: reqwest::RequestBuilder) -> Value {
+    let _ = (gw, c);
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+fn error_of(messages: &[Value]) -> (Value, i64) {
+    let m = &messages[0];
+    (m["id"].clone(), m["error"]["code"].as_i64().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_session_initialize_list_and_call_through_gateway() {
+    let (_up, gw, c) = setup().await;
+    let url = gw.url("/demo/mcp");
+    let (status, msgs, headers) = rpc(mcp_post(&c, &url, INITIALIZE)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        msgs[0]["result"]["serverInfo"]["name"],
+        "mcp-oauth-gateway-demo"
+    );
+    let session = headers
+        .get("mcp-session-id")
+        .expect("Mcp-Session-Id passes back")
+        .to_str()
+        .unwrap()
+        .to_owned();
+
+    let with_session = |body: &'static str| {
+        mcp_post(&c, &url, body)
+            .header("mcp-session-id", &session)
+            .header("mcp-protocol-version", "2025-06-18")
+    };
+    let (status, _, _) = rpc(with_session(
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    ))
+    .await;
+    assert_eq!(status, 202);
+    let (_, msgs, _) = rpc(with_session(
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+    ))
+    .await;
+    let names: Vec<&str> = msgs[0]["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["echo", "add", "get_time", "countdown"]);
+    let (_, msgs, _) = rpc(with_session(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"add","arguments":{"a":2,"b":40}}}"#)).await;
+    assert_eq!(msgs[0]["result"]["content"][0]["text"], "42");
+
+    let deleted = c
+        .delete(&url)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        deleted.status().is_success(),
+        "DELETE passes through: {}",
+        deleted.status()
+    );
+    let after = with_session(r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        after.status(),
+        404,
+        "the upstream ended the session on DELETE"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_progress_events_arrive_as_the_upstream_sends_them() {
+    let (_up, gw, c) = setup().await;
+    // A stateless 2026-07-28 request: protocol data travels in `_meta`.
+    let body = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"countdown","arguments":{"steps":3,"interval_ms":400},
+        "_meta":{"progressToken":"p1","io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"t","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    let resp = mcp_post(&c, &gw.url("/demo/mcp"), body)
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "countdown")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let mut stream = resp.bytes_stream();
+    let mut buffer = String::new();
+    let mut arrivals: Vec<(Instant, Value)> = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        buffer.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            for m in rpc_messages("text/event-stream", &event) {
+                arrivals.push((Instant::now(), m));
+            }
+        }
+    }
+    let progress: Vec<&Instant> = arrivals
+        .iter()
+        .filter(|(_, m)| m["method"] == "notifications/progress")
+        .map(|(t, _)| t)
+        .collect();
+    let (result_at, result) = arrivals.last().unwrap();
+    assert_eq!(
+        result["result"]["content"][0]["text"],
+        "counted down 3 steps"
+    );
+    assert_eq!(progress.len(), 3);
+    // The upstream spaces events 400 ms apart; a proxy that buffered the
+    // response would deliver them all at once, at the end.
+    assert!(
+        result_at.duration_since(*progress[0]) >= Duration::from_millis(600),
+        "first progress event was held back"
+    );
+    assert!(progress[1].duration_since(*progress[0]) >= Duration::from_millis(200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_sse_stream_stays_open_across_a_quiet_gap() {
+    let (_up, gw, c) = setup().await;
+    let resp = c
+        .get(gw.url("/raw/sse-gap"))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["mcp-session-id"], "sse-gap-session");
+    let mut stream = resp.bytes_stream();
+    let mut got = String::new();
+    let mut first_at = None;
+    while let Some(chunk) = stream.next().await {
+        got.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        if first_at.is_none() && got.contains("event: one") {
+            first_at = Some(Instant::now());
+        }
+    }
+    assert!(
+        got.contains("event: one") && got.contains("event: two"),
+        "{got}"
+    );
+    assert!(first_at.unwrap().elapsed() < Duration::from_secs(60));
+    assert!(
+        Instant::now().duration_since(first_at.unwrap()) >= Duration::from_millis(1000),
+        "first event must arrive before the gap"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_forwarded_byte_for_byte_small_and_large() {
+    let (_up, gw, c) = setup().await;
+    let small = "{ \"jsonrpc\" : \"2.0\",\n \"id\": \"a\", \"method\": \"ping\" }";
+    let seen = inspect(&gw, &c, mcp_post(&c, &gw.url("/raw/inspect"), small)).await;
+    assert_eq!(seen["body"], small);
+    let filler = "x".repeat(300 * 1024);
+    let large = format!(
+        r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{filler}"}}}}}}"#
+    );
+    let seen = inspect(
+        &gw,
+        &c,
+        mcp_post(&c, &gw.url("/raw/inspect"), large.clone()),
+    )
+    .await;
+    assert_eq!(seen["body"].as_str().unwrap().len(), large.len());
+    assert_eq!(seen["body"], large.as_str());
+    assert_eq!(seen["headers"]["content-length"], large.len().to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_request_body_is_forwarded_with_a_length() {
+    let (_up, gw, c) = setup().await;
+    let body = r#"{"jsonrpc":"2.0","id":5,"method":"ping"}"#;
+    let chunks =
+        futures_util::stream::iter(vec![Ok::<_, std::io::Error>(&body[..10]), Ok(&body[10..])]);
+    let req = mcp_post(
+        &c,
+        &gw.url("/raw/inspect"),
+        reqwest::Body::wrap_stream(chunks),
+    );
+    let seen = inspect(&gw, &c, req).await;
+    assert_eq!(seen["body"], body);
+    assert!(seen["headers"].get("transfer-encoding").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_forwarded_and_one_bad_element_refuses_all() {
+    let (up, gw, c) = setup().await;
+    let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/initialized"}]"#;
+    let seen = inspect(&gw, &c, mcp_post(&c, &gw.url("/raw/inspect"), batch)).await;
+    assert_eq!(seen["body"], batch);
+    let before = up.count();
+    let bad = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2}]"#;
+    let (status, msgs, _) = rpc(mcp_post(&c, &gw.url("/raw/inspect"), bad)).await;
+    assert_eq!((status, error_of(&msgs)), (400, (Value::Null, -32600)));
+    assert_eq!(up.count(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bodies_get_json_rpc_errors_and_never_reach_the_upstream() {
+    let (up, gw, c) = setup().await;
+    let url = gw.url("/demo/mcp");
+    let cases: &[(&str, u16, i64)] = &[
+        ("{\"jsonrpc\":\"2.0\",\"id\":1,", 400, -32700),
+        ("not json", 400, -32700),
+        ("{\"hello\":1}", 400, -32600),
+        ("[]", 400, -32600),
+        (
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","name":"get_time"}}"#,
+            400,
+            -32600,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":7}}"#,
+            400,
+            -32602,
+        ),
+    ];
+    for (body, status, code) in cases {
+        let (got_status, msgs, headers) = rpc(mcp_post(&c, &url, *body)).await;
+        assert_eq!((got_status, error_of(&msgs).1), (*status, *code), "{body}");
+        assert_eq!(headers["content-type"], "application/json");
+    }
+    let (_, msgs, _) = rpc(mcp_post(
+        &c,
+        &url,
+        r#"{"jsonrpc":"2.0","id":"q","method":"tools/call","params":{}}"#,
+    ))
+    .await;
+    assert_eq!(
+        error_of(&msgs),
+        (json!("q"), -32602),
+        "the request id is echoed"
+    );
+    assert_eq!(up.count(), 0, "upstream saw: {:?}", up.seen());
+}
+
+// spec: Resource server 9 [26], header/body mismatch -> 400 with -32020.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_method_header_mismatch_is_refused_with_32020() {
+    let (up, gw, c) = setup().await;
+    let body = r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
+    let (status, msgs, _) = rpc(mcp_post(&c, &gw.url("/demo/mcp"), body)
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "get_time"))
+    .await;
+    assert_eq!((status, error_of(&msgs)), (400, (json!(4), -32020)));
+    assert_eq!(up.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encodings_media_types_and_methods_are_checked() {
+    let (up, gw, c) = setup().await;
+    let url = gw.url("/demo/mcp");
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let (s, msgs, _) = rpc(mcp_post(&c, &url, ping).header("content-encoding", "gzip")).await;
+    assert_eq!((s, error_of(&msgs).1), (415, -32003));
+    let (s, _, _) = rpc(c.post(&url).header("content-type", "text/plain").body(ping)).await;
+    assert_eq!(s, 415);
+    let r = c.put(&url).body(ping).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "POST, GET, DELETE");
+    let r = c.get(&url).body("smuggled").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(up.count(), 0, "{:?}", up.seen());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_get_413_and_never_reach_the_upstream() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start_with(&upstream, "", "limits:\n  max_body_bytes: 100000").await;
+    let c = client();
+    let url = gw.url("/demo/mcp");
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"pad":"{}"}}}}"#,
+        "y".repeat(150_000)
+    );
+    let (s, msgs, _) = rpc(mcp_post(&c, &url, big.clone())).await;
+    assert_eq!((s, error_of(&msgs).1), (413, -32003));
+    let chunks: Vec<Result<String, std::io::Error>> = big
+        .as_bytes()
+        .chunks(16 * 1024)
+        .map(|b| Ok(String::from_utf8(b.to_vec()).unwrap()))
+        .collect();
+    let (s, _, _) = rpc(mcp_post(
+        &c,
+        &url,
+        reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)),
+    ))
+    .await;
+    assert_eq!(s, 413, "chunked bodies are counted as they arrive");
+    assert_eq!(upstream.count(), 0);
+    let fits = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"pad":"{}"}}}}"#,
+        "y".repeat(90_000)
+    );
+    let (s, _, _) = rpc(mcp_post(&c, &gw.url("/raw/inspect"), fits)).await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_get_404_with_a_json_body() {
+    let (up, gw, c) = setup().await;
+    for path in ["/", "/demo", "/demo/mcpx", "/other/mcp"] {
+        let r = c
+            .post(gw.url(path))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "not_found");
+    }
+    assert_eq!(up.count(), 0);
+}
+
+// spec: Resource server 7 [11], Origin check against DNS rebinding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_outside_the_allow_list_gets_403() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start_with(&upstream, "", "allowed_origins: ['http://localhost:6274']").await;
+    let c = client();
+    let url = gw.url("/demo/mcp");
+    let (s, msgs, _) =
+        rpc(mcp_post(&c, &url, INITIALIZE).header("origin", "http://evil.example")).await;
+    assert_eq!((s, error_of(&msgs).1), (403, -32003));
+    let r = c
+        .get(gw.url("/raw/sse-gap"))
+        .header("origin", "null")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(upstream.count(), 0);
+    let (s, _, _) =
+        rpc(mcp_post(&c, &url, INITIALIZE).header("origin", "http://localhost:6274")).await;
+    assert_eq!(s, 200, "configured origin passes");
+    let (s, _, _) =
+        rpc(mcp_post(&c, &url, INITIALIZE).header("origin", format!("http://{}", gw.addr))).await;
+    assert_eq!(s, 200, "the public URL's own origin passes");
+}
+
+// spec: Resource server 4, no token passthrough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_and_hop_by_hop_headers_are_stripped_mcp_headers_pass() {
+    let (up, gw, _c) = setup().await;
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#;
+    let head = |method: &str, extra: &str| {
+        format!(
+            "{method} /raw/inspect?x=1 HTTP/1.1\r\nHost: public.example\r\nAuthorization: Bearer client-token\r\n\
+Cookie: sid=abc\r\nProxy-Authorization: Basic Zm9v\r\nConnection: close, x-hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n\
+TE: trailers\r\nUpgrade: websocket\r\nMcp-Session-Id: s-1\r\nMCP-Protocol-Version: 2026-07-28\r\nLast-Event-ID: 42\r\n\
+Mcp-Method: tools/call\r\nMcp-Name: echo\r\nx-api-key: client-supplied\r\n{extra}\r\n"
+        )
+    };
+    let post = format!(
+        "{}{body}",
+        head(
+            "POST",
+            &format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            )
+        )
+    );
+    let get = head("GET", "");
+    for request in [post, get] {
+        let raw = raw_http(gw.addr, request.as_bytes()).await;
+        assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+        let json_start = raw.find("\r\n\r\n").unwrap() + 4;
+        let text = raw[json_start..].trim();
+        let text = if text.starts_with('{') {
+            text.to_owned()
+        } else {
+            text.lines().nth(1).unwrap().to_owned()
+        };
+        let seen: Value = serde_json::from_str(&text).unwrap();
+        let h = &seen["headers"];
+        for gone in [
+            "authorization",
+            "cookie",
+            "proxy-authorization",
+            "x-hop",
+            "keep-alive",
+            "te",
+            "upgrade",
+        ] {
+            assert!(h.get(gone).is_none(), "{gone} reached the upstream: {h}");
+        }
+        for (name, value) in [
+            ("mcp-session-id", "s-1"),
+            ("mcp-protocol-version", "2026-07-28"),
+            ("last-event-id", "42"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "echo"),
+            ("x-api-key", "upstream-secret"),
+            ("x-forwarded-for", "127.0.0.1"),
+        ] {
+            assert_eq!(h[name], value, "{name}");
+        }
+        assert_eq!(h["host"], up.addr.to_string());
+        assert_eq!(seen["uri"], "/inspect?x=1");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_upstream_gets_502_with_the_request_id() {
+    let upstream = Upstream::start().await;
+    let dead = free_port();
+    let extra =
+        format!("  - name: dead\n    path: /dead/mcp\n    url: http://127.0.0.1:{dead}/mcp\n");
+    let gw = Gateway::start_with(&upstream, &extra, "").await;
+    let c = client();
+    let (s, msgs, _) = rpc(mcp_post(
+        &c,
+        &gw.url("/dead/mcp"),
+        r#"{"jsonrpc":"2.0","id":77,"method":"ping"}"#,
+    ))
+    .await;
+    assert_eq!(s, 502);
+    assert_eq!(error_of(&msgs), (json!(77), -32001));
+    assert!(msgs[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("`dead`"));
+    let r = c.get(gw.url("/dead/mcp")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32001);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_upstream_gets_504_with_the_request_id() {
+    let (_up, gw, c) = setup().await;
+    let (s, msgs, _) = rpc(mcp_post(
+        &c,
+        &gw.url("/raw/slow"),
+        r#"{"jsonrpc":"2.0","id":"slow-1","method":"ping"}"#,
+    ))
+    .await;
+    assert_eq!(s, 504);
+    assert_eq!(error_of(&msgs), (json!("slow-1"), -32002));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_connections_survive_many_requests() {
+    let (up, gw, c) = setup().await;
+    for i in 0..50 {
+        let body = format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"ping"}}"#);
+        let seen = inspect(&gw, &c, mcp_post(&c, &gw.url("/raw/inspect"), body.clone())).await;
+        assert_eq!(seen["body"], body);
+    }
+    assert_eq!(up.count(), 50);
+}
