@@ -1,0 +1,170 @@
+//! The command line: `check-config`, and `serve` stopping on SIGTERM.
+
+mod common;
+
+use common::*;
+use futures_util::StreamExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcp-oauth-gateway");
+
+/// A config file in the target directory, removed on drop.
+struct ConfigFile(std::path::PathBuf);
+
+impl ConfigFile {
+    fn with(text: &str) -> Self {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let path = dir.join(format!(
+            "config-{}-{}.yaml",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::write(&path, text).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn check_config_prints_routes_of_a_valid_file() {
+    let file = ConfigFile::with(&config_yaml(
+        8080,
+        "127.0.0.1:3001".parse().unwrap(),
+        "",
+        "",
+    ));
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&file.0)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("http://127.0.0.1:8080/demo/mcp -> http://127.0.0.1:3001/mcp"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("raw"), "{stdout}");
+}
+
+#[test]
+fn check_config_lists_every_error_with_its_path_and_exits_1() {
+    let file = ConfigFile::with(
+        "public_url: nope\nupstreams:\n  - { name: a, path: x, url: 'http://h', retries: 1 }\n",
+    );
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&file.0)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("upstreams[0].retries: unknown field"),
+        "{stderr}"
+    );
+
+    let file = ConfigFile::with(
+        "public_url: nope\nupstreams:\n  - { name: a, path: x, url: 'http://h' }\n",
+    );
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&file.0)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("public_url:")
+            && stderr.contains("upstreams[0].path:")
+            && stderr.contains("hint:"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_reports_a_missing_file() {
+    let out = Command::new(BIN)
+        .args(["check-config", "/nonexistent/gateway.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
+
+/// SIGTERM: the listener closes at once, an SSE stream in flight runs to its
+/// end, and the process then exits 0 well before the grace period is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_streams_then_exits_zero() {
+    let upstream = Upstream::start().await;
+    let port = free_port();
+    let file = ConfigFile::with(&config_yaml(
+        port,
+        upstream.addr,
+        "",
+        "server:\n  shutdown_grace_period: 30s",
+    ));
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&file.0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_for_port(addr).await;
+
+    let c = client();
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"countdown","arguments":{"steps":4,"interval_ms":300},"_meta":{"progressToken":"t","io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"t","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    let resp = mcp_post(&c, &format!("http://{addr}/demo/mcp"), body)
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "countdown")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+
+    let signalled = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener still accepts after SIGTERM"
+    );
+
+    let mut rest = String::from_utf8_lossy(&first).into_owned();
+    while let Some(chunk) = stream.next().await {
+        rest.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    assert!(
+        rest.contains("counted down 4 steps"),
+        "stream was cut: {rest}"
+    );
+
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        signalled.elapsed() < Duration::from_secs(25),
+        "waited for the whole grace period"
+    );
+}
