@@ -168,3 +168,10 @@ async fn sigterm_drains_in_flight_streams_then_exits_zero() {
         "waited for the whole grace period"
     );
 }
+
+#[test]
+fn shipped_example_config_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml");
+    let out = Command::new(BIN).args(["check-config", example]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
