@@ -125,14 +125,7 @@ async fn sigterm_drains_in_flight_streams_then_exits_zero() {
     wait_for_port(addr).await;
 
     let c = client();
-    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"countdown","arguments":{"steps":4,"interval_ms":300},"_meta":{"progressToken":"t","io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"t","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}}}"#;
-    let resp = mcp_post(&c, &format!("http://{addr}/demo/mcp"), body)
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "countdown")
-        .send()
-        .await
-        .unwrap();
+    let resp = stateless_countdown(&c, &format!("http://{addr}/demo/mcp"), 4, 300).await;
     assert_eq!(resp.status(), 200);
     let mut stream = resp.bytes_stream();
     let first = stream.next().await.unwrap().unwrap();
@@ -172,6 +165,13 @@ async fn sigterm_drains_in_flight_streams_then_exits_zero() {
 #[test]
 fn shipped_example_config_is_valid() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml");
-    let out = Command::new(BIN).args(["check-config", example]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["check-config", example])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -92,16 +92,7 @@ async fn mcp_session_initialize_list_and_call_through_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_progress_events_arrive_as_the_upstream_sends_them() {
     let (_up, gw, c) = setup().await;
-    // A stateless 2026-07-28 request: protocol data travels in `_meta`.
-    let body = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"countdown","arguments":{"steps":3,"interval_ms":400},
-        "_meta":{"progressToken":"p1","io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"t","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}}}"#;
-    let resp = mcp_post(&c, &gw.url("/demo/mcp"), body)
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "countdown")
-        .send()
-        .await
-        .unwrap();
+    let resp = stateless_countdown(&c, &gw.url("/demo/mcp"), 3, 400).await;
     assert_eq!(resp.status(), 200);
     assert!(resp.headers()["content-type"]
         .to_str()

@@ -299,3 +299,30 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> String {
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Sends a stateless (2026-07-28) `countdown` tools/call with a progress
+/// token: protocol data in `_meta`, `Mcp-Method`/`Mcp-Name` headers set.
+pub async fn stateless_countdown(
+    c: &reqwest::Client,
+    url: &str,
+    steps: u32,
+    interval_ms: u32,
+) -> reqwest::Response {
+    let body = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {
+        "name": "countdown",
+        "arguments": {"steps": steps, "interval_ms": interval_ms},
+        "_meta": {
+            "progressToken": "p1",
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "gateway-tests", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {}
+        }
+    }});
+    mcp_post(c, url, body.to_string())
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "countdown")
+        .send()
+        .await
+        .unwrap()
+}
