@@ -332,6 +332,25 @@ async fn unknown_paths_get_404_with_a_json_body() {
     assert_eq!(up.count(), 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_with_dot_segments_or_encoded_separators_get_400() {
+    let (up, gw, _c) = setup().await;
+    for path in [
+        "/demo/mcp/../../raw/inspect",
+        "/demo/mcp/%2e%2e/inspect",
+        "/raw//inspect",
+    ] {
+        let raw = raw_http(
+            gw.addr,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(raw.starts_with("HTTP/1.1 400"), "{path}: {raw}");
+        assert!(raw.contains("ambiguous_path"), "{raw}");
+    }
+    assert_eq!(up.count(), 0);
+}
+
 // spec: Resource server 7 [11], Origin check against DNS rebinding.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_outside_the_allow_list_gets_403() {

@@ -17,6 +17,9 @@ pub enum GatewayError {
     /// No upstream is configured for the path.
     #[error("no MCP endpoint at this path")]
     NotFound,
+    /// A path the upstream could resolve differently from the gateway.
+    #[error("{0}")]
+    AmbiguousPath(String),
     /// HTTP method other than POST, GET and DELETE.
     #[error("method {0} is not allowed; MCP uses POST, GET and DELETE")]
     MethodNotAllowed(String),
@@ -71,7 +74,10 @@ impl GatewayError {
             Self::OriginRefused(_) => 403,
             Self::BodyTooLarge { .. } => 413,
             Self::UnsupportedEncoding(_) | Self::UnsupportedMediaType(_) => 415,
-            Self::UnexpectedBody(_) | Self::BodyRead(_) | Self::InvalidMessage(_) => 400,
+            Self::AmbiguousPath(_)
+            | Self::UnexpectedBody(_)
+            | Self::BodyRead(_)
+            | Self::InvalidMessage(_) => 400,
             Self::UpstreamUnavailable { .. } => 502,
             Self::UpstreamTimeout { .. } => 504,
         }
@@ -85,6 +91,7 @@ impl GatewayError {
             Self::UpstreamUnavailable { .. } => codes::UPSTREAM_UNAVAILABLE,
             Self::UpstreamTimeout { .. } => codes::UPSTREAM_TIMEOUT,
             Self::NotFound
+            | Self::AmbiguousPath(_)
             | Self::MethodNotAllowed(_)
             | Self::OriginRefused(_)
             | Self::BodyTooLarge { .. }
@@ -97,6 +104,7 @@ impl GatewayError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::NotFound => "not_found",
+            Self::AmbiguousPath(_) => "ambiguous_path",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::OriginRefused(_) => "origin_refused",
             Self::BodyTooLarge { .. } => "body_too_large",

@@ -87,9 +87,11 @@ pub fn rewrite_for_upstream(
     Ok(())
 }
 
-/// Sets the framing of a buffered body the gateway forwards itself.
+/// Sets the framing of a buffered body the gateway forwards itself. The body
+/// is complete, so an `Expect: 100-continue` has nothing left to wait for.
 pub fn set_fixed_length(req: &mut RequestHeader, len: usize) -> pingora::Result<()> {
     req.remove_header(&header::TRANSFER_ENCODING);
+    req.remove_header(&header::EXPECT);
     req.insert_header(header::CONTENT_LENGTH, len.to_string())
 }
 

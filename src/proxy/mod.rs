@@ -81,9 +81,11 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Admission, GatewayError> {
+        let path = session.req_header().uri.path();
+        route::check_request_path(path).map_err(GatewayError::AmbiguousPath)?;
         let route = self
             .routes
-            .find(session.req_header().uri.path())
+            .find(path)
             .cloned()
             .ok_or(GatewayError::NotFound)?;
         ctx.route = Some(route.clone());
