@@ -14,8 +14,7 @@ async fn setup() -> (Upstream, Gateway, reqwest::Client) {
 }
 
 /// Posts `body` to the raw inspector route and returns what the upstream saw.
-async fn inspect(gw: &Gateway, c: &reqwest::Client, req: reqwest::RequestBuilder) -> Value {
-    let _ = (gw, c);
+async fn inspect(req: reqwest::RequestBuilder) -> Value {
     let resp = req.send().await.unwrap();
     assert_eq!(resp.status(), 200);
     resp.json().await.unwrap()
@@ -166,18 +165,13 @@ async fn get_sse_stream_stays_open_across_a_quiet_gap() {
 async fn bodies_are_forwarded_byte_for_byte_small_and_large() {
     let (_up, gw, c) = setup().await;
     let small = "{ \"jsonrpc\" : \"2.0\",\n \"id\": \"a\", \"method\": \"ping\" }";
-    let seen = inspect(&gw, &c, mcp_post(&c, &gw.url("/raw/inspect"), small)).await;
+    let seen = inspect(mcp_post(&c, &gw.url("/raw/inspect"), small)).await;
     assert_eq!(seen["body"], small);
     let filler = "x".repeat(300 * 1024);
     let large = format!(
         r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{filler}"}}}}}}"#
     );
-    let seen = inspect(
-        &gw,
-        &c,
-        mcp_post(&c, &gw.url("/raw/inspect"), large.clone()),
-    )
-    .await;
+    let seen = inspect(mcp_post(&c, &gw.url("/raw/inspect"), large.clone())).await;
     assert_eq!(seen["body"].as_str().unwrap().len(), large.len());
     assert_eq!(seen["body"], large.as_str());
     assert_eq!(seen["headers"]["content-length"], large.len().to_string());
@@ -194,7 +188,7 @@ async fn chunked_request_body_is_forwarded_with_a_length() {
         &gw.url("/raw/inspect"),
         reqwest::Body::wrap_stream(chunks),
     );
-    let seen = inspect(&gw, &c, req).await;
+    let seen = inspect(req).await;
     assert_eq!(seen["body"], body);
     assert!(seen["headers"].get("transfer-encoding").is_none());
 }
@@ -203,7 +197,7 @@ async fn chunked_request_body_is_forwarded_with_a_length() {
 async fn batches_are_forwarded_and_one_bad_element_refuses_all() {
     let (up, gw, c) = setup().await;
     let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/initialized"}]"#;
-    let seen = inspect(&gw, &c, mcp_post(&c, &gw.url("/raw/inspect"), batch)).await;
+    let seen = inspect(mcp_post(&c, &gw.url("/raw/inspect"), batch)).await;
     assert_eq!(seen["body"], batch);
     let before = up.count();
     let bad = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2}]"#;
@@ -484,7 +478,7 @@ async fn keepalive_connections_survive_many_requests() {
     let (up, gw, c) = setup().await;
     for i in 0..50 {
         let body = format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"ping"}}"#);
-        let seen = inspect(&gw, &c, mcp_post(&c, &gw.url("/raw/inspect"), body.clone())).await;
+        let seen = inspect(mcp_post(&c, &gw.url("/raw/inspect"), body.clone())).await;
         assert_eq!(seen["body"], body);
     }
     assert_eq!(up.count(), 50);
