@@ -237,6 +237,8 @@ listen: {listen}
 server:
   worker_threads: 2
   shutdown_grace_period: 5s
+auth:
+  disabled: true
 upstreams:
   - name: demo
     path: /demo/mcp

@@ -7,6 +7,7 @@
 //! demo` and the tests. See DESIGN.md for the modules still to come (`auth`,
 //! `authserver`, `store`, `metrics`).
 
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod mcp;

@@ -72,6 +72,12 @@ fn serve(config: Config, demo_upstream: Option<SocketAddr>) -> ExitCode {
     for up in &config.upstreams {
         tracing::info!(upstream = %up.name, public = %config.public_url.join(&up.path), target = %up.target.url, "route");
     }
+    for w in &config.warnings {
+        tracing::warn!(path = %w.path, hint = %w.hint, "config: {}", w.message);
+    }
+    if config.auth.is_none() {
+        tracing::warn!("authentication is DISABLED: every upstream is open to anyone who can reach the gateway");
+    }
     if let Some(addr) = demo_upstream {
         let url = config.public_url.join(&config.upstreams[0].path);
         println!(

@@ -7,11 +7,17 @@
 //! types only hold valid values. All validation errors are collected, so an
 //! operator fixes a file in one pass.
 
+mod auth;
 mod env;
 mod raw;
 mod validate;
 
+pub use auth::{AuthConfig, IntrospectionEndpoint, JwtIssuer, Secret};
+pub use raw::UnlistedTools;
 pub(crate) use validate::normalise_origin;
+
+use crate::auth::policy::ScopePolicy;
+use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
@@ -40,6 +46,11 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// The upstream MCP servers, in file order.
     pub upstreams: Vec<Upstream>,
+    /// Token sources; `None` when authentication is disabled
+    /// (`auth: { disabled: true }`, local development only).
+    pub auth: Option<AuthConfig>,
+    /// Problems that do not stop the gateway (unreachable policy rules...).
+    pub warnings: Vec<ConfigError>,
     /// Log output.
     pub log_format: LogFormat,
     /// Default log filter (`RUST_LOG` overrides it).
@@ -87,6 +98,15 @@ pub struct Upstream {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Connection and response timeouts.
     pub timeouts: Timeouts,
+    /// The canonical resource URL (`public_url` + `path`): the PRM
+    /// `resource` and the audience its tokens must carry (RFC 8707).
+    pub resource: String,
+    /// Further accepted token audiences.
+    pub extra_audiences: Vec<String>,
+    /// Human-readable name published as the PRM `resource_name`.
+    pub resource_name: String,
+    /// Scopes each request needs.
+    pub policy: Arc<ScopePolicy>,
 }
 
 /// The parsed upstream `url`.
@@ -228,6 +248,15 @@ impl Config {
             self.public_url.origin(),
             self.allowed_origins.join(" ")
         ));
+        match &self.auth {
+            None => out.push_str("auth: DISABLED (every upstream is open)\n"),
+            Some(a) => out.push_str(&format!(
+                "auth: {} JWT issuer(s), {} introspection endpoint(s); authorization servers: {}\n",
+                a.jwt_issuers.len(),
+                a.introspection.len(),
+                a.authorization_servers.join(" ")
+            )),
+        }
         out.push_str("routes:\n");
         for u in &self.upstreams {
             let t = u.timeouts;
@@ -241,6 +270,18 @@ impl Config {
                 t.idle.map_or("none".to_owned(), |d| format!("{d:?}")),
                 u.headers.len()
             ));
+            let p = &u.policy;
+            out.push_str(&format!(
+                "  {:<12} scopes: {}; base: {}; unlisted tools: {:?}; tools/list filtered: {}\n",
+                "",
+                p.scopes.join(" "),
+                p.base.join(" "),
+                p.unlisted,
+                p.filter_tools_list
+            ));
+        }
+        for w in &self.warnings {
+            out.push_str(&format!("warning: {w}\n"));
         }
         out
     }

@@ -19,6 +19,7 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub allowed_origins: Vec<String>,
     pub upstreams: Vec<RawUpstream>,
+    pub auth: Option<RawAuth>,
     #[serde(default)]
     pub logging: RawLogging,
 }
@@ -70,6 +71,141 @@ pub(crate) struct RawUpstream {
     pub headers: BTreeMap<String, String>,
     #[serde(default)]
     pub timeouts: RawTimeouts,
+    pub resource_name: Option<String>,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    pub scopes: Option<Vec<String>>,
+    #[serde(default)]
+    pub policy: RawPolicy,
+}
+
+/// Which scopes each request to an upstream needs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawPolicy {
+    pub base_scopes: Vec<String>,
+    pub methods: BTreeMap<String, Vec<String>>,
+    pub tools: BTreeMap<String, Vec<String>>,
+    pub unlisted_tools: Option<UnlistedTools>,
+    pub filter_tools_list: Option<bool>,
+}
+
+/// What a `tools/call` of a tool no rule matches needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnlistedTools {
+    /// Refused whatever the token's scopes.
+    Deny,
+    /// Allowed with the base scopes (and the `tools/call` method scopes).
+    Base,
+}
+
+/// Token sources and what the gateway publishes about them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAuth {
+    #[serde(default)]
+    pub disabled: bool,
+    #[serde(default)]
+    pub jwt_issuers: Vec<RawJwtIssuer>,
+    #[serde(default)]
+    pub introspection: Vec<RawIntrospection>,
+    #[serde(default)]
+    pub authorization_servers: Vec<String>,
+    #[serde(default)]
+    pub token_cache: RawTokenCache,
+    #[serde(default)]
+    pub sessions: RawSessions,
+}
+
+/// An issuer of JWT access tokens, verified locally.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawJwtIssuer {
+    pub issuer: String,
+    pub jwks_uri: Option<String>,
+    pub algorithms: Option<Vec<String>>,
+    pub hmac_secret: Option<String>,
+    #[serde(default = "default_leeway")]
+    pub leeway: HumanDuration,
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_interval: HumanDuration,
+    #[serde(default = "default_jwks_min_refresh")]
+    pub jwks_min_refresh_interval: HumanDuration,
+    #[serde(default = "default_fetch_timeout")]
+    pub fetch_timeout: HumanDuration,
+}
+
+fn default_leeway() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+fn default_jwks_refresh() -> HumanDuration {
+    HumanDuration(Duration::from_secs(600))
+}
+
+fn default_jwks_min_refresh() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+fn default_fetch_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+
+/// An RFC 7662 introspection endpoint for opaque tokens.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIntrospection {
+    pub url: String,
+    pub issuer: Option<String>,
+    pub client_id: String,
+    pub client_secret: String,
+    #[serde(default = "default_cache_ttl")]
+    pub cache_ttl: HumanDuration,
+    #[serde(default = "default_inactive_ttl")]
+    pub inactive_cache_ttl: HumanDuration,
+    #[serde(default = "default_fetch_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_cache_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+
+fn default_inactive_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+/// Bounds of the verified-token cache.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawTokenCache {
+    pub max_entries: u64,
+}
+
+impl Default for RawTokenCache {
+    fn default() -> Self {
+        Self {
+            max_entries: 100_000,
+        }
+    }
+}
+
+/// Bounds of the session-to-subject bindings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawSessions {
+    pub max_entries: u64,
+    pub idle_timeout: HumanDuration,
+}
+
+impl Default for RawSessions {
+    fn default() -> Self {
+        Self {
+            max_entries: 100_000,
+            idle_timeout: HumanDuration(Duration::from_secs(24 * 3600)),
+        }
+    }
 }
 
 /// Per-upstream timeouts.

@@ -2,6 +2,7 @@ use super::*;
 
 const MINIMAL: &str = "
 public_url: https://mcp.example.com/
+auth: { disabled: true }
 upstreams:
   - name: demo
     path: /demo/mcp
@@ -128,7 +129,7 @@ fn well_known_paths_are_reserved() {
 #[test]
 fn empty_upstream_list_is_refused() {
     assert_eq!(
-        paths_of("public_url: http://a\nupstreams: []\n"),
+        paths_of("public_url: http://a\nauth: { disabled: true }\nupstreams: []\n"),
         vec!["upstreams"]
     );
 }
@@ -161,4 +162,80 @@ fn invalid_yaml_is_reported_with_its_location() {
 fn duplicate_yaml_keys_are_refused() {
     let yaml = format!("{MINIMAL}public_url: http://other\n");
     assert!(Config::from_yaml(&yaml).is_err());
+}
+
+const PROTECTED: &str = "
+public_url: https://mcp.example.com
+auth:
+  jwt_issuers:
+    - issuer: https://idp.example.com
+upstreams:
+  - name: demo
+    path: /demo/mcp
+    url: http://127.0.0.1:3001/mcp
+";
+
+#[test]
+fn missing_auth_section_is_refused_with_a_hint() {
+    let yaml = MINIMAL.replace("auth: { disabled: true }\n", "");
+    let errs = errors_of(&yaml);
+    assert_eq!(errs[0].path, "auth");
+    assert!(errs[0].hint.contains("disabled: true"), "{}", errs[0].hint);
+}
+
+#[test]
+fn jwt_issuer_defaults_to_asymmetric_algorithms_and_is_published() {
+    let c = Config::from_yaml(PROTECTED).unwrap();
+    let auth = c.auth.unwrap();
+    assert_eq!(auth.authorization_servers, vec!["https://idp.example.com"]);
+    let algs = &auth.jwt_issuers[0].algorithms;
+    assert!(algs.contains(&jsonwebtoken::Algorithm::ES256));
+    assert!(!algs.contains(&jsonwebtoken::Algorithm::HS256));
+    assert_eq!(c.upstreams[0].resource, "https://mcp.example.com/demo/mcp");
+}
+
+#[test]
+fn none_and_unkeyed_hmac_algorithms_and_plain_http_issuers_are_refused() {
+    let yaml = PROTECTED.replace(
+        "    - issuer: https://idp.example.com\n",
+        "    - issuer: http://idp.example.com\n      algorithms: [none, HS256, ES256]\n",
+    );
+    let paths = paths_of(&yaml);
+    for expected in [
+        "auth.jwt_issuers[0].issuer",
+        "auth.jwt_issuers[0].algorithms[0]",
+        "auth.jwt_issuers[0].algorithms[1]",
+    ] {
+        assert!(
+            paths.iter().any(|p| p == expected),
+            "missing {expected} in {paths:?}"
+        );
+    }
+}
+
+#[test]
+fn policy_scopes_must_be_declared_when_a_scope_list_is_given() {
+    let yaml = format!(
+        "{PROTECTED}    scopes: [mcp, math]\n    policy:\n      base_scopes: [mcp]\n      tools:\n        add: [maths]\n"
+    );
+    assert_eq!(paths_of(&yaml), vec!["upstreams[0].policy.tools.add"]);
+}
+
+#[test]
+fn unreachable_rules_and_unknown_methods_are_warnings() {
+    let yaml = format!(
+        "{PROTECTED}    policy:\n      unlisted_tools: base\n      methods:\n        resource/read: [files]\n      tools:\n        'a*': [x]\n        'a**': [y]\n        'a?*': [y]\n        '*': [z]\n"
+    );
+    let c = Config::from_yaml(&yaml).unwrap();
+    let paths: Vec<&str> = c.warnings.iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            "upstreams[0].policy.methods.resource/read",
+            "upstreams[0].policy.tools.a**",
+            "upstreams[0].policy.tools.a?*",
+            "upstreams[0].policy.unlisted_tools",
+        ]
+    );
+    assert_eq!(c.upstreams[0].policy.scopes, vec!["files", "z", "x", "y"]);
 }

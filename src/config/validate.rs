@@ -95,6 +95,8 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             "add at least one `{ name, path, url }` entry",
         );
     }
+    let auth = super::auth::validate_auth(raw.auth.as_ref(), &mut errors);
+    let mut warnings = Vec::new();
     let mut upstreams = Vec::new();
     let mut names = HashSet::new();
     for (i, up) in raw.upstreams.iter().enumerate() {
@@ -106,7 +108,16 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
                 "give each upstream a unique name",
             ));
         }
-        match validate_upstream(up, &at) {
+        let policy = super::auth::validate_policy(up, &at, &mut errors, &mut warnings);
+        if auth.is_none() && raw.auth.as_ref().is_some_and(|a| a.disabled) && policy_is_set(up) {
+            warnings.push(ConfigError::new(
+                &format!("{at}.policy"),
+                "authentication is disabled, so this policy is not enforced",
+                "enable `auth` to enforce scopes",
+            ));
+        }
+        let base = public_url.as_ref().map(|u| u.as_str()).unwrap_or_default();
+        match validate_upstream(up, &at, base, policy) {
             Ok(u) => upstreams.push(u),
             Err(mut e) => errors.append(&mut e),
         }
@@ -122,6 +133,8 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             max_body_bytes: raw.limits.max_body_bytes,
             allowed_origins,
             upstreams,
+            auth,
+            warnings,
             log_format: raw.logging.format,
             log_level: raw.logging.level,
         }),
@@ -163,8 +176,27 @@ pub(crate) fn normalise_origin(text: &str) -> Result<String, String> {
     }
 }
 
-fn validate_upstream(up: &RawUpstream, at: &str) -> Result<Upstream, Vec<ConfigError>> {
+fn policy_is_set(up: &RawUpstream) -> bool {
+    let p = &up.policy;
+    !p.base_scopes.is_empty() || !p.methods.is_empty() || !p.tools.is_empty()
+}
+
+fn validate_upstream(
+    up: &RawUpstream,
+    at: &str,
+    public_url: &str,
+    policy: crate::auth::policy::ScopePolicy,
+) -> Result<Upstream, Vec<ConfigError>> {
     let mut errors = Vec::new();
+    for (i, aud) in up.audiences.iter().enumerate() {
+        if aud.trim().is_empty() {
+            errors.push(ConfigError::new(
+                &format!("{at}.audiences[{i}]"),
+                "empty audience".to_owned(),
+                "write the extra `aud` value tokens for this upstream may carry",
+            ));
+        }
+    }
     let valid_name = !up.name.is_empty()
         && up.name.len() <= 64
         && up
@@ -246,6 +278,10 @@ fn validate_upstream(up: &RawUpstream, at: &str) -> Result<Upstream, Vec<ConfigE
                 response: t.response.0,
                 idle: t.idle.map(|d| d.0),
             },
+            resource: format!("{public_url}{}", up.path),
+            extra_audiences: up.audiences.clone(),
+            resource_name: up.resource_name.clone().unwrap_or_else(|| up.name.clone()),
+            policy: std::sync::Arc::new(policy),
         }),
         _ => Err(errors),
     }

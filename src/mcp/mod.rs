@@ -7,6 +7,7 @@
 //! parses is exactly what was inspected. Nothing here touches HTTP or tokens.
 
 pub mod strict_json;
+pub mod tools_list;
 
 use serde_json::Value;
 use strict_json::{parse_strict, StrictJsonError};

@@ -5,6 +5,7 @@
 //! those) carrying the request's `id` when there is one; elsewhere it is a
 //! plain `{"error", "error_description"}` object.
 
+use crate::auth::Refusal;
 use crate::mcp::{codes, McpError};
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -55,6 +56,22 @@ pub enum GatewayError {
         /// What failed.
         detail: String,
     },
+    /// The token is missing or not accepted, or the policy refuses the
+    /// request (400/401/403/503 with a `WWW-Authenticate` challenge).
+    #[error("{}", .0.description)]
+    Auth(Refusal),
+    /// An `Mcp-Session-Id` the caller may not use: unknown to the gateway,
+    /// or created by another subject. Answered like an unknown session.
+    #[error("session not found; send `initialize` to start a new one")]
+    SessionNotFound,
+    /// The upstream's response could not be filtered (`tools/list`).
+    #[error("upstream `{upstream}` sent a response the gateway cannot filter: {detail}")]
+    UnfilterableResponse {
+        /// Upstream name.
+        upstream: String,
+        /// What was wrong.
+        detail: String,
+    },
     /// The upstream did not answer in time.
     #[error("upstream `{upstream}` did not respond in time: {detail}")]
     UpstreamTimeout {
@@ -78,8 +95,10 @@ impl GatewayError {
             | Self::UnexpectedBody(_)
             | Self::BodyRead(_)
             | Self::InvalidMessage(_) => 400,
-            Self::UpstreamUnavailable { .. } => 502,
+            Self::UpstreamUnavailable { .. } | Self::UnfilterableResponse { .. } => 502,
             Self::UpstreamTimeout { .. } => 504,
+            Self::Auth(r) => r.status,
+            Self::SessionNotFound => 404,
         }
     }
 
@@ -88,9 +107,13 @@ impl GatewayError {
         match self {
             Self::InvalidMessage(e) => e.code(),
             Self::UnexpectedBody(_) | Self::BodyRead(_) => codes::INVALID_REQUEST,
-            Self::UpstreamUnavailable { .. } => codes::UPSTREAM_UNAVAILABLE,
+            Self::UpstreamUnavailable { .. } | Self::UnfilterableResponse { .. } => {
+                codes::UPSTREAM_UNAVAILABLE
+            }
             Self::UpstreamTimeout { .. } => codes::UPSTREAM_TIMEOUT,
-            Self::NotFound
+            Self::Auth(_)
+            | Self::SessionNotFound
+            | Self::NotFound
             | Self::AmbiguousPath(_)
             | Self::MethodNotAllowed(_)
             | Self::OriginRefused(_)
@@ -115,12 +138,17 @@ impl GatewayError {
             Self::InvalidMessage(_) => "invalid_message",
             Self::UpstreamUnavailable { .. } => "upstream_unavailable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::UnfilterableResponse { .. } => "unfilterable_response",
+            Self::Auth(r) => r.reason,
+            Self::SessionNotFound => "session_not_found",
         }
     }
 
     /// The response body: JSON-RPC on an MCP path, plain JSON elsewhere.
     pub fn body(&self, on_mcp_path: bool, id: Value) -> Bytes {
-        let value = if on_mcp_path {
+        let value = if let Self::Auth(r) = self {
+            json!({"error": r.error, "error_description": r.description})
+        } else if on_mcp_path {
             json!({"jsonrpc": "2.0", "id": id, "error": {"code": self.jsonrpc_code(), "message": self.to_string()}})
         } else {
             json!({"error": self.kind(), "error_description": self.to_string()})
@@ -138,17 +166,50 @@ pub async fn respond(
     id: Value,
     body_unread: bool,
 ) -> pingora::Result<()> {
-    let body = err.body(on_mcp_path, id);
-    let mut resp = ResponseHeader::build(err.status(), Some(4))?;
+    let mut headers = vec![("cache-control", "no-store".to_owned())];
+    match err {
+        GatewayError::MethodNotAllowed(_) => headers.push(("allow", "POST, GET, DELETE".into())),
+        GatewayError::Auth(Refusal {
+            www_authenticate: Some(challenge),
+            ..
+        }) => headers.push(("www-authenticate", challenge.clone())),
+        _ => {}
+    }
+    write_json(
+        session,
+        err.status(),
+        &headers,
+        err.body(on_mcp_path, id),
+        body_unread,
+    )
+    .await
+}
+
+/// Writes a complete JSON response the gateway produced itself. `close`
+/// ends the connection afterwards (unread request bytes would otherwise be
+/// taken for the next request).
+pub async fn write_json(
+    session: &mut Session,
+    status: u16,
+    headers: &[(&'static str, String)],
+    body: Bytes,
+    close: bool,
+) -> pingora::Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(headers.len() + 2))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
-    resp.insert_header("cache-control", "no-store")?;
-    if let GatewayError::MethodNotAllowed(_) = err {
-        resp.insert_header("allow", "POST, GET, DELETE")?;
+    for (name, value) in headers {
+        resp.insert_header(*name, value)?;
     }
-    if body_unread {
+    if close {
         session.set_keepalive(None);
     }
-    session.write_response_header(Box::new(resp), false).await?;
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(resp), head_only)
+        .await?;
+    if head_only {
+        return Ok(());
+    }
     session.write_response_body(Some(body), true).await
 }

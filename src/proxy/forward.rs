@@ -11,9 +11,10 @@
 use super::error::GatewayError;
 use super::headers::filter_upstream_response;
 use super::route::Route;
+use crate::mcp::tools_list::{SseToolsFilter, ToolsListFilter, MAX_FILTERED_BYTES};
 use bytes::Bytes;
 use pingora::connectors::http::Connector;
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
@@ -31,6 +32,26 @@ pub enum Delivered {
     UpstreamBroke(String),
 }
 
+/// Called with the `Mcp-Session-Id` of a successful response.
+pub type SessionHook<'a> = &'a (dyn Fn(&[u8]) + Sync);
+
+/// What the gateway does with the upstream's answer besides relaying it.
+#[derive(Default)]
+pub struct ResponseHooks<'a> {
+    /// Filters `tools/list` results (set only when the body has such calls).
+    pub tools_filter: Option<ToolsListFilter<'a>>,
+    /// Told the `Mcp-Session-Id` of a successful response (set only for
+    /// bodies with an `initialize`).
+    pub on_session: Option<SessionHook<'a>>,
+}
+
+/// How the response body is relayed.
+enum BodyMode<'a> {
+    Passthrough,
+    WholeJson(&'a ToolsListFilter<'a>),
+    Sse(SseToolsFilter<'a>),
+}
+
 /// Sends `req` + `body` to the route's upstream and streams the response to
 /// the client. An error is returned only while no response has been written,
 /// so the caller can still answer with a status.
@@ -40,6 +61,7 @@ pub async fn forward_buffered(
     route: &Route,
     req: RequestHeader,
     body: Bytes,
+    hooks: ResponseHooks<'_>,
 ) -> Result<Delivered, GatewayError> {
     let peer = route.peer();
     let timeouts = route.upstream.timeouts;
@@ -49,15 +71,50 @@ pub async fn forward_buffered(
         .cloned()
         .ok_or_else(|| unavailable(route, "upstream sent no response header"))?;
     filter_upstream_response(&mut resp);
-    if session
-        .write_response_header(Box::new(resp), false)
-        .await
-        .is_err()
-    {
-        upstream.shutdown().await;
-        return Ok(Delivered::ClientGone);
+    let success = resp.status.is_success();
+    if let (Some(bind), Some(id), true) = (
+        hooks.on_session,
+        resp.headers.get("mcp-session-id"),
+        success,
+    ) {
+        bind(id.as_bytes());
     }
-    let delivered = stream_body(session, &mut upstream, timeouts.idle).await;
+    let mode = match (&hooks.tools_filter, success) {
+        (Some(filter), true) => {
+            body_mode(&mut resp, filter).map_err(|detail| GatewayError::UnfilterableResponse {
+                upstream: route.upstream.name.clone(),
+                detail,
+            })
+        }
+        _ => Ok(BodyMode::Passthrough),
+    };
+    let mode = match mode {
+        Ok(m) => m,
+        Err(e) => {
+            upstream.shutdown().await;
+            return Err(e);
+        }
+    };
+    let delivered = match mode {
+        BodyMode::WholeJson(filter) => {
+            relay_filtered_json(session, &mut upstream, resp, filter, route).await?
+        }
+        mode => {
+            if session
+                .write_response_header(Box::new(resp), false)
+                .await
+                .is_err()
+            {
+                upstream.shutdown().await;
+                return Ok(Delivered::ClientGone);
+            }
+            let sse = match mode {
+                BodyMode::Sse(f) => Some(f),
+                _ => None,
+            };
+            stream_body(session, &mut upstream, timeouts.idle, sse).await
+        }
+    };
     if delivered == Delivered::Complete && upstream.response_done() {
         connector
             .release_http_session(upstream, &peer, route.pool_idle_timeout())
@@ -121,19 +178,107 @@ async fn exchange_head(
     }
 }
 
+/// Chooses how a response to a body with `tools/list` calls is relayed:
+/// JSON is filtered whole, SSE event by event, anything else (a 202, an
+/// error text) passes. A compressed body cannot be read, so it is refused.
+fn body_mode<'a>(
+    resp: &mut ResponseHeader,
+    filter: &'a ToolsListFilter<'a>,
+) -> Result<BodyMode<'a>, String> {
+    let header = |name| {
+        resp.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase()
+    };
+    let encoding = header("content-encoding");
+    if !encoding.is_empty() && encoding != "identity" {
+        return Err(format!("Content-Encoding `{encoding}`"));
+    }
+    let content_type = header("content-type");
+    if content_type.starts_with("application/json") {
+        Ok(BodyMode::WholeJson(filter))
+    } else if content_type.starts_with("text/event-stream") {
+        resp.remove_header("content-length");
+        Ok(BodyMode::Sse(filter.sse()))
+    } else {
+        Ok(BodyMode::Passthrough)
+    }
+}
+
+/// Reads a whole JSON response, filters it, and sends it with its new length.
+async fn relay_filtered_json(
+    session: &mut Session,
+    upstream: &mut HttpSession,
+    mut resp: ResponseHeader,
+    filter: &ToolsListFilter<'_>,
+    route: &Route,
+) -> Result<Delivered, GatewayError> {
+    let broken = |detail: String| GatewayError::UnfilterableResponse {
+        upstream: route.upstream.name.clone(),
+        detail,
+    };
+    let mut body = Vec::new();
+    loop {
+        match read_chunk(upstream, route.upstream.timeouts.idle).await {
+            Ok(Some(chunk)) if body.len() + chunk.len() <= MAX_FILTERED_BYTES => {
+                body.extend_from_slice(&chunk)
+            }
+            Ok(Some(_)) => {
+                return Err(broken(format!("JSON body over {MAX_FILTERED_BYTES} bytes")))
+            }
+            Ok(None) => break,
+            Err(e) => return Err(unavailable(route, &e.to_string())),
+        }
+    }
+    let body = Bytes::from(filter.filter_json(&body).map_err(broken)?.unwrap_or(body));
+    resp.remove_header("transfer-encoding");
+    resp.insert_header("content-length", body.len().to_string())
+        .map_err(|e| broken(e.to_string()))?;
+    let sent = async {
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(body), true).await
+    };
+    Ok(match sent.await {
+        Ok(()) => Delivered::Complete,
+        Err(_) => Delivered::ClientGone,
+    })
+}
+
 /// Copies the response body chunk by chunk (SSE events leave as they
-/// arrive), watching for the client going away.
+/// arrive, through the `tools/list` filter when there is one), watching for
+/// the client going away.
 async fn stream_body(
     session: &mut Session,
     upstream: &mut HttpSession,
     idle: Option<Duration>,
+    mut sse: Option<SseToolsFilter<'_>>,
 ) -> Delivered {
     loop {
         let next = tokio::select! {
             chunk = read_chunk(upstream, idle) => chunk,
             _ = session.downstream_session.read_body_or_idle(true) => return Delivered::ClientGone,
         };
+        let next = match (next, sse.as_mut()) {
+            (Ok(Some(chunk)), Some(filter)) => filter.push(&chunk).map(|b| Some(Bytes::from(b))),
+            (Ok(None), Some(_)) => {
+                let rest = sse.take().map(SseToolsFilter::finish).unwrap_or_default();
+                if !rest.is_empty()
+                    && session
+                        .write_response_body(Some(Bytes::from(rest)), false)
+                        .await
+                        .is_err()
+                {
+                    return Delivered::ClientGone;
+                }
+                Ok(None)
+            }
+            (Err(e), _) => return Delivered::UpstreamBroke(e.to_string()),
+            (other, None) => other.map_err(|e| e.to_string()),
+        };
         match next {
+            Ok(Some(chunk)) if chunk.is_empty() => {}
             Ok(Some(chunk)) => {
                 if session
                     .write_response_body(Some(chunk), false)
@@ -149,7 +294,7 @@ async fn stream_body(
                     Err(_) => Delivered::ClientGone,
                 };
             }
-            Err(e) => return Delivered::UpstreamBroke(e.to_string()),
+            Err(e) => return Delivered::UpstreamBroke(e),
         }
     }
 }

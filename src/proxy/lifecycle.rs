@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use pingora::proxy::http_proxy_service;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::background::background_service;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,9 @@ pub fn build_server(config: &Config, in_flight: Arc<InFlight>) -> std::io::Resul
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let gateway = Gateway::new(config, in_flight)?;
+    if let Some(refresher) = gateway.key_refresher() {
+        server.add_service(background_service("jwks refresh", refresher));
+    }
     let mut service = http_proxy_service(&server.configuration, gateway);
     service.add_tcp(&config.listen.to_string());
     server.add_service(service);

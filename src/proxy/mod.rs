@@ -4,9 +4,11 @@
 //! Each phase below is short and delegates to a named function: routing
 //! (`route`), header rules (`headers`), body checks (`body`, then `mcp`),
 //! buffered forwarding of POSTs (`forward`), and the single mapping of
-//! failures to responses (`error`). Later stages (token checks, scope policy,
-//! metrics) slot into `admit`, between the body check and forwarding.
+//! failures to responses (`error`). The auth steps (token, scope policy,
+//! session owner) live in `access`; `admit` runs them in order: token before
+//! the body is read, policy once the body says what is asked.
 
+mod access;
 mod body;
 mod error;
 mod forward;
@@ -17,8 +19,12 @@ mod route;
 pub use error::GatewayError;
 pub use lifecycle::{build_server, run_until_terminated, InFlight};
 
+use crate::auth::prm::{ProtectedResources, WELL_KNOWN};
+use crate::auth::{KeyRefresher, Principal};
 use crate::config::Config;
+use crate::mcp::tools_list::ToolsListFilter;
 use crate::mcp::McpPost;
+use access::Access;
 use async_trait::async_trait;
 use http::Method;
 use pingora::connectors::http::Connector;
@@ -40,11 +46,15 @@ pub struct Gateway {
     max_body_bytes: usize,
     connector: Connector,
     in_flight: Arc<InFlight>,
+    /// `None` when authentication is disabled.
+    access: Option<Access>,
+    prm: ProtectedResources,
 }
 
 /// Per-request state carried between phases.
 pub struct RequestCtx {
     route: Option<Arc<Route>>,
+    principal: Option<Arc<Principal>>,
     post: Option<McpPost>,
     /// The `id` an error response carries (the request's, or `null`).
     error_id: Value,
@@ -72,7 +82,39 @@ impl Gateway {
             max_body_bytes: config.max_body_bytes,
             connector: Connector::new(None),
             in_flight,
+            access: config
+                .auth
+                .as_ref()
+                .map(|a| Access::new(a, config.public_url.clone())),
+            prm: ProtectedResources::new(config),
         })
+    }
+
+    /// The background job keeping JWKS keys fresh, when auth is enabled.
+    pub fn key_refresher(&self) -> Option<KeyRefresher> {
+        self.access.as_ref().map(Access::key_refresher)
+    }
+
+    /// Answers `GET /.well-known/oauth-protected-resource[/<path>]`.
+    async fn serve_metadata(&self, session: &mut Session) -> Result<Admission, GatewayError> {
+        let req = session.req_header();
+        if req.method != Method::GET && req.method != Method::HEAD {
+            return Err(GatewayError::MethodNotAllowed(req.method.to_string()));
+        }
+        let doc = self
+            .prm
+            .get(req.uri.path())
+            .cloned()
+            .ok_or(GatewayError::NotFound)?;
+        let headers = [
+            ("cache-control", "public, max-age=300".to_owned()),
+            ("access-control-allow-origin", "*".to_owned()),
+        ];
+        let unread = !session.is_body_empty();
+        if let Err(e) = error::write_json(session, 200, &headers, doc, unread).await {
+            tracing::debug!(error = %e, "could not write the metadata document");
+        }
+        Ok(Admission::Done)
     }
 
     /// Decides what to do with a request, and does the POST forwarding.
@@ -82,6 +124,9 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<Admission, GatewayError> {
         let path = session.req_header().uri.path();
+        if path == WELL_KNOWN || path.starts_with(&format!("{WELL_KNOWN}/")) {
+            return self.serve_metadata(session).await;
+        }
         route::check_request_path(path).map_err(GatewayError::AmbiguousPath)?;
         let route = self
             .routes
@@ -97,10 +142,21 @@ impl Gateway {
         headers::origin_allowed(origin, &self.allowed_origins)
             .map_err(GatewayError::OriginRefused)?;
 
+        let principal = match &self.access {
+            Some(access) => Some(access.authenticate(session, &route).await?),
+            None => None,
+        };
+        ctx.principal = principal.clone();
+        let caller = self.access.as_ref().zip(principal.as_deref());
+
         let method = session.req_header().method.clone();
         if method == Method::GET || method == Method::DELETE {
             if !session.is_body_empty() {
                 return Err(GatewayError::UnexpectedBody(method.to_string()));
+            }
+            if let Some((access, principal)) = caller {
+                access.authorize(&route, principal, None)?;
+                access.check_session(session, &route, principal)?;
             }
             return Ok(Admission::Proxy);
         }
@@ -122,12 +178,38 @@ impl Gateway {
         };
         let checked = post.check_standard_headers(header("mcp-method"), header("mcp-name"));
         ctx.error_id = post.response_id();
-        ctx.post = Some(post);
         checked?;
+        if let Some((access, principal)) = caller {
+            access.authorize(&route, principal, Some(&post))?;
+            access.check_session(session, &route, principal)?;
+        }
 
         let mut req = self.upstream_request(session, &route)?;
         headers::set_fixed_length(&mut req, body.len()).map_err(|e| unavailable(&route, &e))?;
-        match forward::forward_buffered(&self.connector, session, &route, req, body).await? {
+        let policy = &route.upstream.policy;
+        let keep = |tool: &str| caller.is_none_or(|(_, p)| policy.may_call(&p.scopes, tool));
+        let bind = |id: &[u8]| {
+            if let Some((access, principal)) = caller {
+                access.bind_session(&route, id, principal);
+            }
+        };
+        let creates_session = post
+            .messages
+            .iter()
+            .any(|m| m.method.as_deref() == Some("initialize"));
+        let hooks = forward::ResponseHooks {
+            tools_filter: ToolsListFilter::new(&post, &keep)
+                .filter(|_| caller.is_some() && policy.filter_tools_list),
+            on_session: (creates_session && caller.is_some()).then_some(&bind as _),
+        };
+        if hooks.tools_filter.is_some() {
+            req.insert_header(http::header::ACCEPT_ENCODING, "identity")
+                .map_err(|e| unavailable(&route, &e))?;
+        }
+        let delivered =
+            forward::forward_buffered(&self.connector, session, &route, req, body, hooks).await;
+        ctx.post = Some(post);
+        match delivered? {
             forward::Delivered::Complete => {}
             forward::Delivered::ClientGone => {
                 tracing::info!(upstream = %route.upstream.name, "client closed the connection mid-response");
@@ -172,6 +254,7 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             route: None,
+            principal: None,
             post: None,
             error_id: Value::Null,
             refusal: None,
@@ -245,14 +328,26 @@ impl ProxyHttp for Gateway {
         headers::rewrite_for_upstream(upstream_request, route, client_ip(session))
     }
 
-    /// Drops hop-by-hop fields from the upstream's response head.
+    /// Drops hop-by-hop fields from the upstream's response head, and
+    /// forgets a session its owner has deleted.
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         headers::filter_upstream_response(upstream_response);
+        let req = session.req_header();
+        if let (Some(access), Some(route), true, true) = (
+            &self.access,
+            &ctx.route,
+            req.method == Method::DELETE,
+            upstream_response.status.is_success(),
+        ) {
+            if let Some(id) = req.headers.get("mcp-session-id") {
+                access.forget_session(route, id.as_bytes());
+            }
+        }
         Ok(())
     }
 
@@ -308,6 +403,9 @@ impl ProxyHttp for Gateway {
             http_method = %req.method,
             path = req.uri.path(),
             rpc_method = ctx.post.as_ref().map_or("-", McpPost::method_label),
+            issuer = ctx.principal.as_ref().map_or("-", |p| p.issuer.as_str()),
+            subject = ctx.principal.as_ref().map_or("-", |p| p.subject.as_str()),
+            client_id = ctx.principal.as_ref().and_then(|p| p.client_id.as_deref()).unwrap_or("-"),
             status,
             refusal = ctx.refusal.unwrap_or("-"),
             duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,

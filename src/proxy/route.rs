@@ -111,6 +111,7 @@ mod tests {
     fn routes() -> Routes {
         let c = Config::from_yaml(
             "public_url: http://gw
+auth: { disabled: true }
 upstreams:
   - { name: a, path: /a/mcp, url: 'http://127.0.0.1:1/mcp' }
   - { name: b, path: /b, url: 'http://127.0.0.1:2' }

@@ -156,9 +156,15 @@ pub fn config_yaml(
     extra_upstream_yaml: &str,
     top_level_yaml: &str,
 ) -> String {
+    let auth = if top_level_yaml.contains("auth:") {
+        ""
+    } else {
+        "auth: { disabled: true }"
+    };
     format!(
         "public_url: http://127.0.0.1:{port}
 listen: 127.0.0.1:{port}
+{auth}
 {top_level_yaml}
 upstreams:
   - name: demo

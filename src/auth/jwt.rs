@@ -1,0 +1,171 @@
+//! Local verification of JWT access tokens from one configured issuer.
+//!
+//! Order of checks: the header's `alg` must be one the issuer accepts
+//! (`none` never is; HMAC only with a configured secret), the key comes from
+//! the issuer's JWKS (or its secret for HMAC), then jsonwebtoken checks the
+//! signature, `exp` and `nbf` (with the issuer's leeway) and `iss`. The
+//! audience is checked per upstream by the caller, since one token is
+//! verified once and may be presented anywhere.
+
+use super::jwks::KeyStore;
+use super::{AuthFailure, Principal};
+use crate::config::JwtIssuer;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// Decodes one base64url JWT segment as JSON, without verifying anything.
+fn segment(part: &str) -> Option<Value> {
+    let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The `iss` a JWT-shaped token claims, before any verification: only used
+/// to pick which issuer verifies it.
+pub(super) fn unverified_issuer(token: &str) -> Option<String> {
+    let mut parts = token.split('.');
+    let (Some(_), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    segment(payload)?.get("iss")?.as_str().map(str::to_owned)
+}
+
+/// Verifies the tokens of one issuer.
+pub(super) struct IssuerVerifier {
+    config: JwtIssuer,
+    keys: Option<Arc<KeyStore>>,
+    hmac: Option<DecodingKey>,
+}
+
+/// Claims the gateway reads (RFC 9068 names, with common alternatives).
+#[derive(Deserialize)]
+struct Claims {
+    iss: String,
+    sub: String,
+    #[serde(default)]
+    aud: Option<OneOrMany>,
+    exp: u64,
+    #[serde(default)]
+    jti: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    azp: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    scp: Option<OneOrMany>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub(super) fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::One(s) => vec![s],
+            Self::Many(v) => v,
+        }
+    }
+}
+
+/// `scope` as a space-separated string (RFC 9068), or `scp` as a list.
+pub(super) fn scope_set(scope: Option<&str>, scp: Option<OneOrMany>) -> BTreeSet<String> {
+    let mut out: BTreeSet<String> = scope
+        .unwrap_or_default()
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if let Some(scp) = scp {
+        for s in scp.into_vec() {
+            out.extend(s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned));
+        }
+    }
+    out
+}
+
+impl IssuerVerifier {
+    pub(super) fn new(config: JwtIssuer, http: reqwest::Client) -> Self {
+        let keys = config
+            .uses_jwks()
+            .then(|| Arc::new(KeyStore::new(config.clone(), http)));
+        let hmac = config
+            .hmac_secret
+            .as_ref()
+            .map(|s| DecodingKey::from_secret(s.expose().as_bytes()));
+        Self { config, keys, hmac }
+    }
+
+    /// The issuer's key store, when it uses a JWKS.
+    pub(super) fn keys(&self) -> Option<Arc<KeyStore>> {
+        self.keys.clone()
+    }
+
+    pub(super) async fn verify(&self, token: &str) -> Result<Principal, AuthFailure> {
+        let header = token.split('.').next().and_then(segment).ok_or_else(|| {
+            AuthFailure::Unreadable("the JWT header is not base64url JSON".into())
+        })?;
+        let alg_name = header.get("alg").and_then(Value::as_str).unwrap_or("none");
+        let alg = Algorithm::from_str(alg_name)
+            .ok()
+            .filter(|a| self.config.algorithms.contains(a))
+            .ok_or_else(|| {
+                AuthFailure::DisallowedAlgorithm(alg_name.escape_default().to_string())
+            })?;
+        let kid = header.get("kid").and_then(Value::as_str);
+        let key = match (&self.hmac, &self.keys, alg.family()) {
+            (Some(secret), _, jsonwebtoken::AlgorithmFamily::Hmac) => secret.clone(),
+            (_, Some(store), family) if family != jsonwebtoken::AlgorithmFamily::Hmac => {
+                store.key_for(kid, alg).await?
+            }
+            _ => return Err(AuthFailure::DisallowedAlgorithm(alg_name.to_owned())),
+        };
+        let mut validation = Validation::new(alg);
+        validation.leeway = self.config.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.validate_aud = false;
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature => AuthFailure::BadSignature,
+                ErrorKind::ExpiredSignature => AuthFailure::Expired,
+                ErrorKind::ImmatureSignature => AuthFailure::NotYetValid,
+                ErrorKind::InvalidIssuer => AuthFailure::WrongIssuer,
+                ErrorKind::InvalidAlgorithm => {
+                    AuthFailure::DisallowedAlgorithm(alg_name.to_owned())
+                }
+                ErrorKind::MissingRequiredClaim(c) => {
+                    AuthFailure::InvalidClaims(format!("`{c}` is missing"))
+                }
+                ErrorKind::InvalidClaimFormat(c) => {
+                    AuthFailure::InvalidClaims(format!("`{c}` has the wrong type"))
+                }
+                ErrorKind::Json(e) => AuthFailure::InvalidClaims(e.to_string()),
+                other => AuthFailure::Unreadable(format!("{other:?}")),
+            })?
+            .claims;
+        Ok(Principal {
+            issuer: claims.iss,
+            subject: claims.sub,
+            client_id: claims.client_id.or(claims.azp),
+            scopes: scope_set(claims.scope.as_deref(), claims.scp),
+            expires_at: Some(claims.exp),
+            token_id: claims.jti,
+            audiences: claims.aud.map(OneOrMany::into_vec).unwrap_or_default(),
+        })
+    }
+}

@@ -1,0 +1,281 @@
+//! The resource server's half of OAuth: turning a bearer token into a
+//! [`Principal`], deciding whether it may make a request, and telling a
+//! client how to get a better token when it may not.
+//!
+//! Token sources are tried in a fixed order (see [`Authenticator`]); every
+//! verdict is cached under the SHA-256 of the token, so a token seen before
+//! costs a hash and a map lookup, and concurrent first uses of one token make
+//! one verification (one introspection call) between them. Nothing here
+//! issues tokens: the built-in authorization server is, to this module, one
+//! more JWT issuer.
+
+mod cache;
+pub mod challenge;
+mod fetch;
+mod introspection;
+mod jwks;
+mod jwt;
+pub mod policy;
+pub mod prm;
+pub mod sessions;
+
+pub use cache::TokenCache;
+pub use challenge::Refusal;
+pub use jwks::KeyRefresher;
+
+use crate::config::{AuthConfig, Upstream};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Who a verified token speaks for, and what it allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's issuer (`iss`).
+    pub issuer: String,
+    /// The user or client it was issued for (`sub`).
+    pub subject: String,
+    /// The OAuth client that holds it (`client_id`, or `azp`).
+    pub client_id: Option<String>,
+    /// Granted scopes.
+    pub scopes: BTreeSet<String>,
+    /// Expiry, seconds since the epoch.
+    pub expires_at: Option<u64>,
+    /// Token id (`jti`).
+    pub token_id: Option<String>,
+    /// Audiences (`aud`).
+    pub audiences: Vec<String>,
+}
+
+impl Principal {
+    /// Whether the token was issued for `upstream` (RFC 8707): its resource
+    /// URL, or one of its configured extra audiences.
+    pub fn is_for(&self, upstream: &Upstream) -> bool {
+        self.audiences
+            .iter()
+            .any(|a| *a == upstream.resource || upstream.extra_audiences.contains(a))
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Why a token was not accepted. `reason()` is the fixed label used in logs
+/// (and metrics).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthFailure {
+    /// No `Authorization` header.
+    #[error("no bearer token")]
+    MissingToken,
+    /// An `Authorization` header that is not a well-formed bearer token.
+    #[error("malformed Authorization header: {0}")]
+    Malformed(String),
+    /// A token in the query string (never accepted, MCP spec).
+    #[error("access tokens are not accepted in the query string; send an Authorization header")]
+    TokenInQuery,
+    /// Not a token any source could read.
+    #[error("the token could not be read: {0}")]
+    Unreadable(String),
+    /// The signature does not verify.
+    #[error("the token signature is invalid")]
+    BadSignature,
+    /// `alg` is `none` or not accepted for the issuer.
+    #[error("algorithm `{0}` is not accepted")]
+    DisallowedAlgorithm(String),
+    /// `kid` not in the issuer's JWKS (even after a refresh).
+    #[error("the token was signed with an unknown key")]
+    UnknownKey,
+    /// Past `exp`.
+    #[error("the token has expired")]
+    Expired,
+    /// Before `nbf`.
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    /// `iss` is not a configured issuer.
+    #[error("the token's issuer is not trusted here")]
+    WrongIssuer,
+    /// `aud` does not name this upstream.
+    #[error("the token was not issued for this resource")]
+    WrongAudience,
+    /// Required claims are missing or mistyped.
+    #[error("the token's claims are invalid: {0}")]
+    InvalidClaims(String),
+    /// The introspection endpoint says `active: false`.
+    #[error("the token is not active")]
+    Inactive,
+    /// The issuer's keys could not be fetched.
+    #[error("the issuer's signing keys are unavailable: {0}")]
+    JwksUnavailable(String),
+    /// The introspection endpoint failed.
+    #[error("token introspection is unavailable: {0}")]
+    IntrospectionUnavailable(String),
+}
+
+impl AuthFailure {
+    /// A fixed, bounded label for this failure.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::MissingToken => "missing_token",
+            Self::Malformed(_) => "malformed",
+            Self::TokenInQuery => "token_in_query",
+            Self::Unreadable(_) => "unreadable",
+            Self::BadSignature => "bad_signature",
+            Self::DisallowedAlgorithm(_) => "disallowed_algorithm",
+            Self::UnknownKey => "unknown_key",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience => "wrong_audience",
+            Self::InvalidClaims(_) => "invalid_claims",
+            Self::Inactive => "inactive",
+            Self::JwksUnavailable(_) => "jwks_unavailable",
+            Self::IntrospectionUnavailable(_) => "introspection_unavailable",
+        }
+    }
+
+    /// Whether the failure is the gateway's (or its IdP's), not the token's:
+    /// answered with 503 and never cached.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::JwksUnavailable(_) | Self::IntrospectionUnavailable(_)
+        )
+    }
+
+    /// How long this verdict about a token may be reused, if at all. Key and
+    /// availability problems can heal at any moment; `nbf` passes.
+    fn cache_for(&self) -> Option<Duration> {
+        match self {
+            Self::BadSignature
+            | Self::DisallowedAlgorithm(_)
+            | Self::Expired
+            | Self::WrongIssuer
+            | Self::InvalidClaims(_)
+            | Self::Unreadable(_) => Some(Duration::from_secs(60)),
+            _ => None,
+        }
+    }
+}
+
+/// Reads the bearer token of a request: exactly one `Authorization: Bearer
+/// <token68>` header (RFC 6750 §2.1), and no `access_token` in the query.
+pub fn bearer_token<'a>(
+    authorization: &[&'a [u8]],
+    query: Option<&str>,
+) -> Result<&'a str, AuthFailure> {
+    let in_query = query.is_some_and(|q| {
+        url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token")
+    });
+    if in_query {
+        return Err(AuthFailure::TokenInQuery);
+    }
+    let value = match authorization {
+        [] => return Err(AuthFailure::MissingToken),
+        [one] => *one,
+        _ => {
+            return Err(AuthFailure::Malformed(
+                "more than one Authorization header".into(),
+            ))
+        }
+    };
+    let text =
+        std::str::from_utf8(value).map_err(|_| AuthFailure::Malformed("not ASCII".into()))?;
+    let (scheme, token) = text
+        .split_once(' ')
+        .ok_or_else(|| AuthFailure::Malformed("expected `Bearer <token>`".into()))?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        // Another scheme (Basic, ...) carries no bearer token: answered with
+        // a plain challenge, so the client can discover how to get one.
+        return Err(AuthFailure::MissingToken);
+    }
+    let token68 = |c: char| c.is_ascii_alphanumeric() || "-._~+/".contains(c);
+    let body = token.trim_end_matches('=');
+    if body.is_empty() || !body.chars().all(token68) {
+        return Err(AuthFailure::Malformed(
+            "the token is empty or has characters a bearer token cannot have".into(),
+        ));
+    }
+    Ok(token)
+}
+
+/// Verifies bearer tokens against the configured sources, in this order:
+///
+/// 1. a JWT (three base64url parts) whose unverified `iss` is a configured
+///    JWT issuer is verified locally against that issuer's keys, and the
+///    verdict is final;
+/// 2. any other token goes to the introspection endpoints in configuration
+///    order; the first that calls it active wins, and it is inactive if
+///    none does;
+/// 3. with no introspection endpoint, such a token is refused
+///    (`wrong_issuer`, or `unreadable` when it is not a JWT).
+pub struct Authenticator {
+    issuers: HashMap<String, Arc<jwt::IssuerVerifier>>,
+    introspectors: Vec<introspection::Introspector>,
+    cache: TokenCache,
+}
+
+impl Authenticator {
+    /// Builds the sources of `config`. Nothing is fetched yet: the keys are
+    /// loaded by the [`KeyRefresher`] and on first use.
+    pub fn new(config: &AuthConfig) -> Self {
+        let http = fetch::client();
+        let issuers = config
+            .jwt_issuers
+            .iter()
+            .map(|i| {
+                (
+                    i.issuer.clone(),
+                    Arc::new(jwt::IssuerVerifier::new(i.clone(), http.clone())),
+                )
+            })
+            .collect();
+        let introspectors = config
+            .introspection
+            .iter()
+            .map(|e| introspection::Introspector::new(e.clone(), http.clone()))
+            .collect();
+        Self {
+            issuers,
+            introspectors,
+            cache: TokenCache::new(config.token_cache_entries),
+        }
+    }
+
+    /// The job that keeps every issuer's keys fresh.
+    pub fn key_refresher(&self) -> KeyRefresher {
+        KeyRefresher::new(self.issuers.values().filter_map(|i| i.keys()).collect())
+    }
+
+    /// The principal `token` speaks for.
+    pub async fn authenticate(&self, token: &str) -> Result<Arc<Principal>, AuthFailure> {
+        self.cache
+            .get_or_verify(token, || self.verify_uncached(token))
+            .await
+    }
+
+    async fn verify_uncached(&self, token: &str) -> cache::Verdict {
+        let claimed_issuer = jwt::unverified_issuer(token);
+        if let Some(verifier) = claimed_issuer.as_deref().and_then(|i| self.issuers.get(i)) {
+            return cache::Verdict::from_jwt(verifier.verify(token).await);
+        }
+        if self.introspectors.is_empty() {
+            return cache::Verdict::from_jwt(Err(match claimed_issuer {
+                Some(_) => AuthFailure::WrongIssuer,
+                None => AuthFailure::Unreadable("not a JWT from a configured issuer".into()),
+            }));
+        }
+        let mut last = cache::Verdict::inactive(Duration::ZERO);
+        for endpoint in &self.introspectors {
+            match endpoint.introspect(token).await {
+                Ok(introspection::Outcome::Active(p, ttl)) => return cache::Verdict::valid(p, ttl),
+                Ok(introspection::Outcome::Inactive(ttl)) => last = cache::Verdict::inactive(ttl),
+                Err(e) => return cache::Verdict::failed(e),
+            }
+        }
+        last
+    }
+}

@@ -1,0 +1,317 @@
+//! Which scopes a request needs, from the per-upstream YAML policy.
+//!
+//! A message needs the upstream's base scopes, plus the scopes of its
+//! JSON-RPC method when the policy lists one, plus, for `tools/call`, the
+//! scopes of the rule matching the tool name. Tool rules are matched in this
+//! order, first match wins:
+//!
+//! 1. an exact name (a pattern without `*` or `?`);
+//! 2. the most specific glob: the one with the most literal characters, then
+//!    the one with fewer `*`, then the pattern that sorts first;
+//! 3. `unlisted_tools`: `deny` (the default) refuses the call whatever the
+//!    token holds, `base` allows it with the scopes above.
+//!
+//! Names are compared character for character as the client sent them: no
+//! case folding, no Unicode normalisation, so a look-alike name is a
+//! different tool (and usually an unlisted one).
+
+use crate::config::UnlistedTools;
+use std::collections::{BTreeSet, HashMap};
+
+/// `offline_access` asks the AS for a refresh token; it is not a permission
+/// of the resource, so it never appears in challenges or `scopes_supported`.
+pub const OFFLINE_ACCESS: &str = "offline_access";
+
+/// A tool-name pattern: `*` matches any run of characters, `?` exactly one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Glob {
+    pattern: String,
+    tokens: Vec<Token>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token {
+    Star,
+    One,
+    Char(char),
+}
+
+impl Glob {
+    /// Compiles `pattern`; runs of `*` collapse to one.
+    pub fn new(pattern: &str) -> Self {
+        let mut tokens = Vec::new();
+        for c in pattern.chars() {
+            let t = match c {
+                '*' => Token::Star,
+                '?' => Token::One,
+                c => Token::Char(c),
+            };
+            if !(t == Token::Star && tokens.last() == Some(&Token::Star)) {
+                tokens.push(t);
+            }
+        }
+        Self {
+            pattern: pattern.to_owned(),
+            tokens,
+        }
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.pattern
+    }
+
+    /// Whether the pattern has no wildcard (it names one tool).
+    pub fn is_exact(&self) -> bool {
+        self.tokens.iter().all(|t| matches!(t, Token::Char(_)))
+    }
+
+    fn literal_count(&self) -> usize {
+        self.tokens
+            .iter()
+            .filter(|t| matches!(t, Token::Char(_)))
+            .count()
+    }
+
+    fn star_count(&self) -> usize {
+        self.tokens.iter().filter(|t| **t == Token::Star).count()
+    }
+
+    /// Whether `name` matches, character by character.
+    pub fn matches(&self, name: &str) -> bool {
+        let chars: Vec<char> = name.chars().collect();
+        covers(
+            &self.tokens,
+            &chars.iter().map(|c| Token::Char(*c)).collect::<Vec<_>>(),
+        )
+    }
+
+    /// Whether every name `other` matches is also matched by `self`.
+    pub fn covers(&self, other: &Glob) -> bool {
+        covers(&self.tokens, &other.tokens)
+    }
+}
+
+/// Whether pattern `p` matches every string described by `q`, treating `q`'s
+/// wildcards as symbols: a `*` of `q` can only be absorbed by a `*` of `p`,
+/// a `?` of `q` by a `?` or a `*`. With plain strings for `q` this is
+/// ordinary glob matching.
+fn covers(p: &[Token], q: &[Token]) -> bool {
+    // reach[j]: p[..i] can match q[..j].
+    let mut reach = vec![false; q.len() + 1];
+    reach[0] = true;
+    for pt in p {
+        let mut next = vec![false; q.len() + 1];
+        for j in 0..=q.len() {
+            match pt {
+                Token::Star => next[j] = reach[j] || (j > 0 && next[j - 1]),
+                Token::One => {
+                    next[j] =
+                        j > 0 && reach[j - 1] && matches!(q[j - 1], Token::One | Token::Char(_))
+                }
+                Token::Char(c) => next[j] = j > 0 && reach[j - 1] && q[j - 1] == Token::Char(*c),
+            }
+        }
+        reach = next;
+    }
+    reach[q.len()]
+}
+
+/// One tool rule: a pattern and the scopes a call of a matching tool needs.
+#[derive(Debug, Clone)]
+pub struct ToolRule {
+    /// The pattern.
+    pub pattern: Glob,
+    /// Scopes it requires (besides the base and method scopes).
+    pub scopes: Vec<String>,
+}
+
+/// What a message needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requirement {
+    /// These scopes, all of them.
+    Scopes(BTreeSet<String>),
+    /// Nothing allows it (a tool `unlisted_tools: deny` refuses).
+    Forbidden,
+}
+
+/// Why a request was refused by the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyDenial {
+    /// The token lacks scopes; `needed` is everything the refused messages
+    /// need (held or not).
+    InsufficientScope {
+        /// Scopes the request needs.
+        needed: BTreeSet<String>,
+        /// The first refused message's method (and tool), for the error text.
+        what: String,
+    },
+    /// A tool no rule allows.
+    ForbiddenTool(String),
+}
+
+/// The compiled policy of one upstream.
+#[derive(Debug, Clone)]
+pub struct ScopePolicy {
+    /// Scopes every request needs.
+    pub base: Vec<String>,
+    /// Extra scopes per JSON-RPC method.
+    pub methods: HashMap<String, Vec<String>>,
+    exact: HashMap<String, Vec<String>>,
+    /// Glob rules, most specific first.
+    globs: Vec<ToolRule>,
+    /// What unlisted tools need.
+    pub unlisted: UnlistedTools,
+    /// Whether `tools/list` results are filtered to callable tools.
+    pub filter_tools_list: bool,
+    /// The scopes this upstream knows, in configuration order.
+    pub scopes: Vec<String>,
+}
+
+impl ScopePolicy {
+    /// Builds a policy from its rules (already validated by `config`).
+    pub fn new(
+        base: Vec<String>,
+        methods: HashMap<String, Vec<String>>,
+        tools: Vec<ToolRule>,
+        unlisted: UnlistedTools,
+        filter_tools_list: bool,
+        scopes: Vec<String>,
+    ) -> Self {
+        let (exact, mut globs): (Vec<ToolRule>, Vec<ToolRule>) =
+            tools.into_iter().partition(|r| r.pattern.is_exact());
+        globs.sort_by(|a, b| {
+            (
+                b.pattern.literal_count(),
+                a.pattern.star_count(),
+                a.pattern.as_str(),
+            )
+                .cmp(&(
+                    a.pattern.literal_count(),
+                    b.pattern.star_count(),
+                    b.pattern.as_str(),
+                ))
+        });
+        Self {
+            base,
+            methods,
+            exact: exact
+                .into_iter()
+                .map(|r| (r.pattern.as_str().to_owned(), r.scopes))
+                .collect(),
+            globs,
+            unlisted,
+            filter_tools_list,
+            scopes,
+        }
+    }
+
+    /// Glob rules in matching order (most specific first).
+    pub fn globs(&self) -> &[ToolRule] {
+        &self.globs
+    }
+
+    /// The rule scopes a call of `tool` needs, or `None` when forbidden.
+    fn tool_scopes(&self, tool: &str) -> Option<&[String]> {
+        if let Some(s) = self.exact.get(tool) {
+            return Some(s);
+        }
+        if let Some(rule) = self.globs.iter().find(|r| r.pattern.matches(tool)) {
+            return Some(&rule.scopes);
+        }
+        match self.unlisted {
+            UnlistedTools::Deny => None,
+            UnlistedTools::Base => Some(&[]),
+        }
+    }
+
+    /// What one message (`method`, and `tool` for `tools/call`) needs. A
+    /// message without a method (a response to the server) needs the base.
+    pub fn requirement(&self, method: Option<&str>, tool: Option<&str>) -> Requirement {
+        let mut needed: BTreeSet<String> = self.base.iter().cloned().collect();
+        if let Some(extra) = method.and_then(|m| self.methods.get(m)) {
+            needed.extend(extra.iter().cloned());
+        }
+        if let Some(tool) = tool {
+            match self.tool_scopes(tool) {
+                Some(extra) => needed.extend(extra.iter().cloned()),
+                None => return Requirement::Forbidden,
+            }
+        }
+        Requirement::Scopes(needed)
+    }
+
+    /// Whether a token holding `granted` may call `tool`.
+    pub fn may_call(&self, granted: &BTreeSet<String>, tool: &str) -> bool {
+        match self.requirement(Some("tools/call"), Some(tool)) {
+            Requirement::Scopes(needed) => needed.is_subset(granted),
+            Requirement::Forbidden => false,
+        }
+    }
+
+    /// Checks every message of a request; one refused message refuses the
+    /// whole request.
+    pub fn check<'a>(
+        &self,
+        granted: &BTreeSet<String>,
+        messages: impl IntoIterator<Item = (Option<&'a str>, Option<&'a str>)>,
+    ) -> Result<(), PolicyDenial> {
+        let mut needed = BTreeSet::new();
+        let mut what = None;
+        for (method, tool) in messages {
+            match self.requirement(method, tool) {
+                Requirement::Forbidden => {
+                    return Err(PolicyDenial::ForbiddenTool(
+                        tool.unwrap_or_default().to_owned(),
+                    ))
+                }
+                Requirement::Scopes(s) => {
+                    if !s.is_subset(granted) && what.is_none() {
+                        what = Some(match tool {
+                            Some(t) => format!("tools/call of `{}`", t.escape_default()),
+                            None => format!("`{}`", method.unwrap_or("response").escape_default()),
+                        });
+                    }
+                    needed.extend(s);
+                }
+            }
+        }
+        match what {
+            None => Ok(()),
+            Some(what) => Err(PolicyDenial::InsufficientScope { needed, what }),
+        }
+    }
+
+    /// The `scope` of a 403 challenge: what the request needs plus the
+    /// granted scopes this upstream knows (so that re-authorising with it
+    /// loses nothing still relevant), never `offline_access`.
+    pub fn challenge_scope(
+        &self,
+        needed: &BTreeSet<String>,
+        granted: &BTreeSet<String>,
+    ) -> Vec<String> {
+        let relevant =
+            |s: &String| needed.contains(s) || (granted.contains(s) && self.scopes.contains(s));
+        let mut out: Vec<String> = self
+            .scopes
+            .iter()
+            .filter(|s| relevant(s))
+            .cloned()
+            .collect();
+        out.extend(needed.iter().filter(|s| !self.scopes.contains(s)).cloned());
+        out.retain(|s| s != OFFLINE_ACCESS);
+        out
+    }
+
+    /// The scopes published in the PRM document (`offline_access` left out).
+    pub fn scopes_supported(&self) -> Vec<String> {
+        self.scopes
+            .iter()
+            .filter(|s| *s != OFFLINE_ACCESS)
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;
