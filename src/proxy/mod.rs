@@ -169,12 +169,14 @@ impl Gateway {
             ctx.error_id = refused.id;
             GatewayError::InvalidMessage(refused.error)
         })?;
+        // Compared as UTF-8, not ASCII: a non-ASCII `Mcp-Name` must still
+        // match the body, not count as absent.
         let header = |name: &str| {
             session
                 .req_header()
                 .headers
                 .get(name)
-                .and_then(|v| v.to_str().ok())
+                .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
         };
         let checked = post.check_standard_headers(header("mcp-method"), header("mcp-name"));
         ctx.error_id = post.response_id();

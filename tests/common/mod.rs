@@ -3,6 +3,8 @@
 //! ephemeral port, both on loopback.
 #![allow(dead_code)]
 
+pub mod idp;
+
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, Uri};
@@ -34,6 +36,7 @@ impl Upstream {
             .route("/inspect", any(inspect))
             .route("/sse-gap", get(sse_gap))
             .route("/slow", any(slow))
+            .route("/tools-json", any(tools_json))
             .layer(middleware::from_fn_with_state(seen.clone(), record));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -114,6 +117,14 @@ fn async_stream(
         tokio::time::sleep(delay).await;
         Some((Ok(Bytes::from_static(text.as_bytes())), it))
     })
+}
+
+/// Answers any JSON-RPC request with a plain-JSON `tools/list` result.
+async fn tools_json(body: Bytes) -> impl IntoResponse {
+    let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let tools = ["add", "get_time", "secret_admin"]
+        .map(|name| json!({"name": name, "inputSchema": {"type": "object"}}));
+    axum::Json(json!({"jsonrpc": "2.0", "id": request["id"], "result": {"tools": tools}}))
 }
 
 async fn slow() -> impl IntoResponse {
