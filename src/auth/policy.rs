@@ -225,28 +225,35 @@ impl ScopePolicy {
         }
     }
 
+    /// The scope lists one message draws on (base, method, tool rule), or
+    /// `None` when its tool is forbidden. Borrowed, so that the allowed
+    /// path of every request allocates nothing.
+    fn rule_scopes(&self, method: Option<&str>, tool: Option<&str>) -> Option<[&[String]; 3]> {
+        let by_method = method
+            .and_then(|m| self.methods.get(m))
+            .map_or(&[][..], Vec::as_slice);
+        let by_tool = match tool {
+            Some(tool) => self.tool_scopes(tool)?,
+            None => &[],
+        };
+        Some([&self.base, by_method, by_tool])
+    }
+
     /// What one message (`method`, and `tool` for `tools/call`) needs. A
     /// message without a method (a response to the server) needs the base.
     pub fn requirement(&self, method: Option<&str>, tool: Option<&str>) -> Requirement {
-        let mut needed: BTreeSet<String> = self.base.iter().cloned().collect();
-        if let Some(extra) = method.and_then(|m| self.methods.get(m)) {
-            needed.extend(extra.iter().cloned());
-        }
-        if let Some(tool) = tool {
-            match self.tool_scopes(tool) {
-                Some(extra) => needed.extend(extra.iter().cloned()),
-                None => return Requirement::Forbidden,
+        match self.rule_scopes(method, tool) {
+            Some(lists) => {
+                Requirement::Scopes(lists.iter().flat_map(|l| l.iter().cloned()).collect())
             }
+            None => Requirement::Forbidden,
         }
-        Requirement::Scopes(needed)
     }
 
     /// Whether a token holding `granted` may call `tool`.
     pub fn may_call(&self, granted: &BTreeSet<String>, tool: &str) -> bool {
-        match self.requirement(Some("tools/call"), Some(tool)) {
-            Requirement::Scopes(needed) => needed.is_subset(granted),
-            Requirement::Forbidden => false,
-        }
+        self.rule_scopes(Some("tools/call"), Some(tool))
+            .is_some_and(|lists| lists.iter().all(|l| l.iter().all(|s| granted.contains(s))))
     }
 
     /// Checks every message of a request; one refused message refuses the
@@ -254,8 +261,15 @@ impl ScopePolicy {
     pub fn check<'a>(
         &self,
         granted: &BTreeSet<String>,
-        messages: impl IntoIterator<Item = (Option<&'a str>, Option<&'a str>)>,
+        messages: impl IntoIterator<Item = (Option<&'a str>, Option<&'a str>)> + Clone,
     ) -> Result<(), PolicyDenial> {
+        let allowed = messages.clone().into_iter().all(|(method, tool)| {
+            self.rule_scopes(method, tool)
+                .is_some_and(|lists| lists.iter().all(|l| l.iter().all(|s| granted.contains(s))))
+        });
+        if allowed {
+            return Ok(());
+        }
         let mut needed = BTreeSet::new();
         let mut what = None;
         for (method, tool) in messages {
@@ -276,10 +290,10 @@ impl ScopePolicy {
                 }
             }
         }
-        match what {
-            None => Ok(()),
-            Some(what) => Err(PolicyDenial::InsufficientScope { needed, what }),
-        }
+        Err(PolicyDenial::InsufficientScope {
+            needed,
+            what: what.unwrap_or_default(),
+        })
     }
 
     /// The `scope` of a 403 challenge: what the request needs plus the
