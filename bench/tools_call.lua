@@ -9,6 +9,10 @@ wrk.body = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add"
   '"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",' ..
   '"io.modelcontextprotocol/clientInfo":{"name":"wrk","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}}}'
 
+-- With TOKEN set, the call carries it as a bearer token.
+local token = os.getenv("TOKEN")
+if token and token ~= "" then wrk.headers["Authorization"] = "Bearer " .. token end
+
 local non2xx = 0
 response = function(status, headers, body)
   if status ~= 200 then non2xx = non2xx + 1 end
