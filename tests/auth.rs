@@ -804,3 +804,54 @@ upstreams:
         "{body}"
     );
 }
+
+/// Keys are loaded at start and refreshed on schedule, without any request.
+#[tokio::test]
+async fn jwks_is_fetched_at_start_and_on_schedule() {
+    let idp = Idp::start(&[&TestKey::ec1()]).await;
+    let port = free_port();
+    let yaml = format!(
+        "public_url: http://127.0.0.1:{port}
+listen: 127.0.0.1:{port}
+auth:
+  jwt_issuers:
+    - {{ issuer: '{}', jwks_refresh_interval: 1s }}
+upstreams:
+  - {{ name: demo, path: /demo/mcp, url: 'http://127.0.0.1:1/mcp' }}
+",
+        idp.issuer
+    );
+    let _gw = Gateway::start_yaml(&yaml).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(idp.jwks_fetches() >= 2, "{} fetches", idp.jwks_fetches());
+}
+
+#[tokio::test]
+async fn tools_list_filtering_can_be_switched_off_per_upstream() {
+    let idp = Idp::start(&[&TestKey::ec1()]).await;
+    let upstream = Upstream::start().await;
+    let port = free_port();
+    let yaml = format!(
+        "public_url: http://127.0.0.1:{port}
+listen: 127.0.0.1:{port}
+auth:
+  jwt_issuers: [{{ issuer: '{}' }}]
+upstreams:
+  - name: raw
+    path: /raw
+    url: http://{}
+    policy: {{ tools: {{ 'secret_*': [admin] }}, unlisted_tools: base, filter_tools_list: false }}
+",
+        idp.issuer, upstream.addr
+    );
+    let gw = Gateway::start_yaml(&yaml).await;
+    let token = TestKey::ec1().sign(&idp.claims("alice", &gw.url("/raw"), ""));
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let (status, messages, _) =
+        rpc(mcp_post(&client(), &gw.url("/raw/tools-json"), list).bearer_auth(&token)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        tool_names(&messages),
+        vec!["add", "get_time", "secret_admin"]
+    );
+}

@@ -93,6 +93,54 @@ fn check_config_lists_every_error_with_its_path_and_exits_1() {
 }
 
 #[test]
+fn check_config_reports_unknown_scopes_as_errors_and_unreachable_rules_as_warnings() {
+    let protected = "public_url: https://mcp.example.com
+auth:
+  jwt_issuers: [{ issuer: 'https://idp.example.com' }]
+upstreams:
+  - name: a
+    path: /a/mcp
+    url: http://127.0.0.1:3001/mcp
+    scopes: [mcp, admin]
+    policy:
+      base_scopes: [mcp]
+      tools: { 'admin_*': [admin], 'admin_**': [admin], '*': [mcp] }
+      unlisted_tools: deny
+";
+    let file = ConfigFile::with(protected);
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&file.0)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("warning: upstreams[0].policy.tools.admin_**: unreachable: every tool it matches is matched first by `admin_*`"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("warning: upstreams[0].policy.unlisted_tools: unreachable"),
+        "{stdout}"
+    );
+
+    let file = ConfigFile::with(&protected.replace("'admin_*': [admin]", "'admin_*': [admni]"));
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&file.0)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "upstreams[0].policy.tools.admin_*: scope `admni` is not in the upstream's `scopes`"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn check_config_reports_a_missing_file() {
     let out = Command::new(BIN)
         .args(["check-config", "/nonexistent/gateway.yaml"])
