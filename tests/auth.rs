@@ -93,8 +93,13 @@ upstreams:
 
     /// An ES256 token for the demo upstream.
     fn token(&self, subject: &str, scope: &str) -> String {
+        self.token_for("/demo/mcp", subject, scope)
+    }
+
+    /// An ES256 token for the upstream at `path`.
+    fn token_for(&self, path: &str, subject: &str, scope: &str) -> String {
         self.ec1
-            .sign(&self.idp.claims(subject, &self.resource("/demo/mcp"), scope))
+            .sign(&self.idp.claims(subject, &self.resource(path), scope))
     }
 
     /// POSTs `body` to `path` with `token`; returns status, headers, body.
@@ -149,6 +154,27 @@ upstreams:
     }
 }
 
+/// A gateway on a free loopback port with this `auth:` section body and
+/// `upstreams:` list (YAML, indented as they go under their keys).
+async fn gateway_with(auth: &str, upstreams: &str) -> Gateway {
+    let port = free_port();
+    Gateway::start_yaml(&format!(
+        "public_url: http://127.0.0.1:{port}\nlisten: 127.0.0.1:{port}\nauth:\n{auth}upstreams:\n{upstreams}"
+    ))
+    .await
+}
+
+async fn get_json(url: &str) -> Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn challenge(headers: &reqwest::header::HeaderMap) -> String {
     headers
         .get("www-authenticate")
@@ -192,14 +218,7 @@ async fn missing_token_gets_401_with_resource_metadata_and_base_scope() {
 async fn protected_resource_metadata_is_served_per_upstream() {
     let s = Setup::start().await;
     let c = client();
-    let doc: Value = c
-        .get(s.prm_url("/demo/mcp"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = get_json(&s.prm_url("/demo/mcp")).await;
     assert_eq!(
         doc,
         json!({
@@ -232,14 +251,7 @@ upstreams:
         idp.issuer
     );
     let gw = Gateway::start_yaml(&yaml).await;
-    let doc: Value = client()
-        .get(gw.url("/.well-known/oauth-protected-resource"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = get_json(&gw.url("/.well-known/oauth-protected-resource")).await;
     assert_eq!(doc["resource"], "https://mcp.example.com/base/mcp");
     assert_eq!(
         doc["scopes_supported"],
@@ -253,9 +265,7 @@ upstreams:
 #[tokio::test]
 async fn valid_es256_token_is_forwarded_without_its_authorization_header() {
     let s = Setup::start().await;
-    let token = s
-        .ec1
-        .sign(&s.idp.claims("alice", &s.resource("/raw"), "mcp"));
+    let token = s.token_for("/raw", "alice", "mcp");
     let (status, _, body) = s
         .post(
             "/raw/inspect",
@@ -632,9 +642,7 @@ async fn tools_list_shows_only_callable_tools() {
 #[tokio::test]
 async fn tools_list_json_response_is_filtered_and_reframed() {
     let s = Setup::start().await;
-    let token = s
-        .ec1
-        .sign(&s.idp.claims("alice", &s.resource("/raw"), "mcp"));
+    let token = s.token_for("/raw", "alice", "mcp");
     let c = client();
     let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
     let resp = mcp_post(&c, &s.gw.url("/raw/tools-json"), list)
@@ -653,9 +661,7 @@ async fn tools_list_json_response_is_filtered_and_reframed() {
     let messages = vec![serde_json::from_str::<Value>(&body).unwrap()];
     assert_eq!(tool_names(&messages), vec!["add", "get_time"]);
 
-    let admin = s
-        .ec1
-        .sign(&s.idp.claims("root", &s.resource("/raw"), "mcp admin"));
+    let admin = s.token_for("/raw", "root", "mcp admin");
     let (_, messages, _) =
         rpc(mcp_post(&c, &s.gw.url("/raw/tools-json"), list).bearer_auth(&admin)).await;
     assert_eq!(
@@ -775,22 +781,18 @@ async fn key_rotation_is_picked_up_and_unknown_kids_are_rate_limited() {
 async fn jwks_unreachable_at_start_gets_503_for_jwts() {
     let s = Setup::start().await;
     // A second gateway whose issuer points at a port nothing listens on.
-    let port = free_port();
     let dead = free_port();
-    let yaml = format!(
-        "public_url: http://127.0.0.1:{port}
-listen: 127.0.0.1:{port}
-auth:
-  jwt_issuers:
-    - issuer: {iss}
-      jwks_uri: http://127.0.0.1:{dead}/jwks.json
-upstreams:
-  - {{ name: demo, path: /demo/mcp, url: 'http://{up}/mcp', policy: {{ unlisted_tools: base }} }}
-",
-        iss = s.idp.issuer,
-        up = s.upstream.addr
-    );
-    let gw = Gateway::start_yaml(&yaml).await;
+    let gw = gateway_with(
+        &format!(
+            "  jwt_issuers:\n    - {{ issuer: '{}', jwks_uri: 'http://127.0.0.1:{dead}/jwks.json' }}\n",
+            s.idp.issuer
+        ),
+        &format!(
+            "  - {{ name: demo, path: /demo/mcp, url: 'http://{}/mcp', policy: {{ unlisted_tools: base }} }}\n",
+            s.upstream.addr
+        ),
+    )
+    .await;
     let token = s.ec1.sign(&s.idp.claims("alice", &gw.url("/demo/mcp"), ""));
     let resp = mcp_post(&client(), &gw.url("/demo/mcp"), INITIALIZE)
         .bearer_auth(&token)
@@ -809,19 +811,14 @@ upstreams:
 #[tokio::test]
 async fn jwks_is_fetched_at_start_and_on_schedule() {
     let idp = Idp::start(&[&TestKey::ec1()]).await;
-    let port = free_port();
-    let yaml = format!(
-        "public_url: http://127.0.0.1:{port}
-listen: 127.0.0.1:{port}
-auth:
-  jwt_issuers:
-    - {{ issuer: '{}', jwks_refresh_interval: 1s }}
-upstreams:
-  - {{ name: demo, path: /demo/mcp, url: 'http://127.0.0.1:1/mcp' }}
-",
-        idp.issuer
-    );
-    let _gw = Gateway::start_yaml(&yaml).await;
+    let _gw = gateway_with(
+        &format!(
+            "  jwt_issuers:\n    - {{ issuer: '{}', jwks_refresh_interval: 1s }}\n",
+            idp.issuer
+        ),
+        "  - { name: demo, path: /demo/mcp, url: 'http://127.0.0.1:1/mcp' }\n",
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(idp.jwks_fetches() >= 2, "{} fetches", idp.jwks_fetches());
 }
@@ -830,21 +827,14 @@ upstreams:
 async fn tools_list_filtering_can_be_switched_off_per_upstream() {
     let idp = Idp::start(&[&TestKey::ec1()]).await;
     let upstream = Upstream::start().await;
-    let port = free_port();
-    let yaml = format!(
-        "public_url: http://127.0.0.1:{port}
-listen: 127.0.0.1:{port}
-auth:
-  jwt_issuers: [{{ issuer: '{}' }}]
-upstreams:
-  - name: raw
-    path: /raw
-    url: http://{}
-    policy: {{ tools: {{ 'secret_*': [admin] }}, unlisted_tools: base, filter_tools_list: false }}
-",
-        idp.issuer, upstream.addr
-    );
-    let gw = Gateway::start_yaml(&yaml).await;
+    let gw = gateway_with(
+        &format!("  jwt_issuers: [{{ issuer: '{}' }}]\n", idp.issuer),
+        &format!(
+            "  - name: raw\n    path: /raw\n    url: http://{}\n    policy: {{ tools: {{ 'secret_*': [admin] }}, unlisted_tools: base, filter_tools_list: false }}\n",
+            upstream.addr
+        ),
+    )
+    .await;
     let token = TestKey::ec1().sign(&idp.claims("alice", &gw.url("/raw"), ""));
     let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
     let (status, messages, _) =

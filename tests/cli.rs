@@ -31,6 +31,14 @@ impl Drop for ConfigFile {
     }
 }
 
+fn check_config(file: &ConfigFile) -> std::process::Output {
+    Command::new(BIN)
+        .arg("check-config")
+        .arg(&file.0)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn check_config_prints_routes_of_a_valid_file() {
     let file = ConfigFile::with(&config_yaml(
@@ -39,11 +47,7 @@ fn check_config_prints_routes_of_a_valid_file() {
         "",
         "",
     ));
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg(&file.0)
-        .output()
-        .unwrap();
+    let out = check_config(&file);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -62,11 +66,7 @@ fn check_config_lists_every_error_with_its_path_and_exits_1() {
     let file = ConfigFile::with(
         "public_url: nope\nupstreams:\n  - { name: a, path: x, url: 'http://h', retries: 1 }\n",
     );
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg(&file.0)
-        .output()
-        .unwrap();
+    let out = check_config(&file);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -77,11 +77,7 @@ fn check_config_lists_every_error_with_its_path_and_exits_1() {
     let file = ConfigFile::with(
         "public_url: nope\nupstreams:\n  - { name: a, path: x, url: 'http://h' }\n",
     );
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg(&file.0)
-        .output()
-        .unwrap();
+    let out = check_config(&file);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -108,11 +104,7 @@ upstreams:
       unlisted_tools: deny
 ";
     let file = ConfigFile::with(protected);
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg(&file.0)
-        .output()
-        .unwrap();
+    let out = check_config(&file);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(
@@ -125,11 +117,7 @@ upstreams:
     );
 
     let file = ConfigFile::with(&protected.replace("'admin_*': [admin]", "'admin_*': [admni]"));
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg(&file.0)
-        .output()
-        .unwrap();
+    let out = check_config(&file);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
