@@ -696,6 +696,14 @@ async fn opaque_tokens_are_introspected_once_for_concurrent_and_repeated_use() {
     assert_eq!(s.idp.introspections(), 1, "cached");
 
     s.idp.set_introspection_delay(Duration::ZERO);
+    s.idp.activate(
+        "a-refresh-token",
+        json!({"active": true, "token_type": "refresh_token", "sub": "olivia", "scope": "mcp", "aud": s.resource("/demo/mcp")}),
+    );
+    let (status, _, _) = s
+        .post("/demo/mcp", Some("a-refresh-token"), INITIALIZE)
+        .await;
+    assert_eq!(status, 401, "a refresh token is not an access token");
     for _ in 0..3 {
         let (status, _, body) = s
             .post("/demo/mcp", Some("unknown-opaque"), INITIALIZE)
@@ -703,13 +711,13 @@ async fn opaque_tokens_are_introspected_once_for_concurrent_and_repeated_use() {
         assert_eq!(status, 401);
         assert!(error_of(&body).1.contains("not active"));
     }
-    assert_eq!(s.idp.introspections(), 2, "inactive answer cached");
+    assert_eq!(s.idp.introspections(), 3, "inactive answer cached");
     tokio::time::sleep(Duration::from_millis(1200)).await;
     s.post("/demo/mcp", Some("unknown-opaque"), INITIALIZE)
         .await;
     assert_eq!(
         s.idp.introspections(),
-        3,
+        4,
         "inactive answer expired after 1s"
     );
 }
@@ -728,7 +736,12 @@ async fn introspection_down_gets_503_but_cached_tokens_keep_working() {
     s.idp.set_introspection_down(true);
     let (status, headers, body) = s.post("/demo/mcp", Some("never-seen"), INITIALIZE).await;
     assert_eq!(status, 503, "{body}");
-    assert_eq!(error_of(&body).0, "temporarily_unavailable");
+    let (error, description) = error_of(&body);
+    assert_eq!(error, "temporarily_unavailable");
+    assert!(
+        !description.contains("127.0.0.1"),
+        "internal URLs stay in the log: {description}"
+    );
     assert!(headers.get("www-authenticate").is_none());
     let (status, _, _) = s.post("/demo/mcp", Some("known"), INITIALIZE).await;
     assert_eq!(status, 200);
@@ -802,7 +815,7 @@ async fn jwks_unreachable_at_start_gets_503_for_jwts() {
     assert_eq!(resp.status(), 503);
     let body = resp.text().await.unwrap();
     assert!(
-        error_of(&body).1.contains("signing keys are unavailable"),
+        error_of(&body).1.contains("cannot check tokens right now"),
         "{body}"
     );
 }
@@ -844,4 +857,40 @@ async fn tools_list_filtering_can_be_switched_off_per_upstream() {
         tool_names(&messages),
         vec!["add", "get_time", "secret_admin"]
     );
+}
+
+/// Oversized tokens and names, and repeated single-valued headers, are
+/// refused before any lookup.
+#[tokio::test]
+async fn oversized_tokens_names_and_repeated_mcp_headers_are_refused() {
+    let s = Setup::start().await;
+    let (status, _, body) = s
+        .post("/demo/mcp", Some(&"a".repeat(9000)), INITIALIZE)
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(error_of(&body).1.contains("longer than 8192 bytes"));
+    assert_eq!(s.idp.introspections(), 0);
+
+    let token = s.token("alice", "mcp math time");
+    let long_name = "a".repeat(3000);
+    let body =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": long_name}});
+    let (status, messages, _) =
+        rpc(mcp_post(&client(), &s.gw.url("/demo/mcp"), body.to_string()).bearer_auth(&token))
+            .await;
+    assert_eq!(status, 400);
+    assert_eq!(messages[0]["error"]["code"], -32602);
+
+    let session = initialize_session(&s, &token).await;
+    let before = s.upstream.count();
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let (status, messages, _) =
+        rpc(session_post(&s, &token, &session, list).header("mcp-session-id", "someone-elses"))
+            .await;
+    assert_eq!(status, 400);
+    assert!(messages[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("mcp-session-id"));
+    assert_eq!(s.upstream.count(), before);
 }

@@ -55,7 +55,12 @@ impl Refusal {
         resource_metadata: &str,
         base_scopes: &[String],
     ) -> Self {
-        let description = failure.to_string();
+        // Why a dependency failed is for the operator's log, not the client.
+        let description = if failure.is_unavailable() {
+            "the gateway cannot check tokens right now (its identity provider is unreachable); retry shortly".to_owned()
+        } else {
+            failure.to_string()
+        };
         let (status, error, challenge) = match failure {
             AuthFailure::MissingToken => (
                 401,

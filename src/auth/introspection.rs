@@ -32,6 +32,8 @@ pub(super) struct Introspector {
 struct Response {
     active: bool,
     #[serde(default)]
+    token_type: Option<String>,
+    #[serde(default)]
     sub: Option<String>,
     #[serde(default)]
     client_id: Option<String>,
@@ -61,6 +63,14 @@ impl Introspector {
         }
     }
 
+    /// Whether `token` may be shown to this endpoint.
+    pub(super) fn takes(&self, token: &str) -> bool {
+        self.config
+            .token_prefix
+            .as_deref()
+            .is_none_or(|p| token.starts_with(p))
+    }
+
     pub(super) async fn introspect(&self, token: &str) -> Result<Outcome, AuthFailure> {
         let request = self
             .http
@@ -73,7 +83,12 @@ impl Introspector {
                 AuthFailure::IntrospectionUnavailable(format!("{}: {e}", self.config.url))
             })?;
         let inactive = Ok(Outcome::Inactive(self.config.inactive_cache_ttl));
-        if !r.active {
+        // Some servers call refresh tokens active too: only access tokens
+        // open an upstream.
+        let not_access = r.token_type.as_deref().is_some_and(|t| {
+            !t.eq_ignore_ascii_case("access_token") && !t.eq_ignore_ascii_case("bearer")
+        });
+        if !r.active || not_access {
             return inactive;
         }
         let now = now_secs();

@@ -209,7 +209,11 @@ impl KeyStore {
                 }
                 Ok(Metadata {
                     jwks_uri: Some(u), ..
-                }) => return Ok(u),
+                }) => {
+                    return crate::config::check_endpoint_url(&u)
+                        .map(|()| u)
+                        .map_err(|e| format!("{url}: jwks_uri {e}"))
+                }
                 Ok(_) => failures.push(format!("{url}: no jwks_uri")),
                 Err(e) => failures.push(format!("{url}: {e}")),
             }

@@ -161,6 +161,9 @@ impl AuthFailure {
     }
 }
 
+/// Longest bearer token accepted; real access tokens are a few KiB at most.
+pub const MAX_TOKEN_BYTES: usize = 8192;
+
 /// Reads the bearer token of a request: exactly one `Authorization: Bearer
 /// <token68>` header (RFC 6750 §2.1), and no `access_token` in the query.
 pub fn bearer_token<'a>(
@@ -192,6 +195,11 @@ pub fn bearer_token<'a>(
         // a plain challenge, so the client can discover how to get one.
         return Err(AuthFailure::MissingToken);
     }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(AuthFailure::Unreadable(format!(
+            "longer than {MAX_TOKEN_BYTES} bytes"
+        )));
+    }
     let token68 = |c: char| c.is_ascii_alphanumeric() || "-._~+/".contains(c);
     let body = token.trim_end_matches('=');
     if body.is_empty() || !body.chars().all(token68) {
@@ -207,9 +215,10 @@ pub fn bearer_token<'a>(
 /// 1. a JWT (three base64url parts) whose unverified `iss` is a configured
 ///    JWT issuer is verified locally against that issuer's keys, and the
 ///    verdict is final;
-/// 2. any other token goes to the introspection endpoints in configuration
-///    order; the first that calls it active wins, and it is inactive if
-///    none does;
+/// 2. any other token goes to the introspection endpoints whose
+///    `token_prefix` it has (all of them when none is set), in configuration
+///    order; the first that calls it active wins; it is inactive if all
+///    that answered say so, and unavailable (503) if one of them failed;
 /// 3. with no introspection endpoint, such a token is refused
 ///    (`wrong_issuer`, or `unreadable` when it is not a JWT).
 pub struct Authenticator {
@@ -268,14 +277,23 @@ impl Authenticator {
                 None => AuthFailure::Unreadable("not a JWT from a configured issuer".into()),
             }));
         }
-        let mut last = cache::Verdict::inactive(Duration::ZERO);
-        for endpoint in &self.introspectors {
+        let mut inactive_for = None;
+        let mut unavailable = None;
+        for endpoint in self.introspectors.iter().filter(|e| e.takes(token)) {
             match endpoint.introspect(token).await {
                 Ok(introspection::Outcome::Active(p, ttl)) => return cache::Verdict::valid(p, ttl),
-                Ok(introspection::Outcome::Inactive(ttl)) => last = cache::Verdict::inactive(ttl),
+                Ok(introspection::Outcome::Inactive(ttl)) => inactive_for = Some(ttl),
+                Err(e) if e.is_unavailable() => unavailable = Some(e),
                 Err(e) => return cache::Verdict::failed(e),
             }
         }
-        last
+        // One endpoint down: the token may be its, so fail closed (503).
+        match (unavailable, inactive_for) {
+            (Some(e), _) => cache::Verdict::failed(e),
+            (None, Some(ttl)) => cache::Verdict::inactive(ttl),
+            (None, None) => cache::Verdict::failed(AuthFailure::Unreadable(
+                "no introspection endpoint takes tokens of this form".into(),
+            )),
+        }
     }
 }

@@ -77,13 +77,31 @@ impl Glob {
         self.tokens.iter().filter(|t| **t == Token::Star).count()
     }
 
-    /// Whether `name` matches, character by character.
+    /// Whether `name` matches, character by character (the classic
+    /// backtracking wildcard match: linear for one `*`, never worse than
+    /// pattern length × name length).
     pub fn matches(&self, name: &str) -> bool {
-        let chars: Vec<char> = name.chars().collect();
-        covers(
-            &self.tokens,
-            &chars.iter().map(|c| Token::Char(*c)).collect::<Vec<_>>(),
-        )
+        let name: Vec<char> = name.chars().collect();
+        let (mut p, mut n) = (0, 0);
+        let mut last_star: Option<(usize, usize)> = None;
+        while n < name.len() {
+            match self.tokens.get(p) {
+                Some(Token::Star) => {
+                    last_star = Some((p, n));
+                    p += 1;
+                }
+                Some(Token::One) => (p, n) = (p + 1, n + 1),
+                Some(Token::Char(c)) if *c == name[n] => (p, n) = (p + 1, n + 1),
+                _ => match last_star {
+                    Some((sp, sn)) => {
+                        last_star = Some((sp, sn + 1));
+                        (p, n) = (sp + 1, sn + 1);
+                    }
+                    None => return false,
+                },
+            }
+        }
+        self.tokens[p..].iter().all(|t| *t == Token::Star)
     }
 
     /// Whether every name `other` matches is also matched by `self`.
@@ -94,8 +112,7 @@ impl Glob {
 
 /// Whether pattern `p` matches every string described by `q`, treating `q`'s
 /// wildcards as symbols: a `*` of `q` can only be absorbed by a `*` of `p`,
-/// a `?` of `q` by a `?` or a `*`. With plain strings for `q` this is
-/// ordinary glob matching.
+/// a `?` of `q` by a `?` or a `*` (used by `check-config` only).
 fn covers(p: &[Token], q: &[Token]) -> bool {
     // reach[j]: p[..i] can match q[..j].
     let mut reach = vec![false; q.len() + 1];

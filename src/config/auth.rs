@@ -79,6 +79,8 @@ impl JwtIssuer {
 pub struct IntrospectionEndpoint {
     /// Endpoint URL.
     pub url: String,
+    /// Only tokens starting with this are sent here (`None`: every token).
+    pub token_prefix: Option<String>,
     /// The issuer its principals get when the response has no `iss`.
     pub issuer: Option<String>,
     /// The gateway's client id at the endpoint.
@@ -139,6 +141,7 @@ const KNOWN_METHODS: &[&str] = &[
 pub(super) fn validate_auth(
     raw: Option<&RawAuth>,
     errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
 ) -> Option<AuthConfig> {
     let Some(raw) = raw else {
         errors.push(ConfigError::new(
@@ -188,6 +191,13 @@ pub(super) fn validate_auth(
         .enumerate()
         .filter_map(|(i, r)| validate_introspection(r, &format!("auth.introspection[{i}]"), errors))
         .collect();
+    if introspection.len() > 1 && introspection.iter().any(|e| e.token_prefix.is_none()) {
+        warnings.push(ConfigError::new(
+            "auth.introspection",
+            "several endpoints, not all with a `token_prefix`: a token is shown to every endpoint it may belong to, so one IdP can see another's tokens",
+            "give each endpoint the `token_prefix` of its tokens",
+        ));
+    }
     let mut authorization_servers = raw.authorization_servers.clone();
     for (i, s) in authorization_servers.iter().enumerate() {
         if let Err(m) = check_endpoint_url(s) {
@@ -207,7 +217,11 @@ pub(super) fn validate_auth(
             }
         }
     }
+    // Only when every source is valid: an invalid issuer already says why.
+    let all_valid = jwt_issuers.len() == raw.jwt_issuers.len()
+        && introspection.len() == raw.introspection.len();
     if authorization_servers.is_empty()
+        && all_valid
         && (!raw.jwt_issuers.is_empty() || !raw.introspection.is_empty())
     {
         errors.push(ConfigError::new(
@@ -239,7 +253,7 @@ pub(super) fn validate_auth(
 }
 
 /// `https`, or `http` to a loopback host (local IdPs and tests).
-fn check_endpoint_url(text: &str) -> Result<(), String> {
+pub(crate) fn check_endpoint_url(text: &str) -> Result<(), String> {
     let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL ({e})"))?;
     let loopback = match url.host() {
         Some(url::Host::Domain(d)) => d == "localhost",
@@ -312,6 +326,13 @@ fn validate_issuer(r: &RawJwtIssuer, at: &str, errors: &mut Vec<ConfigError>) ->
             "use a random secret of at least 32 bytes",
         ));
     }
+    if r.leeway.0 > Duration::from_secs(300) {
+        errors.push(ConfigError::new(
+            &format!("{at}.leeway"),
+            "more than 5 minutes",
+            "fix the clocks instead; use at most `5m`",
+        ));
+    }
     for (field, d) in [
         ("jwks_refresh_interval", r.jwks_refresh_interval.0),
         ("jwks_min_refresh_interval", r.jwks_min_refresh_interval.0),
@@ -357,6 +378,13 @@ fn validate_introspection(
             "write the issuer identifier of the authorization server",
         ));
     }
+    if r.token_prefix.as_deref() == Some("") {
+        errors.push(ConfigError::new(
+            &format!("{at}.token_prefix"),
+            "empty prefix",
+            "leave it out to send every token here",
+        ));
+    }
     if r.client_id.is_empty() || r.client_secret.is_empty() {
         errors.push(ConfigError::new(
             at,
@@ -373,6 +401,7 @@ fn validate_introspection(
     }
     (errors.len() == before).then(|| IntrospectionEndpoint {
         url: r.url.clone(),
+        token_prefix: r.token_prefix.clone(),
         issuer: r.issuer.clone(),
         client_id: r.client_id.clone(),
         client_secret: Secret(r.client_secret.clone()),

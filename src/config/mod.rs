@@ -12,6 +12,7 @@ mod env;
 mod raw;
 mod validate;
 
+pub(crate) use auth::check_endpoint_url;
 pub use auth::{AuthConfig, IntrospectionEndpoint, JwtIssuer, Secret};
 pub use raw::UnlistedTools;
 pub(crate) use validate::normalise_origin;

@@ -157,6 +157,7 @@ fn default_fetch_timeout() -> HumanDuration {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawIntrospection {
     pub url: String,
+    pub token_prefix: Option<String>,
     pub issuer: Option<String>,
     pub client_id: String,
     pub client_secret: String,

@@ -239,3 +239,28 @@ fn unreachable_rules_and_unknown_methods_are_warnings() {
     );
     assert_eq!(c.upstreams[0].policy.scopes, vec!["files", "z", "x", "y"]);
 }
+
+#[test]
+fn an_extra_audience_may_not_open_another_upstream_and_leeway_is_bounded() {
+    let yaml = format!(
+        "{PROTECTED}    audiences: ['https://mcp.example.com/b/mcp']\n  - {{ name: b, path: /b/mcp, url: 'http://127.0.0.1:3002/mcp' }}\n"
+    )
+    .replace("    - issuer: https://idp.example.com\n", "    - issuer: https://idp.example.com\n      leeway: 10m\n");
+    assert_eq!(
+        paths_of(&yaml),
+        vec!["auth.jwt_issuers[0].leeway", "upstreams[0].audiences[0]"]
+    );
+}
+
+#[test]
+fn several_introspection_endpoints_without_prefixes_are_a_warning() {
+    let yaml = PROTECTED.replace(
+        "upstreams:",
+        "  introspection:
+    - { url: 'https://a.example/introspect', client_id: g, client_secret: s, token_prefix: 'a_' }
+    - { url: 'https://b.example/introspect', client_id: g, client_secret: s }
+upstreams:",
+    );
+    let c = Config::from_yaml(&yaml).unwrap();
+    assert_eq!(c.warnings[0].path, "auth.introspection");
+}

@@ -95,8 +95,8 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             "add at least one `{ name, path, url }` entry",
         );
     }
-    let auth = super::auth::validate_auth(raw.auth.as_ref(), &mut errors);
     let mut warnings = Vec::new();
+    let auth = super::auth::validate_auth(raw.auth.as_ref(), &mut errors, &mut warnings);
     let mut upstreams = Vec::new();
     let mut names = HashSet::new();
     for (i, up) in raw.upstreams.iter().enumerate() {
@@ -123,6 +123,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         }
     }
     check_paths_disjoint(&raw.upstreams, &mut errors);
+    check_audiences_distinct(&upstreams, &mut errors);
 
     match (public_url, listen, errors.is_empty()) {
         (Some(public_url), Some(listen), true) => Ok(Config {
@@ -358,6 +359,25 @@ fn check_paths_disjoint(raw: &[RawUpstream], errors: &mut Vec<ConfigError>) {
                         a.path, b.path, b.name
                     ),
                     "give each upstream a path that is not inside another's",
+                ));
+            }
+        }
+    }
+}
+
+/// An extra audience must name one upstream only, and never another
+/// upstream's resource URL: otherwise a token for one would open the other.
+fn check_audiences_distinct(upstreams: &[Upstream], errors: &mut Vec<ConfigError>) {
+    for (i, up) in upstreams.iter().enumerate() {
+        for (j, aud) in up.extra_audiences.iter().enumerate() {
+            let clash = upstreams.iter().enumerate().find(|(k, other)| {
+                *k != i && (other.resource == *aud || other.extra_audiences.contains(aud))
+            });
+            if let Some((_, other)) = clash {
+                errors.push(ConfigError::new(
+                    &format!("upstreams[{i}].audiences[{j}]"),
+                    format!("`{aud}` is also accepted by upstream `{}`", other.name),
+                    "tokens for one upstream must not open another; give each its own audiences",
                 ));
             }
         }

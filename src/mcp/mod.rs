@@ -33,6 +33,10 @@ pub mod codes {
     pub const REQUEST_REFUSED: i64 = -32003;
 }
 
+/// Longest tool or prompt name (and resource URI) the gateway matches
+/// against its policy; MCP asks for tool names of at most 128 characters.
+pub const MAX_NAME_CHARS: usize = 2048;
+
 /// Why a POST body was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum McpError {
@@ -236,10 +240,11 @@ fn read_message(value: &Value) -> Result<RpcMessage, McpError> {
         params
             .and_then(|p| p.get(field))
             .and_then(Value::as_str)
+            .filter(|v| v.chars().count() <= MAX_NAME_CHARS)
             .map(str::to_owned)
             .ok_or_else(|| {
                 McpError::InvalidParams(format!(
-                    "`{}` needs `params.{field}` as a string",
+                    "`{}` needs `params.{field}` as a string of at most {MAX_NAME_CHARS} characters",
                     method.as_deref().unwrap_or_default()
                 ))
             })

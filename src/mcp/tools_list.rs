@@ -74,6 +74,7 @@ impl<'a> ToolsListFilter<'a> {
         SseToolsFilter {
             filter: self,
             pending: Vec::new(),
+            scanned: 0,
         }
     }
 }
@@ -82,19 +83,18 @@ impl<'a> ToolsListFilter<'a> {
 pub struct SseToolsFilter<'a> {
     filter: &'a ToolsListFilter<'a>,
     pending: Vec<u8>,
+    /// How much of `pending` is known to hold no event end.
+    scanned: usize,
 }
 
-/// End of the first event in `buf`: the index just past its blank line.
-fn event_end(buf: &[u8]) -> Option<usize> {
-    (0..buf.len()).find_map(|i| {
-        if buf[i] != b'\n' {
-            return None;
-        }
-        match (buf.get(i + 1), buf.get(i + 2)) {
-            (Some(b'\n'), _) => Some(i + 2),
-            (Some(b'\r'), Some(b'\n')) => Some(i + 3),
-            _ => None,
-        }
+/// End of the first event in `buf` at or after `from`: the index just past
+/// its blank line (`\n\n`, `\n\r\n` or, with CR-only line ends, `\r\r`).
+fn event_end(buf: &[u8], from: usize) -> Option<usize> {
+    (from..buf.len()).find_map(|i| match (buf[i], buf.get(i + 1), buf.get(i + 2)) {
+        (b'\n', Some(b'\n'), _) => Some(i + 2),
+        (b'\n', Some(b'\r'), Some(b'\n')) => Some(i + 3),
+        (b'\r', Some(b'\r'), _) => Some(i + 2),
+        _ => None,
     })
 }
 
@@ -104,19 +104,29 @@ impl SseToolsFilter<'_> {
     pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<u8>, String> {
         self.pending.extend_from_slice(chunk);
         let mut out = Vec::new();
-        while let Some(end) = event_end(&self.pending) {
+        // An event end may straddle the previous chunk's last two bytes.
+        let mut from = self.scanned.saturating_sub(2);
+        while let Some(end) = event_end(&self.pending, from) {
             let event: Vec<u8> = self.pending.drain(..end).collect();
             out.extend(self.rewrite_event(&event));
+            from = 0;
         }
+        self.scanned = self.pending.len();
         if self.pending.len() > MAX_FILTERED_BYTES {
             return Err(format!("an SSE event exceeds {MAX_FILTERED_BYTES} bytes"));
         }
         Ok(out)
     }
 
-    /// The end of the stream: whatever incomplete event remains, as is.
-    pub fn finish(self) -> Vec<u8> {
-        self.pending
+    /// The end of the stream. An event cut off before its blank line is
+    /// dropped, as SSE clients drop it (it was never checked).
+    pub fn finish(self) {
+        if !self.pending.iter().all(u8::is_ascii_whitespace) {
+            tracing::warn!(
+                bytes = self.pending.len(),
+                "dropped an SSE event the upstream left unfinished"
+            );
+        }
     }
 
     fn rewrite_event(&self, event: &[u8]) -> Vec<u8> {
@@ -208,7 +218,7 @@ mod tests {
         let mut out = sse.push(a).unwrap();
         assert_eq!(out, progress.as_bytes());
         out.extend(sse.push(b).unwrap());
-        out.extend(sse.finish());
+        sse.finish();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("id: 3\ndata: {"));
         assert!(
@@ -216,5 +226,21 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("}\n\n"));
+    }
+
+    #[test]
+    fn an_unfinished_last_event_is_dropped_and_cr_only_events_are_filtered() {
+        let p = post(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}));
+        let f = ToolsListFilter::new(&p, &keep_add).unwrap();
+        let mut sse = f.sse();
+        let cr_only = format!("data: {}\r\r", list_response(json!(1)));
+        let out = String::from_utf8(sse.push(cr_only.as_bytes()).unwrap()).unwrap();
+        assert!(
+            out.contains("\"add\"") && !out.contains("\"admin\""),
+            "{out}"
+        );
+        let unfinished = format!("data: {}", list_response(json!(1)));
+        assert!(sse.push(unfinished.as_bytes()).unwrap().is_empty());
+        sse.finish();
     }
 }

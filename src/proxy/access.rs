@@ -37,6 +37,9 @@ impl Access {
 
     fn refuse(&self, route: &Route, failure: &AuthFailure) -> GatewayError {
         let upstream = &route.upstream;
+        if failure.is_unavailable() {
+            tracing::warn!(upstream = %upstream.name, error = %failure, "cannot verify tokens");
+        }
         GatewayError::Auth(Refusal::for_failure(
             failure,
             &metadata_url(&self.public_url, &upstream.path),

@@ -39,6 +39,9 @@ pub enum GatewayError {
     /// POST body that is not declared as JSON.
     #[error("Content-Type must be application/json, got `{0}`")]
     UnsupportedMediaType(String),
+    /// A field that must be single-valued, sent twice.
+    #[error("header `{0}` appears more than once")]
+    RepeatedHeader(&'static str),
     /// GET or DELETE carrying a body.
     #[error("{0} requests must not have a body")]
     UnexpectedBody(String),
@@ -92,6 +95,7 @@ impl GatewayError {
             Self::BodyTooLarge { .. } => 413,
             Self::UnsupportedEncoding(_) | Self::UnsupportedMediaType(_) => 415,
             Self::AmbiguousPath(_)
+            | Self::RepeatedHeader(_)
             | Self::UnexpectedBody(_)
             | Self::BodyRead(_)
             | Self::InvalidMessage(_) => 400,
@@ -106,7 +110,9 @@ impl GatewayError {
     pub fn jsonrpc_code(&self) -> i64 {
         match self {
             Self::InvalidMessage(e) => e.code(),
-            Self::UnexpectedBody(_) | Self::BodyRead(_) => codes::INVALID_REQUEST,
+            Self::UnexpectedBody(_) | Self::BodyRead(_) | Self::RepeatedHeader(_) => {
+                codes::INVALID_REQUEST
+            }
             Self::UpstreamUnavailable { .. } | Self::UnfilterableResponse { .. } => {
                 codes::UPSTREAM_UNAVAILABLE
             }
@@ -134,6 +140,7 @@ impl GatewayError {
             Self::UnsupportedEncoding(_) => "unsupported_encoding",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::UnexpectedBody(_) => "unexpected_body",
+            Self::RepeatedHeader(_) => "repeated_header",
             Self::BodyRead(_) => "body_incomplete",
             Self::InvalidMessage(_) => "invalid_message",
             Self::UpstreamUnavailable { .. } => "upstream_unavailable",

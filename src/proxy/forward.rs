@@ -179,8 +179,9 @@ async fn exchange_head(
 }
 
 /// Chooses how a response to a body with `tools/list` calls is relayed:
-/// JSON is filtered whole, SSE event by event, anything else (a 202, an
-/// error text) passes. A compressed body cannot be read, so it is refused.
+/// JSON is filtered whole, SSE event by event, a 202 or 204 has no body to
+/// filter; any other body (compressed, or of another type) cannot be read,
+/// so it is refused rather than passed unfiltered.
 fn body_mode<'a>(
     resp: &mut ResponseHeader,
     filter: &'a ToolsListFilter<'a>,
@@ -202,8 +203,10 @@ fn body_mode<'a>(
     } else if content_type.starts_with("text/event-stream") {
         resp.remove_header("content-length");
         Ok(BodyMode::Sse(filter.sse()))
-    } else {
+    } else if resp.status.as_u16() == 202 || resp.status.as_u16() == 204 {
         Ok(BodyMode::Passthrough)
+    } else {
+        Err(format!("Content-Type `{content_type}` cannot be filtered"))
     }
 }
 
@@ -263,14 +266,8 @@ async fn stream_body(
         let next = match (next, sse.as_mut()) {
             (Ok(Some(chunk)), Some(filter)) => filter.push(&chunk).map(|b| Some(Bytes::from(b))),
             (Ok(None), Some(_)) => {
-                let rest = sse.take().map(SseToolsFilter::finish).unwrap_or_default();
-                if !rest.is_empty()
-                    && session
-                        .write_response_body(Some(Bytes::from(rest)), false)
-                        .await
-                        .is_err()
-                {
-                    return Delivered::ClientGone;
+                if let Some(filter) = sse.take() {
+                    filter.finish();
                 }
                 Ok(None)
             }

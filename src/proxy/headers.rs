@@ -95,6 +95,29 @@ pub fn set_fixed_length(req: &mut RequestHeader, len: usize) -> pingora::Result<
     req.insert_header(header::CONTENT_LENGTH, len.to_string())
 }
 
+/// Fields the gateway decides on that must appear at most once: with two
+/// values, the gateway could check one while the upstream reads the other.
+const SINGLE_VALUED: &[&str] = &[
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+    "content-encoding",
+    "content-type",
+    "origin",
+];
+
+/// Refuses a request repeating a field that must be single-valued.
+pub fn refuse_repeated(headers: &http::HeaderMap) -> Result<(), &'static str> {
+    match SINGLE_VALUED
+        .iter()
+        .find(|name| headers.get_all(**name).iter().nth(1).is_some())
+    {
+        Some(name) => Err(name),
+        None => Ok(()),
+    }
+}
+
 /// Removes hop-by-hop fields from an upstream response before it reaches the
 /// client.
 pub fn filter_upstream_response(resp: &mut ResponseHeader) {

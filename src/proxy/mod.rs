@@ -23,7 +23,7 @@ use crate::auth::prm::{ProtectedResources, WELL_KNOWN};
 use crate::auth::{KeyRefresher, Principal};
 use crate::config::Config;
 use crate::mcp::tools_list::ToolsListFilter;
-use crate::mcp::McpPost;
+use crate::mcp::{McpError, McpPost};
 use access::Access;
 use async_trait::async_trait;
 use http::Method;
@@ -134,6 +134,8 @@ impl Gateway {
             .cloned()
             .ok_or(GatewayError::NotFound)?;
         ctx.route = Some(route.clone());
+        headers::refuse_repeated(&session.req_header().headers)
+            .map_err(GatewayError::RepeatedHeader)?;
         let origin = session
             .req_header()
             .headers
@@ -169,18 +171,16 @@ impl Gateway {
             ctx.error_id = refused.id;
             GatewayError::InvalidMessage(refused.error)
         })?;
-        // Compared as UTF-8, not ASCII: a non-ASCII `Mcp-Name` must still
-        // match the body, not count as absent.
-        let header = |name: &str| {
-            session
-                .req_header()
-                .headers
-                .get(name)
-                .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
-        };
-        let checked = post.check_standard_headers(header("mcp-method"), header("mcp-name"));
         ctx.error_id = post.response_id();
-        checked?;
+        // Compared as UTF-8, not ASCII: a non-ASCII `Mcp-Name` must still
+        // match the body, and one that is not UTF-8 cannot.
+        let header = |name: &'static str| match session.req_header().headers.get(name) {
+            None => Ok(None),
+            Some(v) => std::str::from_utf8(v.as_bytes())
+                .map(Some)
+                .map_err(|_| McpError::HeaderMismatch(format!("{name} is not valid UTF-8"))),
+        };
+        post.check_standard_headers(header("mcp-method")?, header("mcp-name")?)?;
         if let Some((access, principal)) = caller {
             access.authorize(&route, principal, Some(&post))?;
             access.check_session(session, &route, principal)?;
