@@ -670,6 +670,42 @@ async fn tools_list_json_response_is_filtered_and_reframed() {
     );
 }
 
+/// A GET stream can replay a `tools/list` response (`Last-Event-ID`
+/// resumption): it is filtered too.
+#[tokio::test]
+async fn tools_list_replayed_on_a_get_stream_is_filtered() {
+    let s = Setup::start().await;
+    let token = s.token_for("/raw", "alice", "mcp");
+    let resp = client()
+        .get(s.gw.url("/raw/tools-sse"))
+        .bearer_auth(&token)
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().await.unwrap();
+    let messages = common::rpc_messages("text/event-stream", &body);
+    let list = messages
+        .iter()
+        .find(|m| m["id"] == 7)
+        .expect("the replayed response");
+    let names: Vec<&str> = list["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["add", "get_time"]);
+    assert!(
+        body.contains(
+            "id: 2\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\"}\n\n"
+        ),
+        "{body}"
+    );
+}
+
 /// Opaque tokens: introspected once, cached, coalesced; inactive answers
 /// cached briefly.
 #[tokio::test]

@@ -2,34 +2,49 @@
 //!
 //! The proxy knows which request ids of a POST were `tools/list` calls; the
 //! responses with those ids get their `result.tools` filtered by a predicate
-//! the caller supplies (this module knows nothing of tokens). JSON bodies
+//! the caller supplies (this module knows nothing of tokens). On a GET
+//! stream, which can replay earlier responses (`Last-Event-ID`), every
+//! response carrying `result.tools` is filtered. JSON bodies
 //! are rewritten whole; SSE streams event by event, each event passed on as
 //! soon as it is complete, and events that are not such a response pass
 //! through byte for byte.
 
 use super::McpPost;
 use serde_json::Value;
+use std::sync::Arc;
+
+/// Whether the caller may see (call) the tool of this name.
+pub type KeepTool = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// Largest JSON body, or single SSE event, the filter holds in memory.
 pub const MAX_FILTERED_BYTES: usize = 16 * 1024 * 1024;
 
 /// Which responses to filter, and which tools to keep.
-pub struct ToolsListFilter<'a> {
-    ids: Vec<Value>,
-    keep: &'a (dyn Fn(&str) -> bool + Sync),
+pub struct ToolsListFilter {
+    /// Ids of the `tools/list` requests; `None`: every response.
+    ids: Option<Vec<Value>>,
+    keep: KeepTool,
 }
 
-impl<'a> ToolsListFilter<'a> {
+impl ToolsListFilter {
     /// A filter for the `tools/list` requests of `post`; `None` when it has
     /// none (the response then streams through untouched).
-    pub fn new(post: &McpPost, keep: &'a (dyn Fn(&str) -> bool + Sync)) -> Option<Self> {
+    pub fn new(post: &McpPost, keep: KeepTool) -> Option<Self> {
         let ids: Vec<Value> = post
             .messages
             .iter()
             .filter(|m| m.method.as_deref() == Some("tools/list"))
             .filter_map(|m| m.id.clone())
             .collect();
-        (!ids.is_empty()).then_some(Self { ids, keep })
+        (!ids.is_empty()).then_some(Self {
+            ids: Some(ids),
+            keep,
+        })
+    }
+
+    /// A filter for any response with a `result.tools` list (GET streams).
+    pub fn any_response(keep: KeepTool) -> Self {
+        Self { ids: None, keep }
     }
 
     /// Filters one JSON-RPC message (or a batch of them) in place; returns
@@ -40,7 +55,11 @@ impl<'a> ToolsListFilter<'a> {
                 .iter_mut()
                 .fold(false, |changed, v| self.filter_value(v) | changed);
         }
-        let ours = value.get("id").is_some_and(|id| self.ids.contains(id));
+        let ours = match (&self.ids, value.get("id")) {
+            (Some(ids), Some(id)) => ids.contains(id),
+            (None, Some(_)) => true,
+            (_, None) => false,
+        };
         let Some(tools) = value
             .pointer_mut("/result/tools")
             .and_then(Value::as_array_mut)
@@ -70,7 +89,7 @@ impl<'a> ToolsListFilter<'a> {
     }
 
     /// A filter for an SSE body.
-    pub fn sse(&'a self) -> SseToolsFilter<'a> {
+    pub fn into_sse(self) -> SseToolsFilter {
         SseToolsFilter {
             filter: self,
             pending: Vec::new(),
@@ -80,8 +99,8 @@ impl<'a> ToolsListFilter<'a> {
 }
 
 /// Filters an SSE stream chunk by chunk.
-pub struct SseToolsFilter<'a> {
-    filter: &'a ToolsListFilter<'a>,
+pub struct SseToolsFilter {
+    filter: ToolsListFilter,
     pending: Vec<u8>,
     /// How much of `pending` is known to hold no event end.
     scanned: usize,
@@ -98,7 +117,7 @@ fn event_end(buf: &[u8], from: usize) -> Option<usize> {
     })
 }
 
-impl SseToolsFilter<'_> {
+impl SseToolsFilter {
     /// Takes the next chunk of the stream; returns the bytes ready to send
     /// (every event completed so far, filtered).
     pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<u8>, String> {
@@ -172,8 +191,8 @@ mod tests {
         McpPost::parse(body.to_string().as_bytes()).unwrap()
     }
 
-    fn keep_add(name: &str) -> bool {
-        name == "add"
+    fn keep_add() -> KeepTool {
+        Arc::new(|name: &str| name == "add")
     }
 
     fn list_response(id: Value) -> Value {
@@ -183,7 +202,7 @@ mod tests {
     #[test]
     fn json_response_loses_the_tools_the_caller_cannot_call() {
         let p = post(json!({"jsonrpc": "2.0", "id": 7, "method": "tools/list"}));
-        let f = ToolsListFilter::new(&p, &keep_add).unwrap();
+        let f = ToolsListFilter::new(&p, keep_add()).unwrap();
         let out = f
             .filter_json(list_response(json!(7)).to_string().as_bytes())
             .unwrap()
@@ -202,14 +221,14 @@ mod tests {
         let p = post(
             json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "add"}}),
         );
-        assert!(ToolsListFilter::new(&p, &keep_add).is_none());
+        assert!(ToolsListFilter::new(&p, keep_add()).is_none());
     }
 
     #[test]
     fn sse_events_are_filtered_across_chunk_boundaries_and_others_pass_unchanged() {
         let p = post(json!([{"jsonrpc": "2.0", "id": "a", "method": "tools/list"}]));
-        let f = ToolsListFilter::new(&p, &keep_add).unwrap();
-        let mut sse = f.sse();
+        let f = ToolsListFilter::new(&p, keep_add()).unwrap();
+        let mut sse = f.into_sse();
         let progress =
             "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n";
         let list = format!("id: 3\ndata: {}\n\n", list_response(json!("a")));
@@ -231,8 +250,8 @@ mod tests {
     #[test]
     fn an_unfinished_last_event_is_dropped_and_cr_only_events_are_filtered() {
         let p = post(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}));
-        let f = ToolsListFilter::new(&p, &keep_add).unwrap();
-        let mut sse = f.sse();
+        let f = ToolsListFilter::new(&p, keep_add()).unwrap();
+        let mut sse = f.into_sse();
         let cr_only = format!("data: {}\r\r", list_response(json!(1)));
         let out = String::from_utf8(sse.push(cr_only.as_bytes()).unwrap()).unwrap();
         assert!(

@@ -39,17 +39,17 @@ pub type SessionHook<'a> = &'a (dyn Fn(&[u8]) + Sync);
 #[derive(Default)]
 pub struct ResponseHooks<'a> {
     /// Filters `tools/list` results (set only when the body has such calls).
-    pub tools_filter: Option<ToolsListFilter<'a>>,
+    pub tools_filter: Option<ToolsListFilter>,
     /// Told the `Mcp-Session-Id` of a successful response (set only for
     /// bodies with an `initialize`).
     pub on_session: Option<SessionHook<'a>>,
 }
 
 /// How the response body is relayed.
-enum BodyMode<'a> {
+enum BodyMode {
     Passthrough,
-    WholeJson(&'a ToolsListFilter<'a>),
-    Sse(SseToolsFilter<'a>),
+    WholeJson(ToolsListFilter),
+    Sse(SseToolsFilter),
 }
 
 /// Sends `req` + `body` to the route's upstream and streams the response to
@@ -79,7 +79,7 @@ pub async fn forward_buffered(
     ) {
         bind(id.as_bytes());
     }
-    let mode = match (&hooks.tools_filter, success) {
+    let mode = match (hooks.tools_filter, success) {
         (Some(filter), true) => {
             body_mode(&mut resp, filter).map_err(|detail| GatewayError::UnfilterableResponse {
                 upstream: route.upstream.name.clone(),
@@ -97,7 +97,7 @@ pub async fn forward_buffered(
     };
     let delivered = match mode {
         BodyMode::WholeJson(filter) => {
-            relay_filtered_json(session, &mut upstream, resp, filter, route).await?
+            relay_filtered_json(session, &mut upstream, resp, &filter, route).await?
         }
         mode => {
             if session
@@ -182,10 +182,7 @@ async fn exchange_head(
 /// JSON is filtered whole, SSE event by event, a 202 or 204 has no body to
 /// filter; any other body (compressed, or of another type) cannot be read,
 /// so it is refused rather than passed unfiltered.
-fn body_mode<'a>(
-    resp: &mut ResponseHeader,
-    filter: &'a ToolsListFilter<'a>,
-) -> Result<BodyMode<'a>, String> {
+fn body_mode(resp: &mut ResponseHeader, filter: ToolsListFilter) -> Result<BodyMode, String> {
     let header = |name| {
         resp.headers
             .get(name)
@@ -202,7 +199,7 @@ fn body_mode<'a>(
         Ok(BodyMode::WholeJson(filter))
     } else if content_type.starts_with("text/event-stream") {
         resp.remove_header("content-length");
-        Ok(BodyMode::Sse(filter.sse()))
+        Ok(BodyMode::Sse(filter.into_sse()))
     } else if resp.status.as_u16() == 202 || resp.status.as_u16() == 204 {
         Ok(BodyMode::Passthrough)
     } else {
@@ -215,7 +212,7 @@ async fn relay_filtered_json(
     session: &mut Session,
     upstream: &mut HttpSession,
     mut resp: ResponseHeader,
-    filter: &ToolsListFilter<'_>,
+    filter: &ToolsListFilter,
     route: &Route,
 ) -> Result<Delivered, GatewayError> {
     let broken = |detail: String| GatewayError::UnfilterableResponse {
@@ -256,7 +253,7 @@ async fn stream_body(
     session: &mut Session,
     upstream: &mut HttpSession,
     idle: Option<Duration>,
-    mut sse: Option<SseToolsFilter<'_>>,
+    mut sse: Option<SseToolsFilter>,
 ) -> Delivered {
     loop {
         let next = tokio::select! {

@@ -19,13 +19,15 @@ mod route;
 pub use error::GatewayError;
 pub use lifecycle::{build_server, run_until_terminated, InFlight};
 
+use crate::auth::policy::ScopePolicy;
 use crate::auth::prm::{ProtectedResources, WELL_KNOWN};
 use crate::auth::{KeyRefresher, Principal};
 use crate::config::Config;
-use crate::mcp::tools_list::ToolsListFilter;
+use crate::mcp::tools_list::{KeepTool, SseToolsFilter, ToolsListFilter};
 use crate::mcp::{McpError, McpPost};
 use access::Access;
 use async_trait::async_trait;
+use bytes::Bytes;
 use http::Method;
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -37,7 +39,7 @@ use serde_json::Value;
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The gateway's request pipeline.
 pub struct Gateway {
@@ -56,6 +58,8 @@ pub struct RequestCtx {
     route: Option<Arc<Route>>,
     principal: Option<Arc<Principal>>,
     post: Option<McpPost>,
+    /// Filters `tools/list` results out of a GET stream.
+    sse_filter: Option<SseToolsFilter>,
     /// The `id` an error response carries (the request's, or `null`).
     error_id: Value,
     refusal: Option<&'static str>,
@@ -88,6 +92,41 @@ impl Gateway {
                 .map(|a| Access::new(a, config.public_url.clone())),
             prm: ProtectedResources::new(config),
         })
+    }
+
+    /// A GET stream can replay earlier responses (`Last-Event-ID`), so an
+    /// authenticated one is filtered like a POST's `tools/list` result; a
+    /// stream the gateway cannot read is refused.
+    fn filter_get_stream(
+        &self,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        let (Some(route), Some(principal)) = (&ctx.route, &ctx.principal) else {
+            return Ok(());
+        };
+        let policy = &route.upstream.policy;
+        let header = |name| {
+            resp.headers
+                .get(name)
+                .map(|v| v.as_bytes().to_ascii_lowercase())
+        };
+        let is_sse = header("content-type").is_some_and(|t| t.starts_with(b"text/event-stream"));
+        if !policy.filter_tools_list || !is_sse || !resp.status.is_success() {
+            return Ok(());
+        }
+        if header("content-encoding").is_some_and(|e| e != b"identity") {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "compressed SSE stream cannot be filtered",
+            );
+        }
+        resp.remove_header("content-length");
+        ctx.sse_filter = Some(
+            ToolsListFilter::any_response(keep_callable(policy.clone(), principal.clone()))
+                .into_sse(),
+        );
+        Ok(())
     }
 
     /// The background job keeping JWKS keys fresh, when auth is enabled.
@@ -189,7 +228,6 @@ impl Gateway {
         let mut req = self.upstream_request(session, &route)?;
         headers::set_fixed_length(&mut req, body.len()).map_err(|e| unavailable(&route, &e))?;
         let policy = &route.upstream.policy;
-        let keep = |tool: &str| caller.is_none_or(|(_, p)| policy.may_call(&p.scopes, tool));
         let bind = |id: &[u8]| {
             if let Some((access, principal)) = caller {
                 access.bind_session(&route, id, principal);
@@ -200,8 +238,10 @@ impl Gateway {
             .iter()
             .any(|m| m.method.as_deref() == Some("initialize"));
         let hooks = forward::ResponseHooks {
-            tools_filter: ToolsListFilter::new(&post, &keep)
-                .filter(|_| caller.is_some() && policy.filter_tools_list),
+            tools_filter: principal
+                .clone()
+                .filter(|_| policy.filter_tools_list)
+                .and_then(|p| ToolsListFilter::new(&post, keep_callable(policy.clone(), p))),
             on_session: (creates_session && caller.is_some()).then_some(&bind as _),
         };
         if hooks.tools_filter.is_some() {
@@ -235,6 +275,11 @@ impl Gateway {
     }
 }
 
+/// The tools `principal` may call under `policy`.
+fn keep_callable(policy: Arc<ScopePolicy>, principal: Arc<Principal>) -> KeepTool {
+    Arc::new(move |tool: &str| policy.may_call(&principal.scopes, tool))
+}
+
 fn client_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
@@ -258,6 +303,7 @@ impl ProxyHttp for Gateway {
             route: None,
             principal: None,
             post: None,
+            sse_filter: None,
             error_id: Value::Null,
             refusal: None,
             started: Instant::now(),
@@ -327,7 +373,13 @@ impl ProxyHttp for Gateway {
             .route
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route chosen"))?;
-        headers::rewrite_for_upstream(upstream_request, route, client_ip(session))
+        headers::rewrite_for_upstream(upstream_request, route, client_ip(session))?;
+        if ctx.principal.is_some() {
+            // A GET stream is filtered (see `response_filter`): it must be
+            // readable.
+            upstream_request.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
+        }
+        Ok(())
     }
 
     /// Drops hop-by-hop fields from the upstream's response head, and
@@ -339,6 +391,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         headers::filter_upstream_response(upstream_response);
+        self.filter_get_stream(upstream_response, ctx)?;
         let req = session.req_header();
         if let (Some(access), Some(route), true, true) = (
             &self.access,
@@ -351,6 +404,30 @@ impl ProxyHttp for Gateway {
             }
         }
         Ok(())
+    }
+
+    /// Passes a GET stream through the `tools/list` filter, event by event.
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Option<Duration>> {
+        if let Some(filter) = ctx.sse_filter.as_mut() {
+            if let Some(chunk) = body.take() {
+                let out = filter
+                    .push(&chunk)
+                    .map_err(|e| Error::explain(ErrorType::InternalError, e))?;
+                *body = Some(Bytes::from(out));
+            }
+            if end_of_stream {
+                if let Some(filter) = ctx.sse_filter.take() {
+                    filter.finish();
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// A GET or DELETE failed before a response: answer 502/504 with a

@@ -37,6 +37,7 @@ impl Upstream {
             .route("/sse-gap", get(sse_gap))
             .route("/slow", any(slow))
             .route("/tools-json", any(tools_json))
+            .route("/tools-sse", get(tools_sse))
             .layer(middleware::from_fn_with_state(seen.clone(), record));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -125,6 +126,28 @@ async fn tools_json(body: Bytes) -> impl IntoResponse {
     let tools = ["add", "get_time", "secret_admin"]
         .map(|name| json!({"name": name, "inputSchema": {"type": "object"}}));
     axum::Json(json!({"jsonrpc": "2.0", "id": request["id"], "result": {"tools": tools}}))
+}
+
+/// A GET stream replaying a `tools/list` response, split mid-event.
+async fn tools_sse() -> Response {
+    let stream = async_stream(vec![
+        (
+            Duration::ZERO,
+            "id: 1\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"tools\":[{\"name\":\"add\"},",
+        ),
+        (
+            Duration::from_millis(50),
+            "{\"name\":\"get_time\"},{\"name\":\"secret_admin\"}]}}\n\n",
+        ),
+        (
+            Duration::ZERO,
+            "id: 2\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\"}\n\n",
+        ),
+    ]);
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(stream))
+        .unwrap()
 }
 
 async fn slow() -> impl IntoResponse {
