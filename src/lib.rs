@@ -12,4 +12,5 @@ pub mod config;
 pub mod demo;
 pub mod mcp;
 pub mod proxy;
+pub mod store;
 pub mod telemetry;

@@ -34,6 +34,11 @@ pub struct AuthConfig {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret.
+    pub(crate) fn new(text: String) -> Self {
+        Self(text)
+    }
+
     /// The secret's text.
     pub fn expose(&self) -> &str {
         &self.0
@@ -140,9 +145,18 @@ const KNOWN_METHODS: &[&str] = &[
 /// Validates the `auth:` section. `None` means authentication is disabled.
 pub(super) fn validate_auth(
     raw: Option<&RawAuth>,
+    builtin_issuer: Option<&str>,
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<ConfigError>,
 ) -> Option<AuthConfig> {
+    let implicit;
+    let raw = match (raw, builtin_issuer) {
+        (None, Some(_)) => {
+            implicit = RawAuth::default();
+            Some(&implicit)
+        }
+        (raw, _) => raw,
+    };
     let Some(raw) = raw else {
         errors.push(ConfigError::new(
             "auth",
@@ -152,16 +166,17 @@ pub(super) fn validate_auth(
         return None;
     };
     if raw.disabled {
-        if !raw.jwt_issuers.is_empty() || !raw.introspection.is_empty() {
+        if !raw.jwt_issuers.is_empty() || !raw.introspection.is_empty() || builtin_issuer.is_some()
+        {
             errors.push(ConfigError::new(
                 "auth.disabled",
-                "authentication is disabled but token sources are configured",
+                "authentication is disabled but token sources (or the built-in authorization server) are configured",
                 "remove `disabled: true`, or the token sources",
             ));
         }
         return None;
     }
-    if raw.jwt_issuers.is_empty() && raw.introspection.is_empty() {
+    if raw.jwt_issuers.is_empty() && raw.introspection.is_empty() && builtin_issuer.is_none() {
         errors.push(ConfigError::new(
             "auth",
             "no token source is configured",
@@ -209,7 +224,10 @@ pub(super) fn validate_auth(
         }
     }
     if authorization_servers.is_empty() {
-        let issuers = jwt_issuers.iter().map(|j| j.issuer.clone());
+        let builtin = builtin_issuer.map(str::to_owned);
+        let issuers = builtin
+            .into_iter()
+            .chain(jwt_issuers.iter().map(|j| j.issuer.clone()));
         let introspected = introspection.iter().filter_map(|e| e.issuer.clone());
         for s in issuers.chain(introspected) {
             if !authorization_servers.contains(&s) {

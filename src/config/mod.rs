@@ -8,13 +8,15 @@
 //! operator fixes a file in one pass.
 
 mod auth;
+mod authserver;
 mod env;
 mod raw;
 mod validate;
 
 pub(crate) use auth::check_endpoint_url;
 pub use auth::{AuthConfig, IntrospectionEndpoint, JwtIssuer, Secret};
-pub use raw::UnlistedTools;
+pub use authserver::{AuthServerConfig, User};
+pub use raw::{RegistrationPolicy, UnlistedTools};
 pub(crate) use validate::normalise_origin;
 
 use crate::auth::policy::ScopePolicy;
@@ -50,6 +52,8 @@ pub struct Config {
     /// Token sources; `None` when authentication is disabled
     /// (`auth: { disabled: true }`, local development only).
     pub auth: Option<AuthConfig>,
+    /// The built-in authorization server, when enabled.
+    pub authorization_server: Option<AuthServerConfig>,
     /// Problems that do not stop the gateway (unreachable policy rules...).
     pub warnings: Vec<ConfigError>,
     /// Log output.

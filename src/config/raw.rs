@@ -20,8 +20,73 @@ pub(crate) struct RawConfig {
     pub allowed_origins: Vec<String>,
     pub upstreams: Vec<RawUpstream>,
     pub auth: Option<RawAuth>,
+    pub authorization_server: Option<RawAuthServer>,
     #[serde(default)]
     pub logging: RawLogging,
+}
+
+/// The built-in authorization server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAuthServer {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: String,
+    #[serde(default = "default_access_ttl")]
+    pub access_token_ttl: HumanDuration,
+    #[serde(default = "default_refresh_ttl")]
+    pub refresh_token_ttl: HumanDuration,
+    #[serde(default = "default_code_ttl")]
+    pub code_ttl: HumanDuration,
+    #[serde(default)]
+    pub registration: RegistrationPolicy,
+    pub initial_access_token: Option<String>,
+    #[serde(default)]
+    pub users: Vec<RawUser>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_data_dir() -> String {
+    "./data".to_owned()
+}
+
+fn default_access_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(600))
+}
+
+fn default_refresh_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30 * 24 * 3600))
+}
+
+fn default_code_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+
+/// Who may register clients dynamically (RFC 7591).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistrationPolicy {
+    /// Anyone (MCP clients register themselves).
+    #[default]
+    Open,
+    /// Only with `Authorization: Bearer <initial_access_token>`.
+    InitialAccessToken,
+    /// No dynamic registration.
+    Disabled,
+}
+
+/// A user who can log in at the built-in authorization server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUser {
+    pub username: String,
+    pub password_hash: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 fn default_listen() -> String {
@@ -101,7 +166,7 @@ pub enum UnlistedTools {
 }
 
 /// Token sources and what the gateway publishes about them.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAuth {
     #[serde(default)]
@@ -245,7 +310,8 @@ impl Default for RawLogging {
     }
 }
 
-/// A duration written as `250ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
+/// A duration written as `250ms`, `5s`, `2m`, `1h`, `30d`, or a bare number
+/// of seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct HumanDuration(pub Duration);
 
@@ -273,16 +339,17 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     let n: u64 = digits.parse().map_err(|_| {
-        format!("`{text}` is not a duration; write e.g. `250ms`, `5s`, `2m` or `1h`")
+        format!("`{text}` is not a duration; write e.g. `250ms`, `5s`, `2m`, `1h` or `30d`")
     })?;
     let per_unit_ms = match unit {
         "ms" => 1,
         "" | "s" => 1000,
         "m" => 60_000,
         "h" => 3_600_000,
+        "d" => 86_400_000,
         _ => {
             return Err(format!(
-                "`{text}`: unknown unit `{unit}`; use ms, s, m or h"
+                "`{text}`: unknown unit `{unit}`; use ms, s, m, h or d"
             ))
         }
     };

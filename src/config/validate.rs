@@ -96,7 +96,14 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         );
     }
     let mut warnings = Vec::new();
-    let auth = super::auth::validate_auth(raw.auth.as_ref(), &mut errors, &mut warnings);
+    let issuer = public_url.as_ref().map_or("", |u| u.as_str());
+    let authorization_server = super::authserver::validate_authserver(
+        raw.authorization_server.as_ref(),
+        issuer,
+        &mut errors,
+    );
+    let builtin = authorization_server.as_ref().map(|a| a.issuer.as_str());
+    let auth = super::auth::validate_auth(raw.auth.as_ref(), builtin, &mut errors, &mut warnings);
     let mut upstreams = Vec::new();
     let mut names = HashSet::new();
     for (i, up) in raw.upstreams.iter().enumerate() {
@@ -135,6 +142,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             allowed_origins,
             upstreams,
             auth,
+            authorization_server,
             warnings,
             log_format: raw.logging.format,
             log_level: raw.logging.level,

@@ -1,0 +1,120 @@
+//! The `authorization_server:` section: the built-in OAuth 2.1 server's
+//! storage, token lifetimes, registration policy and users.
+
+use super::auth::Secret;
+use super::raw::{RawAuthServer, RegistrationPolicy};
+use super::ConfigError;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The built-in authorization server, when enabled.
+#[derive(Debug, Clone)]
+pub struct AuthServerConfig {
+    /// Its issuer identifier: the public URL, byte for byte as published in
+    /// every PRM's `authorization_servers`.
+    pub issuer: String,
+    /// Where the SQLite database (`gateway.db`) lives.
+    pub data_dir: PathBuf,
+    /// Lifetime of access tokens.
+    pub access_token_ttl: Duration,
+    /// Lifetime of a refresh-token family.
+    pub refresh_token_ttl: Duration,
+    /// Lifetime of authorization codes.
+    pub code_ttl: Duration,
+    /// Who may register clients.
+    pub registration: RegistrationPolicy,
+    /// Token required by `registration: initial_access_token`.
+    pub initial_access_token: Option<Secret>,
+    /// Users who can log in.
+    pub users: Vec<User>,
+}
+
+/// A user of the login page.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// Login name.
+    pub username: String,
+    /// Argon2id PHC string (`mcp-oauth-gateway hash-password` makes one).
+    pub password_hash: Secret,
+    /// The scopes this user may grant.
+    pub scopes: BTreeSet<String>,
+}
+
+pub(super) fn validate_authserver(
+    raw: Option<&RawAuthServer>,
+    issuer: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<AuthServerConfig> {
+    let raw = raw.filter(|r| r.enabled)?;
+    let at = "authorization_server";
+    let mut names = BTreeSet::new();
+    let mut users = Vec::new();
+    for (i, u) in raw.users.iter().enumerate() {
+        let path = format!("{at}.users[{i}]");
+        if u.username.is_empty() || u.username.len() > 128 || !names.insert(u.username.as_str()) {
+            errors.push(ConfigError::new(
+                &format!("{path}.username"),
+                format!("`{}` is empty, too long or listed twice", u.username),
+                "give each user a unique name of 1-128 characters",
+            ));
+        }
+        let hash_ok = u.password_hash.starts_with("$argon2id$")
+            && argon2::PasswordHash::new(&u.password_hash).is_ok();
+        if !hash_ok {
+            errors.push(ConfigError::new(
+                &format!("{path}.password_hash"),
+                "not an argon2id PHC string",
+                "make one with `mcp-oauth-gateway hash-password`",
+            ));
+        }
+        users.push(User {
+            username: u.username.clone(),
+            password_hash: Secret::new(u.password_hash.clone()),
+            scopes: u.scopes.iter().cloned().collect(),
+        });
+    }
+    if raw.registration == RegistrationPolicy::InitialAccessToken
+        && raw
+            .initial_access_token
+            .as_ref()
+            .is_none_or(|t| t.len() < 32)
+    {
+        errors.push(ConfigError::new(
+            &format!("{at}.initial_access_token"),
+            "missing or shorter than 32 characters",
+            "set a random token of at least 32 characters, e.g. from the environment",
+        ));
+    }
+    for (field, d, max) in [
+        (
+            "access_token_ttl",
+            raw.access_token_ttl.0,
+            Duration::from_secs(24 * 3600),
+        ),
+        (
+            "refresh_token_ttl",
+            raw.refresh_token_ttl.0,
+            Duration::from_secs(365 * 24 * 3600),
+        ),
+        ("code_ttl", raw.code_ttl.0, Duration::from_secs(600)),
+    ] {
+        if d.is_zero() || d > max {
+            errors.push(ConfigError::new(
+                &format!("{at}.{field}"),
+                format!("{d:?} is out of range"),
+                format!("use a positive duration of at most {max:?}"),
+            ));
+        }
+    }
+    Some(AuthServerConfig {
+        issuer: issuer.to_owned(),
+        data_dir: PathBuf::from(&raw.data_dir),
+        access_token_ttl: raw.access_token_ttl.0,
+        refresh_token_ttl: raw.refresh_token_ttl.0,
+        code_ttl: raw.code_ttl.0,
+        registration: raw.registration,
+        initial_access_token: raw.initial_access_token.clone().map(Secret::new),
+        users,
+    })
+}

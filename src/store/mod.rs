@@ -1,0 +1,124 @@
+//! Durable state of the built-in authorization server behind one [`Store`]
+//! trait: signing keys, registered clients, refresh-token families,
+//! remembered consents and revoked access tokens.
+//!
+//! SQLite is the default backend (one file in the data directory, or
+//! `:memory:` for tests). Nothing outside this module sees SQL, and the
+//! trait uses only plain values, so a Postgres backend can be added without
+//! touching callers. Secrets never reach the store in clear: client secrets
+//! and refresh tokens are stored as SHA-256 hashes (they are 256-bit random
+//! values, so a fast hash is enough).
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+
+/// A storage failure, with what was being done.
+#[derive(Debug, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreError(pub String);
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// A signing key of the authorization server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// Key id (`kid`).
+    pub kid: String,
+    /// JWS algorithm name.
+    pub alg: String,
+    /// The private key, PKCS#8 DER.
+    pub pkcs8: Vec<u8>,
+    /// Creation time, seconds since the epoch; the newest signs.
+    pub created_at: u64,
+}
+
+/// A registered OAuth client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRecord {
+    /// `client_id`.
+    pub client_id: String,
+    /// SHA-256 of the secret, for confidential clients.
+    pub secret_hash: Option<Vec<u8>>,
+    /// The registered metadata (RFC 7591), as JSON.
+    pub metadata: String,
+    /// Registration time, seconds since the epoch.
+    pub created_at: u64,
+}
+
+/// One refresh token of a family (all tokens descending from one grant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshRecord {
+    /// SHA-256 of the token.
+    pub token_hash: Vec<u8>,
+    /// The family it belongs to.
+    pub family_id: String,
+    /// Client it was issued to.
+    pub client_id: String,
+    /// User (or client) it speaks for.
+    pub subject: String,
+    /// Granted scopes, space-separated.
+    pub scope: String,
+    /// The resource (token audience) it is bound to.
+    pub resource: String,
+    /// Expiry of the family, seconds since the epoch.
+    pub expires_at: u64,
+    /// Whether it has been exchanged already (a second use is reuse).
+    pub rotated: bool,
+}
+
+/// The authorization server's storage.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Every signing key, oldest first.
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
+    /// Adds a signing key.
+    async fn add_signing_key(&self, key: &StoredKey) -> Result<(), StoreError>;
+    /// Registers a client.
+    async fn put_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
+    /// A registered client.
+    async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError>;
+    /// Stores a new refresh token.
+    async fn put_refresh_token(&self, token: &RefreshRecord) -> Result<(), StoreError>;
+    /// The refresh token with this hash, if its family is not revoked.
+    async fn refresh_token(&self, hash: &[u8]) -> Result<Option<RefreshRecord>, StoreError>;
+    /// Marks a refresh token used; `false` if it already was (reuse).
+    async fn rotate_refresh_token(&self, hash: &[u8]) -> Result<bool, StoreError>;
+    /// Records an access token issued within a family, so that revoking the
+    /// family revokes it too.
+    async fn record_access_token(
+        &self,
+        jti: &str,
+        family_id: &str,
+        expires_at: u64,
+    ) -> Result<(), StoreError>;
+    /// Revokes a family: its refresh tokens stop working and the ids of its
+    /// unexpired access tokens are returned (and recorded as revoked).
+    async fn revoke_family(&self, family_id: &str, now: u64) -> Result<Vec<String>, StoreError>;
+    /// Records one revoked access token until it expires.
+    async fn revoke_access_token(&self, jti: &str, expires_at: u64) -> Result<(), StoreError>;
+    /// Every revoked access token still unexpired.
+    async fn revoked_access_tokens(&self, now: u64) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Whether `subject` has consented to `scope` for `client_id`.
+    async fn has_consent(
+        &self,
+        subject: &str,
+        client_id: &str,
+        scope: &str,
+    ) -> Result<bool, StoreError>;
+    /// Remembers a consent.
+    async fn put_consent(
+        &self,
+        subject: &str,
+        client_id: &str,
+        scope: &str,
+    ) -> Result<(), StoreError>;
+    /// Deletes expired refresh tokens and revocations; returns rows removed.
+    async fn purge_expired(&self, now: u64) -> Result<u64, StoreError>;
+}

@@ -1,0 +1,358 @@
+//! The SQLite backend: one file (WAL mode), schema versions applied in
+//! order at open.
+
+use super::{ClientRecord, RefreshRecord, Store, StoreError, StoredKey};
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+use std::str::FromStr;
+
+/// Schema versions; version N is `MIGRATIONS[N - 1]`. Never edit one that
+/// has shipped: add the next.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE signing_keys (kid TEXT PRIMARY KEY, alg TEXT NOT NULL, pkcs8 BLOB NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE clients (client_id TEXT PRIMARY KEY, secret_hash BLOB, metadata TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE refresh_tokens (
+  token_hash BLOB PRIMARY KEY, family_id TEXT NOT NULL, client_id TEXT NOT NULL, subject TEXT NOT NULL,
+  scope TEXT NOT NULL, resource TEXT NOT NULL, expires_at INTEGER NOT NULL, rotated INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX refresh_tokens_family ON refresh_tokens (family_id);
+CREATE TABLE revoked_families (family_id TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
+CREATE TABLE family_access_tokens (jti TEXT PRIMARY KEY, family_id TEXT NOT NULL, expires_at INTEGER NOT NULL);
+CREATE INDEX family_access_tokens_family ON family_access_tokens (family_id);
+CREATE TABLE revoked_access_tokens (jti TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
+CREATE TABLE consents (subject TEXT NOT NULL, client_id TEXT NOT NULL, scope TEXT NOT NULL, PRIMARY KEY (subject, client_id, scope));
+"#];
+
+/// The SQLite store.
+pub struct SqliteStore(SqlitePool);
+
+impl SqliteStore {
+    /// Opens (creating if needed) `dir/gateway.db` and brings its schema up
+    /// to date.
+    pub async fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        let options = SqliteConnectOptions::new()
+            .filename(dir.join("gateway.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        Self::with(
+            SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options)
+                .await?,
+        )
+        .await
+    }
+
+    /// A private in-memory database (tests).
+    pub async fn in_memory() -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
+        // One connection: every connection to `:memory:` is its own database.
+        Self::with(
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await?,
+        )
+        .await
+    }
+
+    async fn with(pool: SqlitePool) -> Result<Self, StoreError> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            .execute(&pool)
+            .await?;
+        let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+            .fetch_one(&pool)
+            .await?
+            .get(0);
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            let mut tx = pool.begin().await?;
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
+                .bind(i as i64 + 1)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(Self(pool))
+    }
+}
+
+fn refresh_from(row: &sqlx::sqlite::SqliteRow) -> RefreshRecord {
+    RefreshRecord {
+        token_hash: row.get("token_hash"),
+        family_id: row.get("family_id"),
+        client_id: row.get("client_id"),
+        subject: row.get("subject"),
+        scope: row.get("scope"),
+        resource: row.get("resource"),
+        expires_at: row.get::<i64, _>("expires_at") as u64,
+        rotated: row.get::<i64, _>("rotated") != 0,
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kid, alg, pkcs8, created_at FROM signing_keys ORDER BY created_at, kid",
+        )
+        .fetch_all(&self.0)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| StoredKey {
+                kid: r.get("kid"),
+                alg: r.get("alg"),
+                pkcs8: r.get("pkcs8"),
+                created_at: r.get::<i64, _>("created_at") as u64,
+            })
+            .collect())
+    }
+
+    async fn add_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO signing_keys (kid, alg, pkcs8, created_at) VALUES (?, ?, ?, ?)")
+            .bind(&key.kid)
+            .bind(&key.alg)
+            .bind(&key.pkcs8)
+            .bind(key.created_at as i64)
+            .execute(&self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn put_client(&self, c: &ClientRecord) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO clients (client_id, secret_hash, metadata, created_at) VALUES (?, ?, ?, ?)")
+            .bind(&c.client_id)
+            .bind(&c.secret_hash)
+            .bind(&c.metadata)
+            .bind(c.created_at as i64)
+            .execute(&self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT client_id, secret_hash, metadata, created_at FROM clients WHERE client_id = ?",
+        )
+        .bind(client_id)
+        .fetch_optional(&self.0)
+        .await?;
+        Ok(row.map(|r| ClientRecord {
+            client_id: r.get("client_id"),
+            secret_hash: r.get("secret_hash"),
+            metadata: r.get("metadata"),
+            created_at: r.get::<i64, _>("created_at") as u64,
+        }))
+    }
+
+    async fn put_refresh_token(&self, t: &RefreshRecord) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO refresh_tokens (token_hash, family_id, client_id, subject, scope, resource, expires_at, rotated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+            .bind(&t.token_hash)
+            .bind(&t.family_id)
+            .bind(&t.client_id)
+            .bind(&t.subject)
+            .bind(&t.scope)
+            .bind(&t.resource)
+            .bind(t.expires_at as i64)
+            .bind(i64::from(t.rotated))
+            .execute(&self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn refresh_token(&self, hash: &[u8]) -> Result<Option<RefreshRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT * FROM refresh_tokens WHERE token_hash = ? AND family_id NOT IN (SELECT family_id FROM revoked_families)",
+        )
+        .bind(hash)
+        .fetch_optional(&self.0)
+        .await?;
+        Ok(row.as_ref().map(refresh_from))
+    }
+
+    async fn rotate_refresh_token(&self, hash: &[u8]) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET rotated = 1 WHERE token_hash = ? AND rotated = 0",
+        )
+        .bind(hash)
+        .execute(&self.0)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_access_token(
+        &self,
+        jti: &str,
+        family_id: &str,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO family_access_tokens (jti, family_id, expires_at) VALUES (?, ?, ?)",
+        )
+        .bind(jti)
+        .bind(family_id)
+        .bind(expires_at as i64)
+        .execute(&self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn revoke_family(&self, family_id: &str, now: u64) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.0.begin().await?;
+        let until: Option<i64> =
+            sqlx::query("SELECT MAX(expires_at) FROM refresh_tokens WHERE family_id = ?")
+                .bind(family_id)
+                .fetch_one(&mut *tx)
+                .await?
+                .get(0);
+        sqlx::query("INSERT OR IGNORE INTO revoked_families (family_id, expires_at) VALUES (?, ?)")
+            .bind(family_id)
+            .bind(until.unwrap_or(now as i64 + 86_400))
+            .execute(&mut *tx)
+            .await?;
+        let rows = sqlx::query("SELECT jti, expires_at FROM family_access_tokens WHERE family_id = ? AND expires_at > ?")
+            .bind(family_id)
+            .bind(now as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut jtis = Vec::new();
+        for r in &rows {
+            let jti: String = r.get("jti");
+            sqlx::query(
+                "INSERT OR IGNORE INTO revoked_access_tokens (jti, expires_at) VALUES (?, ?)",
+            )
+            .bind(&jti)
+            .bind(r.get::<i64, _>("expires_at"))
+            .execute(&mut *tx)
+            .await?;
+            jtis.push(jti);
+        }
+        tx.commit().await?;
+        Ok(jtis)
+    }
+
+    async fn revoke_access_token(&self, jti: &str, expires_at: u64) -> Result<(), StoreError> {
+        sqlx::query("INSERT OR IGNORE INTO revoked_access_tokens (jti, expires_at) VALUES (?, ?)")
+            .bind(jti)
+            .bind(expires_at as i64)
+            .execute(&self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn revoked_access_tokens(&self, now: u64) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT jti, expires_at FROM revoked_access_tokens WHERE expires_at > ?")
+                .bind(now as i64)
+                .fetch_all(&self.0)
+                .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get("jti"), r.get::<i64, _>("expires_at") as u64))
+            .collect())
+    }
+
+    async fn has_consent(
+        &self,
+        subject: &str,
+        client_id: &str,
+        scope: &str,
+    ) -> Result<bool, StoreError> {
+        let row =
+            sqlx::query("SELECT 1 FROM consents WHERE subject = ? AND client_id = ? AND scope = ?")
+                .bind(subject)
+                .bind(client_id)
+                .bind(scope)
+                .fetch_optional(&self.0)
+                .await?;
+        Ok(row.is_some())
+    }
+
+    async fn put_consent(
+        &self,
+        subject: &str,
+        client_id: &str,
+        scope: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT OR IGNORE INTO consents (subject, client_id, scope) VALUES (?, ?, ?)")
+            .bind(subject)
+            .bind(client_id)
+            .bind(scope)
+            .execute(&self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn purge_expired(&self, now: u64) -> Result<u64, StoreError> {
+        let now = now as i64;
+        let mut removed = 0;
+        for sql in [
+            "DELETE FROM refresh_tokens WHERE expires_at <= ?",
+            "DELETE FROM revoked_families WHERE expires_at <= ?",
+            "DELETE FROM family_access_tokens WHERE expires_at <= ?",
+            "DELETE FROM revoked_access_tokens WHERE expires_at <= ?",
+        ] {
+            removed += sqlx::query(sql)
+                .bind(now)
+                .execute(&self.0)
+                .await?
+                .rows_affected();
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refresh(hash: &[u8], family: &str) -> RefreshRecord {
+        RefreshRecord {
+            token_hash: hash.to_vec(),
+            family_id: family.into(),
+            client_id: "c".into(),
+            subject: "alice".into(),
+            scope: "mcp".into(),
+            resource: "https://gw/mcp".into(),
+            expires_at: 2_000,
+            rotated: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn refresh_tokens_rotate_once_and_a_revoked_family_disappears() {
+        let s = SqliteStore::in_memory().await.unwrap();
+        s.put_refresh_token(&refresh(b"h1", "f1")).await.unwrap();
+        s.record_access_token("jti-1", "f1", 1_500).await.unwrap();
+        assert!(s.rotate_refresh_token(b"h1").await.unwrap());
+        assert!(
+            !s.rotate_refresh_token(b"h1").await.unwrap(),
+            "second use is reuse"
+        );
+        assert_eq!(s.revoke_family("f1", 1_000).await.unwrap(), vec!["jti-1"]);
+        assert!(s.refresh_token(b"h1").await.unwrap().is_none());
+        assert_eq!(
+            s.revoked_access_tokens(1_000).await.unwrap(),
+            vec![("jti-1".to_owned(), 1_500)]
+        );
+        assert_eq!(s.purge_expired(3_000).await.unwrap(), 4);
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopening_the_file() {
+        let dir = std::env::temp_dir().join(format!("mcpgw-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let s = SqliteStore::open(&dir).await.unwrap();
+            s.put_consent("alice", "c", "mcp").await.unwrap();
+        }
+        let s = SqliteStore::open(&dir).await.unwrap();
+        assert!(s.has_consent("alice", "c", "mcp").await.unwrap());
+        assert!(!s.has_consent("bob", "c", "mcp").await.unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
