@@ -226,10 +226,14 @@ pub fn spawn_on_loopback() -> std::io::Result<std::net::SocketAddr> {
 }
 
 /// The embedded configuration of `mcp-oauth-gateway demo`: the gateway on
-/// `listen` in front of the demo server at `upstream`, under `/demo/mcp`.
+/// `listen` in front of the demo server at `upstream`, under `/demo/mcp`,
+/// with the built-in authorization server (one user, `demo`, whose password
+/// hash is given; its SQLite store in `data_dir`) and a per-tool policy.
 pub fn gateway_config(
     listen: std::net::SocketAddr,
     upstream: std::net::SocketAddr,
+    password_hash: &str,
+    data_dir: &std::path::Path,
 ) -> Result<crate::config::Config, crate::config::ConfigErrors> {
     crate::config::Config::from_yaml(&format!(
         "public_url: http://{listen}
@@ -237,12 +241,21 @@ listen: {listen}
 server:
   worker_threads: 2
   shutdown_grace_period: 5s
-auth:
-  disabled: true
+allowed_origins: ['http://localhost:6274']
+authorization_server:
+  data_dir: '{dir}'
+  users:
+    - {{ username: demo, password_hash: '{password_hash}', scopes: [mcp, math, time] }}
 upstreams:
   - name: demo
     path: /demo/mcp
     url: http://{upstream}{MCP_PATH}
-"
+    resource_name: Demo MCP server
+    scopes: [mcp, math, time]
+    policy:
+      base_scopes: [mcp]
+      tools: {{ add: [math], 'get_*': [time], echo: [], countdown: [] }}
+",
+        dir = data_dir.display()
     ))
 }

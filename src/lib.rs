@@ -8,6 +8,7 @@
 //! `authserver`, `store`, `metrics`).
 
 pub mod auth;
+pub mod authserver;
 pub mod config;
 pub mod demo;
 pub mod mcp;

@@ -1,6 +1,7 @@
 //! Command line of mcp-oauth-gateway: parse arguments, hand over to the library.
 
 use clap::{Parser, Subcommand};
+use mcp_oauth_gateway::authserver::{self, passwords};
 use mcp_oauth_gateway::config::Config;
 use mcp_oauth_gateway::{demo, proxy, telemetry};
 use std::net::SocketAddr;
@@ -28,12 +29,16 @@ enum Command {
         /// Path of the YAML configuration.
         file: PathBuf,
     },
-    /// Run the gateway in front of the built-in demo MCP server.
+    /// Run the gateway and its authorization server in front of the built-in
+    /// demo MCP server.
     Demo {
         /// Address for the gateway to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },
+    /// Print the argon2id hash of a password read from standard input, for
+    /// `authorization_server.users[].password_hash`.
+    HashPassword,
 }
 
 fn main() -> ExitCode {
@@ -54,9 +59,35 @@ fn main() -> ExitCode {
                 Ok(addr) => addr,
                 Err(e) => return fail(&format!("cannot start the demo MCP server: {e}")),
             };
-            match demo::gateway_config(listen, upstream) {
-                Ok(config) => serve(config, Some(upstream)),
+            let password = authserver::random_token(12);
+            let hash = match passwords::hash_password(&password) {
+                Ok(h) => h,
+                Err(e) => return fail(&format!("cannot hash the demo password: {e}")),
+            };
+            let data_dir = std::env::temp_dir().join("mcp-oauth-gateway-demo");
+            match demo::gateway_config(listen, upstream, &hash, &data_dir) {
+                Ok(config) => {
+                    println!(
+                        "Log in as `demo` with password `{password}` (scopes mcp, math, time)."
+                    );
+                    println!("Store: {}", data_dir.join("gateway.db").display());
+                    serve(config, Some(upstream))
+                }
                 Err(errors) => fail(&format!("embedded demo config is invalid:\n{errors}")),
+            }
+        }
+        Command::HashPassword => {
+            let mut password = String::new();
+            if std::io::stdin().read_line(&mut password).is_err() || password.trim_end().is_empty()
+            {
+                return fail("write the password on standard input, e.g. `read -rs P; echo \"$P\" | mcp-oauth-gateway hash-password`");
+            }
+            match passwords::hash_password(password.trim_end_matches(['\r', '\n'])) {
+                Ok(hash) => {
+                    println!("{hash}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&format!("cannot hash: {e}")),
             }
         }
     }
@@ -85,7 +116,9 @@ fn serve(config: Config, demo_upstream: Option<SocketAddr>) -> ExitCode {
             demo::MCP_PATH
         );
         println!("Connect your MCP client to: {url}");
-        println!("  e.g. npx @modelcontextprotocol/inspector --cli {url} --transport http --method tools/list");
+        println!(
+            "  it gets a 401, registers itself and sends you to the login page (OAuth 2.1 + PKCE)"
+        );
     }
     tracing::info!(listen = %config.listen, "gateway starting");
     proxy::run_until_terminated(server, in_flight)

@@ -8,6 +8,7 @@
 //! verified once and may be presented anywhere.
 
 use super::jwks::KeyStore;
+use super::local::LocalKeys;
 use super::{AuthFailure, Principal};
 use crate::config::JwtIssuer;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -42,6 +43,7 @@ pub(super) fn unverified_issuer(token: &str) -> Option<String> {
 pub(super) struct IssuerVerifier {
     config: JwtIssuer,
     keys: Option<Arc<KeyStore>>,
+    local: Option<Arc<LocalKeys>>,
     hmac: Option<DecodingKey>,
 }
 
@@ -106,7 +108,33 @@ impl IssuerVerifier {
             .hmac_secret
             .as_ref()
             .map(|s| DecodingKey::from_secret(s.expose().as_bytes()));
-        Self { config, keys, hmac }
+        Self {
+            config,
+            keys,
+            local: None,
+            hmac,
+        }
+    }
+
+    /// The built-in authorization server: its keys are read in process.
+    pub(super) fn builtin(issuer: String, keys: Arc<LocalKeys>) -> Self {
+        let config = JwtIssuer {
+            issuer,
+            jwks_uri: None,
+            algorithms: vec![Algorithm::ES256, Algorithm::EdDSA, Algorithm::RS256],
+            hmac_secret: None,
+            // Same process, same clock: no skew to allow for.
+            leeway: std::time::Duration::ZERO,
+            jwks_refresh_interval: std::time::Duration::from_secs(600),
+            jwks_min_refresh_interval: std::time::Duration::from_secs(30),
+            fetch_timeout: std::time::Duration::from_secs(5),
+        };
+        Self {
+            config,
+            keys: None,
+            local: Some(keys),
+            hmac: None,
+        }
     }
 
     /// The issuer's key store, when it uses a JWKS.
@@ -127,6 +155,11 @@ impl IssuerVerifier {
             })?;
         let kid = header.get("kid").and_then(Value::as_str);
         let key = match (&self.hmac, &self.keys, alg.family()) {
+            _ if self.local.is_some() => self
+                .local
+                .as_ref()
+                .and_then(|l| l.find(kid, alg))
+                .ok_or(AuthFailure::UnknownKey)?,
             (Some(secret), _, jsonwebtoken::AlgorithmFamily::Hmac) => secret.clone(),
             (_, Some(store), family) if family != jsonwebtoken::AlgorithmFamily::Hmac => {
                 store.key_for(kid, alg).await?

@@ -15,6 +15,7 @@ mod fetch;
 mod introspection;
 mod jwks;
 mod jwt;
+pub mod local;
 pub mod policy;
 pub mod prm;
 pub mod sessions;
@@ -22,6 +23,7 @@ pub mod sessions;
 pub use cache::TokenCache;
 pub use challenge::Refusal;
 pub use jwks::KeyRefresher;
+pub use local::{LocalKeys, RevokedTokens};
 
 use crate::config::{AuthConfig, Upstream};
 use std::collections::{BTreeSet, HashMap};
@@ -104,6 +106,9 @@ pub enum AuthFailure {
     /// Required claims are missing or mistyped.
     #[error("the token's claims are invalid: {0}")]
     InvalidClaims(String),
+    /// The built-in authorization server revoked it.
+    #[error("the token has been revoked")]
+    Revoked,
     /// The introspection endpoint says `active: false`.
     #[error("the token is not active")]
     Inactive,
@@ -132,6 +137,7 @@ impl AuthFailure {
             Self::WrongAudience => "wrong_audience",
             Self::InvalidClaims(_) => "invalid_claims",
             Self::Inactive => "inactive",
+            Self::Revoked => "revoked",
             Self::JwksUnavailable(_) => "jwks_unavailable",
             Self::IntrospectionUnavailable(_) => "introspection_unavailable",
         }
@@ -225,14 +231,26 @@ pub struct Authenticator {
     issuers: HashMap<String, Arc<jwt::IssuerVerifier>>,
     introspectors: Vec<introspection::Introspector>,
     cache: TokenCache,
+    revoked: Option<Arc<RevokedTokens>>,
+}
+
+/// The built-in authorization server, as a token source: its issuer, the
+/// keys it signs with and the tokens it has revoked, all read in process.
+pub struct BuiltinIssuer {
+    /// Its `iss`.
+    pub issuer: String,
+    /// Its public keys.
+    pub keys: Arc<LocalKeys>,
+    /// Its revocations.
+    pub revoked: Arc<RevokedTokens>,
 }
 
 impl Authenticator {
     /// Builds the sources of `config`. Nothing is fetched yet: the keys are
     /// loaded by the [`KeyRefresher`] and on first use.
-    pub fn new(config: &AuthConfig) -> Self {
+    pub fn new(config: &AuthConfig, builtin: Option<BuiltinIssuer>) -> Self {
         let http = fetch::client();
-        let issuers = config
+        let mut issuers: HashMap<String, Arc<jwt::IssuerVerifier>> = config
             .jwt_issuers
             .iter()
             .map(|i| {
@@ -242,6 +260,13 @@ impl Authenticator {
                 )
             })
             .collect();
+        let revoked = builtin.as_ref().map(|b| b.revoked.clone());
+        if let Some(b) = builtin {
+            issuers.insert(
+                b.issuer.clone(),
+                Arc::new(jwt::IssuerVerifier::builtin(b.issuer, b.keys)),
+            );
+        }
         let introspectors = config
             .introspection
             .iter()
@@ -251,6 +276,7 @@ impl Authenticator {
             issuers,
             introspectors,
             cache: TokenCache::new(config.token_cache_entries),
+            revoked,
         }
     }
 
@@ -261,9 +287,16 @@ impl Authenticator {
 
     /// The principal `token` speaks for.
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Principal>, AuthFailure> {
-        self.cache
+        let principal = self
+            .cache
             .get_or_verify(token, || self.verify_uncached(token))
-            .await
+            .await?;
+        // Checked on every use, cached or not: a revocation counts at once.
+        let revoked = |jti: &str| self.revoked.as_ref().is_some_and(|r| r.contains(jti));
+        if principal.token_id.as_deref().is_some_and(revoked) {
+            return Err(AuthFailure::Revoked);
+        }
+        Ok(principal)
     }
 
     async fn verify_uncached(&self, token: &str) -> cache::Verdict {

@@ -7,7 +7,9 @@ use super::error::GatewayError;
 use super::route::Route;
 use crate::auth::prm::metadata_url;
 use crate::auth::sessions::{SessionBindings, SessionRefusal};
-use crate::auth::{bearer_token, AuthFailure, Authenticator, KeyRefresher, Principal, Refusal};
+use crate::auth::{
+    bearer_token, AuthFailure, Authenticator, BuiltinIssuer, KeyRefresher, Principal, Refusal,
+};
 use crate::config::{AuthConfig, PublicUrl};
 use crate::mcp::McpPost;
 use pingora::proxy::Session;
@@ -22,9 +24,9 @@ pub struct Access {
 
 impl Access {
     /// Builds the auth state for `config`.
-    pub fn new(config: &AuthConfig, public_url: PublicUrl) -> Self {
+    pub fn new(config: &AuthConfig, public_url: PublicUrl, builtin: Option<BuiltinIssuer>) -> Self {
         Self {
-            authenticator: Authenticator::new(config),
+            authenticator: Authenticator::new(config, builtin),
             sessions: SessionBindings::new(config.session_entries, config.session_idle_timeout),
             public_url,
         }

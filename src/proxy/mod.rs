@@ -9,6 +9,7 @@
 //! the body is read, policy once the body says what is asked.
 
 mod access;
+mod as_bridge;
 mod body;
 mod error;
 mod forward;
@@ -22,6 +23,7 @@ pub use lifecycle::{build_server, run_until_terminated, InFlight};
 use crate::auth::policy::ScopePolicy;
 use crate::auth::prm::{ProtectedResources, WELL_KNOWN};
 use crate::auth::{KeyRefresher, Principal};
+use crate::authserver::{AuthServer, PATHS as AS_PATHS};
 use crate::config::Config;
 use crate::mcp::tools_list::{KeepTool, SseToolsFilter, ToolsListFilter};
 use crate::mcp::{McpError, McpPost};
@@ -50,6 +52,8 @@ pub struct Gateway {
     in_flight: Arc<InFlight>,
     /// `None` when authentication is disabled.
     access: Option<Access>,
+    /// The built-in authorization server's endpoints, when enabled.
+    authserver: Option<axum::Router>,
     prm: ProtectedResources,
 }
 
@@ -78,6 +82,8 @@ enum Admission {
 impl Gateway {
     /// Builds the pipeline for `config`, counting requests in `in_flight`.
     pub fn new(config: &Config, in_flight: Arc<InFlight>) -> std::io::Result<Self> {
+        let builtin = AuthServer::start(config)
+            .map_err(|e| std::io::Error::other(format!("authorization server: {e}")))?;
         let mut allowed_origins: HashSet<String> = config.allowed_origins.iter().cloned().collect();
         allowed_origins.insert(config.public_url.origin());
         Ok(Self {
@@ -86,10 +92,14 @@ impl Gateway {
             max_body_bytes: config.max_body_bytes,
             connector: Connector::new(None),
             in_flight,
-            access: config
-                .auth
-                .as_ref()
-                .map(|a| Access::new(a, config.public_url.clone())),
+            access: config.auth.as_ref().map(|a| {
+                Access::new(
+                    a,
+                    config.public_url.clone(),
+                    builtin.as_ref().map(AuthServer::issuer),
+                )
+            }),
+            authserver: builtin.as_ref().map(AuthServer::router),
             prm: ProtectedResources::new(config),
         })
     }
@@ -165,6 +175,14 @@ impl Gateway {
         let path = session.req_header().uri.path();
         if path == WELL_KNOWN || path.starts_with(&format!("{WELL_KNOWN}/")) {
             return self.serve_metadata(session).await;
+        }
+        if let Some(router) = self
+            .authserver
+            .as_ref()
+            .filter(|_| AS_PATHS.contains(&path))
+        {
+            as_bridge::serve(router, session).await?;
+            return Ok(Admission::Done);
         }
         route::check_request_path(path).map_err(GatewayError::AmbiguousPath)?;
         let route = self

@@ -1,0 +1,222 @@
+//! The built-in OAuth 2.1 authorization server, split by concept like Ory
+//! Hydra: `discovery` (RFC 8414 metadata, JWKS), `registration` (RFC 7591),
+//! `authorize` (PKCE authorization with login and consent pages), `token`
+//! (code and refresh grants, rotation), `revocation` (RFC 7009) and
+//! `introspection` (RFC 7662), over the `store`.
+//!
+//! It is an ordinary axum `Router`; the proxy hands it the AS paths in
+//! process. It meets the proxy only through tokens: the proxy verifies its
+//! JWTs with the keys in [`LocalKeys`] and sees its revocations in
+//! [`RevokedTokens`], never calling into this module.
+
+mod authorize;
+mod clients;
+mod discovery;
+mod errors;
+mod keys;
+mod pages;
+pub mod passwords;
+mod registration;
+mod revocation;
+mod token;
+
+use crate::auth::{now_secs, BuiltinIssuer, LocalKeys, RevokedTokens};
+use crate::config::{AuthServerConfig, Config, PublicUrl, User};
+use crate::store::{SqliteStore, Store, StoreError};
+use axum::routing::{get, post};
+use axum::Router;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Paths the authorization server answers (exact matches).
+pub const PATHS: &[&str] = &[
+    "/.well-known/oauth-authorization-server",
+    "/.well-known/openid-configuration",
+    "/jwks.json",
+    "/register",
+    "/authorize",
+    "/login",
+    "/consent",
+    "/token",
+    "/revoke",
+    "/introspect",
+];
+
+/// A protected resource the AS issues tokens for.
+#[derive(Debug, Clone)]
+pub(crate) struct Resource {
+    /// Its URL (the token audience).
+    pub url: String,
+    /// Scopes it knows.
+    pub scopes: Vec<String>,
+    /// Scopes granted when a client asks for none.
+    pub base: Vec<String>,
+}
+
+/// Everything the handlers share.
+pub(crate) struct AsState {
+    pub config: AuthServerConfig,
+    pub public_url: PublicUrl,
+    pub store: Arc<dyn Store>,
+    pub keys: keys::SigningKeys,
+    pub revoked: Arc<RevokedTokens>,
+    pub resources: Vec<Resource>,
+    pub users: HashMap<String, User>,
+    pub codes: authorize::CodeStore,
+    pub flows: authorize::FlowStore,
+    pub login_limiter: authorize::LoginLimiter,
+}
+
+impl AsState {
+    /// The issuer identifier, exactly as the PRM documents publish it.
+    pub fn issuer(&self) -> &str {
+        &self.config.issuer
+    }
+
+    /// Every scope any resource knows, plus `offline_access`.
+    pub fn scopes_supported(&self) -> Vec<String> {
+        let mut all: Vec<String> = Vec::new();
+        for s in self.resources.iter().flat_map(|r| r.scopes.iter()) {
+            if !all.contains(s) {
+                all.push(s.clone());
+            }
+        }
+        all.push(crate::auth::policy::OFFLINE_ACCESS.to_owned());
+        all
+    }
+
+    pub fn resource(&self, url: &str) -> Option<&Resource> {
+        self.resources.iter().find(|r| r.url == url)
+    }
+}
+
+/// The running authorization server.
+pub struct AuthServer {
+    state: Arc<AsState>,
+}
+
+impl AuthServer {
+    /// Opens the store in the configured data directory, loads (or makes)
+    /// the signing keys and the revocations, and starts the purge job.
+    /// Runs on its own small runtime, which lives as long as the process.
+    pub fn start(config: &Config) -> Result<Option<Self>, StoreError> {
+        let Some(as_config) = config.authorization_server.clone() else {
+            return Ok(None);
+        };
+        let runtime: &'static tokio::runtime::Runtime = Box::leak(Box::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("authserver-store")
+                .enable_all()
+                .build()
+                .map_err(|e| StoreError(format!("cannot start the store runtime: {e}")))?,
+        ));
+        let dir = as_config.data_dir.clone();
+        let local = Arc::new(LocalKeys::default());
+        let revoked = Arc::new(RevokedTokens::default());
+        // On a thread of its own: the caller may itself be inside a runtime.
+        let (store, keys) = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    runtime.block_on(async {
+                        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir).await?);
+                        let keys = keys::load(store.as_ref(), &local).await?;
+                        for (jti, exp) in store.revoked_access_tokens(now_secs()).await? {
+                            revoked.revoke(jti, exp);
+                        }
+                        Ok::<_, StoreError>((store, keys))
+                    })
+                })
+                .join()
+                .map_err(|_| StoreError("store initialisation panicked".into()))
+        })??;
+        let purge = store.clone();
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(300)).await;
+                match purge.purge_expired(now_secs()).await {
+                    Ok(n) if n > 0 => tracing::info!(rows = n, "purged expired grants"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "purge failed"),
+                }
+            }
+        });
+        let resources = config
+            .upstreams
+            .iter()
+            .map(|u| Resource {
+                url: u.resource.clone(),
+                scopes: u.policy.scopes_supported(),
+                base: u.policy.base.clone(),
+            })
+            .collect();
+        let users = as_config
+            .users
+            .iter()
+            .map(|u| (u.username.clone(), u.clone()))
+            .collect();
+        let code_ttl = as_config.code_ttl;
+        let state = AsState {
+            public_url: config.public_url.clone(),
+            store,
+            keys,
+            revoked,
+            resources,
+            users,
+            codes: authorize::CodeStore::new(code_ttl),
+            flows: authorize::FlowStore::new(),
+            login_limiter: authorize::LoginLimiter::new(),
+            config: as_config,
+        };
+        Ok(Some(Self {
+            state: Arc::new(state),
+        }))
+    }
+
+    /// What the proxy needs to trust this server's tokens.
+    pub fn issuer(&self) -> BuiltinIssuer {
+        BuiltinIssuer {
+            issuer: self.state.issuer().to_owned(),
+            keys: self.state.keys.local.clone(),
+            revoked: self.state.revoked.clone(),
+        }
+    }
+
+    /// The endpoints.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route(
+                "/.well-known/oauth-authorization-server",
+                get(discovery::metadata),
+            )
+            .route(
+                "/.well-known/openid-configuration",
+                get(discovery::metadata),
+            )
+            .route("/jwks.json", get(discovery::jwks))
+            .route("/register", post(registration::register))
+            .route("/authorize", get(authorize::authorize))
+            .route("/login", post(authorize::login))
+            .route("/consent", post(authorize::consent))
+            .route("/token", post(token::token))
+            .route("/revoke", post(revocation::revoke))
+            .route("/introspect", post(revocation::introspect))
+            .with_state(self.state.clone())
+    }
+}
+
+/// A random token of `bytes` bytes, base64url-encoded.
+pub fn random_token(bytes: usize) -> String {
+    use aws_lc_rs::rand::SecureRandom;
+    use base64::Engine;
+    let mut buf = vec![0u8; bytes];
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut buf)
+        .expect("the system random generator works");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// The address of the client of a request, set by the proxy.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::IpAddr);

@@ -1,0 +1,74 @@
+//! The HTML pages (askama templates in `templates/`, which escape every
+//! value), served with headers that forbid framing and caching.
+//!
+//! Form field names are part of the interface (tests and scripts drive
+//! these forms): login posts `flow`, `csrf_token`, `username`, `password`
+//! to `/login`; consent posts `flow`, `csrf_token` and `action`
+//! (`approve` or `deny`) to `/consent`.
+
+use askama::Template;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+
+#[derive(Template)]
+#[template(path = "login.html")]
+pub struct LoginPage<'a> {
+    pub client_name: &'a str,
+    pub action: &'a str,
+    pub flow: &'a str,
+    pub csrf: &'a str,
+    pub error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "consent.html")]
+pub struct ConsentPage<'a> {
+    pub client_name: &'a str,
+    pub username: &'a str,
+    pub redirect_host: &'a str,
+    pub scopes: &'a [String],
+    pub action: &'a str,
+    pub flow: &'a str,
+    pub csrf: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage<'a> {
+    pub message: &'a str,
+}
+
+/// Renders a page with the security headers every page gets.
+pub fn render(status: StatusCode, page: &impl Template) -> Response {
+    let html = match page.render() {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "template failed");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    let mut resp = (status, Html(html)).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+/// An error shown to the user instead of redirecting (unknown client,
+/// unregistered redirect URI: never an open redirector).
+pub fn error(status: StatusCode, message: &str) -> Response {
+    tracing::info!(%message, "authorization request refused with an error page");
+    render(status, &ErrorPage { message })
+}

@@ -1,0 +1,220 @@
+//! Dynamic Client Registration (RFC 7591): validated metadata, public and
+//! confidential clients (the secret is shown once and stored hashed), the
+//! configured policy, a size limit and a per-address rate limit.
+
+use super::clients::{hash_secret, ClientMetadata};
+use super::errors::OAuthError;
+use super::{random_token, AsState, PeerAddr};
+use crate::auth::now_secs;
+use crate::config::RegistrationPolicy;
+use crate::store::ClientRecord;
+use aws_lc_rs::constant_time::verify_slices_are_equal;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Largest registration request.
+const MAX_REGISTRATION_BYTES: usize = 16 * 1024;
+
+fn invalid_metadata(d: impl Into<String>) -> OAuthError {
+    OAuthError::new(StatusCode::BAD_REQUEST, "invalid_client_metadata", d)
+}
+
+/// `https`, or `http` to a loopback host; never a fragment.
+pub fn valid_redirect_uri(uri: &str) -> Result<(), String> {
+    let url = url::Url::parse(uri).map_err(|e| format!("`{uri}` is not a URL ({e})"))?;
+    if url.fragment().is_some() {
+        return Err(format!("`{uri}` has a fragment"));
+    }
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match url.scheme() {
+        "https" if url.host().is_some() => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(format!(
+            "`{uri}` must be https, or http on a loopback address"
+        )),
+    }
+}
+
+fn strings(doc: &Value, field: &str, default: &[&str]) -> Result<Vec<String>, OAuthError> {
+    match doc.get(field) {
+        None | Some(Value::Null) => Ok(default.iter().map(|s| (*s).to_owned()).collect()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| invalid_metadata(format!("`{field}` must be a list of strings")))
+            })
+            .collect(),
+        Some(_) => Err(invalid_metadata(format!(
+            "`{field}` must be a list of strings"
+        ))),
+    }
+}
+
+fn string(doc: &Value, field: &str) -> Result<Option<String>, OAuthError> {
+    match doc.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(invalid_metadata(format!("`{field}` must be a string"))),
+    }
+}
+
+/// Validates registration metadata into what is stored.
+pub fn validate(doc: &Value) -> Result<ClientMetadata, OAuthError> {
+    if !doc.is_object() {
+        return Err(invalid_metadata("the body must be a JSON object"));
+    }
+    let redirect_uris = strings(doc, "redirect_uris", &[])?;
+    if redirect_uris.is_empty() || redirect_uris.len() > 10 {
+        return Err(OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_redirect_uri",
+            "give 1 to 10 `redirect_uris`",
+        ));
+    }
+    for uri in &redirect_uris {
+        valid_redirect_uri(uri)
+            .map_err(|m| OAuthError::new(StatusCode::BAD_REQUEST, "invalid_redirect_uri", m))?;
+    }
+    let method =
+        string(doc, "token_endpoint_auth_method")?.unwrap_or_else(|| "client_secret_basic".into());
+    if !["none", "client_secret_basic", "client_secret_post"].contains(&method.as_str()) {
+        return Err(invalid_metadata(format!(
+            "token_endpoint_auth_method `{method}` is not supported"
+        )));
+    }
+    let grant_types = strings(doc, "grant_types", &["authorization_code"])?;
+    let response_types = strings(doc, "response_types", &["code"])?;
+    if grant_types
+        .iter()
+        .any(|g| g != "authorization_code" && g != "refresh_token")
+    {
+        return Err(invalid_metadata(
+            "grant_types may only hold authorization_code and refresh_token",
+        ));
+    }
+    if response_types != ["code"] || !grant_types.iter().any(|g| g == "authorization_code") {
+        return Err(invalid_metadata(
+            "response_types must be [\"code\"] with the authorization_code grant",
+        ));
+    }
+    let application_type = string(doc, "application_type")?.unwrap_or_else(|| "web".into());
+    if application_type != "web" && application_type != "native" {
+        return Err(invalid_metadata(
+            "application_type must be `web` or `native`",
+        ));
+    }
+    let client_name = string(doc, "client_name")?;
+    if client_name
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > 200)
+    {
+        return Err(invalid_metadata(
+            "client_name is longer than 200 characters",
+        ));
+    }
+    Ok(ClientMetadata {
+        redirect_uris,
+        client_name,
+        token_endpoint_auth_method: method,
+        grant_types,
+        response_types,
+        application_type,
+        scope: string(doc, "scope")?,
+    })
+}
+
+/// `POST /register`.
+pub async fn register(
+    State(state): State<Arc<AsState>>,
+    peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    match state.config.registration {
+        RegistrationPolicy::Disabled => {
+            return Err(OAuthError::new(
+                StatusCode::FORBIDDEN,
+                "access_denied",
+                "dynamic client registration is disabled here",
+            ))
+        }
+        RegistrationPolicy::InitialAccessToken => {
+            let expected = state
+                .config
+                .initial_access_token
+                .as_ref()
+                .map(|t| t.expose().as_bytes());
+            let given = headers
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::as_bytes);
+            let ok = matches!((expected, given), (Some(e), Some(g)) if verify_slices_are_equal(e, g).is_ok());
+            if !ok {
+                return Err(OAuthError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_token",
+                    "registration needs the initial access token",
+                ));
+            }
+        }
+        RegistrationPolicy::Open => {}
+    }
+    if let Some(Extension(PeerAddr(ip))) = peer {
+        if !state.login_limiter.allow_registration(ip) {
+            return Err(OAuthError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "slow_down",
+                "too many registrations from this address; try again later",
+            ));
+        }
+    }
+    if body.len() > MAX_REGISTRATION_BYTES {
+        return Err(OAuthError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_client_metadata",
+            "registration request too large",
+        ));
+    }
+    let doc = crate::mcp::strict_json::parse_strict(&body)
+        .map_err(|e| invalid_metadata(format!("not valid JSON: {e:?}")))?;
+    let meta = validate(&doc)?;
+    let client_id = random_token(16);
+    let secret = (meta.token_endpoint_auth_method != "none").then(|| random_token(32));
+    let now = now_secs();
+    state
+        .store
+        .put_client(&ClientRecord {
+            client_id: client_id.clone(),
+            secret_hash: secret.as_deref().map(hash_secret),
+            metadata: serde_json::to_string(&meta).map_err(OAuthError::server_error)?,
+            created_at: now,
+        })
+        .await?;
+    tracing::info!(client_id = %client_id, client_name = meta.client_name.as_deref().unwrap_or("-"), "client registered");
+    let mut answer = serde_json::to_value(&meta).map_err(OAuthError::server_error)?;
+    answer["client_id"] = json!(client_id);
+    answer["client_id_issued_at"] = json!(now);
+    if let Some(secret) = secret {
+        answer["client_secret"] = json!(secret);
+        answer["client_secret_expires_at"] = json!(0);
+    }
+    Ok((
+        StatusCode::CREATED,
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Json(answer),
+    )
+        .into_response())
+}

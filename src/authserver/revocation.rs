@@ -1,0 +1,102 @@
+//! Revocation (RFC 7009) and introspection (RFC 7662) of the tokens this
+//! server issued. A revoked access token is refused by the proxy on its
+//! next use (the in-process revocation set), a revoked refresh token takes
+//! its whole family with it.
+
+use super::clients;
+use super::errors::{parse_form, required, OAuthError};
+use super::AsState;
+use crate::auth::now_secs;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use jsonwebtoken::{Algorithm, Validation};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// Claims of a valid access token this server issued (signature, issuer,
+/// expiry), or `None`.
+fn own_access_token(state: &AsState, token: &str) -> Option<Value> {
+    let header = jsonwebtoken::decode_header(token).ok()?;
+    let key = state.keys.local.find(header.kid.as_deref(), header.alg)?;
+    let mut v = Validation::new(Algorithm::ES256);
+    v.set_issuer(&[state.issuer()]);
+    v.validate_aud = false;
+    v.leeway = 0;
+    jsonwebtoken::decode::<Value>(token, &key, &v)
+        .ok()
+        .map(|d| d.claims)
+}
+
+/// `POST /revoke`: always 200 for a well-formed request (RFC 7009 §2.2).
+pub async fn revoke(
+    State(state): State<Arc<AsState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let form = parse_form(&body)?;
+    let client = clients::authenticate(&state, &headers, &form).await?;
+    let token = required(&form, "token")?;
+    let hash = Sha256::digest(token.as_bytes()).to_vec();
+    if let Some(record) = state.store.refresh_token(&hash).await? {
+        if record.client_id == client.id {
+            super::token::revoke_family(&state, &record.family_id).await?;
+            tracing::info!(client_id = %client.id, "refresh token revoked with its family");
+        }
+    } else if let Some(claims) = own_access_token(&state, token) {
+        let (Some(jti), Some(exp)) = (claims["jti"].as_str(), claims["exp"].as_u64()) else {
+            return Ok(ok());
+        };
+        if claims["client_id"] == json!(client.id) {
+            state.store.revoke_access_token(jti, exp).await?;
+            state.revoked.revoke(jti.to_owned(), exp);
+            tracing::info!(client_id = %client.id, "access token revoked");
+        }
+    }
+    Ok(ok())
+}
+
+fn ok() -> Response {
+    ([(header::CACHE_CONTROL, "no-store")], Json(json!({}))).into_response()
+}
+
+/// `POST /introspect`: for confidential clients.
+pub async fn introspect(
+    State(state): State<Arc<AsState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let form = parse_form(&body)?;
+    let client = clients::authenticate(&state, &headers, &form).await?;
+    if client.secret_hash.is_none() {
+        return Err(OAuthError::invalid_client(
+            "introspection needs a confidential client",
+        ));
+    }
+    let token = required(&form, "token")?;
+    let inactive = json!({"active": false});
+    let answer = if let Some(c) = own_access_token(&state, token) {
+        let revoked = c["jti"].as_str().is_some_and(|j| state.revoked.contains(j));
+        if revoked {
+            inactive
+        } else {
+            json!({"active": true, "token_type": "access_token", "iss": c["iss"], "sub": c["sub"], "aud": c["aud"],
+                   "client_id": c["client_id"], "scope": c["scope"], "exp": c["exp"], "iat": c["iat"], "jti": c["jti"]})
+        }
+    } else {
+        match state
+            .store
+            .refresh_token(&Sha256::digest(token.as_bytes()))
+            .await?
+        {
+            Some(r) if !r.rotated && r.expires_at > now_secs() => json!({
+                "active": true, "token_type": "refresh_token", "iss": state.issuer(), "sub": r.subject,
+                "aud": r.resource, "client_id": r.client_id, "scope": r.scope, "exp": r.expires_at}),
+            _ => inactive,
+        }
+    };
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(answer)).into_response())
+}

@@ -1,0 +1,227 @@
+//! The token endpoint: `authorization_code` (single use, PKCE, bound to
+//! client, redirect URI and resource) and `refresh_token` (rotated on every
+//! use; reuse revokes the family; scope may only narrow). Access tokens are
+//! ES256 JWTs whose `aud` is the resource; every one is recorded with its
+//! family so that revoking the family revokes it too.
+
+use super::authorize::code_belongs_to;
+use super::clients::{self, Client};
+use super::errors::{parse_form, required, OAuthError};
+use super::{random_token, AsState};
+use crate::auth::now_secs;
+use crate::store::RefreshRecord;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, Header};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// `POST /token`.
+pub async fn token(
+    State(state): State<Arc<AsState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let form = parse_form(&body)?;
+    let client = clients::authenticate(&state, &headers, &form).await?;
+    match required(&form, "grant_type")? {
+        "authorization_code" => code_grant(&state, &client, &form).await,
+        "refresh_token" => refresh_grant(&state, &client, &form).await,
+        other => Err(OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            format!("grant_type `{other}` is not supported"),
+        )),
+    }
+}
+
+/// Revokes everything a family issued (refresh tokens and access tokens).
+pub(super) async fn revoke_family(state: &AsState, family_id: &str) -> Result<(), OAuthError> {
+    let now = now_secs();
+    for jti in state.store.revoke_family(family_id, now).await? {
+        state
+            .revoked
+            .revoke(jti, now + state.config.access_token_ttl.as_secs());
+    }
+    Ok(())
+}
+
+async fn code_grant(
+    state: &AsState,
+    client: &Client,
+    form: &std::collections::HashMap<String, String>,
+) -> Result<Response, OAuthError> {
+    if !client.may_use_grant("authorization_code") {
+        return Err(OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            "this client did not register the authorization_code grant",
+        ));
+    }
+    let grant = match state.codes.redeem(required(form, "code")?) {
+        Ok(Some(g)) => g,
+        Ok(None) => return Err(OAuthError::invalid_grant("unknown or expired code")),
+        Err(family) => {
+            tracing::warn!(client_id = %client.id, "authorization code used twice; revoking what it issued");
+            revoke_family(state, &family).await?;
+            return Err(OAuthError::invalid_grant(
+                "code already used; the tokens issued from it are revoked",
+            ));
+        }
+    };
+    if !code_belongs_to(&grant, client) {
+        return Err(OAuthError::invalid_grant(
+            "the code was issued to another client",
+        ));
+    }
+    if required(form, "redirect_uri")? != grant.redirect_uri {
+        return Err(OAuthError::invalid_grant(
+            "redirect_uri differs from the authorization request's",
+        ));
+    }
+    let verifier = required(form, "code_verifier")?;
+    let valid_verifier = (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+    let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    if !valid_verifier || computed != grant.code_challenge {
+        return Err(OAuthError::invalid_grant(
+            "code_verifier does not match the code_challenge",
+        ));
+    }
+    if form.get("resource").is_some_and(|r| *r != grant.resource) {
+        return Err(OAuthError::invalid_target(
+            "resource differs from the authorization request's",
+        ));
+    }
+    let refresh_until = now_secs() + state.config.refresh_token_ttl.as_secs();
+    issue(
+        state,
+        client,
+        &grant.subject,
+        &grant.scope,
+        &grant.resource,
+        &grant.family_id,
+        refresh_until,
+    )
+    .await
+}
+
+async fn refresh_grant(
+    state: &AsState,
+    client: &Client,
+    form: &std::collections::HashMap<String, String>,
+) -> Result<Response, OAuthError> {
+    let presented = required(form, "refresh_token")?;
+    let hash = Sha256::digest(presented.as_bytes()).to_vec();
+    let Some(record) = state.store.refresh_token(&hash).await? else {
+        return Err(OAuthError::invalid_grant(
+            "unknown, expired or revoked refresh token",
+        ));
+    };
+    if record.client_id != client.id {
+        return Err(OAuthError::invalid_grant(
+            "the refresh token was issued to another client",
+        ));
+    }
+    if record.expires_at <= now_secs() {
+        return Err(OAuthError::invalid_grant("the refresh token has expired"));
+    }
+    if !state.store.rotate_refresh_token(&hash).await? {
+        tracing::warn!(client_id = %client.id, subject = %record.subject, "refresh token reused; revoking its family");
+        revoke_family(state, &record.family_id).await?;
+        return Err(OAuthError::invalid_grant(
+            "refresh token already used; its family is revoked",
+        ));
+    }
+    if form.get("resource").is_some_and(|r| *r != record.resource) {
+        return Err(OAuthError::invalid_target(
+            "resource differs from the one the refresh token was issued for",
+        ));
+    }
+    let granted: BTreeSet<&str> = record.scope.split(' ').filter(|s| !s.is_empty()).collect();
+    let scope = match form.get("scope") {
+        None => record.scope.clone(),
+        Some(asked) => {
+            let asked: Vec<&str> = asked.split(' ').filter(|s| !s.is_empty()).collect();
+            if let Some(extra) = asked.iter().find(|s| !granted.contains(*s)) {
+                return Err(OAuthError::invalid_scope(format!(
+                    "scope `{extra}` was not granted; a refresh can only narrow the scope"
+                )));
+            }
+            asked.join(" ")
+        }
+    };
+    issue(
+        state,
+        client,
+        &record.subject,
+        &scope,
+        &record.resource,
+        &record.family_id,
+        record.expires_at,
+    )
+    .await
+}
+
+async fn issue(
+    state: &AsState,
+    client: &Client,
+    subject: &str,
+    scope: &str,
+    resource: &str,
+    family_id: &str,
+    refresh_until: u64,
+) -> Result<Response, OAuthError> {
+    let now = now_secs();
+    let ttl = state.config.access_token_ttl.as_secs();
+    let jti = random_token(16);
+    let claims = json!({
+        "iss": state.issuer(), "sub": subject, "aud": resource, "client_id": client.id,
+        "scope": scope, "iat": now, "exp": now + ttl, "jti": jti,
+    });
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(state.keys.kid.clone());
+    header.typ = Some("at+jwt".into());
+    let access_token = jsonwebtoken::encode(&header, &claims, &state.keys.encoding)
+        .map_err(OAuthError::server_error)?;
+    state
+        .store
+        .record_access_token(&jti, family_id, now + ttl)
+        .await?;
+    let mut answer = json!({"access_token": access_token, "token_type": "Bearer", "expires_in": ttl, "scope": scope});
+    if client.may_use_grant("refresh_token") {
+        let refresh = random_token(32);
+        state
+            .store
+            .put_refresh_token(&RefreshRecord {
+                token_hash: Sha256::digest(refresh.as_bytes()).to_vec(),
+                family_id: family_id.to_owned(),
+                client_id: client.id.clone(),
+                subject: subject.to_owned(),
+                scope: scope.to_owned(),
+                resource: resource.to_owned(),
+                expires_at: refresh_until,
+                rotated: false,
+            })
+            .await?;
+        answer["refresh_token"] = json!(refresh);
+    }
+    tracing::info!(client_id = %client.id, subject, scope, resource, "tokens issued");
+    Ok((
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::PRAGMA, "no-cache"),
+        ],
+        Json(answer),
+    )
+        .into_response())
+}

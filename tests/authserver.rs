@@ -1,0 +1,803 @@
+//! The built-in authorization server over real HTTP, driven as an MCP client
+//! and a person would: register, authorize with PKCE, log in, consent,
+//! exchange the code, call tools through the proxy, step up, refresh,
+//! revoke. Spec items: ../shared/spec/mcp-authorization.md, "Authorization
+//! server" 1-11.
+
+mod common;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use common::{free_port, mcp_post, Gateway, Upstream};
+use mcp_oauth_gateway::authserver::passwords::hash_password;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::time::Duration;
+
+const REDIRECT: &str = "http://127.0.0.1:9/callback";
+const PASSWORD: &str = "correct horse battery staple";
+
+struct Setup {
+    upstream: Upstream,
+    gw: Option<Gateway>,
+    yaml: String,
+    http: reqwest::Client,
+    data_dir: std::path::PathBuf,
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+fn config(
+    port: u16,
+    upstream: std::net::SocketAddr,
+    data_dir: &std::path::Path,
+    extra: &str,
+) -> String {
+    let hash = hash_password(PASSWORD).unwrap();
+    format!(
+        "public_url: http://127.0.0.1:{port}
+listen: 127.0.0.1:{port}
+authorization_server:
+  data_dir: {dir}
+  access_token_ttl: 2s
+{extra}  users:
+    - {{ username: alice, password_hash: '{hash}', scopes: [mcp, math, time] }}
+    - {{ username: bob, password_hash: '{hash}', scopes: [mcp] }}
+upstreams:
+  - name: demo
+    path: /demo/mcp
+    url: http://{upstream}/mcp
+    scopes: [mcp, math, time]
+    policy:
+      base_scopes: [mcp]
+      tools: {{ add: [math], 'get_*': [time], echo: [], countdown: [] }}
+",
+        dir = data_dir.display()
+    )
+}
+
+impl Setup {
+    async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    async fn start_with(extra: &str) -> Self {
+        let upstream = Upstream::start().await;
+        let port = free_port();
+        let data_dir = std::env::temp_dir().join(format!("mcpgw-as-{}-{port}", std::process::id()));
+        let yaml = config(port, upstream.addr, &data_dir, extra);
+        let gw = Gateway::start_yaml(&yaml).await;
+        Self {
+            upstream,
+            gw: Some(gw),
+            yaml,
+            http: no_redirects(),
+            data_dir,
+        }
+    }
+
+    /// Stops the gateway and starts it again on the same data directory.
+    async fn restart(&mut self) {
+        self.gw = None;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.gw = Some(Gateway::start_yaml(&self.yaml).await);
+    }
+
+    fn url(&self, path: &str) -> String {
+        self.gw.as_ref().expect("running").url(path)
+    }
+
+    async fn register(&self, body: Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(self.url("/register"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn public_client(&self) -> String {
+        let (status, doc) = self
+            .register(json!({"client_name": "Test <b>Client</b>", "redirect_uris": [REDIRECT],
+                "token_endpoint_auth_method": "none", "grant_types": ["authorization_code", "refresh_token"],
+                "application_type": "native"}))
+            .await;
+        assert_eq!(status, 201, "{doc}");
+        doc["client_id"].as_str().unwrap().to_owned()
+    }
+
+    async fn token(&self, form: &[(&str, &str)]) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(self.url("/token"))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap())
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// A browser: keeps cookies, reads forms.
+#[derive(Default)]
+struct Browser {
+    cookies: HashMap<String, String>,
+}
+
+struct Page {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+impl Page {
+    fn field(&self, name: &str) -> String {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = self
+            .body
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no field {name} in {}", self.body))
+            + marker.len();
+        self.body[start..].split('"').next().unwrap().to_owned()
+    }
+
+    fn location(&self) -> url::Url {
+        url::Url::parse(self.headers["location"].to_str().unwrap()).unwrap()
+    }
+}
+
+fn query(url: &url::Url) -> HashMap<String, String> {
+    url.query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+impl Browser {
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
+        let resp = req
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        for v in resp.headers().get_all("set-cookie") {
+            let pair = v.to_str().unwrap().split(';').next().unwrap();
+            let (k, val) = pair.split_once('=').unwrap();
+            self.cookies.insert(k.to_owned(), val.to_owned());
+        }
+        Page {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            body: resp.text().await.unwrap(),
+        }
+    }
+}
+
+fn pkce() -> (String, String) {
+    let verifier = URL_SAFE_NO_PAD.encode(rand_bytes());
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+fn rand_bytes() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    b[..16].copy_from_slice(&t.to_le_bytes());
+    b[16..].copy_from_slice(&Sha256::digest(t.to_be_bytes())[..16]);
+    b
+}
+
+fn authorize_url(s: &Setup, client_id: &str, challenge: &str, scope: &str) -> String {
+    let mut url = url::Url::parse(&s.url("/authorize")).unwrap();
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", client_id)
+        .append_pair("redirect_uri", REDIRECT)
+        .append_pair("code_challenge", challenge)
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("state", "xyz-state")
+        .append_pair("scope", scope)
+        .append_pair("resource", &s.url("/demo/mcp"));
+    url.into()
+}
+
+/// Authorize, log in (unless the browser is signed in), consent; returns the
+/// redirect back to the client.
+async fn authorize(
+    s: &Setup,
+    browser: &mut Browser,
+    client_id: &str,
+    challenge: &str,
+    scope: &str,
+) -> url::Url {
+    let mut page = browser
+        .send(s.http.get(authorize_url(s, client_id, challenge, scope)))
+        .await;
+    if page.status == 303 {
+        return page.location(); // signed in, consent remembered
+    }
+    assert_eq!(page.status, 200, "{}", page.body);
+    if page.body.contains("name=\"password\"") {
+        let form = [
+            ("flow", page.field("flow")),
+            ("csrf_token", page.field("csrf_token")),
+            ("username", "alice".into()),
+            ("password", PASSWORD.into()),
+        ];
+        page = browser.send(s.http.post(s.url("/login")).form(&form)).await;
+    }
+    if page.status == 303 || page.status == 302 {
+        return page.location();
+    }
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("Test &#60;b&#62;Client&#60;/b&#62;")
+            && !page.body.contains("<b>Client"),
+        "client name rendered inert: {}",
+        page.body
+    );
+    assert!(page.body.contains("127.0.0.1"), "redirect host shown");
+    assert_eq!(page.headers["x-frame-options"], "DENY");
+    assert!(page.headers["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("frame-ancestors 'none'"));
+    let form = [
+        ("flow", page.field("flow")),
+        ("csrf_token", page.field("csrf_token")),
+        ("action", "approve".into()),
+    ];
+    let done = browser
+        .send(s.http.post(s.url("/consent")).form(&form))
+        .await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    done.location()
+}
+
+async fn code_for(
+    s: &Setup,
+    browser: &mut Browser,
+    client_id: &str,
+    scope: &str,
+) -> (String, String) {
+    let (verifier, challenge) = pkce();
+    let back = authorize(s, browser, client_id, &challenge, scope).await;
+    let q = query(&back);
+    assert_eq!(q["state"], "xyz-state");
+    assert_eq!(q["iss"], s.url(""), "RFC 9207 iss");
+    (q["code"].clone(), verifier)
+}
+
+async fn exchange(s: &Setup, client_id: &str, code: &str, verifier: &str) -> (u16, Value) {
+    s.token(&[
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", REDIRECT),
+        ("client_id", client_id),
+        ("code_verifier", verifier),
+        ("resource", &s.url("/demo/mcp")),
+    ])
+    .await
+}
+
+async fn call_tool(
+    s: &Setup,
+    token: &str,
+    tool: &str,
+) -> (u16, String, reqwest::header::HeaderMap) {
+    let body = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": tool, "arguments": {"a": 40, "b": 2},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientInfo": {"name": "as-tests", "version": "1"},
+                  "io.modelcontextprotocol/clientCapabilities": {}}}});
+    let resp = mcp_post(&s.http, &s.url("/demo/mcp"), body.to_string())
+        .bearer_auth(token)
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", tool)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, resp.text().await.unwrap(), headers)
+}
+
+/// Authorization server 2: metadata whose issuer is byte-identical to the
+/// PRM's authorization server.
+#[tokio::test]
+async fn metadata_issuer_matches_the_protected_resource_metadata() {
+    let s = Setup::start().await;
+    let prm: Value = s
+        .http
+        .get(s.url("/.well-known/oauth-protected-resource/demo/mcp"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+    ] {
+        let meta: Value = s
+            .http
+            .get(s.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(meta["issuer"], prm["authorization_servers"][0], "{path}");
+        assert_eq!(meta["code_challenge_methods_supported"], json!(["S256"]));
+        assert_eq!(meta["authorization_response_iss_parameter_supported"], true);
+        assert_eq!(meta["token_endpoint"], s.url("/token"));
+    }
+    let jwks: Value = s
+        .http
+        .get(s.url("/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"][0]["kty"], "EC");
+    assert!(jwks["keys"][0].get("d").is_none(), "no private part");
+}
+
+/// The whole flow: register, authorize, login, consent, token, call, 403
+/// step-up, re-authorize, refresh, revoke.
+#[tokio::test]
+async fn full_flow_from_registration_to_revocation() {
+    let s = Setup::start().await;
+    let client_id = s.public_client().await;
+    let mut browser = Browser::default();
+    let (code, verifier) = code_for(&s, &mut browser, &client_id, "mcp time").await;
+    let (status, tokens) = exchange(&s, &client_id, &code, &verifier).await;
+    assert_eq!(status, 200, "{tokens}");
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(tokens["scope"], "mcp time");
+
+    let (status, body, _) = call_tool(&s, &access, "get_time").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, headers) = call_tool(&s, &access, "add").await;
+    assert_eq!(status, 403);
+    let challenge = headers["www-authenticate"].to_str().unwrap();
+    assert!(challenge.contains("scope=\"mcp math time\""), "{challenge}");
+
+    // Step-up: the browser is signed in, the wider scope needs consent.
+    let (code, verifier) = code_for(&s, &mut browser, &client_id, "mcp math time").await;
+    let (_, wider) = exchange(&s, &client_id, &code, &verifier).await;
+    let access = wider["access_token"].as_str().unwrap().to_owned();
+    let (status, body, _) = call_tool(&s, &access, "add").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("42"), "{body}");
+
+    // The access token expires (2 s in this config); the refresh token works.
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let (status, _, _) = call_tool(&s, &access, "add").await;
+    assert_eq!(status, 401, "expired");
+    let refresh = wider["refresh_token"].as_str().unwrap().to_owned();
+    let (status, renewed) = s
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("client_id", &client_id),
+            ("resource", &s.url("/demo/mcp")),
+        ])
+        .await;
+    assert_eq!(status, 200, "{renewed}");
+    let access = renewed["access_token"].as_str().unwrap().to_owned();
+    assert_ne!(renewed["refresh_token"], wider["refresh_token"], "rotated");
+    let (status, _, _) = call_tool(&s, &access, "add").await;
+    assert_eq!(status, 200);
+
+    // Revoking the refresh token revokes its family, access token included.
+    let resp = s
+        .http
+        .post(s.url("/revoke"))
+        .form(&[
+            ("token", renewed["refresh_token"].as_str().unwrap()),
+            ("client_id", &client_id),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (status, body, _) = call_tool(&s, &access, "add").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("revoked"), "{body}");
+    let (status, err) = s
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", renewed["refresh_token"].as_str().unwrap()),
+            ("client_id", &client_id),
+        ])
+        .await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    assert!(s.upstream.count() >= 3);
+}
+
+/// Authorization server 8: a rotated refresh token used again revokes the
+/// family; a reused code revokes what it issued.
+#[tokio::test]
+async fn reuse_of_a_refresh_token_or_a_code_revokes_what_they_issued() {
+    let s = Setup::start().await;
+    let client_id = s.public_client().await;
+    let mut browser = Browser::default();
+    let (code, verifier) = code_for(&s, &mut browser, &client_id, "mcp").await;
+    let (_, first) = exchange(&s, &client_id, &code, &verifier).await;
+    let (status, again) = exchange(&s, &client_id, &code, &verifier).await;
+    assert_eq!(
+        (status, again["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    let (status, body, _) = call_tool(&s, first["access_token"].as_str().unwrap(), "echo").await;
+    assert_eq!(
+        status, 401,
+        "tokens from a replayed code are revoked: {body}"
+    );
+
+    let (code, verifier) = code_for(&s, &mut browser, &client_id, "mcp").await;
+    let (_, tokens) = exchange(&s, &client_id, &code, &verifier).await;
+    let old = tokens["refresh_token"].as_str().unwrap();
+    let refresh = |t: String| {
+        let s = &s;
+        let client_id = client_id.clone();
+        async move {
+            s.token(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &t),
+                ("client_id", &client_id),
+            ])
+            .await
+        }
+    };
+    let (status, newer) = refresh(old.to_owned()).await;
+    assert_eq!(status, 200);
+    let (status, reuse) = refresh(old.to_owned()).await;
+    assert_eq!(
+        (status, reuse["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    let (status, _) = refresh(newer["refresh_token"].as_str().unwrap().to_owned()).await;
+    assert_eq!(status, 400, "the whole family is revoked");
+
+    let (code, verifier) = code_for(&s, &mut browser, &client_id, "mcp").await;
+    let (_, tokens) = exchange(&s, &client_id, &code, &verifier).await;
+    let (status, wider) = s
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+            ("client_id", &client_id),
+            ("scope", "mcp math"),
+        ])
+        .await;
+    assert_eq!(
+        (status, wider["error"].as_str()),
+        (400, Some("invalid_scope"))
+    );
+}
+
+/// Authorization server 3, 5, 6: PKCE, resource and redirect checks.
+#[tokio::test]
+async fn token_and_authorize_errors_follow_rfc_6749() {
+    let s = Setup::start().await;
+    let client_id = s.public_client().await;
+    let mut browser = Browser::default();
+    let (code, verifier) = code_for(&s, &mut browser, &client_id, "mcp").await;
+    let (status, e) = exchange(&s, &client_id, &code, &format!("{verifier}x")).await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "wrong verifier"
+    );
+    let (status, e) = s
+        .token(&[("grant_type", "password"), ("client_id", &client_id)])
+        .await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (400, Some("unsupported_grant_type"))
+    );
+    let (status, e) = s
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", "nobody"),
+        ])
+        .await;
+    assert_eq!((status, e["error"].as_str()), (401, Some("invalid_client")));
+    let (status, e) = s
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", &client_id),
+            ("client_id", &client_id),
+        ])
+        .await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (400, Some("invalid_request")),
+        "repeated parameter"
+    );
+
+    let other = s.public_client().await;
+    let (code, verifier) = code_for(&s, &mut browser, &client_id, "mcp").await;
+    let (status, e) = exchange(&s, &other, &code, &verifier).await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "code of another client"
+    );
+
+    // Authorize errors that redirect (with iss and state).
+    let (_, challenge) = pkce();
+    let base = authorize_url(&s, &client_id, &challenge, "mcp");
+    for (edit, error) in [
+        (
+            base.replace("code_challenge_method=S256", "code_challenge_method=plain"),
+            "invalid_request",
+        ),
+        (
+            base.replace(&format!("code_challenge={challenge}"), ""),
+            "invalid_request",
+        ),
+        (base.replace("scope=mcp", "scope=admin"), "invalid_scope"),
+        (
+            base.replace("resource=", "resource=https%3A%2F%2Fevil.example%2F&x="),
+            "invalid_target",
+        ),
+        (
+            base.replace("response_type=code", "response_type=token"),
+            "unsupported_response_type",
+        ),
+    ] {
+        let page = browser.send(s.http.get(&edit)).await;
+        assert_eq!(page.status, 303, "{edit}: {}", page.body);
+        let q = query(&page.location());
+        assert_eq!(q["error"], error, "{edit}");
+        assert_eq!(q["iss"], s.url(""));
+        assert_eq!(q["state"], "xyz-state");
+    }
+    // Unknown client or unregistered redirect URI: an error page, no redirect.
+    for edit in [
+        base.replace(&format!("client_id={client_id}"), "client_id=unknown"),
+        base.replace(
+            "redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcallback",
+            "redirect_uri=https%3A%2F%2Fevil.example%2Fcb",
+        ),
+    ] {
+        let page = browser.send(s.http.get(&edit)).await;
+        assert_eq!(page.status, 400, "{edit}");
+        assert!(page.headers.get("location").is_none());
+    }
+}
+
+/// Authorization server 10: consent needs the CSRF token and the browser
+/// that started the flow; deny returns access_denied.
+#[tokio::test]
+async fn consent_needs_its_csrf_token_and_deny_returns_access_denied() {
+    let s = Setup::start().await;
+    let client_id = s.public_client().await;
+    let mut browser = Browser::default();
+    let (_, challenge) = pkce();
+    let login = browser
+        .send(s.http.get(authorize_url(&s, &client_id, &challenge, "mcp")))
+        .await;
+    let flow = login.field("flow");
+    let csrf = login.field("csrf_token");
+    let consent = browser
+        .send(s.http.post(s.url("/login")).form(&[
+            ("flow", flow.as_str()),
+            ("csrf_token", csrf.as_str()),
+            ("username", "alice"),
+            ("password", PASSWORD),
+        ]))
+        .await;
+    assert_eq!(consent.status, 200);
+    for bad in ["", "wrong-token"] {
+        let page = browser
+            .send(s.http.post(s.url("/consent")).form(&[
+                ("flow", flow.as_str()),
+                ("csrf_token", bad),
+                ("action", "approve"),
+            ]))
+            .await;
+        assert_eq!(page.status, 400, "csrf `{bad}`");
+    }
+    // Another browser (no flow cookie) with the right token is refused too.
+    let mut other = Browser::default();
+    let page = other
+        .send(s.http.post(s.url("/consent")).form(&[
+            ("flow", flow.as_str()),
+            ("csrf_token", csrf.as_str()),
+            ("action", "approve"),
+        ]))
+        .await;
+    assert_eq!(page.status, 400);
+    let page = browser
+        .send(s.http.post(s.url("/consent")).form(&[
+            ("flow", flow.as_str()),
+            ("csrf_token", csrf.as_str()),
+            ("action", "deny"),
+        ]))
+        .await;
+    assert_eq!(page.status, 303);
+    let q = query(&page.location());
+    assert_eq!(q["error"], "access_denied");
+    assert_eq!(q["iss"], s.url(""));
+}
+
+/// Wrong passwords are throttled per user (and address).
+#[tokio::test]
+async fn login_brute_force_is_throttled() {
+    let s = Setup::start().await;
+    let client_id = s.public_client().await;
+    let mut browser = Browser::default();
+    let (_, challenge) = pkce();
+    let login = browser
+        .send(s.http.get(authorize_url(&s, &client_id, &challenge, "mcp")))
+        .await;
+    let (flow, csrf) = (login.field("flow"), login.field("csrf_token"));
+    let attempt = |password: &'static str| {
+        let form = [
+            ("flow", flow.clone()),
+            ("csrf_token", csrf.clone()),
+            ("username", "alice".into()),
+            ("password", password.into()),
+        ];
+        s.http.post(s.url("/login")).form(&form)
+    };
+    for _ in 0..6 {
+        let page = browser.send(attempt("wrong")).await;
+        assert_eq!(page.status, 401);
+    }
+    let page = browser.send(attempt(PASSWORD)).await;
+    assert_eq!(page.status, 401, "throttled even with the right password");
+    assert!(
+        page.body.contains("Too many failed attempts"),
+        "{}",
+        page.body
+    );
+}
+
+/// Authorization server 4 (DCR): metadata validation and size limit.
+#[tokio::test]
+async fn registration_refuses_bad_metadata_and_oversized_requests() {
+    let s = Setup::start().await;
+    for (body, error) in [
+        (
+            json!({"redirect_uris": ["http://example.com/cb"]}),
+            "invalid_redirect_uri",
+        ),
+        (
+            json!({"redirect_uris": ["https://app.example/cb#frag"]}),
+            "invalid_redirect_uri",
+        ),
+        (json!({"redirect_uris": []}), "invalid_redirect_uri"),
+        (
+            json!({"redirect_uris": [REDIRECT], "grant_types": ["implicit"]}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"redirect_uris": [REDIRECT], "response_types": ["token"]}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "private_key_jwt"}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"redirect_uris": [REDIRECT], "application_type": "desktop"}),
+            "invalid_client_metadata",
+        ),
+    ] {
+        let (status, doc) = s.register(body.clone()).await;
+        assert_eq!(
+            (status, doc["error"].as_str()),
+            (400, Some(error)),
+            "{body}"
+        );
+    }
+    let huge = json!({"redirect_uris": [REDIRECT], "client_name": "x".repeat(20_000)});
+    let (status, _) = s.register(huge).await;
+    assert_eq!(status, 413);
+    let dup = s
+        .http
+        .post(s.url("/register"))
+        .header("content-type", "application/json")
+        .body(format!(
+            r#"{{"redirect_uris":["{REDIRECT}"],"redirect_uris":["https://evil.example/cb"]}}"#
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dup.status(), 400, "duplicate keys");
+
+    let (status, confidential) = s
+        .register(json!({"redirect_uris": ["https://app.example/cb"], "client_name": "Server app"}))
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        confidential["token_endpoint_auth_method"],
+        "client_secret_basic"
+    );
+    assert!(confidential["client_secret"].as_str().unwrap().len() >= 40);
+}
+
+/// Authorization server 9: a restart keeps clients, keys and refresh tokens.
+#[tokio::test]
+async fn a_restart_keeps_clients_keys_and_refresh_tokens() {
+    let mut s = Setup::start().await;
+    let client_id = s.public_client().await;
+    let mut browser = Browser::default();
+    let (code, verifier) = code_for(&s, &mut browser, &client_id, "mcp").await;
+    let (_, tokens) = exchange(&s, &client_id, &code, &verifier).await;
+    let jwks_before: Value = s
+        .http
+        .get(s.url("/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    s.restart().await;
+    let jwks_after: Value = s
+        .http
+        .get(s.url("/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks_before, jwks_after, "same keys after restart");
+    let (status, renewed) = s
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+            ("client_id", &client_id),
+        ])
+        .await;
+    assert_eq!(status, 200, "{renewed}");
+    let (status, _, _) = call_tool(&s, renewed["access_token"].as_str().unwrap(), "echo").await;
+    assert_eq!(status, 200);
+    let resp = s
+        .http
+        .get(s.url("/.well-known/oauth-protected-resource/demo/mcp"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
