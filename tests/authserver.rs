@@ -801,3 +801,76 @@ async fn a_restart_keeps_clients_keys_and_refresh_tokens() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+/// A confidential client gets tokens for itself with client_credentials
+/// (client_secret_basic), limited to the scopes it registered.
+#[tokio::test]
+async fn client_credentials_for_a_confidential_client() {
+    let s = Setup::start().await;
+    let (status, client) = s
+        .register(json!({"client_name": "batch job", "grant_types": ["client_credentials"], "scope": "mcp time"}))
+        .await;
+    assert_eq!(status, 201, "{client}");
+    let (id, secret) = (
+        client["client_id"].as_str().unwrap(),
+        client["client_secret"].as_str().unwrap(),
+    );
+    let token = |scope: Option<&'static str>, secret: String| {
+        let mut form = vec![
+            ("grant_type", "client_credentials".to_owned()),
+            ("resource", s.url("/demo/mcp")),
+        ];
+        if let Some(sc) = scope {
+            form.push(("scope", sc.to_owned()));
+        }
+        s.http
+            .post(s.url("/token"))
+            .basic_auth(id, Some(secret))
+            .form(&form)
+            .send()
+    };
+    let resp = token(None, secret.to_owned()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let tokens: Value = resp.json().await.unwrap();
+    assert_eq!(tokens["scope"], "mcp time");
+    assert!(tokens.get("refresh_token").is_none());
+    let (status, _, _) = call_tool(&s, tokens["access_token"].as_str().unwrap(), "get_time").await;
+    assert_eq!(status, 200);
+    let resp = token(Some("mcp math"), secret.to_owned()).await.unwrap();
+    assert_eq!(resp.status(), 400, "math was not registered");
+    let resp = token(None, "wrong-secret".to_owned()).await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let e: Value = resp.json().await.unwrap();
+    assert_eq!(e["error"], "invalid_client");
+}
+
+/// Registration policy `initial_access_token`: only with the token.
+#[tokio::test]
+async fn registration_can_require_an_initial_access_token() {
+    let token = "a-registration-token-of-at-least-32-characters";
+    let s = Setup::start_with(&format!(
+        "  registration: initial_access_token\n  initial_access_token: {token}\n"
+    ))
+    .await;
+    let body = json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"});
+    let (status, e) = s.register(body.clone()).await;
+    assert_eq!((status, e["error"].as_str()), (401, Some("invalid_token")));
+    let resp = s
+        .http
+        .post(s.url("/register"))
+        .bearer_auth("wrong")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = s
+        .http
+        .post(s.url("/register"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+}

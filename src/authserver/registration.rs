@@ -75,8 +75,41 @@ pub fn validate(doc: &Value) -> Result<ClientMetadata, OAuthError> {
     if !doc.is_object() {
         return Err(invalid_metadata("the body must be a JSON object"));
     }
+    let method =
+        string(doc, "token_endpoint_auth_method")?.unwrap_or_else(|| "client_secret_basic".into());
+    if !["none", "client_secret_basic", "client_secret_post"].contains(&method.as_str()) {
+        return Err(invalid_metadata(format!(
+            "token_endpoint_auth_method `{method}` is not supported"
+        )));
+    }
+    let grant_types = strings(doc, "grant_types", &["authorization_code"])?;
+    let known = ["authorization_code", "refresh_token", "client_credentials"];
+    if let Some(g) = grant_types.iter().find(|g| !known.contains(&g.as_str())) {
+        return Err(invalid_metadata(format!(
+            "grant type `{g}` is not supported"
+        )));
+    }
+    let uses_code = grant_types.iter().any(|g| g == "authorization_code");
+    if grant_types.iter().any(|g| g == "client_credentials") && method == "none" {
+        return Err(invalid_metadata(
+            "client_credentials needs a confidential client (a secret)",
+        ));
+    }
+    let response_types = strings(
+        doc,
+        "response_types",
+        if uses_code { &["code"] } else { &[] },
+    )?;
+    if (uses_code && response_types != ["code"]) || (!uses_code && !response_types.is_empty()) {
+        return Err(invalid_metadata("response_types must be [\"code\"] exactly when the authorization_code grant is registered"));
+    }
+    if grant_types.iter().any(|g| g == "refresh_token") && !uses_code {
+        return Err(invalid_metadata(
+            "refresh_token comes with the authorization_code grant",
+        ));
+    }
     let redirect_uris = strings(doc, "redirect_uris", &[])?;
-    if redirect_uris.is_empty() || redirect_uris.len() > 10 {
+    if (uses_code && redirect_uris.is_empty()) || redirect_uris.len() > 10 {
         return Err(OAuthError::new(
             StatusCode::BAD_REQUEST,
             "invalid_redirect_uri",
@@ -86,28 +119,6 @@ pub fn validate(doc: &Value) -> Result<ClientMetadata, OAuthError> {
     for uri in &redirect_uris {
         valid_redirect_uri(uri)
             .map_err(|m| OAuthError::new(StatusCode::BAD_REQUEST, "invalid_redirect_uri", m))?;
-    }
-    let method =
-        string(doc, "token_endpoint_auth_method")?.unwrap_or_else(|| "client_secret_basic".into());
-    if !["none", "client_secret_basic", "client_secret_post"].contains(&method.as_str()) {
-        return Err(invalid_metadata(format!(
-            "token_endpoint_auth_method `{method}` is not supported"
-        )));
-    }
-    let grant_types = strings(doc, "grant_types", &["authorization_code"])?;
-    let response_types = strings(doc, "response_types", &["code"])?;
-    if grant_types
-        .iter()
-        .any(|g| g != "authorization_code" && g != "refresh_token")
-    {
-        return Err(invalid_metadata(
-            "grant_types may only hold authorization_code and refresh_token",
-        ));
-    }
-    if response_types != ["code"] || !grant_types.iter().any(|g| g == "authorization_code") {
-        return Err(invalid_metadata(
-            "response_types must be [\"code\"] with the authorization_code grant",
-        ));
     }
     let application_type = string(doc, "application_type")?.unwrap_or_else(|| "web".into());
     if application_type != "web" && application_type != "native" {

@@ -34,6 +34,7 @@ pub async fn token(
     match required(&form, "grant_type")? {
         "authorization_code" => code_grant(&state, &client, &form).await,
         "refresh_token" => refresh_grant(&state, &client, &form).await,
+        "client_credentials" => client_credentials_grant(&state, &client, &form).await,
         other => Err(OAuthError::new(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
@@ -172,6 +173,72 @@ async fn refresh_grant(
     .await
 }
 
+/// `client_credentials`: a confidential client acting for itself (`sub` is
+/// its id), limited to the scopes it registered (the resource's base scopes
+/// when it registered none); no refresh token.
+async fn client_credentials_grant(
+    state: &AsState,
+    client: &Client,
+    form: &std::collections::HashMap<String, String>,
+) -> Result<Response, OAuthError> {
+    if client.secret_hash.is_none() || !client.may_use_grant("client_credentials") {
+        return Err(OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            "this client did not register the client_credentials grant",
+        ));
+    }
+    let resource = match (form.get("resource"), state.resources.as_slice()) {
+        (Some(r), _) => state.resource(r).ok_or_else(|| {
+            OAuthError::invalid_target("resource is not a protected resource of this server")
+        })?,
+        (None, [only]) => only,
+        (None, _) => {
+            return Err(OAuthError::invalid_target(
+                "resource is required: several resources are served here",
+            ))
+        }
+    };
+    let registered: Vec<String> = match &client.meta.scope {
+        Some(s) => s
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None => resource.base.clone(),
+    };
+    let asked: Vec<String> = match form.get("scope") {
+        Some(s) => s
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None => registered
+            .iter()
+            .filter(|s| resource.scopes.contains(s))
+            .cloned()
+            .collect(),
+    };
+    if let Some(bad) = asked
+        .iter()
+        .find(|s| !registered.contains(s) || !resource.scopes.contains(s))
+    {
+        return Err(OAuthError::invalid_scope(format!(
+            "scope `{bad}` is not available to this client for this resource"
+        )));
+    }
+    issue(
+        state,
+        client,
+        &client.id,
+        &asked.join(" "),
+        &resource.url,
+        &random_token(16),
+        0,
+    )
+    .await
+}
+
 async fn issue(
     state: &AsState,
     client: &Client,
@@ -198,7 +265,7 @@ async fn issue(
         .record_access_token(&jti, family_id, now + ttl)
         .await?;
     let mut answer = json!({"access_token": access_token, "token_type": "Bearer", "expires_in": ttl, "scope": scope});
-    if client.may_use_grant("refresh_token") {
+    if refresh_until > 0 && client.may_use_grant("refresh_token") {
         let refresh = random_token(32);
         state
             .store
