@@ -39,6 +39,22 @@ enum Command {
     /// Print the argon2id hash of a password read from standard input, for
     /// `authorization_server.users[].password_hash`.
     HashPassword,
+    /// Manage the authorization server's signing keys.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Add a new signing key: published at once, signing after 10 minutes;
+    /// the old key stays published until its tokens have expired.
+    Rotate {
+        /// Path of the YAML configuration (for `authorization_server.data_dir`).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -74,6 +90,20 @@ fn main() -> ExitCode {
                     serve(config, Some(upstream))
                 }
                 Err(errors) => fail(&format!("embedded demo config is invalid:\n{errors}")),
+            }
+        }
+        Command::Keys {
+            action: KeysAction::Rotate { config },
+        } => {
+            match Config::load(&config) {
+                Ok(c) => match authserver::rotate_key(&c) {
+                    Ok(kid) => {
+                        println!("added signing key {kid}: published within a minute, signing in 10 minutes");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(&e.to_string()),
+                },
+                Err(errors) => report_config_errors(&config, &errors),
             }
         }
         Command::HashPassword => {

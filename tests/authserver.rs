@@ -874,3 +874,61 @@ async fn registration_can_require_an_initial_access_token() {
         .unwrap();
     assert_eq!(resp.status(), 201);
 }
+
+/// Authorization server 8: `keys rotate` publishes a new key at once and
+/// keeps signing with the old one until the new one has been published
+/// long enough; tokens of the old key keep working.
+#[tokio::test]
+async fn keys_rotate_publishes_a_new_key_before_it_signs() {
+    let mut s = Setup::start().await;
+    let client_id = s.public_client().await;
+    let mut browser = Browser::default();
+    let (code, verifier) = code_for(&s, &mut browser, &client_id, "mcp").await;
+    let (_, tokens) = exchange(&s, &client_id, &code, &verifier).await;
+    let config = s.data_dir.with_extension("yaml");
+    std::fs::write(&config, &s.yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-oauth-gateway"))
+        .args(["keys", "rotate", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_file(&config);
+    s.restart().await;
+    let jwks: Value = s
+        .http
+        .get(s.url("/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids.len(), 2, "{jwks}");
+    let (status, _, _) = call_tool(&s, tokens["access_token"].as_str().unwrap(), "echo").await;
+    assert_eq!(status, 200, "a token of the old key still works");
+    let (status, renewed) = s
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+            ("client_id", &client_id),
+        ])
+        .await;
+    assert_eq!(status, 200);
+    let header = jsonwebtoken::decode_header(renewed["access_token"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        header.kid.as_deref(),
+        Some(kids[0]),
+        "the new key does not sign yet"
+    );
+}

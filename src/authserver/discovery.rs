@@ -46,6 +46,6 @@ pub async fn jwks(State(state): State<Arc<AsState>>) -> impl IntoResponse {
             (header::CACHE_CONTROL, "public, max-age=300"),
             (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
         ],
-        Json(state.keys.jwks.clone()),
+        Json(state.signing().jwks.clone()),
     )
 }

@@ -1,7 +1,11 @@
 //! The authorization server's signing keys: ES256, generated on first start
-//! and kept in the store. The newest key signs; every stored key is
-//! published (JWKS and the proxy's in-process key set), so tokens signed by
-//! an older key stay verifiable until they expire.
+//! and kept in the store.
+//!
+//! Rotation (`mcp-oauth-gateway keys rotate`) adds a key; it is published at
+//! once (JWKS and the proxy's in-process key set) but only signs once it has
+//! been published for [`PUBLISH_BEFORE_SIGNING`], so relying parties that
+//! cache the JWKS know it before they see it. A superseded key stays
+//! published until every token it signed has expired, then it is removed.
 
 use crate::auth::{now_secs, LocalKeys};
 use crate::store::{Store, StoreError, StoredKey};
@@ -14,10 +18,11 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+/// How long a new key is published before it signs.
+pub const PUBLISH_BEFORE_SIGNING: u64 = 600;
+
 /// The key that signs, and the JWKS document of all keys.
 pub struct SigningKeys {
-    /// The public keys, shared with the proxy.
-    pub local: std::sync::Arc<LocalKeys>,
     /// `kid` of the signing key.
     pub kid: String,
     /// The signing key.
@@ -41,11 +46,22 @@ pub fn generate() -> Result<StoredKey, StoreError> {
     })
 }
 
-/// Loads the stored keys (generating the first one if there is none) and
-/// publishes them to `local`.
+/// Which stored key signs at `now`: the newest published long enough, or
+/// the oldest when none is (a fresh installation signs with its first key).
+fn signer(stored: &[StoredKey], now: u64) -> usize {
+    stored
+        .iter()
+        .rposition(|k| k.created_at + PUBLISH_BEFORE_SIGNING <= now)
+        .unwrap_or(0)
+}
+
+/// Loads the stored keys (generating the first one if there is none),
+/// removes keys no live token can carry any more, and publishes the rest
+/// to `local`.
 pub async fn load(
     store: &dyn Store,
-    local: &std::sync::Arc<LocalKeys>,
+    local: &LocalKeys,
+    access_token_ttl: u64,
 ) -> Result<SigningKeys, StoreError> {
     let mut stored = store.signing_keys().await?;
     if stored.is_empty() {
@@ -54,6 +70,24 @@ pub async fn load(
         tracing::info!(kid = %key.kid, "generated the authorization server's first signing key");
         stored.push(key);
     }
+    let now = now_secs();
+    let current = signer(&stored, now);
+    // Key i stopped signing when key i+1 started; its tokens live on for
+    // at most the access-token lifetime after that.
+    let retired: Vec<usize> = (0..current)
+        .filter(|&i| stored[i + 1].created_at + PUBLISH_BEFORE_SIGNING + access_token_ttl < now)
+        .collect();
+    for &i in &retired {
+        store.remove_signing_key(&stored[i].kid).await?;
+        tracing::info!(kid = %stored[i].kid, "retired signing key removed");
+    }
+    let newest_signer = stored[current].kid.clone();
+    let stored: Vec<StoredKey> = stored
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !retired.contains(i))
+        .map(|(_, k)| k)
+        .collect();
     let mut public = Vec::new();
     let mut published = Vec::new();
     for k in &stored {
@@ -70,11 +104,43 @@ pub async fn load(
         published.push((k.kid.clone(), Algorithm::ES256, decoding));
     }
     local.publish(published);
-    let newest = stored.last().expect("at least one key");
+    let signing = stored
+        .iter()
+        .find(|k| k.kid == newest_signer)
+        .expect("the signer is kept");
     Ok(SigningKeys {
-        local: local.clone(),
-        kid: newest.kid.clone(),
-        encoding: EncodingKey::from_ec_der(&newest.pkcs8),
+        kid: signing.kid.clone(),
+        encoding: EncodingKey::from_ec_der(&signing.pkcs8),
         jwks: json!({"keys": public}),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(kid: &str, created_at: u64) -> StoredKey {
+        StoredKey {
+            kid: kid.into(),
+            alg: "ES256".into(),
+            pkcs8: Vec::new(),
+            created_at,
+        }
+    }
+
+    #[test]
+    fn a_new_key_signs_only_after_it_has_been_published() {
+        let keys = [key("old", 0), key("new", 10_000)];
+        assert_eq!(
+            signer(&keys, 10_001),
+            0,
+            "just published: the old key still signs"
+        );
+        assert_eq!(signer(&keys, 10_000 + PUBLISH_BEFORE_SIGNING), 1);
+        assert_eq!(
+            signer(&[key("first", 5)], 6),
+            0,
+            "a fresh installation signs at once"
+        );
+    }
 }

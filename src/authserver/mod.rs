@@ -59,7 +59,8 @@ pub(crate) struct AsState {
     pub config: AuthServerConfig,
     pub public_url: PublicUrl,
     pub store: Arc<dyn Store>,
-    pub keys: keys::SigningKeys,
+    pub local_keys: Arc<LocalKeys>,
+    keys: std::sync::RwLock<Arc<keys::SigningKeys>>,
     pub revoked: Arc<RevokedTokens>,
     pub resources: Vec<Resource>,
     pub users: HashMap<String, User>,
@@ -69,6 +70,11 @@ pub(crate) struct AsState {
 }
 
 impl AsState {
+    /// The key that signs now, and the JWKS.
+    pub fn signing(&self) -> Arc<keys::SigningKeys> {
+        self.keys.read().expect("keys lock").clone()
+    }
+
     /// The issuer identifier, exactly as the PRM documents publish it.
     pub fn issuer(&self) -> &str {
         &self.config.issuer
@@ -121,7 +127,8 @@ impl AuthServer {
                 .spawn(|| {
                     runtime.block_on(async {
                         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir).await?);
-                        let keys = keys::load(store.as_ref(), &local).await?;
+                        let ttl = as_config.access_token_ttl.as_secs();
+                        let keys = keys::load(store.as_ref(), &local, ttl).await?;
                         for (jti, exp) in store.revoked_access_tokens(now_secs()).await? {
                             revoked.revoke(jti, exp);
                         }
@@ -131,17 +138,6 @@ impl AuthServer {
                 .join()
                 .map_err(|_| StoreError("store initialisation panicked".into()))
         })??;
-        let purge = store.clone();
-        runtime.spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(300)).await;
-                match purge.purge_expired(now_secs()).await {
-                    Ok(n) if n > 0 => tracing::info!(rows = n, "purged expired grants"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "purge failed"),
-                }
-            }
-        });
         let resources = config
             .upstreams
             .iter()
@@ -160,7 +156,8 @@ impl AuthServer {
         let state = AsState {
             public_url: config.public_url.clone(),
             store,
-            keys,
+            local_keys: local,
+            keys: std::sync::RwLock::new(Arc::new(keys)),
             revoked,
             resources,
             users,
@@ -169,16 +166,16 @@ impl AuthServer {
             login_limiter: authorize::LoginLimiter::new(),
             config: as_config,
         };
-        Ok(Some(Self {
-            state: Arc::new(state),
-        }))
+        let state = Arc::new(state);
+        runtime.spawn(maintain(state.clone()));
+        Ok(Some(Self { state }))
     }
 
     /// What the proxy needs to trust this server's tokens.
     pub fn issuer(&self) -> BuiltinIssuer {
         BuiltinIssuer {
             issuer: self.state.issuer().to_owned(),
-            keys: self.state.keys.local.clone(),
+            keys: self.state.local_keys.clone(),
             revoked: self.state.revoked.clone(),
         }
     }
@@ -204,6 +201,47 @@ impl AuthServer {
             .route("/introspect", post(revocation::introspect))
             .with_state(self.state.clone())
     }
+}
+
+/// Every minute: reload the keys (a rotation made by `keys rotate` is
+/// picked up, retired keys go); every five: purge expired grants.
+async fn maintain(state: Arc<AsState>) {
+    let ttl = state.config.access_token_ttl.as_secs();
+    for round in 1u64.. {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        match keys::load(state.store.as_ref(), &state.local_keys, ttl).await {
+            Ok(k) => *state.keys.write().expect("keys lock") = Arc::new(k),
+            Err(e) => tracing::warn!(error = %e, "reloading signing keys failed"),
+        }
+        if round % 5 == 0 {
+            match state.store.purge_expired(now_secs()).await {
+                Ok(n) if n > 0 => tracing::info!(rows = n, "purged expired grants"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "purge failed"),
+            }
+        }
+    }
+}
+
+/// `keys rotate`: adds a signing key to the store of `config`. A running
+/// gateway publishes it within a minute and signs with it after
+/// [`keys::PUBLISH_BEFORE_SIGNING`] seconds.
+pub fn rotate_key(config: &Config) -> Result<String, StoreError> {
+    let dir = &config
+        .authorization_server
+        .as_ref()
+        .ok_or_else(|| StoreError("the configuration has no authorization_server".into()))?
+        .data_dir;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StoreError(e.to_string()))?;
+    runtime.block_on(async {
+        let store = SqliteStore::open(dir).await?;
+        let key = keys::generate()?;
+        store.add_signing_key(&key).await?;
+        Ok(key.kid)
+    })
 }
 
 /// A random token of `bytes` bytes, base64url-encoded.

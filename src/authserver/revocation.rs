@@ -21,7 +21,7 @@ use std::sync::Arc;
 /// expiry), or `None`.
 fn own_access_token(state: &AsState, token: &str) -> Option<Value> {
     let header = jsonwebtoken::decode_header(token).ok()?;
-    let key = state.keys.local.find(header.kid.as_deref(), header.alg)?;
+    let key = state.local_keys.find(header.kid.as_deref(), header.alg)?;
     let mut v = Validation::new(Algorithm::ES256);
     v.set_issuer(&[state.issuer()]);
     v.validate_aud = false;

@@ -256,10 +256,11 @@ async fn issue(
         "scope": scope, "iat": now, "exp": now + ttl, "jti": jti,
     });
     let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some(state.keys.kid.clone());
+    let keys = state.signing();
+    header.kid = Some(keys.kid.clone());
     header.typ = Some("at+jwt".into());
-    let access_token = jsonwebtoken::encode(&header, &claims, &state.keys.encoding)
-        .map_err(OAuthError::server_error)?;
+    let access_token =
+        jsonwebtoken::encode(&header, &claims, &keys.encoding).map_err(OAuthError::server_error)?;
     state
         .store
         .record_access_token(&jti, family_id, now + ttl)

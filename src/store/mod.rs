@@ -80,6 +80,8 @@ pub trait Store: Send + Sync {
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
     /// Adds a signing key.
     async fn add_signing_key(&self, key: &StoredKey) -> Result<(), StoreError>;
+    /// Removes a retired signing key.
+    async fn remove_signing_key(&self, kid: &str) -> Result<(), StoreError>;
     /// Registers a client.
     async fn put_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
     /// A registered client.

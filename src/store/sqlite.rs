@@ -123,6 +123,14 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn remove_signing_key(&self, kid: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM signing_keys WHERE kid = ?")
+            .bind(kid)
+            .execute(&self.0)
+            .await?;
+        Ok(())
+    }
+
     async fn put_client(&self, c: &ClientRecord) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO clients (client_id, secret_hash, metadata, created_at) VALUES (?, ?, ?, ?)")
             .bind(&c.client_id)
