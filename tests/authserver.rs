@@ -932,3 +932,116 @@ async fn keys_rotate_publishes_a_new_key_before_it_signs() {
         "the new key does not sign yet"
     );
 }
+
+/// Serves a client metadata document at `/client.json` (its `client_id` is
+/// its own URL) and a redirect to the cloud metadata address at `/redirect`.
+async fn metadata_document_server() -> std::net::SocketAddr {
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let doc = json!({"client_id": format!("http://{addr}/client.json"), "client_name": "Doc <i>Client</i>",
+        "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"});
+    let app = axum::Router::new()
+        .route("/client.json", get(move || async move { axum::Json(doc) }))
+        .route(
+            "/redirect",
+            get(|| async {
+                axum::response::Redirect::temporary("http://169.254.169.254/latest/meta-data")
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+async fn authorize_page(s: &Setup, client_id: &str) -> Page {
+    let (_, challenge) = pkce();
+    Browser::default()
+        .send(s.http.get(authorize_url(s, client_id, &challenge, "mcp")))
+        .await
+}
+
+/// Authorization server 4 (CIMD): a URL client id is fetched, validated and
+/// used for the whole flow.
+#[tokio::test]
+async fn a_client_metadata_document_url_works_as_client_id() {
+    let docs = metadata_document_server().await;
+    let s = Setup::start_with(
+        "  client_metadata_documents: { allow_private_addresses: true, allow_http: true }\n",
+    )
+    .await;
+    let meta: Value = s
+        .http
+        .get(s.url("/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["client_id_metadata_document_supported"], true);
+    let client_id = format!("http://{docs}/client.json");
+    let mut browser = Browser::default();
+    let (verifier, challenge) = pkce();
+    let login = browser
+        .send(s.http.get(authorize_url(&s, &client_id, &challenge, "mcp")))
+        .await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    assert!(
+        login.body.contains("Doc &#60;i&#62;Client"),
+        "{}",
+        login.body
+    );
+    let form = [
+        ("flow", login.field("flow")),
+        ("csrf_token", login.field("csrf_token")),
+        ("username", "alice".into()),
+        ("password", PASSWORD.into()),
+    ];
+    let consent = browser.send(s.http.post(s.url("/login")).form(&form)).await;
+    let form = [
+        ("flow", consent.field("flow")),
+        ("csrf_token", consent.field("csrf_token")),
+        ("action", "approve".into()),
+    ];
+    let back = browser
+        .send(s.http.post(s.url("/consent")).form(&form))
+        .await
+        .location();
+    let code = query(&back)["code"].clone();
+    let (status, tokens) = exchange(&s, &client_id, &code, &verifier).await;
+    assert_eq!(status, 200, "{tokens}");
+}
+
+/// CIMD SSRF guard: loopback, the cloud metadata address and a redirect to
+/// it are refused with an error page.
+#[tokio::test]
+async fn client_metadata_documents_on_private_addresses_are_refused() {
+    let docs = metadata_document_server().await;
+    let strict = Setup::start().await;
+    for (client_id, why) in [
+        (
+            format!("https://127.0.0.1:{}/client.json", docs.port()),
+            "127.0.0.1",
+        ),
+        (
+            "https://169.254.169.254/latest/meta-data".to_owned(),
+            "169.254.169.254",
+        ),
+        (
+            format!("https://localhost:{}/client.json", docs.port()),
+            "loopback",
+        ),
+    ] {
+        let page = authorize_page(&strict, &client_id).await;
+        assert_eq!(page.status, 400, "{client_id}");
+        assert!(page.headers.get("location").is_none());
+        assert!(page.body.contains(why), "{client_id}: {}", page.body);
+    }
+    let dev = Setup::start_with(
+        "  client_metadata_documents: { allow_private_addresses: true, allow_http: true }\n",
+    )
+    .await;
+    let page = authorize_page(&dev, &format!("http://{docs}/redirect")).await;
+    assert_eq!(page.status, 400);
+    assert!(page.body.contains("169.254.169.254"), "{}", page.body);
+}

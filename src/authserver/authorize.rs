@@ -273,7 +273,7 @@ pub async fn authorize(
                     "this application is not registered here",
                 )
             }
-            Err(e) => return e.into_response(),
+            Err(e) => return pages::error(StatusCode::BAD_REQUEST, &e.description),
         },
     };
     let redirect = match (get("redirect_uri"), client.meta.redirect_uris.as_slice()) {

@@ -27,7 +27,8 @@ pub struct ClientMetadata {
     pub scope: Option<String>,
 }
 
-/// A client loaded from the store.
+/// A registered client, or one described by a metadata document.
+#[derive(Clone)]
 pub struct Client {
     pub id: String,
     pub secret_hash: Option<Vec<u8>>,
@@ -51,6 +52,21 @@ pub fn hash_secret(secret: &str) -> Vec<u8> {
 
 /// Looks a client up.
 pub async fn find(state: &AsState, client_id: &str) -> Result<Option<Client>, OAuthError> {
+    if let Some(docs) = state
+        .documents
+        .as_ref()
+        .filter(|d| d.is_document_url(client_id))
+    {
+        return match docs.client(client_id).await {
+            Ok(c) => Ok(Some((*c).clone())),
+            Err(why) => {
+                tracing::warn!(client_id, reason = %why, "client metadata document refused");
+                Err(OAuthError::invalid_client(format!(
+                    "client metadata document refused: {why}"
+                )))
+            }
+        };
+    }
     let Some(record) = state.store.client(client_id).await? else {
         return Ok(None);
     };

@@ -27,7 +27,7 @@ pub async fn metadata(State(state): State<Arc<AsState>>) -> impl IntoResponse {
         "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
         "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "client_id_metadata_document_supported": false,
+        "client_id_metadata_document_supported": state.documents.is_some(),
         "authorization_response_iss_parameter_supported": true,
     });
     (

@@ -10,6 +10,7 @@
 //! [`RevokedTokens`], never calling into this module.
 
 mod authorize;
+mod cimd;
 mod clients;
 mod discovery;
 mod errors;
@@ -67,6 +68,7 @@ pub(crate) struct AsState {
     pub codes: authorize::CodeStore,
     pub flows: authorize::FlowStore,
     pub login_limiter: authorize::LoginLimiter,
+    pub documents: Option<cimd::MetadataDocuments>,
 }
 
 impl AsState {
@@ -164,6 +166,13 @@ impl AuthServer {
             codes: authorize::CodeStore::new(code_ttl),
             flows: authorize::FlowStore::new(),
             login_limiter: authorize::LoginLimiter::new(),
+            documents: as_config.client_metadata_documents.map(|c| {
+                cimd::MetadataDocuments::new(cimd::FetchPolicy {
+                    allow_private_addresses: c.allow_private_addresses,
+                    allow_http: c.allow_http,
+                    timeout: c.timeout,
+                })
+            }),
             config: as_config,
         };
         let state = Arc::new(state);

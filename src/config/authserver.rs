@@ -28,6 +28,19 @@ pub struct AuthServerConfig {
     pub initial_access_token: Option<Secret>,
     /// Users who can log in.
     pub users: Vec<User>,
+    /// Client ID Metadata Documents, when enabled.
+    pub client_metadata_documents: Option<ClientMetadataDocuments>,
+}
+
+/// How `client_id` URLs are fetched.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientMetadataDocuments {
+    /// Allow loopback and private-network targets (development, tests).
+    pub allow_private_addresses: bool,
+    /// Allow `http` URLs (development, tests).
+    pub allow_http: bool,
+    /// Time limit of one fetch.
+    pub timeout: std::time::Duration,
 }
 
 /// A user of the login page.
@@ -116,5 +129,12 @@ pub(super) fn validate_authserver(
         registration: raw.registration,
         initial_access_token: raw.initial_access_token.clone().map(Secret::new),
         users,
+        client_metadata_documents: raw.client_metadata_documents.enabled.then_some(
+            ClientMetadataDocuments {
+                allow_private_addresses: raw.client_metadata_documents.allow_private_addresses,
+                allow_http: raw.client_metadata_documents.allow_http,
+                timeout: raw.client_metadata_documents.timeout.0,
+            },
+        ),
     })
 }

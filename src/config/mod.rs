@@ -15,7 +15,7 @@ mod validate;
 
 pub(crate) use auth::check_endpoint_url;
 pub use auth::{AuthConfig, IntrospectionEndpoint, JwtIssuer, Secret};
-pub use authserver::{AuthServerConfig, User};
+pub use authserver::{AuthServerConfig, ClientMetadataDocuments, User};
 pub use raw::{RegistrationPolicy, UnlistedTools};
 pub(crate) use validate::normalise_origin;
 

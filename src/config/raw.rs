@@ -44,6 +44,29 @@ pub(crate) struct RawAuthServer {
     pub initial_access_token: Option<String>,
     #[serde(default)]
     pub users: Vec<RawUser>,
+    #[serde(default)]
+    pub client_metadata_documents: RawClientMetadataDocuments,
+}
+
+/// Client ID Metadata Documents (a URL as `client_id`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawClientMetadataDocuments {
+    pub enabled: bool,
+    pub allow_private_addresses: bool,
+    pub allow_http: bool,
+    pub timeout: HumanDuration,
+}
+
+impl Default for RawClientMetadataDocuments {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allow_private_addresses: false,
+            allow_http: false,
+            timeout: HumanDuration(Duration::from_secs(5)),
+        }
+    }
 }
 
 fn default_true() -> bool {
