@@ -1045,3 +1045,35 @@ async fn client_metadata_documents_on_private_addresses_are_refused() {
     assert_eq!(page.status, 400);
     assert!(page.body.contains("169.254.169.254"), "{}", page.body);
 }
+
+/// invalid_grant for an expired code and for a redirect URI that differs
+/// from the authorization request's.
+#[tokio::test]
+async fn expired_codes_and_other_redirect_uris_are_invalid_grants() {
+    let s = Setup::start_with("  code_ttl: 1s\n").await;
+    let client_id = s.public_client().await;
+    let mut browser = Browser::default();
+    let (code, verifier) = code_for(&s, &mut browser, &client_id, "mcp").await;
+    let (status, e) = s
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", "http://127.0.0.1:9/other"),
+            ("client_id", &client_id),
+            ("code_verifier", &verifier),
+        ])
+        .await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "other redirect_uri"
+    );
+    let (code, verifier) = code_for(&s, &mut browser, &client_id, "mcp").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, e) = exchange(&s, &client_id, &code, &verifier).await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "expired code: {e}"
+    );
+}

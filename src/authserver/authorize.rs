@@ -58,8 +58,9 @@ pub struct CodeGrant {
 
 /// Codes by SHA-256, and codes already used (to detect a replay).
 pub struct CodeStore {
-    live: Cache<Vec<u8>, Arc<CodeGrant>>,
+    live: Cache<Vec<u8>, (Instant, Arc<CodeGrant>)>,
     used: Cache<Vec<u8>, String>,
+    ttl: Duration,
 }
 
 impl CodeStore {
@@ -73,13 +74,16 @@ impl CodeStore {
                 .max_capacity(100_000)
                 .time_to_live(ttl * 10)
                 .build(),
+            ttl,
         }
     }
 
     fn issue(&self, grant: CodeGrant) -> String {
         let code = random_token(32);
-        self.live
-            .insert(Sha256::digest(code.as_bytes()).to_vec(), Arc::new(grant));
+        self.live.insert(
+            Sha256::digest(code.as_bytes()).to_vec(),
+            (Instant::now() + self.ttl, Arc::new(grant)),
+        );
         code
     }
 
@@ -90,11 +94,13 @@ impl CodeStore {
         if let Some(family) = self.used.get(&key) {
             return Err(family);
         }
-        let grant = self.live.remove(&key);
-        if let Some(g) = &grant {
-            self.used.insert(key, g.family_id.clone());
-        }
-        Ok(grant)
+        // Checked here too: the cache may hand out an entry past its time
+        // before it evicts it.
+        let Some((expires, grant)) = self.live.remove(&key) else {
+            return Ok(None);
+        };
+        self.used.insert(key, grant.family_id.clone());
+        Ok((Instant::now() < expires).then_some(grant))
     }
 }
 
