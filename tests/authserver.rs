@@ -1077,3 +1077,31 @@ async fn expired_codes_and_other_redirect_uris_are_invalid_grants() {
         "expired code: {e}"
     );
 }
+
+/// `signing_algorithm: EdDSA`: Ed25519 keys sign, the proxy verifies them.
+#[tokio::test]
+async fn eddsa_signing_keys_work_end_to_end() {
+    let s = Setup::start_with("  signing_algorithm: EdDSA\n").await;
+    let jwks: Value = s
+        .http
+        .get(s.url("/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"][0]["kty"], "OKP");
+    assert_eq!(jwks["keys"][0]["alg"], "EdDSA");
+    let client_id = s.public_client().await;
+    let mut browser = Browser::default();
+    let (code, verifier) = code_for(&s, &mut browser, &client_id, "mcp").await;
+    let (_, tokens) = exchange(&s, &client_id, &code, &verifier).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(
+        jsonwebtoken::decode_header(access).unwrap().alg,
+        jsonwebtoken::Algorithm::EdDSA
+    );
+    let (status, _, _) = call_tool(&s, access, "echo").await;
+    assert_eq!(status, 200);
+}

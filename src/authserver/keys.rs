@@ -1,5 +1,5 @@
-//! The authorization server's signing keys: ES256, generated on first start
-//! and kept in the store.
+//! The authorization server's signing keys: ES256 (or EdDSA), generated on
+//! first start and kept in the store.
 //!
 //! Rotation (`mcp-oauth-gateway keys rotate`) adds a key; it is published at
 //! once (JWKS and the proxy's in-process key set) but only signs once it has
@@ -8,9 +8,10 @@
 //! published until every token it signed has expired, then it is removed.
 
 use crate::auth::{now_secs, LocalKeys};
+use crate::config::SigningAlgorithm;
 use crate::store::{Store, StoreError, StoredKey};
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::jwk::Jwk;
@@ -23,6 +24,8 @@ pub const PUBLISH_BEFORE_SIGNING: u64 = 600;
 
 /// The key that signs, and the JWKS document of all keys.
 pub struct SigningKeys {
+    /// Its algorithm.
+    pub algorithm: Algorithm,
     /// `kid` of the signing key.
     pub kid: String,
     /// The signing key.
@@ -31,19 +34,44 @@ pub struct SigningKeys {
     pub jwks: Value,
 }
 
-/// Makes a new ES256 key pair.
-pub fn generate() -> Result<StoredKey, StoreError> {
-    let pkcs8 =
-        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-            .map_err(|_| StoreError("cannot generate a P-256 key".into()))?;
-    let pkcs8 = pkcs8.as_ref().to_vec();
+/// Makes a new key pair.
+pub fn generate(alg: SigningAlgorithm) -> Result<StoredKey, StoreError> {
+    let rng = SystemRandom::new();
+    let (pkcs8, name) = match alg {
+        SigningAlgorithm::ES256 => (
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                .map_err(|_| StoreError("cannot generate a P-256 key".into()))?
+                .as_ref()
+                .to_vec(),
+            "ES256",
+        ),
+        SigningAlgorithm::EdDSA => (
+            Ed25519KeyPair::generate_pkcs8v1(&rng)
+                .map_err(|_| StoreError("cannot generate an Ed25519 key".into()))?
+                .as_ref()
+                .to_vec(),
+            "EdDSA",
+        ),
+    };
     let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(&pkcs8)[..12]);
     Ok(StoredKey {
         kid,
-        alg: "ES256".into(),
+        alg: name.into(),
         pkcs8,
         created_at: now_secs(),
     })
+}
+
+/// The jsonwebtoken form of a stored key.
+fn encoding_key(k: &StoredKey) -> Result<(Algorithm, EncodingKey), StoreError> {
+    match k.alg.as_str() {
+        "ES256" => Ok((Algorithm::ES256, EncodingKey::from_ec_der(&k.pkcs8))),
+        "EdDSA" => Ok((Algorithm::EdDSA, EncodingKey::from_ed_der(&k.pkcs8))),
+        other => Err(StoreError(format!(
+            "key {}: unknown algorithm `{other}`",
+            k.kid
+        ))),
+    }
 }
 
 /// Which stored key signs at `now`: the newest published long enough, or
@@ -62,10 +90,11 @@ pub async fn load(
     store: &dyn Store,
     local: &LocalKeys,
     access_token_ttl: u64,
+    alg: SigningAlgorithm,
 ) -> Result<SigningKeys, StoreError> {
     let mut stored = store.signing_keys().await?;
     if stored.is_empty() {
-        let key = generate()?;
+        let key = generate(alg)?;
         store.add_signing_key(&key).await?;
         tracing::info!(kid = %key.kid, "generated the authorization server's first signing key");
         stored.push(key);
@@ -91,26 +120,28 @@ pub async fn load(
     let mut public = Vec::new();
     let mut published = Vec::new();
     for k in &stored {
-        let encoding = EncodingKey::from_ec_der(&k.pkcs8);
-        let jwk = Jwk::from_encoding_key(&encoding, Algorithm::ES256)
+        let (algorithm, encoding) = encoding_key(k)?;
+        let jwk = Jwk::from_encoding_key(&encoding, algorithm)
             .map_err(|e| StoreError(format!("key {}: {e}", k.kid)))?;
         let decoding =
             DecodingKey::from_jwk(&jwk).map_err(|e| StoreError(format!("key {}: {e}", k.kid)))?;
         let mut doc = serde_json::to_value(&jwk).map_err(|e| StoreError(e.to_string()))?;
         doc["kid"] = json!(k.kid);
         doc["use"] = json!("sig");
-        doc["alg"] = json!("ES256");
+        doc["alg"] = json!(k.alg);
         public.push(doc);
-        published.push((k.kid.clone(), Algorithm::ES256, decoding));
+        published.push((k.kid.clone(), algorithm, decoding));
     }
     local.publish(published);
     let signing = stored
         .iter()
         .find(|k| k.kid == newest_signer)
         .expect("the signer is kept");
+    let (algorithm, encoding) = encoding_key(signing)?;
     Ok(SigningKeys {
         kid: signing.kid.clone(),
-        encoding: EncodingKey::from_ec_der(&signing.pkcs8),
+        algorithm,
+        encoding,
         jwks: json!({"keys": public}),
     })
 }

@@ -130,7 +130,8 @@ impl AuthServer {
                     runtime.block_on(async {
                         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir).await?);
                         let ttl = as_config.access_token_ttl.as_secs();
-                        let keys = keys::load(store.as_ref(), &local, ttl).await?;
+                        let alg = as_config.signing_algorithm;
+                        let keys = keys::load(store.as_ref(), &local, ttl, alg).await?;
                         for (jti, exp) in store.revoked_access_tokens(now_secs()).await? {
                             revoked.revoke(jti, exp);
                         }
@@ -218,7 +219,8 @@ async fn maintain(state: Arc<AsState>) {
     let ttl = state.config.access_token_ttl.as_secs();
     for round in 1u64.. {
         tokio::time::sleep(Duration::from_secs(60)).await;
-        match keys::load(state.store.as_ref(), &state.local_keys, ttl).await {
+        let alg = state.config.signing_algorithm;
+        match keys::load(state.store.as_ref(), &state.local_keys, ttl, alg).await {
             Ok(k) => *state.keys.write().expect("keys lock") = Arc::new(k),
             Err(e) => tracing::warn!(error = %e, "reloading signing keys failed"),
         }
@@ -247,7 +249,12 @@ pub fn rotate_key(config: &Config) -> Result<String, StoreError> {
         .map_err(|e| StoreError(e.to_string()))?;
     runtime.block_on(async {
         let store = SqliteStore::open(dir).await?;
-        let key = keys::generate()?;
+        let key = keys::generate(
+            config
+                .authorization_server
+                .as_ref()
+                .map_or_else(Default::default, |a| a.signing_algorithm),
+        )?;
         store.add_signing_key(&key).await?;
         Ok(key.kid)
     })

@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use jsonwebtoken::{Algorithm, Validation};
+use jsonwebtoken::Validation;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use std::sync::Arc;
 fn own_access_token(state: &AsState, token: &str) -> Option<Value> {
     let header = jsonwebtoken::decode_header(token).ok()?;
     let key = state.local_keys.find(header.kid.as_deref(), header.alg)?;
-    let mut v = Validation::new(Algorithm::ES256);
+    let mut v = Validation::new(header.alg);
     v.set_issuer(&[state.issuer()]);
     v.validate_aud = false;
     v.leeway = 0;

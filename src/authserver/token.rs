@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::{Algorithm, Header};
+use jsonwebtoken::Header;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
@@ -255,8 +255,8 @@ async fn issue(
         "iss": state.issuer(), "sub": subject, "aud": resource, "client_id": client.id,
         "scope": scope, "iat": now, "exp": now + ttl, "jti": jti,
     });
-    let mut header = Header::new(Algorithm::ES256);
     let keys = state.signing();
+    let mut header = Header::new(keys.algorithm);
     header.kid = Some(keys.kid.clone());
     header.typ = Some("at+jwt".into());
     let access_token =

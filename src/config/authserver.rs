@@ -2,7 +2,7 @@
 //! storage, token lifetimes, registration policy and users.
 
 use super::auth::Secret;
-use super::raw::{RawAuthServer, RegistrationPolicy};
+use super::raw::{RawAuthServer, RegistrationPolicy, SigningAlgorithm};
 use super::ConfigError;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -28,6 +28,8 @@ pub struct AuthServerConfig {
     pub initial_access_token: Option<Secret>,
     /// Users who can log in.
     pub users: Vec<User>,
+    /// Algorithm of newly generated signing keys.
+    pub signing_algorithm: SigningAlgorithm,
     /// Client ID Metadata Documents, when enabled.
     pub client_metadata_documents: Option<ClientMetadataDocuments>,
 }
@@ -129,6 +131,7 @@ pub(super) fn validate_authserver(
         registration: raw.registration,
         initial_access_token: raw.initial_access_token.clone().map(Secret::new),
         users,
+        signing_algorithm: raw.signing_algorithm,
         client_metadata_documents: raw.client_metadata_documents.enabled.then_some(
             ClientMetadataDocuments {
                 allow_private_addresses: raw.client_metadata_documents.allow_private_addresses,

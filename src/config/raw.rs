@@ -46,6 +46,18 @@ pub(crate) struct RawAuthServer {
     pub users: Vec<RawUser>,
     #[serde(default)]
     pub client_metadata_documents: RawClientMetadataDocuments,
+    #[serde(default)]
+    pub signing_algorithm: SigningAlgorithm,
+}
+
+/// Algorithm of the authorization server's keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum SigningAlgorithm {
+    /// ECDSA P-256 with SHA-256 (default).
+    #[default]
+    ES256,
+    /// Ed25519.
+    EdDSA,
 }
 
 /// Client ID Metadata Documents (a URL as `client_id`).
