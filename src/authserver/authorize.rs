@@ -26,6 +26,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Longest authorization request query accepted.
+const MAX_AUTHORIZE_QUERY: usize = 4096;
+
 /// A validated authorization request waiting for login and consent.
 #[derive(Debug, Clone)]
 pub struct Flow {
@@ -114,7 +117,7 @@ impl FlowStore {
     pub fn new() -> Self {
         Self {
             flows: Cache::builder()
-                .max_capacity(100_000)
+                .max_capacity(20_000)
                 .time_to_live(Duration::from_secs(600))
                 .build(),
             sessions: Cache::builder()
@@ -130,6 +133,8 @@ impl FlowStore {
 /// five failures; and registrations per address.
 pub struct LoginLimiter {
     failures: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Password checks running at once (each costs ~19 MiB and a core).
+    pub checks: tokio::sync::Semaphore,
     registrations: Cache<IpAddr, Arc<Mutex<(u32, Instant)>>>,
 }
 
@@ -142,6 +147,7 @@ impl LoginLimiter {
     pub fn new() -> Self {
         Self {
             failures: Mutex::default(),
+            checks: tokio::sync::Semaphore::new(2),
             registrations: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_idle(Duration::from_secs(3600))
@@ -264,6 +270,12 @@ pub async fn authorize(
     headers: HeaderMap,
 ) -> Response {
     let query = query.unwrap_or_default();
+    if query.len() > MAX_AUTHORIZE_QUERY {
+        return pages::error(
+            StatusCode::BAD_REQUEST,
+            "the authorization request is too long",
+        );
+    }
     let params = match super::errors::parse_form(query.as_bytes()) {
         Ok(p) => p,
         Err(e) => return pages::error(StatusCode::BAD_REQUEST, &e.description),
@@ -342,11 +354,13 @@ pub async fn authorize(
         }
     };
     let scopes: Vec<String> = match get("scope") {
-        Some(s) => s
-            .split(' ')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        Some(s) => {
+            let mut seen = BTreeSet::new();
+            s.split(' ')
+                .filter(|s| !s.is_empty() && seen.insert(*s))
+                .map(str::to_owned)
+                .collect()
+        }
         None => resource.base.clone(),
     };
     if let Some(bad) = scopes
@@ -546,8 +560,14 @@ pub async fn login(
     };
     let username = form.get("username").cloned().unwrap_or_default();
     let password = form.get("password").cloned().unwrap_or_default();
+    // Unknown names share one bucket, so random names cannot fill the table.
+    let user_key = if state.users.contains_key(&username) {
+        format!("user:{username}")
+    } else {
+        "user:(unknown)".to_owned()
+    };
     let keys = [
-        format!("user:{username}"),
+        user_key,
         format!("addr:{}", peer.map_or("-".into(), |p| p.0 .0.to_string())),
     ];
     if let Some(wait) = keys
@@ -561,6 +581,19 @@ pub async fn login(
         );
         return login_page(&state, &flow_id, &flow, Some(&message));
     }
+    // Counted as a failure before the check, so concurrent guesses cannot
+    // all slip in under the limit; a success clears it.
+    for k in &keys {
+        state.login_limiter.record(k, true);
+    }
+    let Ok(_permit) = state.login_limiter.checks.try_acquire() else {
+        return login_page(
+            &state,
+            &flow_id,
+            &flow,
+            Some("Too many sign-ins at once. Try again in a moment."),
+        );
+    };
     let hash = state
         .users
         .get(&username)
@@ -570,12 +603,18 @@ pub async fn login(
     })
     .await
     .unwrap_or(false);
-    for k in &keys {
-        state.login_limiter.record(k, !ok);
-    }
+    let shown: String = username
+        .chars()
+        .take(64)
+        .collect::<String>()
+        .escape_debug()
+        .to_string();
     if !ok {
-        tracing::info!(user = %username, "login failed");
+        tracing::info!(user = %shown, "login failed");
         return login_page(&state, &flow_id, &flow, Some("Wrong username or password."));
+    }
+    for k in &keys {
+        state.login_limiter.record(k, false);
     }
     let sid = random_token(32);
     state.flows.sessions.insert(sid.clone(), username.clone());

@@ -6,11 +6,12 @@
 //! `allow_private_addresses`; link-local, which includes cloud metadata
 //! services such as 169.254.169.254, and unspecified, multicast or
 //! broadcast addresses always refused); the connection is pinned to the
-//! checked address, so DNS cannot change the answer in between; redirects
-//! are followed by hand (at most 3), each target checked the same way. The
-//! answer is limited in size and time, must be JSON whose `client_id` is
-//! the URL exactly, with `client_name` and valid `redirect_uris`, and is
-//! cached as its `Cache-Control` allows (1 minute to 24 hours).
+//! checked address, so DNS cannot change the answer in between, and no
+//! environment proxy is used. Redirects are refused (the draft forbids
+//! following them). The answer must be a 200 with a JSON content type,
+//! limited in size and time, whose `client_id` is the URL exactly, with
+//! `client_name` and valid `redirect_uris`; it is cached as its
+//! `Cache-Control` allows (1 minute to 24 hours).
 
 use super::clients::{Client, ClientMetadata};
 use super::registration::valid_redirect_uri;
@@ -23,8 +24,6 @@ use std::time::{Duration, Instant};
 
 /// Largest document accepted.
 const MAX_DOCUMENT_BYTES: usize = 16 * 1024;
-/// Redirects followed.
-const MAX_REDIRECTS: usize = 3;
 
 /// Fetch policy (from the configuration).
 #[derive(Debug, Clone, Copy)]
@@ -57,8 +56,18 @@ pub fn address_allowed(ip: IpAddr, policy: &FetchPolicy) -> bool {
         }
         IpAddr::V6(v6) => {
             let s = v6.segments();
+            // NAT64 (64:ff9b::/96, 64:ff9b:1::/48), 6to4 (2002::/16),
+            // IPv4-compatible (::/96) and site-local (fec0::/10) can all
+            // reach IPv4 or internal space: never.
+            let translated = (s[0] == 0x64 && s[1] == 0xff9b)
+                || s[0] == 0x2002
+                || (s[..6] == [0; 6])
+                || (s[0] & 0xffc0) == 0xfec0;
             (
-                (s[0] & 0xffc0) == 0xfe80 || v6.is_unspecified() || v6.is_multicast(),
+                (s[0] & 0xffc0) == 0xfe80
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+                    || (translated && !v6.is_loopback()),
                 v6.is_loopback() || (s[0] & 0xfe00) == 0xfc00,
             )
         }
@@ -127,59 +136,59 @@ impl MetadataDocuments {
         Ok(client)
     }
 
-    async fn fetch(&self, first: &str) -> Result<(Value, Option<Duration>), CimdError> {
-        let mut url = url::Url::parse(first).map_err(|e| format!("not a URL: {e}"))?;
-        for _ in 0..=MAX_REDIRECTS {
-            let scheme_ok =
-                url.scheme() == "https" || (self.policy.allow_http && url.scheme() == "http");
-            if !scheme_ok || url.fragment().is_some() || !url.username().is_empty() {
-                return Err(format!(
-                    "`{url}` is not an https URL without fragment or user info"
-                ));
-            }
-            let host = url.host_str().ok_or("no host")?.to_owned();
-            let port = url.port_or_known_default().ok_or("no port")?;
-            let addr = self.vetted_address(&host, port).await?;
-            let client = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .resolve(host.trim_start_matches('[').trim_end_matches(']'), addr)
-                .build()
-                .map_err(|e| e.to_string())?;
-            let mut resp = client
-                .get(url.clone())
-                .header("accept", "application/json")
-                .send()
-                .await
-                .map_err(|e| format!("fetching `{url}`: {e}"))?;
-            if resp.status().is_redirection() {
-                let next = resp
-                    .headers()
-                    .get("location")
-                    .and_then(|v| v.to_str().ok())
-                    .ok_or("a redirect without Location")?;
-                url = url.join(next).map_err(|e| format!("bad redirect: {e}"))?;
-                continue;
-            }
-            if !resp.status().is_success() {
-                return Err(format!("`{url}` answered {}", resp.status()));
-            }
-            let ttl = cache_ttl(
-                resp.headers()
-                    .get("cache-control")
-                    .and_then(|v| v.to_str().ok()),
-            );
-            let mut body = Vec::new();
-            while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
-                if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-                    return Err(format!("document larger than {MAX_DOCUMENT_BYTES} bytes"));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            let doc = crate::mcp::strict_json::parse_strict(&body)
-                .map_err(|e| format!("not valid JSON: {e:?}"))?;
-            return Ok((doc, ttl));
+    async fn fetch(&self, url: &str) -> Result<(Value, Option<Duration>), CimdError> {
+        let url = url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+        let scheme_ok =
+            url.scheme() == "https" || (self.policy.allow_http && url.scheme() == "http");
+        if !scheme_ok || url.fragment().is_some() || !url.username().is_empty() {
+            return Err(format!(
+                "`{url}` is not an https URL without fragment or user info"
+            ));
         }
-        Err(format!("more than {MAX_REDIRECTS} redirects"))
+        let host = url.host_str().ok_or("no host")?.to_owned();
+        let port = url.port_or_known_default().ok_or("no port")?;
+        let addr = self.vetted_address(&host, port).await?;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .resolve(host.trim_start_matches('[').trim_end_matches(']'), addr)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut resp = client
+            .get(url.clone())
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| format!("fetching `{url}`: {e}"))?;
+        if resp.status() != reqwest::StatusCode::OK {
+            return Err(format!(
+                "`{url}` answered {} (a 200 is required; redirects are not followed)",
+                resp.status()
+            ));
+        }
+        let json_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.to_ascii_lowercase().starts_with("application/json"));
+        if !json_type {
+            return Err(format!("`{url}` is not served as application/json"));
+        }
+        let ttl = cache_ttl(
+            resp.headers()
+                .get("cache-control")
+                .and_then(|v| v.to_str().ok()),
+        );
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+                return Err(format!("document larger than {MAX_DOCUMENT_BYTES} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let doc = crate::mcp::strict_json::parse_strict(&body)
+            .map_err(|e| format!("not valid JSON: {e:?}"))?;
+        Ok((doc, ttl))
     }
 
     /// The first resolved address of `host`, after checking all of them.

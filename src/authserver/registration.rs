@@ -202,6 +202,22 @@ pub async fn register(
     let doc = crate::mcp::strict_json::parse_strict(&body)
         .map_err(|e| invalid_metadata(format!("not valid JSON: {e:?}")))?;
     let meta = validate(&doc)?;
+    // A client_credentials client acts with no user behind it: only an
+    // operator (holding the initial access token) may create one.
+    if meta.grant_types.iter().any(|g| g == "client_credentials")
+        && state.config.registration != RegistrationPolicy::InitialAccessToken
+    {
+        return Err(invalid_metadata("client_credentials clients can only be registered with `registration: initial_access_token`"));
+    }
+    let known = state.scopes_supported();
+    if let Some(bad) = meta
+        .scope
+        .iter()
+        .flat_map(|s| s.split(' '))
+        .find(|s| !s.is_empty() && !known.iter().any(|k| k == s))
+    {
+        return Err(invalid_metadata(format!("scope `{bad}` is not known here")));
+    }
     let client_id = random_token(16);
     let secret = (meta.token_endpoint_auth_method != "none").then(|| random_token(32));
     let now = now_secs();

@@ -148,9 +148,27 @@ async fn refresh_grant(
             "resource differs from the one the refresh token was issued for",
         ));
     }
-    let granted: BTreeSet<&str> = record.scope.split(' ').filter(|s| !s.is_empty()).collect();
+    // The user must still exist and may have lost scopes since the grant.
+    let Some(user) = state.users.get(&record.subject) else {
+        revoke_family(state, &record.family_id).await?;
+        return Err(OAuthError::invalid_grant(
+            "the user of this grant no longer exists",
+        ));
+    };
+    let granted: BTreeSet<&str> = record
+        .scope
+        .split(' ')
+        .filter(|s| {
+            !s.is_empty() && (user.scopes.contains(*s) || *s == crate::auth::policy::OFFLINE_ACCESS)
+        })
+        .collect();
     let scope = match form.get("scope") {
-        None => record.scope.clone(),
+        None => record
+            .scope
+            .split(' ')
+            .filter(|s| granted.contains(s))
+            .collect::<Vec<_>>()
+            .join(" "),
         Some(asked) => {
             let asked: Vec<&str> = asked.split(' ').filter(|s| !s.is_empty()).collect();
             if let Some(extra) = asked.iter().find(|s| !granted.contains(*s)) {

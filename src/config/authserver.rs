@@ -63,6 +63,13 @@ pub(super) fn validate_authserver(
 ) -> Option<AuthServerConfig> {
     let raw = raw.filter(|r| r.enabled)?;
     let at = "authorization_server";
+    if issuer.starts_with("http://") && super::auth::check_endpoint_url(issuer).is_err() {
+        errors.push(ConfigError::new(
+            "public_url",
+            "the built-in authorization server needs an https public URL (plain http only on a loopback address)",
+            "serve the gateway behind TLS and set public_url to its https:// address",
+        ));
+    }
     let mut names = BTreeSet::new();
     let mut users = Vec::new();
     for (i, u) in raw.users.iter().enumerate() {
