@@ -106,6 +106,17 @@ impl Setup {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// Registers with the initial access token `operator`.
+    async fn register_as(&self, operator: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/register"))
+            .bearer_auth(operator)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     async fn public_client(&self) -> String {
         let (status, doc) = self
             .register(json!({"client_name": "Test <b>Client</b>", "redirect_uris": [REDIRECT],
@@ -821,14 +832,7 @@ async fn client_credentials_for_a_confidential_client() {
         "  registration: initial_access_token\n  initial_access_token: {operator}\n"
     ))
     .await;
-    let resp = s
-        .http
-        .post(s.url("/register"))
-        .bearer_auth(operator)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = s.register_as(operator, &body).await;
     assert_eq!(resp.status(), 201);
     let client: Value = resp.json().await.unwrap();
     let (id, secret) = (
@@ -884,14 +888,7 @@ async fn registration_can_require_an_initial_access_token() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
-    let resp = s
-        .http
-        .post(s.url("/register"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = s.register_as(token, &body).await;
     assert_eq!(resp.status(), 201);
 }
 

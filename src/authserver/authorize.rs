@@ -537,11 +537,24 @@ fn posted_flow(
     Some((flow_id.clone(), flow))
 }
 
-fn expired_form() -> Response {
-    pages::error(
-        StatusCode::BAD_REQUEST,
-        "this form has expired or was not sent by this browser; start again from your application",
-    )
+/// A checked login or consent form: its fields, its flow id and its flow.
+type PostedForm = (HashMap<String, String>, String, Arc<Flow>);
+
+/// A login or consent form post, or the error page to answer it with.
+fn posted_form(
+    state: &AsState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<PostedForm, Box<Response>> {
+    let form = super::errors::parse_form(body)
+        .map_err(|e| Box::new(pages::error(StatusCode::BAD_REQUEST, &e.description)))?;
+    let (flow_id, flow) = posted_flow(state, headers, &form).ok_or_else(|| {
+        Box::new(pages::error(
+            StatusCode::BAD_REQUEST,
+            "this form has expired or was not sent by this browser; start again from your application",
+        ))
+    })?;
+    Ok((form, flow_id, flow))
 }
 
 /// `POST /login`.
@@ -551,12 +564,9 @@ pub async fn login(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = match super::errors::parse_form(&body) {
-        Ok(f) => f,
-        Err(e) => return pages::error(StatusCode::BAD_REQUEST, &e.description),
-    };
-    let Some((flow_id, flow)) = posted_flow(&state, &headers, &form) else {
-        return expired_form();
+    let (form, flow_id, flow) = match posted_form(&state, &headers, &body) {
+        Ok(posted) => posted,
+        Err(page) => return *page,
     };
     let username = form.get("username").cloned().unwrap_or_default();
     let password = form.get("password").cloned().unwrap_or_default();
@@ -638,12 +648,9 @@ pub async fn consent(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = match super::errors::parse_form(&body) {
-        Ok(f) => f,
-        Err(e) => return pages::error(StatusCode::BAD_REQUEST, &e.description),
-    };
-    let Some((flow_id, flow)) = posted_flow(&state, &headers, &form) else {
-        return expired_form();
+    let (form, flow_id, flow) = match posted_form(&state, &headers, &body) {
+        Ok(posted) => posted,
+        Err(page) => return *page,
     };
     let user = match (signed_in_user(&state, &headers), &flow.user) {
         (Some(session_user), Some(flow_user)) if session_user == *flow_user => session_user,

@@ -140,3 +140,15 @@ pub async fn authenticate(
     }
     Ok(client)
 }
+
+/// Reads a form body and authenticates its client (token, revocation and
+/// introspection endpoints).
+pub async fn authenticated_form(
+    state: &AsState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(HashMap<String, String>, Client), OAuthError> {
+    let form = super::errors::parse_form(body)?;
+    let client = authenticate(state, headers, &form).await?;
+    Ok((form, client))
+}

@@ -4,7 +4,7 @@
 //! its whole family with it.
 
 use super::clients;
-use super::errors::{parse_form, required, OAuthError};
+use super::errors::{required, OAuthError};
 use super::AsState;
 use crate::auth::now_secs;
 use axum::body::Bytes;
@@ -37,8 +37,7 @@ pub async fn revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let form = parse_form(&body)?;
-    let client = clients::authenticate(&state, &headers, &form).await?;
+    let (form, client) = clients::authenticated_form(&state, &headers, &body).await?;
     let token = required(&form, "token")?;
     let hash = Sha256::digest(token.as_bytes()).to_vec();
     if let Some(record) = state.store.refresh_token(&hash).await? {
@@ -69,8 +68,7 @@ pub async fn introspect(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let form = parse_form(&body)?;
-    let client = clients::authenticate(&state, &headers, &form).await?;
+    let (form, client) = clients::authenticated_form(&state, &headers, &body).await?;
     if client.secret_hash.is_none() {
         return Err(OAuthError::invalid_client(
             "introspection needs a confidential client",

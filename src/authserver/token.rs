@@ -6,7 +6,7 @@
 
 use super::authorize::code_belongs_to;
 use super::clients::{self, Client};
-use super::errors::{parse_form, required, OAuthError};
+use super::errors::{required, OAuthError};
 use super::{random_token, AsState};
 use crate::auth::now_secs;
 use crate::store::RefreshRecord;
@@ -29,8 +29,7 @@ pub async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let form = parse_form(&body)?;
-    let client = clients::authenticate(&state, &headers, &form).await?;
+    let (form, client) = clients::authenticated_form(&state, &headers, &body).await?;
     match required(&form, "grant_type")? {
         "authorization_code" => code_grant(&state, &client, &form).await,
         "refresh_token" => refresh_grant(&state, &client, &form).await,
