@@ -2,15 +2,18 @@
 //! trait: signing keys, registered clients, refresh-token families,
 //! remembered consents and revoked access tokens.
 //!
-//! SQLite is the default backend (one file in the data directory, or
-//! `:memory:` for tests). Nothing outside this module sees SQL, and the
+//! SQLite is the default backend (one file in the data directory); the
+//! memory backend behaves the same and keeps nothing (tests; the shared
+//! behaviour tests below run against both). Nothing outside this module sees SQL, and the
 //! trait uses only plain values, so a Postgres backend can be added without
 //! touching callers. Secrets never reach the store in clear: client secrets
 //! and refresh tokens are stored as SHA-256 hashes (they are 256-bit random
 //! values, so a fast hash is enough).
 
+mod memory;
 mod sqlite;
 
+pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -124,3 +127,6 @@ pub trait Store: Send + Sync {
     /// Deletes expired refresh tokens and revocations; returns rows removed.
     async fn purge_expired(&self, now: u64) -> Result<u64, StoreError>;
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,184 @@
+//! The in-memory backend: the same behaviour as SQLite, nothing durable.
+//! For tests and throwaway runs.
+
+use super::{ClientRecord, RefreshRecord, Store, StoreError, StoredKey};
+use async_trait::async_trait;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+#[derive(Default)]
+struct Inner {
+    keys: Vec<StoredKey>,
+    clients: HashMap<String, ClientRecord>,
+    refresh: HashMap<Vec<u8>, RefreshRecord>,
+    revoked_families: HashMap<String, u64>,
+    family_tokens: HashMap<String, (String, u64)>,
+    revoked_tokens: HashMap<String, u64>,
+    consents: BTreeSet<(String, String, String)>,
+}
+
+/// The in-memory store.
+#[derive(Default)]
+pub struct MemoryStore(Mutex<Inner>);
+
+impl MemoryStore {
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let mut keys = self.inner().keys.clone();
+        keys.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
+        Ok(keys)
+    }
+
+    async fn add_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        self.inner().keys.push(key.clone());
+        Ok(())
+    }
+
+    async fn remove_signing_key(&self, kid: &str) -> Result<(), StoreError> {
+        self.inner().keys.retain(|k| k.kid != kid);
+        Ok(())
+    }
+
+    async fn put_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
+        let mut inner = self.inner();
+        if inner.clients.contains_key(&client.client_id) {
+            return Err(StoreError(format!("client `{}` exists", client.client_id)));
+        }
+        inner
+            .clients
+            .insert(client.client_id.clone(), client.clone());
+        Ok(())
+    }
+
+    async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        Ok(self.inner().clients.get(client_id).cloned())
+    }
+
+    async fn put_refresh_token(&self, token: &RefreshRecord) -> Result<(), StoreError> {
+        self.inner()
+            .refresh
+            .insert(token.token_hash.clone(), token.clone());
+        Ok(())
+    }
+
+    async fn refresh_token(&self, hash: &[u8]) -> Result<Option<RefreshRecord>, StoreError> {
+        let inner = self.inner();
+        Ok(inner
+            .refresh
+            .get(hash)
+            .filter(|r| !inner.revoked_families.contains_key(&r.family_id))
+            .cloned())
+    }
+
+    async fn rotate_refresh_token(&self, hash: &[u8]) -> Result<bool, StoreError> {
+        Ok(match self.inner().refresh.get_mut(hash) {
+            Some(r) if !r.rotated => {
+                r.rotated = true;
+                true
+            }
+            _ => false,
+        })
+    }
+
+    async fn record_access_token(
+        &self,
+        jti: &str,
+        family_id: &str,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        self.inner()
+            .family_tokens
+            .insert(jti.to_owned(), (family_id.to_owned(), expires_at));
+        Ok(())
+    }
+
+    async fn revoke_family(&self, family_id: &str, now: u64) -> Result<Vec<String>, StoreError> {
+        let mut inner = self.inner();
+        let until = inner
+            .refresh
+            .values()
+            .filter(|r| r.family_id == family_id)
+            .map(|r| r.expires_at)
+            .max()
+            .unwrap_or(now + 86_400);
+        inner
+            .revoked_families
+            .entry(family_id.to_owned())
+            .or_insert(until);
+        let live: Vec<(String, u64)> = inner
+            .family_tokens
+            .iter()
+            .filter(|(_, (f, exp))| f == family_id && *exp > now)
+            .map(|(jti, (_, exp))| (jti.clone(), *exp))
+            .collect();
+        for (jti, exp) in &live {
+            inner.revoked_tokens.entry(jti.clone()).or_insert(*exp);
+        }
+        Ok(live.into_iter().map(|(jti, _)| jti).collect())
+    }
+
+    async fn revoke_access_token(&self, jti: &str, expires_at: u64) -> Result<(), StoreError> {
+        self.inner()
+            .revoked_tokens
+            .entry(jti.to_owned())
+            .or_insert(expires_at);
+        Ok(())
+    }
+
+    async fn revoked_access_tokens(&self, now: u64) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(self
+            .inner()
+            .revoked_tokens
+            .iter()
+            .filter(|(_, exp)| **exp > now)
+            .map(|(j, e)| (j.clone(), *e))
+            .collect())
+    }
+
+    async fn has_consent(
+        &self,
+        subject: &str,
+        client_id: &str,
+        scope: &str,
+    ) -> Result<bool, StoreError> {
+        let key = (subject.to_owned(), client_id.to_owned(), scope.to_owned());
+        Ok(self.inner().consents.contains(&key))
+    }
+
+    async fn put_consent(
+        &self,
+        subject: &str,
+        client_id: &str,
+        scope: &str,
+    ) -> Result<(), StoreError> {
+        self.inner()
+            .consents
+            .insert((subject.to_owned(), client_id.to_owned(), scope.to_owned()));
+        Ok(())
+    }
+
+    async fn purge_expired(&self, now: u64) -> Result<u64, StoreError> {
+        let mut inner = self.inner();
+        let before = inner.refresh.len()
+            + inner.revoked_families.len()
+            + inner.family_tokens.len()
+            + inner.revoked_tokens.len();
+        inner.refresh.retain(|_, r| r.expires_at > now);
+        inner.revoked_families.retain(|_, exp| *exp > now);
+        inner.family_tokens.retain(|_, (_, exp)| *exp > now);
+        inner.revoked_tokens.retain(|_, exp| *exp > now);
+        let after = inner.refresh.len()
+            + inner.revoked_families.len()
+            + inner.family_tokens.len()
+            + inner.revoked_tokens.len();
+        Ok((before - after) as u64)
+    }
+}
