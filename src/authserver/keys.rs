@@ -52,6 +52,15 @@ pub fn generate(alg: SigningAlgorithm) -> Result<StoredKey, StoreError> {
                 .to_vec(),
             "EdDSA",
         ),
+        SigningAlgorithm::RS256 => {
+            use aws_lc_rs::encoding::AsDer;
+            let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+                .map_err(|_| StoreError("cannot generate an RSA key".into()))?;
+            let der = pair
+                .as_der()
+                .map_err(|_| StoreError("cannot encode the RSA key".into()))?;
+            (der.as_ref().to_vec(), "RS256")
+        }
     };
     let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(&pkcs8)[..12]);
     Ok(StoredKey {
@@ -67,11 +76,53 @@ fn encoding_key(k: &StoredKey) -> Result<(Algorithm, EncodingKey), StoreError> {
     match k.alg.as_str() {
         "ES256" => Ok((Algorithm::ES256, EncodingKey::from_ec_der(&k.pkcs8))),
         "EdDSA" => Ok((Algorithm::EdDSA, EncodingKey::from_ed_der(&k.pkcs8))),
+        "RS256" => {
+            let pkcs1 = pkcs8_private_key(&k.pkcs8)
+                .ok_or_else(|| StoreError(format!("key {}: not a PKCS#8 RSA key", k.kid)))?;
+            Ok((Algorithm::RS256, EncodingKey::from_rsa_der(pkcs1)))
+        }
         other => Err(StoreError(format!(
             "key {}: unknown algorithm `{other}`",
             k.kid
         ))),
     }
+}
+
+/// The `privateKey` of a PKCS#8 `PrivateKeyInfo` (RFC 5208): for RSA, the
+/// PKCS#1 `RSAPrivateKey` jsonwebtoken signs with. A minimal DER walk:
+/// SEQUENCE { INTEGER version, SEQUENCE algorithm, OCTET STRING key, .. }.
+fn pkcs8_private_key(der: &[u8]) -> Option<&[u8]> {
+    /// Splits one DER element: (tag, content, rest).
+    fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, rest) = input.split_first()?;
+        let (&first, rest) = rest.split_first()?;
+        let (len, rest) = if first < 0x80 {
+            (usize::from(first), rest)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 || rest.len() < n {
+                return None;
+            }
+            let len = rest[..n]
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+            (len, &rest[n..])
+        };
+        (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+    }
+    let (0x30, info, _) = element(der)? else {
+        return None;
+    };
+    let (0x02, _, rest) = element(info)? else {
+        return None;
+    };
+    let (0x30, _, rest) = element(rest)? else {
+        return None;
+    };
+    let (0x04, key, _) = element(rest)? else {
+        return None;
+    };
+    Some(key)
 }
 
 /// Which stored key signs at `now`: the newest published long enough, or
@@ -156,6 +207,32 @@ mod tests {
             alg: "ES256".into(),
             pkcs8: Vec::new(),
             created_at,
+        }
+    }
+
+    #[test]
+    fn every_algorithm_generates_a_key_that_signs_and_publishes() {
+        for alg in [
+            SigningAlgorithm::ES256,
+            SigningAlgorithm::EdDSA,
+            SigningAlgorithm::RS256,
+        ] {
+            let k = generate(alg).unwrap();
+            let (algorithm, encoding) = encoding_key(&k).unwrap();
+            let jwk = Jwk::from_encoding_key(&encoding, algorithm).unwrap();
+            let token = jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(algorithm),
+                &json!({"sub": "x", "exp": 4_000_000_000u64}),
+                &encoding,
+            )
+            .unwrap();
+            let key = DecodingKey::from_jwk(&jwk).unwrap();
+            let checked = jsonwebtoken::decode::<serde_json::Value>(
+                &token,
+                &key,
+                &jsonwebtoken::Validation::new(algorithm),
+            );
+            assert!(checked.is_ok(), "{alg:?}: {checked:?}");
         }
     }
 

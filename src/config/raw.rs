@@ -58,6 +58,9 @@ pub enum SigningAlgorithm {
     ES256,
     /// Ed25519.
     EdDSA,
+    /// RSA 2048 with SHA-256 (PKCS#1 v1.5), for relying parties without
+    /// elliptic-curve support.
+    RS256,
 }
 
 /// Client ID Metadata Documents (a URL as `client_id`).
