@@ -63,6 +63,13 @@ pub(super) fn validate_authserver(
 ) -> Option<AuthServerConfig> {
     let raw = raw.filter(|r| r.enabled)?;
     let at = "authorization_server";
+    if url::Url::parse(issuer).is_ok_and(|u| u.path() != "/") {
+        errors.push(ConfigError::new(
+            "public_url",
+            "the built-in authorization server needs a public URL without a path",
+            "serve the gateway at the root of its origin (its endpoints and metadata live at /authorize, /.well-known/...)",
+        ));
+    }
     if issuer.starts_with("http://") && super::auth::check_endpoint_url(issuer).is_err() {
         errors.push(ConfigError::new(
             "public_url",

@@ -264,3 +264,20 @@ upstreams:",
     let c = Config::from_yaml(&yaml).unwrap();
     assert_eq!(c.warnings[0].path, "auth.introspection");
 }
+
+#[test]
+fn the_authorization_server_needs_https_or_loopback_and_no_path() {
+    let with = |url: &str| {
+        format!("public_url: {url}\nauthorization_server: {{ users: [] }}\nupstreams:\n  - {{ name: a, path: /a, url: 'http://127.0.0.1:1' }}\n")
+    };
+    assert!(Config::from_yaml(&with("https://mcp.example.com")).is_ok());
+    assert!(Config::from_yaml(&with("http://127.0.0.1:8080")).is_ok());
+    assert_eq!(
+        paths_of(&with("http://mcp.example.com")),
+        vec!["public_url"]
+    );
+    assert_eq!(
+        paths_of(&with("https://mcp.example.com/base")),
+        vec!["public_url"]
+    );
+}
