@@ -119,7 +119,7 @@ impl Setup {
 
     async fn public_client(&self) -> String {
         let (status, doc) = self
-            .register(json!({"client_name": "Test <b>Client</b>", "redirect_uris": [REDIRECT],
+            .register(json!({"client_name": "Test <b>Client</b><script>alert(1)</script>", "redirect_uris": [REDIRECT],
                 "token_endpoint_auth_method": "none", "grant_types": ["authorization_code", "refresh_token"],
                 "application_type": "native"}))
             .await;
@@ -866,6 +866,14 @@ async fn client_credentials_for_a_confidential_client() {
     assert_eq!(resp.status(), 401);
     let e: Value = resp.json().await.unwrap();
     assert_eq!(e["error"], "invalid_client");
+}
+
+/// Registration policy `disabled`: 403 for everyone.
+#[tokio::test]
+async fn registration_can_be_disabled() {
+    let s = Setup::start_with("  registration: disabled\n").await;
+    let (status, e) = s.register(json!({"redirect_uris": [REDIRECT]})).await;
+    assert_eq!((status, e["error"].as_str()), (403, Some("access_denied")));
 }
 
 /// Registration policy `initial_access_token`: only with the token.

@@ -95,6 +95,9 @@ impl Expiry<String, Arc<Cached>> for CacheTtl {
 pub struct MetadataDocuments {
     policy: FetchPolicy,
     cache: Cache<String, Arc<Cached>>,
+    /// Refusals, remembered for a minute: a flood of requests naming one
+    /// bad URL costs one fetch.
+    refused: Cache<String, CimdError>,
 }
 
 impl MetadataDocuments {
@@ -104,6 +107,10 @@ impl MetadataDocuments {
             cache: Cache::builder()
                 .max_capacity(10_000)
                 .expire_after(CacheTtl)
+                .build(),
+            refused: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(60))
                 .build(),
         }
     }
@@ -119,10 +126,21 @@ impl MetadataDocuments {
         if let Some(hit) = self.cache.get(url) {
             return Ok(hit.client.clone());
         }
-        let (doc, ttl) = tokio::time::timeout(self.policy.timeout, self.fetch(url))
+        if let Some(why) = self.refused.get(url) {
+            return Err(why);
+        }
+        let fetched = tokio::time::timeout(self.policy.timeout, self.fetch(url))
             .await
-            .map_err(|_| format!("no answer within {:?}", self.policy.timeout))??;
-        let client = Arc::new(validate(url, &doc)?);
+            .map_err(|_| format!("no answer within {:?}", self.policy.timeout))
+            .and_then(|r| r)
+            .and_then(|(doc, ttl)| validate(url, &doc).map(|c| (Arc::new(c), ttl)));
+        let (client, ttl) = match fetched {
+            Ok(ok) => ok,
+            Err(why) => {
+                self.refused.insert(url.to_owned(), why.clone());
+                return Err(why);
+            }
+        };
         if let Some(ttl) = ttl {
             self.cache.insert(
                 url.to_owned(),
