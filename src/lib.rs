@@ -12,6 +12,7 @@ pub mod authserver;
 pub mod config;
 pub mod demo;
 pub mod mcp;
+pub mod metrics;
 pub mod proxy;
 pub mod store;
 pub mod telemetry;

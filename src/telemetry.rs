@@ -23,3 +23,49 @@ pub fn init(format: LogFormat, default_level: &str) {
         tracing::debug!("a tracing subscriber was already installed");
     }
 }
+
+/// The request id of a request: the client's `X-Request-Id` when it is 1-128
+/// characters of `A-Z a-z 0-9 - _ . :` (safe in logs and headers), else a
+/// new random one.
+pub fn request_id(header: Option<&http::HeaderValue>) -> String {
+    let usable = |v: &&http::HeaderValue| {
+        let b = v.as_bytes();
+        (1..=128).contains(&b.len())
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+    };
+    match header.filter(usable).and_then(|v| v.to_str().ok()) {
+        Some(id) => id.to_owned(),
+        None => {
+            use aws_lc_rs::rand::SecureRandom;
+            let mut bytes = [0u8; 12];
+            // On failure the id is all zeros: still a valid, if useless, id.
+            let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes);
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        }
+    }
+}
+
+/// Whether a response head announces an SSE stream.
+pub fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+}
+
+/// One SSE stream in the `mcpgw_open_sse_streams` gauge, until dropped.
+pub struct OpenStream(());
+
+impl OpenStream {
+    /// Counts a stream as open.
+    pub fn start() -> Self {
+        crate::metrics::metrics().open_streams.inc();
+        Self(())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        crate::metrics::metrics().open_streams.dec();
+    }
+}

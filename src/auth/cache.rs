@@ -98,9 +98,11 @@ impl TokenCache {
         Fut: Future<Output = Verdict>,
     {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let missed = std::sync::atomic::AtomicBool::new(false);
         let entry = self
             .0
-            .try_get_with(key, async move {
+            .try_get_with(key, async {
+                missed.store(true, std::sync::atomic::Ordering::Relaxed);
                 match verify().await {
                     Verdict::Valid(p, ttl) => Ok(Entry { result: Ok(p), ttl }),
                     Verdict::Refused(e, Some(ttl)) => Ok(Entry {
@@ -111,7 +113,17 @@ impl TokenCache {
                 }
             })
             .await
-            .map_err(|e| (*e).clone())?;
+            .map_err(|e| (*e).clone());
+        let result = if missed.load(std::sync::atomic::Ordering::Relaxed) {
+            "miss"
+        } else {
+            "hit"
+        };
+        crate::metrics::metrics()
+            .token_cache
+            .with_label_values(&[result])
+            .inc();
+        let entry = entry?;
         entry.result
     }
 }

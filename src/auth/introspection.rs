@@ -77,11 +77,20 @@ impl Introspector {
             .post(&self.config.url)
             .header("authorization", &self.authorization)
             .form(&[("token", token), ("token_type_hint", "access_token")]);
-        let r: Response = fetch::json(request, self.config.timeout)
-            .await
-            .map_err(|e| {
-                AuthFailure::IntrospectionUnavailable(format!("{}: {e}", self.config.url))
-            })?;
+        let m = crate::metrics::metrics();
+        let started = std::time::Instant::now();
+        let answer: Result<Response, String> = fetch::json(request, self.config.timeout).await;
+        m.introspection_duration
+            .observe(started.elapsed().as_secs_f64());
+        let outcome = match &answer {
+            Ok(r) if r.active => "active",
+            Ok(_) => "inactive",
+            Err(_) => "error",
+        };
+        m.introspections.with_label_values(&[outcome]).inc();
+        let r = answer.map_err(|e| {
+            AuthFailure::IntrospectionUnavailable(format!("{}: {e}", self.config.url))
+        })?;
         let inactive = Ok(Outcome::Inactive(self.config.inactive_cache_ttl));
         // Some servers call refresh tokens active too: only access tokens
         // open an upstream.

@@ -140,9 +140,14 @@ impl KeyStore {
         struct Document {
             keys: Vec<Value>,
         }
-        let doc: Document = fetch::json(self.http.get(&uri), self.config.fetch_timeout)
-            .await
-            .map_err(|e| format!("JWKS {uri}: {e}"))?;
+        let fetched: Result<Document, String> =
+            fetch::json(self.http.get(&uri), self.config.fetch_timeout).await;
+        let outcome = if fetched.is_ok() { "ok" } else { "error" };
+        crate::metrics::metrics()
+            .jwks_fetches
+            .with_label_values(&[&self.config.issuer, outcome])
+            .inc();
+        let doc = fetched.map_err(|e| format!("JWKS {uri}: {e}"))?;
         let keys: Vec<Key> = doc
             .keys
             .into_iter()

@@ -228,6 +228,19 @@ impl ScopePolicy {
         &self.globs
     }
 
+    /// The metric label of a tool: the rule that matches it (an exact name
+    /// or a pattern from the configuration), or `other`, so label values
+    /// are bounded by the configuration, never by client input.
+    pub fn tool_label(&self, tool: &str) -> &str {
+        if let Some((name, _)) = self.exact.get_key_value(tool) {
+            return name;
+        }
+        self.globs
+            .iter()
+            .find(|r| r.pattern.matches(tool))
+            .map_or("other", |r| r.pattern.as_str())
+    }
+
     /// The rule scopes a call of `tool` needs, or `None` when forbidden.
     fn tool_scopes(&self, tool: &str) -> Option<&[String]> {
         if let Some(s) = self.exact.get(tool) {

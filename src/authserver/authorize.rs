@@ -506,6 +506,7 @@ fn approve(state: &AsState, flow: &Flow, user: &str, scopes: Vec<String>) -> Res
         subject: user.to_owned(),
         family_id: random_token(16),
     });
+    super::count_event("authorization_approved");
     tracing::info!(client_id = %flow.client_id, user, "authorization approved");
     back_to_client(
         state,
@@ -620,6 +621,7 @@ pub async fn login(
         .escape_debug()
         .to_string();
     if !ok {
+        super::count_event("login_failure");
         tracing::info!(user = %shown, "login failed");
         return login_page(&state, &flow_id, &flow, Some("Wrong username or password."));
     }
@@ -669,13 +671,16 @@ pub async fn consent(
             }
             approve(&state, &flow, &user, scopes)
         }
-        Some("deny") => redirect_error(
-            &state,
-            &flow.redirect_uri,
-            flow.state.as_deref(),
-            "access_denied",
-            "the user denied the request",
-        ),
+        Some("deny") => {
+            super::count_event("authorization_denied");
+            redirect_error(
+                &state,
+                &flow.redirect_uri,
+                flow.state.as_deref(),
+                "access_denied",
+                "the user denied the request",
+            )
+        }
         _ => pages::error(StatusCode::BAD_REQUEST, "choose Allow or Deny"),
     }
 }

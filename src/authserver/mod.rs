@@ -260,6 +260,14 @@ pub fn rotate_key(config: &Config) -> Result<String, StoreError> {
     })
 }
 
+/// Counts an authorization-server event (a fixed name).
+pub(crate) fn count_event(event: &'static str) {
+    crate::metrics::metrics()
+        .authserver_events
+        .with_label_values(&[event])
+        .inc();
+}
+
 /// A random token of `bytes` bytes, base64url-encoded.
 pub fn random_token(bytes: usize) -> String {
     use aws_lc_rs::rand::SecureRandom;

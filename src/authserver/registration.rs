@@ -230,6 +230,7 @@ pub async fn register(
             created_at: now,
         })
         .await?;
+    super::count_event("registration");
     tracing::info!(client_id = %client_id, client_name = meta.client_name.as_deref().unwrap_or("-"), "client registered");
     let mut answer = serde_json::to_value(&meta).map_err(OAuthError::server_error)?;
     answer["client_id"] = json!(client_id);

@@ -43,6 +43,7 @@ pub async fn revoke(
     if let Some(record) = state.store.refresh_token(&hash).await? {
         if record.client_id == client.id {
             super::token::revoke_family(&state, &record.family_id).await?;
+            super::count_event("revocation");
             tracing::info!(client_id = %client.id, "refresh token revoked with its family");
         }
     } else if let Some(claims) = own_access_token(&state, token) {
@@ -52,6 +53,7 @@ pub async fn revoke(
         if claims["client_id"] == json!(client.id) {
             state.store.revoke_access_token(jti, exp).await?;
             state.revoked.revoke(jti.to_owned(), exp);
+            super::count_event("revocation");
             tracing::info!(client_id = %client.id, "access token revoked");
         }
     }

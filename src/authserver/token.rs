@@ -69,6 +69,7 @@ async fn code_grant(
         Ok(Some(g)) => g,
         Ok(None) => return Err(OAuthError::invalid_grant("unknown or expired code")),
         Err(family) => {
+            super::count_event("code_reuse");
             tracing::warn!(client_id = %client.id, "authorization code used twice; revoking what it issued");
             revoke_family(state, &family).await?;
             return Err(OAuthError::invalid_grant(
@@ -103,16 +104,15 @@ async fn code_grant(
         ));
     }
     let refresh_until = now_secs() + state.config.refresh_token_ttl.as_secs();
-    issue(
-        state,
-        client,
-        &grant.subject,
-        &grant.scope,
-        &grant.resource,
-        &grant.family_id,
+    let issued = Issue {
+        grant: "authorization_code",
+        subject: &grant.subject,
+        scope: &grant.scope,
+        resource: &grant.resource,
+        family_id: &grant.family_id,
         refresh_until,
-    )
-    .await
+    };
+    issue(state, client, issued).await
 }
 
 async fn refresh_grant(
@@ -136,6 +136,7 @@ async fn refresh_grant(
         return Err(OAuthError::invalid_grant("the refresh token has expired"));
     }
     if !state.store.rotate_refresh_token(&hash).await? {
+        super::count_event("refresh_reuse");
         tracing::warn!(client_id = %client.id, subject = %record.subject, "refresh token reused; revoking its family");
         revoke_family(state, &record.family_id).await?;
         return Err(OAuthError::invalid_grant(
@@ -178,16 +179,15 @@ async fn refresh_grant(
             asked.join(" ")
         }
     };
-    issue(
-        state,
-        client,
-        &record.subject,
-        &scope,
-        &record.resource,
-        &record.family_id,
-        record.expires_at,
-    )
-    .await
+    let issued = Issue {
+        grant: "refresh_token",
+        subject: &record.subject,
+        scope: &scope,
+        resource: &record.resource,
+        family_id: &record.family_id,
+        refresh_until: record.expires_at,
+    };
+    issue(state, client, issued).await
 }
 
 /// `client_credentials`: a confidential client acting for itself (`sub` is
@@ -244,27 +244,42 @@ async fn client_credentials_grant(
             "scope `{bad}` is not available to this client for this resource"
         )));
     }
-    issue(
-        state,
-        client,
-        &client.id,
-        &asked.join(" "),
-        &resource.url,
-        &random_token(16),
-        0,
-    )
-    .await
+    let issued = Issue {
+        grant: "client_credentials",
+        subject: &client.id,
+        scope: &asked.join(" "),
+        resource: &resource.url,
+        family_id: &random_token(16),
+        refresh_until: 0,
+    };
+    issue(state, client, issued).await
+}
+
+/// What a grant issues tokens for.
+struct Issue<'a> {
+    /// Grant type (a fixed name, for metrics and logs).
+    grant: &'static str,
+    subject: &'a str,
+    scope: &'a str,
+    resource: &'a str,
+    family_id: &'a str,
+    /// Expiry of the refresh-token family; 0: no refresh token.
+    refresh_until: u64,
 }
 
 async fn issue(
     state: &AsState,
     client: &Client,
-    subject: &str,
-    scope: &str,
-    resource: &str,
-    family_id: &str,
-    refresh_until: u64,
+    issued: Issue<'_>,
 ) -> Result<Response, OAuthError> {
+    let Issue {
+        grant,
+        subject,
+        scope,
+        resource,
+        family_id,
+        refresh_until,
+    } = issued;
     let now = now_secs();
     let ttl = state.config.access_token_ttl.as_secs();
     let jti = random_token(16);
@@ -300,7 +315,11 @@ async fn issue(
             .await?;
         answer["refresh_token"] = json!(refresh);
     }
-    tracing::info!(client_id = %client.id, subject, scope, resource, "tokens issued");
+    crate::metrics::metrics()
+        .tokens_issued
+        .with_label_values(&[grant])
+        .inc();
+    tracing::info!(client_id = %client.id, grant, subject, scope, resource, "tokens issued");
     Ok((
         [
             (header::CACHE_CONTROL, "no-store"),

@@ -54,6 +54,8 @@ pub struct Config {
     pub auth: Option<AuthConfig>,
     /// The built-in authorization server, when enabled.
     pub authorization_server: Option<AuthServerConfig>,
+    /// Where `/metrics` is served (a listener of its own), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// Problems that do not stop the gateway (unreachable policy rules...).
     pub warnings: Vec<ConfigError>,
     /// Log output.

@@ -21,8 +21,16 @@ pub(crate) struct RawConfig {
     pub upstreams: Vec<RawUpstream>,
     pub auth: Option<RawAuth>,
     pub authorization_server: Option<RawAuthServer>,
+    pub metrics: Option<RawMetrics>,
     #[serde(default)]
     pub logging: RawLogging,
+}
+
+/// The Prometheus metrics listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMetrics {
+    pub listen: String,
 }
 
 /// The built-in authorization server.

@@ -56,6 +56,26 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             None
         }
     };
+    let metrics_listen = match raw.metrics.as_ref().map(|m| m.listen.parse::<SocketAddr>()) {
+        None => None,
+        Some(Ok(a)) if Some(a) == listen => {
+            err(
+                "metrics.listen",
+                format!("`{a}` is the public listener's address"),
+                "give /metrics its own port, e.g. `127.0.0.1:9464`",
+            );
+            None
+        }
+        Some(Ok(a)) => Some(a),
+        Some(Err(_)) => {
+            err(
+                "metrics.listen",
+                "not an address".to_owned(),
+                "write `IP:PORT`, e.g. `127.0.0.1:9464`",
+            );
+            None
+        }
+    };
     if !(1..=1024).contains(&raw.server.worker_threads) {
         err(
             "server.worker_threads",
@@ -143,6 +163,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             upstreams,
             auth,
             authorization_server,
+            metrics_listen,
             warnings,
             log_format: raw.logging.format,
             log_level: raw.logging.level,

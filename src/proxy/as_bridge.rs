@@ -18,7 +18,11 @@ const MAX_AS_BODY: usize = 64 * 1024;
 const MAX_AS_RESPONSE: usize = 1024 * 1024;
 
 /// Serves one AS request on `session`.
-pub async fn serve(router: &Router, session: &mut Session) -> Result<(), GatewayError> {
+pub async fn serve(
+    router: &Router,
+    session: &mut Session,
+    request_id: &str,
+) -> Result<(), GatewayError> {
     let mut body = BytesMut::new();
     while let Some(chunk) = session
         .read_request_body()
@@ -62,6 +66,8 @@ pub async fn serve(router: &Router, session: &mut Session) -> Result<(), Gateway
             .map_err(|e| GatewayError::BodyRead(e.to_string()))?;
     }
     resp.insert_header("content-length", body.len().to_string())
+        .map_err(|e| GatewayError::BodyRead(e.to_string()))?;
+    resp.insert_header("x-request-id", request_id)
         .map_err(|e| GatewayError::BodyRead(e.to_string()))?;
     let write = async {
         session.write_response_header(Box::new(resp), false).await?;

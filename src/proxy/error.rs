@@ -147,18 +147,19 @@ impl GatewayError {
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::UnfilterableResponse { .. } => "unfilterable_response",
             Self::Auth(r) => r.reason,
-            Self::SessionNotFound => "session_not_found",
+            Self::SessionNotFound => "session_mismatch",
         }
     }
 
-    /// The response body: JSON-RPC on an MCP path, plain JSON elsewhere.
-    pub fn body(&self, on_mcp_path: bool, id: Value) -> Bytes {
+    /// The response body: JSON-RPC on an MCP path, plain JSON elsewhere;
+    /// both carry the request id.
+    pub fn body(&self, on_mcp_path: bool, id: Value, request_id: &str) -> Bytes {
         let value = if let Self::Auth(r) = self {
-            json!({"error": r.error, "error_description": r.description})
+            json!({"error": r.error, "error_description": r.description, "request_id": request_id})
         } else if on_mcp_path {
-            json!({"jsonrpc": "2.0", "id": id, "error": {"code": self.jsonrpc_code(), "message": self.to_string()}})
+            json!({"jsonrpc": "2.0", "id": id, "error": {"code": self.jsonrpc_code(), "message": self.to_string(), "data": {"request_id": request_id}}})
         } else {
-            json!({"error": self.kind(), "error_description": self.to_string()})
+            json!({"error": self.kind(), "error_description": self.to_string(), "request_id": request_id})
         };
         Bytes::from(value.to_string())
     }
@@ -171,9 +172,13 @@ pub async fn respond(
     err: &GatewayError,
     on_mcp_path: bool,
     id: Value,
+    request_id: &str,
     body_unread: bool,
 ) -> pingora::Result<()> {
-    let mut headers = vec![("cache-control", "no-store".to_owned())];
+    let mut headers = vec![
+        ("cache-control", "no-store".to_owned()),
+        ("x-request-id", request_id.to_owned()),
+    ];
     match err {
         GatewayError::MethodNotAllowed(_) => headers.push(("allow", "POST, GET, DELETE".into())),
         GatewayError::Auth(Refusal {
@@ -186,7 +191,7 @@ pub async fn respond(
         session,
         err.status(),
         &headers,
-        err.body(on_mcp_path, id),
+        err.body(on_mcp_path, id, request_id),
         body_unread,
     )
     .await

@@ -36,13 +36,14 @@ pub enum Delivered {
 pub type SessionHook<'a> = &'a (dyn Fn(&[u8]) + Sync);
 
 /// What the gateway does with the upstream's answer besides relaying it.
-#[derive(Default)]
 pub struct ResponseHooks<'a> {
     /// Filters `tools/list` results (set only when the body has such calls).
     pub tools_filter: Option<ToolsListFilter>,
     /// Told the `Mcp-Session-Id` of a successful response (set only for
     /// bodies with an `initialize`).
     pub on_session: Option<SessionHook<'a>>,
+    /// Returned as `X-Request-Id`.
+    pub request_id: &'a str,
 }
 
 /// How the response body is relayed.
@@ -65,12 +66,21 @@ pub async fn forward_buffered(
 ) -> Result<Delivered, GatewayError> {
     let peer = route.peer();
     let timeouts = route.upstream.timeouts;
+    let sent = std::time::Instant::now();
     let mut upstream = send_with_one_retry(connector, &peer, route, &req, &body).await?;
+    crate::metrics::metrics()
+        .upstream_duration
+        .with_label_values(&[&route.upstream.name])
+        .observe(sent.elapsed().as_secs_f64());
     let mut resp = upstream
         .response_header()
         .cloned()
         .ok_or_else(|| unavailable(route, "upstream sent no response header"))?;
     filter_upstream_response(&mut resp);
+    resp.insert_header("x-request-id", hooks.request_id)
+        .map_err(|e| unavailable(route, &e.to_string()))?;
+    let _stream =
+        crate::telemetry::is_event_stream(&resp.headers).then(crate::telemetry::OpenStream::start);
     let success = resp.status.is_success();
     if let (Some(bind), Some(id), true) = (
         hooks.on_session,

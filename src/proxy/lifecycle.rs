@@ -67,6 +67,9 @@ pub fn build_server(config: &Config, in_flight: Arc<InFlight>) -> std::io::Resul
     if let Some(refresher) = gateway.key_refresher() {
         server.add_service(background_service("jwks refresh", refresher));
     }
+    if let Some(addr) = config.metrics_listen {
+        server.add_service(background_service("metrics", MetricsEndpoint(addr)));
+    }
     let mut service = http_proxy_service(&server.configuration, gateway);
     service.add_tcp(&config.listen.to_string());
     server.add_service(service);
@@ -126,4 +129,40 @@ fn exit_when_drained(in_flight: Arc<InFlight>) {
         tracing::info!("all in-flight requests finished; exiting");
         std::process::exit(0);
     });
+}
+
+/// Serves `GET /metrics` (Prometheus text format) on a listener of its own,
+/// so the metrics never share the public origin.
+struct MetricsEndpoint(std::net::SocketAddr);
+
+#[async_trait]
+impl pingora::services::background::BackgroundService for MetricsEndpoint {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let listener = match tokio::net::TcpListener::bind(self.0).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(listen = %self.0, error = %e, "cannot serve /metrics");
+                return;
+            }
+        };
+        tracing::info!(listen = %self.0, "metrics listener");
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(|| async {
+                (
+                    [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    crate::metrics::metrics().render(),
+                )
+            }),
+        );
+        let stopped = async move {
+            let _ = shutdown.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stopped)
+            .await
+        {
+            tracing::error!(error = %e, "metrics listener failed");
+        }
+    }
 }

@@ -27,6 +27,8 @@ use crate::authserver::{AuthServer, PATHS as AS_PATHS};
 use crate::config::Config;
 use crate::mcp::tools_list::{KeepTool, SseToolsFilter, ToolsListFilter};
 use crate::mcp::{McpError, McpPost};
+use crate::metrics::metrics;
+use crate::telemetry;
 use access::Access;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -67,6 +69,11 @@ pub struct RequestCtx {
     /// The `id` an error response carries (the request's, or `null`).
     error_id: Value,
     refusal: Option<&'static str>,
+    /// `X-Request-Id`: the client's when it sent a usable one, else ours.
+    request_id: String,
+    /// Counts this response in the open-SSE-streams gauge while it lives.
+    _stream: Option<telemetry::OpenStream>,
+    upstream_started: Option<Instant>,
     started: Instant,
     _in_flight: lifecycle::InFlightGuard,
 }
@@ -145,7 +152,11 @@ impl Gateway {
     }
 
     /// Answers `GET /.well-known/oauth-protected-resource[/<path>]`.
-    async fn serve_metadata(&self, session: &mut Session) -> Result<Admission, GatewayError> {
+    async fn serve_metadata(
+        &self,
+        session: &mut Session,
+        request_id: &str,
+    ) -> Result<Admission, GatewayError> {
         let req = session.req_header();
         if req.method != Method::GET && req.method != Method::HEAD {
             return Err(GatewayError::MethodNotAllowed(req.method.to_string()));
@@ -158,6 +169,7 @@ impl Gateway {
         let headers = [
             ("cache-control", "public, max-age=300".to_owned()),
             ("access-control-allow-origin", "*".to_owned()),
+            ("x-request-id", request_id.to_owned()),
         ];
         let unread = !session.is_body_empty();
         if let Err(e) = error::write_json(session, 200, &headers, doc, unread).await {
@@ -172,16 +184,17 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Admission, GatewayError> {
+        ctx.request_id = telemetry::request_id(session.req_header().headers.get("x-request-id"));
         let path = session.req_header().uri.path();
         if path == WELL_KNOWN || path.starts_with(&format!("{WELL_KNOWN}/")) {
-            return self.serve_metadata(session).await;
+            return self.serve_metadata(session, &ctx.request_id).await;
         }
         if let Some(router) = self
             .authserver
             .as_ref()
             .filter(|_| AS_PATHS.contains(&path))
         {
-            as_bridge::serve(router, session).await?;
+            as_bridge::serve(router, session, &ctx.request_id).await?;
             return Ok(Admission::Done);
         }
         route::check_request_path(path).map_err(GatewayError::AmbiguousPath)?;
@@ -216,6 +229,7 @@ impl Gateway {
             if let Some((access, principal)) = caller {
                 access.authorize(&route, principal, None)?;
                 access.check_session(session, &route, principal)?;
+                ctx.audit("allowed", "-", None);
             }
             return Ok(Admission::Proxy);
         }
@@ -238,14 +252,29 @@ impl Gateway {
                 .map_err(|_| McpError::HeaderMismatch(format!("{name} is not valid UTF-8"))),
         };
         post.check_standard_headers(header("mcp-method")?, header("mcp-name")?)?;
+        let policy = &route.upstream.policy;
+        let tools: Vec<&str> = post
+            .messages
+            .iter()
+            .filter_map(|m| m.tool.as_deref())
+            .collect();
         if let Some((access, principal)) = caller {
-            access.authorize(&route, principal, Some(&post))?;
-            access.check_session(session, &route, principal)?;
+            let checked = access
+                .authorize(&route, principal, Some(&post))
+                .and_then(|()| access.check_session(session, &route, principal));
+            let outcome = if checked.is_ok() { "allowed" } else { "denied" };
+            for tool in &tools {
+                count_tool_call(&route, tool, outcome);
+            }
+            if let Err(e) = checked {
+                ctx.post = Some(post);
+                return Err(e);
+            }
+            ctx.audit("allowed", "-", Some(&post));
         }
 
         let mut req = self.upstream_request(session, &route)?;
         headers::set_fixed_length(&mut req, body.len()).map_err(|e| unavailable(&route, &e))?;
-        let policy = &route.upstream.policy;
         let bind = |id: &[u8]| {
             if let Some((access, principal)) = caller {
                 access.bind_session(&route, id, principal);
@@ -261,6 +290,7 @@ impl Gateway {
                 .filter(|_| policy.filter_tools_list)
                 .and_then(|p| ToolsListFilter::new(&post, keep_callable(policy.clone(), p))),
             on_session: (creates_session && caller.is_some()).then_some(&bind as _),
+            request_id: &ctx.request_id,
         };
         if hooks.tools_filter.is_some() {
             req.insert_header(http::header::ACCEPT_ENCODING, "identity")
@@ -268,6 +298,11 @@ impl Gateway {
         }
         let delivered =
             forward::forward_buffered(&self.connector, session, &route, req, body, hooks).await;
+        if delivered.is_err() && caller.is_some() {
+            for tool in &tools {
+                count_tool_call(&route, tool, "upstream_error");
+            }
+        }
         ctx.post = Some(post);
         match delivered? {
             forward::Delivered::Complete => {}
@@ -290,6 +325,47 @@ impl Gateway {
         headers::rewrite_for_upstream(&mut req, route, client_ip(session))
             .map_err(|e| unavailable(route, &e))?;
         Ok(req)
+    }
+}
+
+/// Counts one `tools/call` under its configured tool label.
+fn count_tool_call(route: &Route, tool: &str, outcome: &str) {
+    let upstream = &route.upstream;
+    metrics()
+        .tool_calls
+        .with_label_values(&[&upstream.name, upstream.policy.tool_label(tool), outcome])
+        .inc();
+}
+
+impl RequestCtx {
+    /// The audit event of an auth decision: one per request that reached
+    /// one (never a token, only who it speaks for).
+    fn audit(&self, decision: &str, reason: &str, post: Option<&McpPost>) {
+        let upstream = self
+            .route
+            .as_ref()
+            .map_or("-", |r| r.upstream.name.as_str());
+        if decision == "allowed" {
+            metrics().auth_allowed.with_label_values(&[upstream]).inc();
+        }
+        let p = self.principal.as_deref();
+        let tool = post
+            .and_then(|p| p.messages.iter().find_map(|m| m.tool.as_deref()))
+            .unwrap_or("-");
+        tracing::info!(
+            target: "audit",
+            decision,
+            reason,
+            upstream,
+            issuer = p.map_or("-", |p| p.issuer.as_str()),
+            subject = p.map_or("-", |p| p.subject.as_str()),
+            client_id = p.and_then(|p| p.client_id.as_deref()).unwrap_or("-"),
+            method = post.map_or("-", McpPost::method_label),
+            tool = %tool.escape_debug(),
+            request_id = %self.request_id,
+            latency_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            "auth decision"
+        );
     }
 }
 
@@ -324,6 +400,9 @@ impl ProxyHttp for Gateway {
             sse_filter: None,
             error_id: Value::Null,
             refusal: None,
+            request_id: String::new(),
+            _stream: None,
+            upstream_started: None,
             started: Instant::now(),
             _in_flight: self.in_flight.enter(),
         }
@@ -343,21 +422,34 @@ impl ProxyHttp for Gateway {
             Err(err) => {
                 ctx.refusal = Some(err.kind());
                 let upstream = ctx.route.as_ref().map_or("-", |r| r.upstream.name.as_str());
+                let m = metrics();
                 match &err {
                     GatewayError::UpstreamUnavailable { .. }
                     | GatewayError::UpstreamTimeout { .. } => {
-                        tracing::warn!(upstream, error = %err, "upstream request failed");
+                        m.upstream_errors
+                            .with_label_values(&[upstream, err.kind()])
+                            .inc();
+                        tracing::warn!(upstream, request_id = %ctx.request_id, error = %err, "upstream request failed");
+                    }
+                    GatewayError::Auth(_)
+                    | GatewayError::SessionNotFound
+                    | GatewayError::OriginRefused(_) => {
+                        let reason = err.kind();
+                        m.auth_failures.with_label_values(&[upstream, reason]).inc();
+                        ctx.audit("denied", reason, ctx.post.as_ref());
                     }
                     _ => {
-                        tracing::info!(upstream, reason = err.kind(), error = %err, "request refused")
+                        tracing::info!(upstream, request_id = %ctx.request_id, reason = err.kind(), error = %err, "request refused")
                     }
                 }
                 let unread = !session.is_body_done();
+                let on_mcp_path = ctx.route.is_some();
                 error::respond(
                     session,
                     &err,
-                    ctx.route.is_some(),
+                    on_mcp_path,
                     ctx.error_id.clone(),
+                    &ctx.request_id,
                     unread,
                 )
                 .await?;
@@ -392,6 +484,8 @@ impl ProxyHttp for Gateway {
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route chosen"))?;
         headers::rewrite_for_upstream(upstream_request, route, client_ip(session))?;
+        upstream_request.insert_header("x-request-id", &ctx.request_id)?;
+        ctx.upstream_started = Some(Instant::now());
         if ctx.principal.is_some() {
             // A GET stream is filtered (see `response_filter`): it must be
             // readable.
@@ -409,6 +503,16 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         headers::filter_upstream_response(upstream_response);
+        upstream_response.insert_header("x-request-id", &ctx.request_id)?;
+        if let (Some(started), Some(route)) = (ctx.upstream_started, &ctx.route) {
+            metrics()
+                .upstream_duration
+                .with_label_values(&[&route.upstream.name])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        if telemetry::is_event_stream(&upstream_response.headers) {
+            ctx._stream = Some(telemetry::OpenStream::start());
+        }
         self.filter_get_stream(upstream_response, ctx)?;
         let req = session.req_header();
         if let (Some(access), Some(route), true, true) = (
@@ -482,7 +586,13 @@ impl ProxyHttp for Gateway {
         }
         tracing::warn!(upstream = %route.upstream.name, error = %err, "upstream request failed");
         ctx.refusal = Some(err.kind());
-        if let Err(write_err) = error::respond(session, &err, true, Value::Null, true).await {
+        metrics()
+            .upstream_errors
+            .with_label_values(&[&route.upstream.name, err.kind()])
+            .inc();
+        if let Err(write_err) =
+            error::respond(session, &err, true, Value::Null, &ctx.request_id, true).await
+        {
             tracing::debug!(error = %write_err, "could not write the error response");
         }
         FailToProxy {
@@ -495,8 +605,21 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let req = session.req_header();
+        let upstream = ctx.route.as_ref().map_or("-", |r| r.upstream.name.as_str());
+        let method = ctx.post.as_ref().map_or_else(
+            || req.method.as_str().to_owned(),
+            |p| crate::metrics::method_label(p.method_label()).to_owned(),
+        );
+        let m = metrics();
+        m.requests
+            .with_label_values(&[upstream, &method, &status.to_string()])
+            .inc();
+        m.request_duration
+            .with_label_values(&[upstream])
+            .observe(ctx.started.elapsed().as_secs_f64());
         tracing::info!(
-            upstream = ctx.route.as_ref().map_or("-", |r| r.upstream.name.as_str()),
+            request_id = %ctx.request_id,
+            upstream,
             http_method = %req.method,
             path = req.uri.path(),
             rpc_method = ctx.post.as_ref().map_or("-", McpPost::method_label),

@@ -1,0 +1,172 @@
+//! Every Prometheus metric of the gateway, defined once, in one registry.
+//!
+//! Label values are bounded by the configuration or by fixed lists, never
+//! taken raw from a request: `upstream` is a configured name, `method` one
+//! of MCP's methods (else `other`), `tool` a configured tool name or
+//! pattern (else `other`), `reason` one of the fixed auth-failure reasons.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use std::sync::LazyLock;
+
+/// Buckets from 100 µs (proxying) to 30 s (long tool calls), in seconds.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// JSON-RPC methods used as label values; anything else is `other`.
+const METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/roots/list_changed",
+];
+
+/// The bounded label for a JSON-RPC method (`batch`, `response`, `-` are
+/// passed through as the proxy uses them).
+pub fn method_label(method: &str) -> &str {
+    match method {
+        "batch" | "response" | "-" => method,
+        m if METHODS.contains(&m) => m,
+        _ => "other",
+    }
+}
+
+/// The gateway's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by upstream, JSON-RPC method and HTTP status.
+    pub requests: IntCounterVec,
+    /// `tools/call` by upstream, tool (configured name/pattern) and outcome.
+    pub tool_calls: IntCounterVec,
+    /// Refused requests by upstream and reason.
+    pub auth_failures: IntCounterVec,
+    /// Allowed requests by upstream (the other side of `auth_failures`).
+    pub auth_allowed: IntCounterVec,
+    /// Whole request time, gateway included.
+    pub request_duration: HistogramVec,
+    /// Time from sending to the upstream to its response header.
+    pub upstream_duration: HistogramVec,
+    /// Verified-token cache lookups by result (`hit`, `miss`).
+    pub token_cache: IntCounterVec,
+    /// JWKS fetches by issuer and outcome.
+    pub jwks_fetches: IntCounterVec,
+    /// Introspection calls by outcome (`active`, `inactive`, `error`).
+    pub introspections: IntCounterVec,
+    /// Introspection call latency.
+    pub introspection_duration: Histogram,
+    /// SSE streams open now.
+    pub open_streams: IntGauge,
+    /// Upstream failures by upstream and kind (`unavailable`, `timeout`).
+    pub upstream_errors: IntCounterVec,
+    /// Authorization-server events (registration, approval, denial,
+    /// login failure, refresh reuse, revocation).
+    pub authserver_events: IntCounterVec,
+    /// Tokens issued by grant type.
+    pub tokens_issued: IntCounterVec,
+    /// Constant 1, labelled with the version.
+    pub build_info: IntGaugeVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+        labels,
+    )
+    .expect("valid metric");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("unique metric");
+    h
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let r = Registry::new();
+        let introspection_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "mcpgw_introspection_duration_seconds",
+                "Token introspection call latency.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        r.register(Box::new(introspection_duration.clone()))
+            .expect("unique metric");
+        let open_streams =
+            IntGauge::new("mcpgw_open_sse_streams", "SSE streams being relayed now.")
+                .expect("valid metric");
+        r.register(Box::new(open_streams.clone()))
+            .expect("unique metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "mcpgw_build_info",
+                "Constant 1; the version label says which build runs.",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(build_info.clone()))
+            .expect("unique metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Self {
+            requests: counter(&r, "mcpgw_requests_total", "Requests by upstream, JSON-RPC method and HTTP status.", &["upstream", "method", "status"]),
+            tool_calls: counter(&r, "mcpgw_tool_calls_total", "tools/call by upstream, tool (configured name or pattern, else other) and outcome (allowed, denied, upstream_error).", &["upstream", "tool", "outcome"]),
+            auth_failures: counter(&r, "mcpgw_auth_failures_total", "Requests refused by upstream and reason.", &["upstream", "reason"]),
+            auth_allowed: counter(&r, "mcpgw_auth_allowed_total", "Requests whose token and scopes were accepted, by upstream.", &["upstream"]),
+            request_duration: histogram(&r, "mcpgw_request_duration_seconds", "Whole request time at the gateway, by upstream.", &["upstream"]),
+            upstream_duration: histogram(&r, "mcpgw_upstream_duration_seconds", "Upstream time to response headers, by upstream.", &["upstream"]),
+            token_cache: counter(&r, "mcpgw_token_cache_requests_total", "Verified-token cache lookups by result (hit, miss).", &["result"]),
+            jwks_fetches: counter(&r, "mcpgw_jwks_fetches_total", "JWKS fetches by issuer and outcome (ok, error).", &["issuer", "outcome"]),
+            introspections: counter(&r, "mcpgw_introspections_total", "Introspection calls by outcome (active, inactive, error).", &["outcome"]),
+            introspection_duration,
+            open_streams,
+            upstream_errors: counter(&r, "mcpgw_upstream_errors_total", "Upstream failures by upstream and kind (unavailable, timeout).", &["upstream", "kind"]),
+            authserver_events: counter(&r, "mcpgw_authserver_events_total", "Authorization-server events (registration, authorization_approved, authorization_denied, login_failure, refresh_reuse, code_reuse, revocation).", &["event"]),
+            tokens_issued: counter(&r, "mcpgw_tokens_issued_total", "Tokens issued by grant type.", &["grant_type"]),
+            build_info,
+            registry: r,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+    &METRICS
+}
