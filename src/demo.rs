@@ -228,7 +228,8 @@ pub fn spawn_on_loopback() -> std::io::Result<std::net::SocketAddr> {
 /// The embedded configuration of `mcp-oauth-gateway demo`: the gateway on
 /// `listen` in front of the demo server at `upstream`, under `/demo/mcp`,
 /// with the built-in authorization server (one user, `demo`, whose password
-/// hash is given; its SQLite store in `data_dir`) and a per-tool policy.
+/// hash is given; its SQLite store in `data_dir`), a per-tool policy, and
+/// metrics on `127.0.0.1:9464`.
 pub fn gateway_config(
     listen: std::net::SocketAddr,
     upstream: std::net::SocketAddr,
@@ -242,6 +243,7 @@ server:
   worker_threads: 2
   shutdown_grace_period: 5s
 allowed_origins: ['http://localhost:6274']
+metrics: {{ listen: '127.0.0.1:9464' }}
 authorization_server:
   data_dir: '{dir}'
   users:
