@@ -212,3 +212,90 @@ upstreams:
     );
     assert!(value(&metrics, &jwks) >= 1.0);
 }
+
+/// The real binary's JSON logs of allowed and refused requests: one audit
+/// event per decision, and no token anywhere.
+#[tokio::test]
+async fn logs_carry_audit_events_and_never_a_token() {
+    let key = TestKey::ec1();
+    let idp = Idp::start(&[&key]).await;
+    let upstream = Upstream::start().await;
+    let port = free_port();
+    let config = std::env::temp_dir().join(format!("mcpgw-obs-{}-{port}.yaml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!(
+            "public_url: http://127.0.0.1:{port}
+listen: 127.0.0.1:{port}
+logging: {{ format: json, level: info }}
+auth:
+  jwt_issuers: [{{ issuer: '{}' }}]
+upstreams:
+  - {{ name: logs, path: /logs/mcp, url: 'http://{}/mcp', policy: {{ base_scopes: [mcp], unlisted_tools: base }} }}
+",
+            idp.issuer, upstream.addr
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-oauth-gateway"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    common::wait_for_port(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let url = format!("http://127.0.0.1:{port}/logs/mcp");
+    let good = key.sign(&idp.claims("alice", &url, "mcp"));
+    let wrong_audience = key.sign(&idp.claims("alice", "https://elsewhere/mcp", "mcp"));
+    let c = client();
+    for token in [
+        &good,
+        &wrong_audience,
+        &"opaque-secret-token-value".to_owned(),
+    ] {
+        mcp_post(&c, &url, INITIALIZE)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_file(&config);
+    let logs = String::from_utf8_lossy(&out.stderr);
+    for token in [&good, &wrong_audience] {
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(!logs.contains(signature), "a token reached the logs");
+    }
+    assert!(!logs.contains("opaque-secret-token-value"));
+    let audit: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "audit")
+        .collect();
+    let decisions: Vec<(&str, &str)> = audit
+        .iter()
+        .map(|v| {
+            (
+                v["decision"].as_str().unwrap(),
+                v["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        decisions,
+        vec![
+            ("allowed", "-"),
+            ("denied", "wrong_audience"),
+            ("denied", "unreadable")
+        ],
+        "{logs}"
+    );
+    assert_eq!(audit[0]["subject"], "alice");
+    assert!(audit[0]["request_id"]
+        .as_str()
+        .is_some_and(|r| r.len() == 24));
+}
