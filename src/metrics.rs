@@ -17,33 +17,13 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0, 30.0,
 ];
 
-/// JSON-RPC methods used as label values; anything else is `other`.
-const METHODS: &[&str] = &[
-    "initialize",
-    "ping",
-    "tools/list",
-    "tools/call",
-    "resources/list",
-    "resources/templates/list",
-    "resources/read",
-    "resources/subscribe",
-    "resources/unsubscribe",
-    "prompts/list",
-    "prompts/get",
-    "completion/complete",
-    "logging/setLevel",
-    "notifications/initialized",
-    "notifications/cancelled",
-    "notifications/progress",
-    "notifications/roots/list_changed",
-];
-
-/// The bounded label for a JSON-RPC method (`batch`, `response`, `-` are
+/// The bounded label for a JSON-RPC method: one of MCP's client methods,
+/// else `other` (`batch`, `response`, `-` are
 /// passed through as the proxy uses them).
 pub fn method_label(method: &str) -> &str {
     match method {
         "batch" | "response" | "-" => method,
-        m if METHODS.contains(&m) => m,
+        m if crate::mcp::CLIENT_METHODS.contains(&m) => m,
         _ => "other",
     }
 }

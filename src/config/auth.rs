@@ -116,32 +116,6 @@ const ASYMMETRIC: &[Algorithm] = &[
     Algorithm::EdDSA,
 ];
 
-/// Client-to-server methods of MCP; a policy rule for any other method
-/// never applies (reported as a warning, since new methods appear).
-const KNOWN_METHODS: &[&str] = &[
-    "initialize",
-    "ping",
-    "tools/list",
-    "tools/call",
-    "resources/list",
-    "resources/templates/list",
-    "resources/read",
-    "resources/subscribe",
-    "resources/unsubscribe",
-    "prompts/list",
-    "prompts/get",
-    "completion/complete",
-    "logging/setLevel",
-    "tasks/get",
-    "tasks/list",
-    "tasks/result",
-    "tasks/cancel",
-    "notifications/initialized",
-    "notifications/cancelled",
-    "notifications/progress",
-    "notifications/roots/list_changed",
-];
-
 /// Validates the `auth:` section. `None` means authentication is disabled.
 pub(super) fn validate_auth(
     raw: Option<&RawAuth>,
@@ -496,7 +470,7 @@ pub(super) fn validate_policy(
         }
     }
     for m in raw.methods.keys() {
-        if !KNOWN_METHODS.contains(&m.as_str()) {
+        if !crate::mcp::CLIENT_METHODS.contains(&m.as_str()) {
             warnings.push(ConfigError::new(
                 &format!("{at}.methods.{m}"),
                 format!("`{m}` is not a method MCP clients send; this rule never applies"),

@@ -12,6 +12,33 @@ pub mod tools_list;
 use serde_json::Value;
 use strict_json::{parse_strict, StrictJsonError};
 
+/// The methods MCP clients send to servers (2025-06-18 to 2026-07-28):
+/// policy rules for other methods never apply, and metrics label any other
+/// method `other`.
+pub const CLIENT_METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+    "tasks/get",
+    "tasks/list",
+    "tasks/result",
+    "tasks/cancel",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/roots/list_changed",
+];
+
 /// JSON-RPC 2.0 / MCP error codes the gateway answers with.
 pub mod codes {
     /// Invalid JSON.
