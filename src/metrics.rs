@@ -37,6 +37,8 @@ pub struct Metrics {
     pub tool_calls: IntCounterVec,
     /// Refused requests by upstream and reason.
     pub auth_failures: IntCounterVec,
+    /// Refused requests by upstream and client (see [`client_label`]).
+    pub denied_by_client: IntCounterVec,
     /// Allowed requests by upstream (the other side of `auth_failures`).
     pub auth_allowed: IntCounterVec,
     /// Whole request time, gateway included.
@@ -119,6 +121,7 @@ impl Metrics {
             requests: counter(&r, "mcpgw_requests_total", "Requests by upstream, JSON-RPC method and HTTP status.", &["upstream", "method", "status"]),
             tool_calls: counter(&r, "mcpgw_tool_calls_total", "tools/call by upstream, tool (configured name or pattern, else other) and outcome (allowed, denied, upstream_error).", &["upstream", "tool", "outcome"]),
             auth_failures: counter(&r, "mcpgw_auth_failures_total", "Requests refused by upstream and reason.", &["upstream", "reason"]),
+            denied_by_client: counter(&r, "mcpgw_denied_requests_by_client_total", "Requests refused after the token was read, by upstream and client (the first 100 client ids seen, then other).", &["upstream", "client"]),
             auth_allowed: counter(&r, "mcpgw_auth_allowed_total", "Requests whose token and scopes were accepted, by upstream.", &["upstream"]),
             request_duration: histogram(&r, "mcpgw_request_duration_seconds", "Whole request time at the gateway, by upstream.", &["upstream"]),
             upstream_duration: histogram(&r, "mcpgw_upstream_duration_seconds", "Upstream time to response headers, by upstream.", &["upstream"]),
@@ -143,6 +146,26 @@ impl Metrics {
         }
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// Most distinct client ids used as label values.
+const MAX_CLIENT_LABELS: usize = 100;
+
+/// The label of a client id: itself for the first [`MAX_CLIENT_LABELS`]
+/// distinct ids the process sees, `other` after that, so dynamically
+/// registered clients cannot grow the series without bound.
+pub fn client_label(client_id: &str) -> String {
+    static SEEN: LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+        LazyLock::new(Default::default);
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    if seen.contains(client_id) {
+        return client_id.to_owned();
+    }
+    if seen.len() < MAX_CLIENT_LABELS && client_id.len() <= 128 {
+        seen.insert(client_id.to_owned());
+        return client_id.to_owned();
+    }
+    "other".to_owned()
 }
 
 /// The process's metrics.

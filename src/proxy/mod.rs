@@ -436,6 +436,14 @@ impl ProxyHttp for Gateway {
                     | GatewayError::OriginRefused(_) => {
                         let reason = err.kind();
                         m.auth_failures.with_label_values(&[upstream, reason]).inc();
+                        if let Some(client) =
+                            ctx.principal.as_ref().and_then(|p| p.client_id.as_deref())
+                        {
+                            let client = crate::metrics::client_label(client);
+                            m.denied_by_client
+                                .with_label_values(&[upstream, &client])
+                                .inc();
+                        }
                         ctx.audit("denied", reason, ctx.post.as_ref());
                     }
                     _ => {
