@@ -8,11 +8,11 @@ mod common;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use common::browser::{query, Browser, Page};
 use common::{free_port, mcp_post, Gateway, Upstream};
 use mcp_oauth_gateway::authserver::passwords::hash_password;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::time::Duration;
 
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
@@ -143,68 +143,6 @@ impl Setup {
 impl Drop for Setup {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.data_dir);
-    }
-}
-
-/// A browser: keeps cookies, reads forms.
-#[derive(Default)]
-struct Browser {
-    cookies: HashMap<String, String>,
-}
-
-struct Page {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: String,
-}
-
-impl Page {
-    fn field(&self, name: &str) -> String {
-        let marker = format!("name=\"{name}\" value=\"");
-        let start = self
-            .body
-            .find(&marker)
-            .unwrap_or_else(|| panic!("no field {name} in {}", self.body))
-            + marker.len();
-        self.body[start..].split('"').next().unwrap().to_owned()
-    }
-
-    fn location(&self) -> url::Url {
-        url::Url::parse(self.headers["location"].to_str().unwrap()).unwrap()
-    }
-}
-
-fn query(url: &url::Url) -> HashMap<String, String> {
-    url.query_pairs()
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
-
-impl Browser {
-    fn cookie_header(&self) -> String {
-        self.cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
-        let resp = req
-            .header("cookie", self.cookie_header())
-            .send()
-            .await
-            .unwrap();
-        for v in resp.headers().get_all("set-cookie") {
-            let pair = v.to_str().unwrap().split(';').next().unwrap();
-            let (k, val) = pair.split_once('=').unwrap();
-            self.cookies.insert(k.to_owned(), val.to_owned());
-        }
-        Page {
-            status: resp.status().as_u16(),
-            headers: resp.headers().clone(),
-            body: resp.text().await.unwrap(),
-        }
     }
 }
 

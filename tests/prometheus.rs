@@ -8,6 +8,7 @@ mod common;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use common::browser::{self, Browser, Page};
 use common::idp::{Idp, TestKey, INTROSPECTION_CLIENT};
 use common::{free_port, mcp_post, wait_for_port, Gateway, Upstream, INITIALIZE};
 use mcp_oauth_gateway::authserver::passwords::hash_password;
@@ -145,73 +146,32 @@ async fn authorize(
         .append_pair("code_challenge_method", "S256")
         .append_pair("scope", "mcp")
         .append_pair("resource", &gw.url("/prom/mcp"));
-    let page = http.get(url).send().await.unwrap();
-    let cookies: Vec<String> = page
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
-        .collect();
-    let body = page.text().await.unwrap();
-    let field = |body: &str, name: &str| {
-        let marker = format!("name=\"{name}\" value=\"");
-        let start = body.find(&marker).unwrap() + marker.len();
-        body[start..].split('"').next().unwrap().to_owned()
+    let mut browser = Browser::default();
+    let page = browser.send(http.get(url)).await;
+    let form = |page: &Page, password: &str| {
+        [
+            ("flow", page.field("flow")),
+            ("csrf_token", page.field("csrf_token")),
+            ("username", "ops".to_owned()),
+            ("password", password.to_owned()),
+        ]
     };
-    let login = [
-        ("flow", field(&body, "flow")),
-        ("csrf_token", field(&body, "csrf_token")),
-        ("username", "ops".into()),
-        ("password", "pw".into()),
-    ];
     // One failed login first, for the login_failure event.
-    let wrong = [
-        ("flow", login[0].1.clone()),
-        ("csrf_token", login[1].1.clone()),
-        ("username", "ops".into()),
-        ("password", "wrong".into()),
-    ];
-    http.post(gw.url("/login"))
-        .header("cookie", cookies.join("; "))
-        .form(&wrong)
-        .send()
-        .await
-        .unwrap();
-    let consent = http
-        .post(gw.url("/login"))
-        .header("cookie", cookies.join("; "))
-        .form(&login)
-        .send()
-        .await
-        .unwrap();
-    let mut cookies = cookies;
-    cookies.extend(
-        consent
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned()),
-    );
-    let body = consent.text().await.unwrap();
+    browser
+        .send(http.post(gw.url("/login")).form(&form(&page, "wrong")))
+        .await;
+    let consent = browser
+        .send(http.post(gw.url("/login")).form(&form(&page, "pw")))
+        .await;
     let approve = [
-        ("flow", field(&body, "flow")),
-        ("csrf_token", field(&body, "csrf_token")),
-        ("action", "approve".into()),
+        ("flow", consent.field("flow")),
+        ("csrf_token", consent.field("csrf_token")),
+        ("action", "approve".to_owned()),
     ];
-    let back = http
-        .post(gw.url("/consent"))
-        .header("cookie", cookies.join("; "))
-        .form(&approve)
-        .send()
-        .await
-        .unwrap();
-    let location = url::Url::parse(back.headers()["location"].to_str().unwrap()).unwrap();
-    location
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1
-        .into_owned()
+    let back = browser
+        .send(http.post(gw.url("/consent")).form(&approve))
+        .await;
+    browser::query(&back.location())["code"].clone()
 }
 
 /// Traffic touching every metric the dashboard and the alerts read.

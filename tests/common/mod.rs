@@ -3,6 +3,7 @@
 //! ephemeral port, both on loopback.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod idp;
 
 use axum::body::{Body, Bytes};

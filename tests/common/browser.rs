@@ -1,0 +1,71 @@
+//! A minimal browser for driving the login and consent pages: it keeps
+//! cookies and reads form fields and redirects.
+
+use std::collections::HashMap;
+
+/// Cookies across requests.
+#[derive(Default)]
+pub struct Browser {
+    cookies: HashMap<String, String>,
+}
+
+/// A response as a browser sees it.
+pub struct Page {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Page {
+    /// The value of the form field `name`.
+    pub fn field(&self, name: &str) -> String {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = self
+            .body
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no field {name} in {}", self.body))
+            + marker.len();
+        self.body[start..].split('"').next().unwrap().to_owned()
+    }
+
+    /// Where a redirect points.
+    pub fn location(&self) -> url::Url {
+        url::Url::parse(self.headers["location"].to_str().unwrap()).unwrap()
+    }
+}
+
+/// The query parameters of a URL.
+pub fn query(url: &url::Url) -> HashMap<String, String> {
+    url.query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+impl Browser {
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Sends `req` with the cookies held, keeping those it sets.
+    pub async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
+        let resp = req
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        for v in resp.headers().get_all("set-cookie") {
+            let pair = v.to_str().unwrap().split(';').next().unwrap();
+            let (k, val) = pair.split_once('=').unwrap();
+            self.cookies.insert(k.to_owned(), val.to_owned());
+        }
+        Page {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            body: resp.text().await.unwrap(),
+        }
+    }
+}
