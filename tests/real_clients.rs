@@ -67,3 +67,83 @@ async fn typescript_sdk_lists_and_calls_demo_tools_through_the_gateway() {
         upstream.seen()
     );
 }
+
+/// The TypeScript SDK completes OAuth 2.1 with the built-in authorization
+/// server: DCR, PKCE authorize, login and consent, token, filtered
+/// tools/list, 403 step-up, refresh after expiry, revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_sdk_completes_oauth_with_the_builtin_authorization_server() {
+    ensure_npm_packages();
+    let upstream = Upstream::start().await;
+    let port = free_port();
+    let data_dir =
+        std::env::temp_dir().join(format!("mcpgw-ts-oauth-{}-{port}", std::process::id()));
+    let hash = mcp_oauth_gateway::authserver::passwords::hash_password("pw").unwrap();
+    let gw = Gateway::start_yaml(&format!(
+        "public_url: http://127.0.0.1:{port}
+listen: 127.0.0.1:{port}
+authorization_server:
+  data_dir: '{dir}'
+  access_token_ttl: 2s
+  users: [{{ username: alice, password_hash: '{hash}', scopes: [mcp, math, time] }}]
+upstreams:
+  - name: demo
+    path: /demo/mcp
+    url: http://{up}/mcp
+    scopes: [mcp, math, time]
+    policy: {{ base_scopes: [mcp], tools: {{ add: [math], 'get_*': [time], echo: [], countdown: [] }} }}
+",
+        dir = data_dir.display(),
+        up = upstream.addr
+    ))
+    .await;
+    let url = gw.url("/demo/mcp");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .args(["ts_sdk_oauth.mjs", &url, "alice", "pw"])
+            .current_dir(clients_dir())
+            .output()
+            .expect("node is needed for the real-client tests")
+    })
+    .await
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "TS SDK OAuth client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    println!("{seen}");
+    assert_eq!(
+        seen["firstScope"], "mcp",
+        "the SDK asked for the challenged base scope"
+    );
+    assert_eq!(
+        seen["tools"],
+        serde_json::json!(["countdown", "echo"]),
+        "tools/list filtered to callable tools"
+    );
+    assert_eq!(seen["echo"], "hi");
+    assert_eq!(seen["add"], "42");
+    // SDK 1.32 refreshes instead of re-authorizing on 403 insufficient_scope
+    // and gives up; the script's application code then re-authorizes with
+    // the challenged scope (see ts_sdk_oauth.mjs).
+    assert_eq!(
+        seen["stepUp"], "application",
+        "403 insufficient_scope led to re-authorization"
+    );
+    assert_eq!(seen["progress"], serde_json::json!([1, 2, 3]));
+    assert_eq!(
+        seen["refreshed"], true,
+        "the SDK refreshed after the access token expired"
+    );
+    assert_eq!(seen["afterExpiry"], "2");
+    assert_eq!(seen["revokeStatus"], 200);
+    assert!(
+        seen["afterRevoke"].as_str().unwrap().starts_with("refused"),
+        "after revocation the SDK cannot get in: {}",
+        seen["afterRevoke"]
+    );
+}
