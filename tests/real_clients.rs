@@ -147,3 +147,95 @@ upstreams:
         seen["afterRevoke"]
     );
 }
+
+/// The Python venv with the official `mcp` SDK (pinned in
+/// tests/clients/requirements.txt), created under the gitignored
+/// tests/e2e/.cache on first run.
+fn python_with_mcp() -> std::path::PathBuf {
+    let root = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/e2e/.cache/venv"
+    ));
+    let python = root.join("bin/python");
+    let ready = Command::new(&python)
+        .args(["-c", "import mcp.client.auth"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ready {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(root)
+            .status()
+            .expect("python3 is needed for the Python SDK test");
+        assert!(
+            made.success(),
+            "python3 -m venv failed (Debian: apt-get install python3-venv)"
+        );
+        let installed = Command::new(root.join("bin/pip"))
+            .args(["install", "-q", "-r"])
+            .arg(clients_dir().join("requirements.txt"))
+            .status()
+            .unwrap();
+        assert!(
+            installed.success(),
+            "pip install of the Python MCP SDK failed"
+        );
+    }
+    python
+}
+
+/// The Python SDK's OAuthClientProvider completes the flow: 401, PRM (its
+/// `resource` checked), AS metadata (`issuer` checked), DCR, authorize, login
+/// and consent, `iss` checked, token, then filtered tools/list and a call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_completes_oauth_with_the_builtin_authorization_server() {
+    let python = python_with_mcp();
+    let upstream = Upstream::start().await;
+    let port = free_port();
+    let data_dir =
+        std::env::temp_dir().join(format!("mcpgw-py-oauth-{}-{port}", std::process::id()));
+    let hash = mcp_oauth_gateway::authserver::passwords::hash_password("pw").unwrap();
+    let gw = Gateway::start_yaml(&format!(
+        "public_url: http://127.0.0.1:{port}
+listen: 127.0.0.1:{port}
+authorization_server:
+  data_dir: '{dir}'
+  users: [{{ username: alice, password_hash: '{hash}', scopes: [mcp, math, time] }}]
+upstreams:
+  - name: demo
+    path: /demo/mcp
+    url: http://{up}/mcp
+    scopes: [mcp, math, time]
+    policy: {{ base_scopes: [mcp], tools: {{ add: [math], 'get_*': [time], echo: [], countdown: [] }} }}
+",
+        dir = data_dir.display(),
+        up = upstream.addr
+    ))
+    .await;
+    let url = gw.url("/demo/mcp");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .args(["python_sdk_oauth.py", &url, "alice", "pw"])
+            .current_dir(clients_dir())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "Python SDK OAuth client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(seen["client_registered"], true);
+    assert_eq!(
+        seen["scope"], "mcp offline_access",
+        "the SDK adds offline_access from the AS metadata"
+    );
+    assert_eq!(seen["tools"], serde_json::json!(["countdown", "echo"]));
+    assert_eq!(seen["echo"], "hi");
+    assert_eq!(seen["authorizations"], 1);
+}
