@@ -27,29 +27,74 @@ fn ensure_npm_packages() {
     assert!(status.success(), "npm ci in tests/clients failed");
 }
 
+/// Runs a client script in tests/clients with `args`; returns the JSON line
+/// it printed, or fails with its output.
+async fn run_client(program: std::path::PathBuf, args: Vec<String>) -> Value {
+    let shown = program.display().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(program)
+            .args(args)
+            .current_dir(clients_dir())
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("cannot run `{shown}` for the real-client tests: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "client `{shown}` failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+/// A gateway with the built-in authorization server (user `alice`, password
+/// `pw`) and a per-tool policy in front of the demo upstream; its store is
+/// removed on drop.
+struct OAuthGateway {
+    gw: Gateway,
+    data_dir: std::path::PathBuf,
+}
+
+impl Drop for OAuthGateway {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+async fn oauth_gateway(upstream: &Upstream, authorization_server_extra: &str) -> OAuthGateway {
+    let port = free_port();
+    let data_dir =
+        std::env::temp_dir().join(format!("mcpgw-client-oauth-{}-{port}", std::process::id()));
+    let hash = mcp_oauth_gateway::authserver::passwords::hash_password("pw").unwrap();
+    let gw = Gateway::start_yaml(&format!(
+        "public_url: http://127.0.0.1:{port}
+listen: 127.0.0.1:{port}
+authorization_server:
+  data_dir: '{dir}'
+{authorization_server_extra}  users: [{{ username: alice, password_hash: '{hash}', scopes: [mcp, math, time] }}]
+upstreams:
+  - name: demo
+    path: /demo/mcp
+    url: http://{up}/mcp
+    scopes: [mcp, math, time]
+    policy: {{ base_scopes: [mcp], tools: {{ add: [math], 'get_*': [time], echo: [], countdown: [] }} }}
+",
+        dir = data_dir.display(),
+        up = upstream.addr
+    ))
+    .await;
+    OAuthGateway { gw, data_dir }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typescript_sdk_lists_and_calls_demo_tools_through_the_gateway() {
     ensure_npm_packages();
     let upstream = Upstream::start().await;
     let gw = Gateway::start(&upstream).await;
     let url = gw.url("/demo/mcp");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg("ts_sdk_client.mjs")
-            .arg(url)
-            .current_dir(clients_dir())
-            .output()
-            .expect("node is needed for the real-client tests")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "TS SDK client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let seen = run_client("node".into(), vec!["ts_sdk_client.mjs".into(), url]).await;
     assert_eq!(
         seen["tools"],
         serde_json::json!(["echo", "add", "get_time", "countdown"])
@@ -75,46 +120,12 @@ async fn typescript_sdk_lists_and_calls_demo_tools_through_the_gateway() {
 async fn typescript_sdk_completes_oauth_with_the_builtin_authorization_server() {
     ensure_npm_packages();
     let upstream = Upstream::start().await;
-    let port = free_port();
-    let data_dir =
-        std::env::temp_dir().join(format!("mcpgw-ts-oauth-{}-{port}", std::process::id()));
-    let hash = mcp_oauth_gateway::authserver::passwords::hash_password("pw").unwrap();
-    let gw = Gateway::start_yaml(&format!(
-        "public_url: http://127.0.0.1:{port}
-listen: 127.0.0.1:{port}
-authorization_server:
-  data_dir: '{dir}'
-  access_token_ttl: 2s
-  users: [{{ username: alice, password_hash: '{hash}', scopes: [mcp, math, time] }}]
-upstreams:
-  - name: demo
-    path: /demo/mcp
-    url: http://{up}/mcp
-    scopes: [mcp, math, time]
-    policy: {{ base_scopes: [mcp], tools: {{ add: [math], 'get_*': [time], echo: [], countdown: [] }} }}
-",
-        dir = data_dir.display(),
-        up = upstream.addr
-    ))
-    .await;
-    let url = gw.url("/demo/mcp");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .args(["ts_sdk_oauth.mjs", &url, "alice", "pw"])
-            .current_dir(clients_dir())
-            .output()
-            .expect("node is needed for the real-client tests")
-    })
-    .await
-    .unwrap();
-    let _ = std::fs::remove_dir_all(&data_dir);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "TS SDK OAuth client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let oauth = oauth_gateway(&upstream, "  access_token_ttl: 2s\n").await;
+    let url = oauth.gw.url("/demo/mcp");
+    let args = ["ts_sdk_oauth.mjs", &url, "alice", "pw"]
+        .map(String::from)
+        .to_vec();
+    let seen = run_client("node".into(), args).await;
     println!("{seen}");
     assert_eq!(
         seen["firstScope"], "mcp",
@@ -191,45 +202,12 @@ fn python_with_mcp() -> std::path::PathBuf {
 async fn python_sdk_completes_oauth_with_the_builtin_authorization_server() {
     let python = python_with_mcp();
     let upstream = Upstream::start().await;
-    let port = free_port();
-    let data_dir =
-        std::env::temp_dir().join(format!("mcpgw-py-oauth-{}-{port}", std::process::id()));
-    let hash = mcp_oauth_gateway::authserver::passwords::hash_password("pw").unwrap();
-    let gw = Gateway::start_yaml(&format!(
-        "public_url: http://127.0.0.1:{port}
-listen: 127.0.0.1:{port}
-authorization_server:
-  data_dir: '{dir}'
-  users: [{{ username: alice, password_hash: '{hash}', scopes: [mcp, math, time] }}]
-upstreams:
-  - name: demo
-    path: /demo/mcp
-    url: http://{up}/mcp
-    scopes: [mcp, math, time]
-    policy: {{ base_scopes: [mcp], tools: {{ add: [math], 'get_*': [time], echo: [], countdown: [] }} }}
-",
-        dir = data_dir.display(),
-        up = upstream.addr
-    ))
-    .await;
-    let url = gw.url("/demo/mcp");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .args(["python_sdk_oauth.py", &url, "alice", "pw"])
-            .current_dir(clients_dir())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let _ = std::fs::remove_dir_all(&data_dir);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "Python SDK OAuth client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let oauth = oauth_gateway(&upstream, "").await;
+    let url = oauth.gw.url("/demo/mcp");
+    let args = ["python_sdk_oauth.py", &url, "alice", "pw"]
+        .map(String::from)
+        .to_vec();
+    let seen = run_client(python, args).await;
     assert_eq!(seen["client_registered"], true);
     assert_eq!(
         seen["scope"], "mcp offline_access",
