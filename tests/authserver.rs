@@ -6,13 +6,10 @@
 
 mod common;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use common::browser::{query, Browser, Page};
+use common::browser::{pkce, query, Browser, Page};
 use common::{free_port, mcp_post, Gateway, Upstream};
 use mcp_oauth_gateway::authserver::passwords::hash_password;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use std::time::Duration;
 
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
@@ -144,23 +141,6 @@ impl Drop for Setup {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
-}
-
-fn pkce() -> (String, String) {
-    let verifier = URL_SAFE_NO_PAD.encode(rand_bytes());
-    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-    (verifier, challenge)
-}
-
-fn rand_bytes() -> [u8; 32] {
-    let mut b = [0u8; 32];
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    b[..16].copy_from_slice(&t.to_le_bytes());
-    b[16..].copy_from_slice(&Sha256::digest(t.to_be_bytes())[..16]);
-    b
 }
 
 fn authorize_url(s: &Setup, client_id: &str, challenge: &str, scope: &str) -> String {

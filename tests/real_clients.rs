@@ -1,109 +1,72 @@
-//! Real MCP clients through the gateway: the official TypeScript SDK,
-//! installed from npm by this test (`npm ci` in tests/clients) on first run.
+//! Real MCP clients, unmodified, through the real gateway to a real MCP
+//! server: the official TypeScript SDK (1.x and 2.x), the Python SDK, the
+//! Rust SDK `rmcp` and the MCP Inspector CLI, in front of
+//! `@modelcontextprotocol/server-everything` with a per-tool policy. What
+//! they need is installed by `tests/e2e/setup.sh` (run once, cached).
+//! Each client script prints the HTTP exchanges that led to a failure.
 
 mod common;
 
-use common::*;
-use serde_json::Value;
-use std::path::Path;
-use std::process::Command;
+use common::e2e::*;
+use common::{Gateway, Upstream};
+use serde_json::{json, Value};
 
-fn clients_dir() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients"))
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect()
 }
 
-fn ensure_npm_packages() {
-    if clients_dir()
-        .join("node_modules/@modelcontextprotocol/sdk")
-        .exists()
-    {
-        return;
+/// What tools/list shows a token holding only the base scope `mcp`: every
+/// tool but those needing `math` or `admin`.
+fn assert_base_scope_tools(tools: &Value) {
+    let tools = strings(tools);
+    for shown in ["echo", "trigger-long-running-operation", "get-tiny-image"] {
+        assert!(tools.contains(&shown), "{shown} is listed: {tools:?}");
     }
-    let status = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(clients_dir())
-        .status()
-        .expect("npm is needed for the real-client tests (Node.js 20+)");
-    assert!(status.success(), "npm ci in tests/clients failed");
+    for hidden in ["get-sum", "get-env", "gzip-file-as-resource"] {
+        assert!(
+            !tools.contains(&hidden),
+            "{hidden} is filtered out: {tools:?}"
+        );
+    }
 }
 
-/// Runs a client script in tests/clients with `args`; returns the JSON line
-/// it printed, or fails with its output.
-async fn run_client(program: std::path::PathBuf, args: Vec<String>) -> Value {
-    let shown = program.display().to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(program)
-            .args(args)
-            .current_dir(clients_dir())
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap_or_else(|e| panic!("cannot run `{shown}` for the real-client tests: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+/// After step-up to `mcp math`: `get-sum` appears, the `admin` tools do not.
+fn assert_math_scope_tools(tools: &Value) {
+    let tools = strings(tools);
     assert!(
-        out.status.success(),
-        "client `{shown}` failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        tools.contains(&"get-sum"),
+        "get-sum listed after step-up: {tools:?}"
     );
-    serde_json::from_str(stdout.trim()).unwrap()
+    assert!(
+        !tools.contains(&"get-env"),
+        "get-env needs admin: {tools:?}"
+    );
 }
 
-/// A gateway with the built-in authorization server (user `alice`, password
-/// `pw`) and a per-tool policy in front of the demo upstream; its store is
-/// removed on drop.
-struct OAuthGateway {
-    gw: Gateway,
-    data_dir: std::path::PathBuf,
-}
-
-impl Drop for OAuthGateway {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.data_dir);
-    }
-}
-
-async fn oauth_gateway(upstream: &Upstream, authorization_server_extra: &str) -> OAuthGateway {
-    let port = free_port();
-    let data_dir =
-        std::env::temp_dir().join(format!("mcpgw-client-oauth-{}-{port}", std::process::id()));
-    let hash = mcp_oauth_gateway::authserver::passwords::hash_password("pw").unwrap();
-    let gw = Gateway::start_yaml(&format!(
-        "public_url: http://127.0.0.1:{port}
-listen: 127.0.0.1:{port}
-authorization_server:
-  data_dir: '{dir}'
-{authorization_server_extra}  users: [{{ username: alice, password_hash: '{hash}', scopes: [mcp, math, time] }}]
-upstreams:
-  - name: demo
-    path: /demo/mcp
-    url: http://{up}/mcp
-    scopes: [mcp, math, time]
-    policy: {{ base_scopes: [mcp], tools: {{ add: [math], 'get_*': [time], echo: [], countdown: [] }} }}
-",
-        dir = data_dir.display(),
-        up = upstream.addr
-    ))
-    .await;
-    OAuthGateway { gw, data_dir }
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typescript_sdk_lists_and_calls_demo_tools_through_the_gateway() {
-    ensure_npm_packages();
+    ensure_setup();
     let upstream = Upstream::start().await;
     let gw = Gateway::start(&upstream).await;
     let url = gw.url("/demo/mcp");
-    let seen = run_client("node".into(), vec!["ts_sdk_client.mjs".into(), url]).await;
+    let seen = run_client("node".into(), args(&["ts_sdk_client.mjs", &url])).await;
     assert_eq!(
         seen["tools"],
-        serde_json::json!(["echo", "add", "get_time", "countdown"])
+        json!(["echo", "add", "get_time", "countdown"])
     );
     assert_eq!(seen["add"], "42");
     assert_eq!(seen["countdown"], "counted down 3 steps");
     assert_eq!(
         seen["progress"],
-        serde_json::json!([1, 2, 3]),
+        json!([1, 2, 3]),
         "progress notifications reached the SDK"
     );
     assert!(
@@ -113,44 +76,53 @@ async fn typescript_sdk_lists_and_calls_demo_tools_through_the_gateway() {
     );
 }
 
-/// The TypeScript SDK completes OAuth 2.1 with the built-in authorization
-/// server: DCR, PKCE authorize, login and consent, token, filtered
-/// tools/list, 403 step-up, refresh after expiry, revocation.
+/// The current TypeScript SDK (2.x) through the whole flow: 401 -> PRM ->
+/// AS metadata -> DCR -> authorize -> login + consent -> token -> filtered
+/// tools/list -> allowed call -> 403 insufficient_scope answered by the
+/// SDK's own step-up (spec: resource server 5) -> expiry -> refresh ->
+/// revoke -> refused; progress notifications arrive as they are sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn typescript_sdk_completes_oauth_with_the_builtin_authorization_server() {
-    ensure_npm_packages();
-    let upstream = Upstream::start().await;
-    let oauth = oauth_gateway(&upstream, "  access_token_ttl: 2s\n").await;
-    let url = oauth.gw.url("/demo/mcp");
-    let args = ["ts_sdk_oauth.mjs", &url, "alice", "pw"]
-        .map(String::from)
-        .to_vec();
-    let seen = run_client("node".into(), args).await;
+async fn typescript_sdk_2_completes_oauth_and_steps_up_by_itself() {
+    let everything = Everything::start().await;
+    let oauth = OAuthGateway::start(&everything, "  access_token_ttl: 2s\n").await;
+    let url = oauth.mcp_url();
+    let seen = run_client(
+        "node".into(),
+        args(&["ts_sdk_v2_oauth.mjs", &url, "alice", "pw"]),
+    )
+    .await;
     println!("{seen}");
-    assert_eq!(
-        seen["firstScope"], "mcp",
-        "the SDK asked for the challenged base scope"
+    assert!(
+        seen["firstScope"].as_str().unwrap().starts_with("mcp"),
+        "the SDK asked for the challenged base scope: {}",
+        seen["firstScope"]
     );
+    assert_base_scope_tools(&seen["tools"]);
+    assert_eq!(seen["echo"], "Echo: hi");
+    assert_eq!(seen["sum"], "The sum of 20 and 22 is 42.");
     assert_eq!(
-        seen["tools"],
-        serde_json::json!(["countdown", "echo"]),
-        "tools/list filtered to callable tools"
+        seen["stepUpAuthorizations"], 1,
+        "the SDK re-authorized once with the wider scope"
     );
-    assert_eq!(seen["echo"], "hi");
-    assert_eq!(seen["add"], "42");
-    // SDK 1.32 refreshes instead of re-authorizing on 403 insufficient_scope
-    // and gives up; the script's application code then re-authorizes with
-    // the challenged scope (see ts_sdk_oauth.mjs).
+    assert!(seen["scopeAfterStepUp"].as_str().unwrap().contains("math"));
+    assert_math_scope_tools(&seen["toolsAfterStepUp"]);
+    let progress = seen["progress"].as_array().unwrap();
     assert_eq!(
-        seen["stepUp"], "application",
-        "403 insufficient_scope led to re-authorization"
+        progress.len(),
+        3,
+        "three progress notifications: {progress:?}"
     );
-    assert_eq!(seen["progress"], serde_json::json!([1, 2, 3]));
-    assert_eq!(
-        seen["refreshed"], true,
-        "the SDK refreshed after the access token expired"
+    // Incremental: the first notification arrived well before the result
+    // (the tool sleeps 0.5 s between steps); a gateway that buffered the
+    // stream would deliver all of them with the result.
+    let first_at = progress[0]["atMs"].as_u64().unwrap();
+    let result_at = seen["resultAtMs"].as_u64().unwrap();
+    assert!(
+        result_at >= first_at + 400,
+        "progress arrived incrementally: first at {first_at} ms, result at {result_at} ms"
     );
-    assert_eq!(seen["afterExpiry"], "2");
+    assert_eq!(seen["refreshed"], true, "refresh after expiry");
+    assert_eq!(seen["afterExpiry"], "The sum of 1 and 1 is 2.");
     assert_eq!(seen["revokeStatus"], 200);
     assert!(
         seen["afterRevoke"].as_str().unwrap().starts_with("refused"),
@@ -159,61 +131,137 @@ async fn typescript_sdk_completes_oauth_with_the_builtin_authorization_server() 
     );
 }
 
-/// The Python venv with the official `mcp` SDK (pinned in
-/// tests/clients/requirements.txt), created under the gitignored
-/// tests/e2e/.cache on first run.
-fn python_with_mcp() -> std::path::PathBuf {
-    let root = Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/e2e/.cache/venv"
-    ));
-    let python = root.join("bin/python");
-    let ready = Command::new(&python)
-        .args(["-c", "import mcp.client.auth"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ready {
-        let made = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(root)
-            .status()
-            .expect("python3 is needed for the Python SDK test");
-        assert!(
-            made.success(),
-            "python3 -m venv failed (Debian: apt-get install python3-venv)"
-        );
-        let installed = Command::new(root.join("bin/pip"))
-            .args(["install", "-q", "-r"])
-            .arg(clients_dir().join("requirements.txt"))
-            .status()
-            .unwrap();
-        assert!(
-            installed.success(),
-            "pip install of the Python MCP SDK failed"
-        );
-    }
-    python
+/// TypeScript SDK 1.x (`@modelcontextprotocol/sdk`) through the same flow.
+/// On 403 insufficient_scope it refreshes (which cannot widen the scope)
+/// and gives up; the script's application code then re-authorizes with the
+/// challenged scope (typescript-sdk issue 2255, fixed in 2.x).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_sdk_1_completes_oauth_with_application_step_up() {
+    let everything = Everything::start().await;
+    let oauth = OAuthGateway::start(&everything, "  access_token_ttl: 2s\n").await;
+    let url = oauth.mcp_url();
+    let seen = run_client(
+        "node".into(),
+        args(&["ts_sdk_oauth.mjs", &url, "alice", "pw"]),
+    )
+    .await;
+    println!("{seen}");
+    assert_eq!(seen["firstScope"], "mcp");
+    assert_base_scope_tools(&seen["tools"]);
+    assert_eq!(seen["echo"], "Echo: hi");
+    assert_eq!(seen["sum"], "The sum of 20 and 22 is 42.");
+    assert_eq!(seen["stepUp"], "application");
+    assert_eq!(seen["scopeAfterStepUp"], "mcp math");
+    assert_eq!(seen["progress"], json!([1, 2, 3]));
+    assert_eq!(seen["refreshed"], true);
+    assert_eq!(seen["afterExpiry"], "The sum of 1 and 1 is 2.");
+    assert_eq!(seen["revokeStatus"], 200);
+    assert!(
+        seen["afterRevoke"].as_str().unwrap().starts_with("refused"),
+        "after revocation the SDK cannot get in: {}",
+        seen["afterRevoke"]
+    );
 }
 
-/// The Python SDK's OAuthClientProvider completes the flow: 401, PRM (its
-/// `resource` checked), AS metadata (`issuer` checked), DCR, authorize, login
-/// and consent, `iss` checked, token, then filtered tools/list and a call.
+/// The Python SDK's OAuthClientProvider through the whole flow, with its
+/// own checks of the PRM `resource`, the metadata `issuer` and the `iss`
+/// response parameter (spec: authorization server 2 and 7), its own
+/// step-up on 403, refresh ahead of expiry, and revocation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_sdk_completes_oauth_with_the_builtin_authorization_server() {
-    let python = python_with_mcp();
-    let upstream = Upstream::start().await;
-    let oauth = oauth_gateway(&upstream, "").await;
-    let url = oauth.gw.url("/demo/mcp");
-    let args = ["python_sdk_oauth.py", &url, "alice", "pw"]
-        .map(String::from)
-        .to_vec();
-    let seen = run_client(python, args).await;
+async fn python_sdk_completes_oauth_steps_up_refreshes_and_is_revoked() {
+    let everything = Everything::start().await;
+    let oauth = OAuthGateway::start(&everything, "  access_token_ttl: 2s\n").await;
+    let url = oauth.mcp_url();
+    let seen = run_client(
+        venv_python(),
+        args(&["python_sdk_oauth.py", &url, "alice", "pw"]),
+    )
+    .await;
+    println!("{seen}");
     assert_eq!(seen["client_registered"], true);
     assert_eq!(
         seen["scope"], "mcp offline_access",
         "the SDK adds offline_access from the AS metadata"
     );
-    assert_eq!(seen["tools"], serde_json::json!(["countdown", "echo"]));
-    assert_eq!(seen["echo"], "hi");
-    assert_eq!(seen["authorizations"], 1);
+    assert_base_scope_tools(&seen["tools"]);
+    assert_eq!(seen["echo"], "Echo: hi");
+    assert_eq!(seen["sum"], "The sum of 20 and 22 is 42.");
+    assert_eq!(seen["authorizations_after_step_up"], 2, "one step-up");
+    assert!(seen["scope_after_step_up"]
+        .as_str()
+        .unwrap()
+        .contains("math"));
+    assert_math_scope_tools(&seen["tools_after_step_up"]);
+    assert_eq!(seen["progress"], json!([1.0, 2.0, 3.0]));
+    assert_eq!(seen["refreshed"], true);
+    assert_eq!(seen["after_expiry"], "The sum of 1 and 1 is 2.");
+    assert_eq!(
+        seen["authorizations_after_refresh"], 2,
+        "refreshed without asking the user"
+    );
+    assert_eq!(seen["revoke_status"], 200);
+    assert!(
+        seen["after_revoke"]
+            .as_str()
+            .unwrap()
+            .starts_with("refused"),
+        "after revocation the SDK needs the user again: {seen}"
+    );
+    assert_eq!(seen["authorizations_after_revoke"], 3);
+}
+
+/// The MCP Inspector CLI (2.x, on Node 22) with a user's token in
+/// `--header`: tools/list is filtered, tools/call works, and without the
+/// token it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspector_cli_lists_and_calls_tools_with_a_token() {
+    let everything = Everything::start().await;
+    let oauth = OAuthGateway::start(&everything, "").await;
+    let url = oauth.mcp_url();
+    let token = user_access_token(&oauth, "mcp math").await;
+    let inspector = clients_dir().join("node_modules/.bin/mcp-inspector");
+    let inspector = inspector.to_str().unwrap();
+    let header = format!("Authorization: Bearer {token}");
+    let base = [
+        inspector,
+        "--cli",
+        &url,
+        "--transport",
+        "http",
+        "--header",
+        &header,
+    ];
+    let listed = run_client(
+        node22(),
+        args(&[&base[..], &["--method", "tools/list"]].concat()),
+    )
+    .await;
+    let names: Vec<Value> = listed["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].clone())
+        .collect();
+    assert_math_scope_tools(&Value::Array(names));
+    let called = run_client(
+        node22(),
+        args(
+            &[
+                &base[..],
+                &[
+                    "--method",
+                    "tools/call",
+                    "--tool-name",
+                    "get-sum",
+                    "--tool-arg",
+                    "a=20",
+                    "--tool-arg",
+                    "b=22",
+                ],
+            ]
+            .concat(),
+        ),
+    )
+    .await;
+    assert_eq!(called["content"][0]["text"], "The sum of 20 and 22 is 42.");
 }

@@ -1,12 +1,17 @@
 """The official Python MCP SDK (`mcp` 2.x), unmodified, completing OAuth
-through the gateway's built-in authorization server with its
+through the gateway in front of server-everything with its
 OAuthClientProvider (which checks the PRM `resource`, the metadata `issuer`
-and the `iss` response parameter). The "user" logs in and consents over
-plain HTTP. Usage: python python_sdk_oauth.py <mcp-url> <username> <password>
+and the `iss` response parameter): tools/list (filtered), an allowed call,
+a 403 insufficient_scope answered by the SDK's own re-authorization with the
+wider scope, access-token expiry and the SDK's refresh, then revocation,
+after which the SDK cannot get in without the user. The "user" logs in and
+consents over plain HTTP.
+Usage: python python_sdk_oauth.py <mcp-url> <username> <password>
 Prints one JSON line; on failure prints the HTTP exchanges and exits 1."""
 
 import asyncio
 import json
+import time
 import re
 import sys
 import traceback
@@ -42,6 +47,8 @@ class MemoryStorage:
 
 
 authorization_urls: list[str] = []
+# Set once the tokens are revoked: the user then declines to log in again.
+user_declines = False
 
 
 async def redirect_handler(url: str) -> None:
@@ -54,6 +61,8 @@ def field(html: str, name: str) -> str:
 
 async def callback_handler() -> AuthorizationCodeResult:
     """The person at the browser: logs in, approves, returns the redirect."""
+    if user_declines:
+        raise PermissionError("the user declined a new authorization")
     url = authorization_urls[-1]
     async with httpx2.AsyncClient(follow_redirects=False) as browser:
         resp = await browser.get(url)
@@ -73,7 +82,19 @@ async def callback_handler() -> AuthorizationCodeResult:
 
 
 async def log_response(resp: httpx2.Response) -> None:
-    exchanges.append(f"{resp.request.method} {resp.request.url} -> {resp.status_code}")
+    line = f"{resp.request.method} {resp.request.url} -> {resp.status_code}"
+    if resp.status_code >= 400:
+        await resp.aread()
+        line += f" {resp.headers.get('www-authenticate', '')} {resp.text[:300]}"
+    exchanges.append(line)
+
+
+async def revoke(token: str, client_id: str) -> int:
+    """RFC 7009 revocation at the gateway's authorization server."""
+    async with httpx2.AsyncClient() as http:
+        resp = await http.post(urljoin(MCP_URL, "/revoke"), data={"token": token, "client_id": client_id})
+        exchanges.append(f"POST /revoke -> {resp.status_code}")
+        return resp.status_code
 
 
 async def main() -> dict:
@@ -91,19 +112,60 @@ async def main() -> dict:
         redirect_handler=redirect_handler,
         callback_handler=callback_handler,
     )
+    seen: dict = {}
+    try:
+        await run_flow(provider, storage, seen)
+    except BaseException as e:
+        if not user_declines:
+            raise
+        seen["after_revoke"] = f"refused ({type(e).__name__})"
+    seen["authorizations_after_revoke"] = len(authorization_urls)
+    return seen
+
+
+async def run_flow(provider: OAuthClientProvider, storage: MemoryStorage, seen: dict) -> None:
+    """The session: every step records what it saw in `seen`."""
+    global user_declines
     async with httpx2.AsyncClient(auth=provider, event_hooks={"response": [log_response]}, timeout=30) as http:
         async with streamable_http_client(MCP_URL, http_client=http) as (read, write):
             async with ClientSession(read, write) as session:
                 await session.initialize()
-                tools = sorted(t.name for t in (await session.list_tools()).tools)
-                echo = await session.call_tool("echo", {"text": "hi"})
-                return {
-                    "scope": storage.tokens.scope if storage.tokens else None,
-                    "client_registered": storage.client is not None,
-                    "tools": tools,
-                    "echo": echo.content[0].text,
-                    "authorizations": len(authorization_urls),
-                }
+                seen["scope"] = storage.tokens.scope
+                seen["client_registered"] = storage.client is not None
+                seen["tools"] = sorted(t.name for t in (await session.list_tools()).tools)
+                seen["echo"] = (await session.call_tool("echo", {"message": "hi"})).content[0].text
+
+                # get-sum needs `math`: 403, the SDK re-authorizes with the
+                # challenged scope and retries.
+                seen["sum"] = (await session.call_tool("get-sum", {"a": 20, "b": 22})).content[0].text
+                seen["authorizations_after_step_up"] = len(authorization_urls)
+                seen["scope_after_step_up"] = storage.tokens.scope
+                seen["tools_after_step_up"] = sorted(t.name for t in (await session.list_tools()).tools)
+
+                progress: list[float] = []
+
+                async def on_progress(value: float, total: float | None, message: str | None) -> None:
+                    progress.append(value)
+
+                await session.call_tool("trigger-long-running-operation", {"duration": 0.6, "steps": 3},
+                                        progress_callback=on_progress)
+                seen["progress"] = progress
+
+                # The access token expires; the SDK refreshes before the next request.
+                access_before = storage.tokens.access_token
+                await asyncio.sleep(2.5)
+                seen["after_expiry"] = (await session.call_tool("get-sum", {"a": 1, "b": 1})).content[0].text
+                seen["refreshed"] = storage.tokens.access_token != access_before
+                seen["authorizations_after_refresh"] = len(authorization_urls)
+
+                # Revoke the refresh token and let the access token expire: the
+                # SDK's refresh is refused and it has to ask the user, who
+                # declines; the SDK's transport then fails the connection.
+                seen["revoke_status"] = await revoke(storage.tokens.refresh_token, storage.client.client_id)
+                user_declines = True
+                await asyncio.sleep(2.5)
+                await session.call_tool("echo", {"message": "x"}, read_timeout_seconds=20)
+                seen["after_revoke"] = "allowed"
 
 
 try:

@@ -1,178 +1,92 @@
-// The official TypeScript MCP SDK, unmodified, completing OAuth through the
-// gateway's built-in authorization server: 401 -> PRM -> AS metadata -> DCR
-// -> authorize -> login + consent (driven here as a person would, with
-// plain HTTP) -> token -> tools -> 403 step-up -> expiry and refresh ->
+// The official TypeScript MCP SDK 1.x (`@modelcontextprotocol/sdk`),
+// unmodified, completing OAuth through the gateway in front of
+// server-everything: 401 -> PRM -> AS metadata -> DCR -> authorize -> login +
+// consent -> token -> tools -> 403 step-up -> expiry and refresh ->
 // revocation. Usage: node ts_sdk_oauth.mjs <mcp-url> <username> <password>
 // Prints one JSON line with what it saw; on failure prints the HTTP
 // exchanges and exits non-zero.
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { auth, UnauthorizedError } from "@modelcontextprotocol/sdk/client/auth.js";
+import { MemoryProvider, exchanges, failWithExchanges, recordingFetch, revoke, sleep, userAuthorizes } from "./lib/oauth_user.mjs";
 
 const [mcpUrl, username, password] = process.argv.slice(2);
-const exchanges = [];
-let lastChallengedScope;
+const provider = new MemoryProvider("TypeScript SDK 1.x e2e");
 
-// Records every HTTP exchange the SDK makes, for the failure report, and the
-// scope of the last 403 challenge.
-const recordingFetch = async (input, init) => {
-  const resp = await fetch(input, init);
-  exchanges.push(`${init?.method ?? "GET"} ${input} -> ${resp.status}`);
-  const challenge = resp.headers.get("www-authenticate") ?? "";
-  const scope = challenge.match(/scope="([^"]*)"/);
-  if (resp.status === 403 && scope) lastChallengedScope = scope[1];
-  return resp;
+// The scope of the last 403 challenge the SDK met.
+const lastChallengedScope = () => {
+  const line = exchanges.findLast((l) => / -> 403 /.test(l));
+  return line?.match(/scope="([^"]*)"/)?.[1];
 };
 
-class MemoryProvider {
-  constructor() {
-    this.authUrls = [];
-  }
-  get redirectUrl() {
-    return "http://127.0.0.1:9/callback";
-  }
-  get clientMetadata() {
-    return {
-      client_name: "TypeScript SDK e2e",
-      redirect_uris: [this.redirectUrl],
-      grant_types: ["authorization_code", "refresh_token"],
-      response_types: ["code"],
-      token_endpoint_auth_method: "none",
-      application_type: "native",
-    };
-  }
-  state() {
-    return "state-" + Math.random().toString(36).slice(2);
-  }
-  clientInformation() {
-    return this.client;
-  }
-  saveClientInformation(info) {
-    this.client = info;
-  }
-  tokens() {
-    return this.savedTokens;
-  }
-  saveTokens(tokens) {
-    this.savedTokens = tokens;
-  }
-  redirectToAuthorization(url) {
-    this.authUrls.push(new URL(url));
-  }
-  saveCodeVerifier(verifier) {
-    this.verifier = verifier;
-  }
-  codeVerifier() {
-    return this.verifier;
-  }
-}
-
-// The person at the browser: logs in and approves; returns the code.
-async function userAuthorizes(authUrl) {
-  const cookies = new Map();
-  const send = async (url, init = {}) => {
-    const headers = { ...(init.headers ?? {}), cookie: [...cookies].map(([k, v]) => `${k}=${v}`).join("; ") };
-    const resp = await fetch(url, { ...init, headers, redirect: "manual" });
-    exchanges.push(`${init.method ?? "GET"} ${url} -> ${resp.status}`);
-    for (const c of resp.headers.getSetCookie()) {
-      const [pair] = c.split(";");
-      const i = pair.indexOf("=");
-      cookies.set(pair.slice(0, i), pair.slice(i + 1));
-    }
-    return resp;
-  };
-  const field = (html, name) => html.match(new RegExp(`name="${name}" value="([^"]*)"`))[1];
-  const form = (fields) => ({
-    method: "POST",
-    headers: { "content-type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams(fields).toString(),
-  });
-  let resp = await send(authUrl);
-  if (resp.status === 200) {
-    const html = await resp.text();
-    if (html.includes('name="password"')) {
-      resp = await send(new URL("/login", authUrl), form({ flow: field(html, "flow"), csrf_token: field(html, "csrf_token"), username, password }));
-    } else {
-      resp = new Response(html, { status: 200 });
-    }
-  }
-  if (resp.status === 200) {
-    const html = await resp.text();
-    resp = await send(new URL("/consent", authUrl), form({ flow: field(html, "flow"), csrf_token: field(html, "csrf_token"), action: "approve" }));
-  }
-  const back = new URL(resp.headers.get("location"));
-  if (!back.searchParams.get("code")) throw new Error(`no code in ${back}`);
-  return back.searchParams.get("code");
-}
-
-const provider = new MemoryProvider();
+const newTransport = () => new StreamableHTTPClientTransport(new URL(mcpUrl), { authProvider: provider, fetch: recordingFetch });
 
 // Connects, going through authorization when the server asks for it.
 async function connect() {
   for (let attempt = 0; attempt < 3; attempt++) {
-    const client = new Client({ name: "gateway-ts-sdk-oauth", version: "1.0.0" });
-    const transport = new StreamableHTTPClientTransport(new URL(mcpUrl), { authProvider: provider, fetch: recordingFetch });
+    const client = new Client({ name: "gateway-ts-sdk-1", version: "1.0.0" });
+    const transport = newTransport();
     try {
       await client.connect(transport);
-      return { client, transport };
+      return client;
     } catch (e) {
       if (!(e instanceof UnauthorizedError)) throw e;
-      await transport.finishAuth(await userAuthorizes(provider.authUrls.at(-1)));
+      const back = await userAuthorizes(provider.authUrls.at(-1), username, password);
+      await transport.finishAuth(back.searchParams.get("code"));
     }
   }
   throw new Error("could not connect after authorizing");
 }
 
-// Calls a tool. On an authorization demand the user authorizes and the call
-// is retried. SDK 1.32 answers 403 insufficient_scope by refreshing its token
-// (which cannot widen the scope) and then gives up with "Server returned 403
-// after trying upscoping"; an application then has to start a new
-// authorization with the challenged scope itself, which is what happens
-// here, reported as `stepUp: "application"`.
-async function callTool(session, name, args, options) {
+// Calls a tool; on an authorization demand the user authorizes and the call
+// is retried on a new connection. SDK 1.x answers 403 insufficient_scope by
+// refreshing its token when it holds a refresh token (a refresh cannot
+// widen the scope, RFC 6749 section 6) and then gives up with "Server
+// returned 403 after trying upscoping" (typescript-sdk issue 2255, fixed in
+// 2.x): the application then starts the authorization with the challenged
+// scope itself, reported as `stepUp: "application"`.
+async function callTool(client, name, args, options) {
   try {
-    return { session, result: await session.client.callTool({ name, arguments: args }, undefined, options) };
+    return { client, result: await client.callTool({ name, arguments: args }, undefined, options), stepUp: "none" };
   } catch (e) {
     let how = "sdk";
     if (!(e instanceof UnauthorizedError)) {
       if (!String(e.message).includes("after trying upscoping")) throw e;
       how = "application";
       provider.savedTokens = undefined;
-      const result = await auth(provider, { serverUrl: new URL(mcpUrl), scope: lastChallengedScope, fetchFn: recordingFetch });
+      const result = await auth(provider, { serverUrl: new URL(mcpUrl), scope: lastChallengedScope(), fetchFn: recordingFetch });
       if (result !== "REDIRECT") throw new Error(`expected a new authorization, got ${result}`);
     }
-    const transport = new StreamableHTTPClientTransport(new URL(mcpUrl), { authProvider: provider, fetch: recordingFetch });
-    await transport.finishAuth(await userAuthorizes(provider.authUrls.at(-1)));
+    const back = await userAuthorizes(provider.authUrls.at(-1), username, password);
+    await newTransport().finishAuth(back.searchParams.get("code"));
     const again = await connect();
-    return { session: again, result: await again.client.callTool({ name, arguments: args }, undefined, options), stepUp: how };
+    return { client: again, result: await again.callTool({ name, arguments: args }, undefined, options), stepUp: how };
   }
 }
 
+const text = (r) => r.result.content[0].text;
+
 try {
-  let session = await connect();
+  let client = await connect();
   const firstScope = provider.savedTokens.scope;
-  const tools = (await session.client.listTools()).tools.map((t) => t.name).sort();
-  const echo = await callTool(session, "echo", { text: "hi" });
-  const stepUp = await callTool(echo.session, "add", { a: 20, b: 22 });
-  session = stepUp.session;
+  const tools = (await client.listTools()).tools.map((t) => t.name).sort();
+  const echo = await callTool(client, "echo", { message: "hi" });
+  const stepUp = await callTool(echo.client, "get-sum", { a: 20, b: 22 });
+  client = stepUp.client;
   const progress = [];
-  const countdown = await callTool(session, "countdown", { steps: 3, interval_ms: 100 }, { onprogress: (p) => progress.push(p.progress) });
+  const longRun = await callTool(client, "trigger-long-running-operation", { duration: 0.6, steps: 3 }, { onprogress: (p) => progress.push(p.progress) });
   // Let the access token expire; the SDK refreshes after the 401.
   const accessBefore = provider.savedTokens.access_token;
-  await new Promise((r) => setTimeout(r, 2500));
-  const afterExpiry = await callTool(session, "add", { a: 1, b: 1 });
+  await sleep(2500);
+  const afterExpiry = await callTool(client, "get-sum", { a: 1, b: 1 });
   const refreshed = provider.savedTokens.access_token !== accessBefore;
   // Revoke the refresh token: the next call cannot get in without the user.
-  const revoke = await fetch(new URL("/revoke", mcpUrl), {
-    method: "POST",
-    headers: { "content-type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams({ token: provider.savedTokens.refresh_token, client_id: provider.client.client_id }).toString(),
-  });
+  const revokeStatus = await revoke(mcpUrl, provider.savedTokens.refresh_token, provider.client.client_id);
   let afterRevoke = "allowed";
   const authsBefore = provider.authUrls.length;
-  await new Promise((r) => setTimeout(r, 2500));
+  await sleep(2500);
   try {
-    await afterExpiry.session.client.callTool({ name: "echo", arguments: { text: "x" } });
+    await afterExpiry.client.callTool({ name: "echo", arguments: { message: "x" } });
   } catch (e) {
     // The SDK meets the 401, tries its (revoked) refresh token, and either
     // asks for a new authorization or surfaces the AS's invalid_grant.
@@ -182,20 +96,19 @@ try {
   console.log(JSON.stringify({
     firstScope,
     tools,
-    echo: echo.result.content[0].text,
-    add: stepUp.result.content[0].text,
-    stepUp: stepUp.stepUp ?? "none",
+    echo: text(echo),
+    sum: text(stepUp),
+    stepUp: stepUp.stepUp,
     scopeAfterStepUp: provider.savedTokens?.scope ?? null,
-    countdown: countdown.result.content[0].text,
+    longRun: text(longRun),
     progress,
     refreshed,
-    afterExpiry: afterExpiry.result.content[0].text,
-    revokeStatus: revoke.status,
+    afterExpiry: text(afterExpiry),
+    revokeStatus,
     afterRevoke,
   }));
   // Open SSE streams would keep the process alive.
   process.exit(0);
 } catch (e) {
-  console.error(`FAILED: ${e.stack ?? e}\nHTTP exchanges:\n${exchanges.join("\n")}`);
-  process.exit(1);
+  failWithExchanges(e);
 }

@@ -69,3 +69,13 @@ impl Browser {
         }
     }
 }
+
+/// A PKCE S256 pair: (verifier, challenge).
+pub fn pkce() -> (String, String) {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use sha2::Digest;
+    let verifier = mcp_oauth_gateway::authserver::random_token(32);
+    let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod e2e;
 pub mod idp;
 
 use axum::body::{Body, Bytes};

@@ -1,0 +1,142 @@
+// What the TypeScript client scripts share: an in-memory OAuthClientProvider
+// (the interface is the same in SDK 1.x and 2.x), a fetch that records every
+// HTTP exchange for the failure report, and the person at the browser who
+// logs in and approves (or denies) over plain HTTP.
+
+/** HTTP exchanges seen so far, one line each: method, URL, status, body excerpt on errors. */
+export const exchanges = [];
+
+async function record(method, url, resp) {
+  let line = `${method} ${url} -> ${resp.status}`;
+  if (resp.status >= 400) {
+    const body = await resp.clone().text().catch(() => "");
+    line += ` ${resp.headers.get("www-authenticate") ?? ""} ${body.slice(0, 300)}`;
+  }
+  exchanges.push(line);
+}
+
+/** A fetch for the SDK transports that records each exchange. */
+export async function recordingFetch(input, init) {
+  const resp = await fetch(input, init);
+  await record(init?.method ?? "GET", input, resp);
+  return resp;
+}
+
+/** Fails the script: the error, then every HTTP exchange that led to it. */
+export function failWithExchanges(error) {
+  console.error(`FAILED: ${error?.stack ?? error}\nHTTP exchanges:\n${exchanges.join("\n")}`);
+  process.exit(1);
+}
+
+/** Keeps the client registration, tokens and PKCE verifier in memory. */
+export class MemoryProvider {
+  constructor(clientName) {
+    this.clientName = clientName;
+    this.authUrls = [];
+  }
+  get redirectUrl() {
+    return "http://127.0.0.1:9/callback";
+  }
+  get clientMetadata() {
+    return {
+      client_name: this.clientName,
+      redirect_uris: [this.redirectUrl],
+      grant_types: ["authorization_code", "refresh_token"],
+      response_types: ["code"],
+      token_endpoint_auth_method: "none",
+      application_type: "native",
+    };
+  }
+  state() {
+    return "state-" + Math.random().toString(36).slice(2);
+  }
+  clientInformation() {
+    return this.client;
+  }
+  saveClientInformation(info) {
+    this.client = info;
+  }
+  tokens() {
+    return this.savedTokens;
+  }
+  saveTokens(tokens) {
+    this.savedTokens = tokens;
+  }
+  redirectToAuthorization(url) {
+    this.authUrls.push(new URL(url));
+  }
+  saveCodeVerifier(verifier) {
+    this.verifier = verifier;
+  }
+  codeVerifier() {
+    return this.verifier;
+  }
+  // SDK 2.x binds the callback to the authorization server it discovered.
+  saveDiscoveryState(state) {
+    this.discovery = state;
+  }
+  discoveryState() {
+    return this.discovery;
+  }
+}
+
+/**
+ * The person at the browser: opens the authorization URL, logs in if asked,
+ * and approves. Returns the redirect back to the client as a URL (with
+ * `code`, `state` and `iss`).
+ */
+export async function userAuthorizes(authUrl, username, password) {
+  const cookies = new Map();
+  const send = async (url, init = {}) => {
+    const headers = { ...(init.headers ?? {}), cookie: [...cookies].map(([k, v]) => `${k}=${v}`).join("; ") };
+    const resp = await fetch(url, { ...init, headers, redirect: "manual" });
+    await record(init.method ?? "GET", url, resp);
+    for (const c of resp.headers.getSetCookie()) {
+      const [pair] = c.split(";");
+      const i = pair.indexOf("=");
+      cookies.set(pair.slice(0, i), pair.slice(i + 1));
+    }
+    return resp;
+  };
+  const field = (html, name) => {
+    const found = html.match(new RegExp(`name="${name}" value="([^"]*)"`));
+    if (!found) throw new Error(`no ${name} field in the page:\n${html.slice(0, 500)}`);
+    return found[1];
+  };
+  const form = (fields) => ({
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams(fields).toString(),
+  });
+  let resp = await send(authUrl);
+  if (resp.status === 200) {
+    const html = await resp.text();
+    if (html.includes('name="password"')) {
+      resp = await send(new URL("/login", authUrl), form({ flow: field(html, "flow"), csrf_token: field(html, "csrf_token"), username, password }));
+    } else {
+      resp = new Response(html, { status: 200 });
+    }
+  }
+  if (resp.status === 200) {
+    const html = await resp.text();
+    resp = await send(new URL("/consent", authUrl), form({ flow: field(html, "flow"), csrf_token: field(html, "csrf_token"), action: "approve" }));
+  }
+  if (resp.status !== 303 && resp.status !== 302) throw new Error(`authorization ended with ${resp.status}, not a redirect`);
+  const back = new URL(resp.headers.get("location"));
+  if (!back.searchParams.get("code")) throw new Error(`no code in ${back}`);
+  return back;
+}
+
+/** Waits `ms` milliseconds. */
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Revokes a token at the authorization server (RFC 7009), as a public client. */
+export async function revoke(mcpUrl, token, clientId) {
+  const resp = await fetch(new URL("/revoke", mcpUrl), {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({ token, client_id: clientId }).toString(),
+  });
+  await record("POST", new URL("/revoke", mcpUrl), resp);
+  return resp.status;
+}

