@@ -265,3 +265,86 @@ async fn inspector_cli_lists_and_calls_tools_with_a_token() {
     .await;
     assert_eq!(called["content"][0]["text"], "The sum of 20 and 22 is 42.");
 }
+
+/// The official Rust SDK `rmcp` (3.x, `auth` feature) as an OAuth client:
+/// its first connection gets the 401 challenge; `OAuthState` discovers the
+/// PRM and AS metadata from it, registers (DCR), builds the PKCE
+/// authorization URL with `resource`; the user approves; it checks `state`
+/// and `iss` on the callback and exchanges the code; then its Streamable
+/// HTTP transport lists (filtered) and calls tools with the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_sdk_rmcp_authorizes_and_calls_a_tool() {
+    use rmcp::model::{CallToolRequestParams, ClientConfig};
+    use rmcp::transport::auth::{AuthClient, AuthorizationRequest, OAuthState};
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::ServiceExt;
+
+    let everything = Everything::start().await;
+    let oauth = OAuthGateway::start(&everything, "").await;
+    let url = oauth.mcp_url();
+    let config = || StreamableHttpClientTransportConfig::with_uri(url.clone());
+
+    let anonymous = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config());
+    let refused = ClientConfig::default()
+        .serve(anonymous)
+        .await
+        .expect_err("the gateway refuses a client without a token");
+    let challenge = refused
+        .auth_challenge()
+        .unwrap_or_else(|| panic!("no 401 challenge in {refused}"))
+        .to_owned();
+    assert!(challenge.contains("resource_metadata="), "{challenge}");
+
+    let mut state = OAuthState::new(url.as_str(), None).await.unwrap();
+    state
+        .start_authorization(
+            AuthorizationRequest::new("http://127.0.0.1:9/callback")
+                .with_client_name("rmcp e2e")
+                .with_initial_scope_selection()
+                .with_challenge(challenge),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("rmcp could not start authorization: {e}"));
+    let authorize_url = state.get_authorization_url().await.unwrap();
+    let sent = common::browser::query(&url::Url::parse(&authorize_url).unwrap());
+    assert_eq!(sent["code_challenge_method"], "S256");
+    assert_eq!(sent["resource"], url, "RFC 8707 resource");
+    let back = approve_in_browser(&authorize_url, "alice", "pw").await;
+    state
+        .handle_callback_url(back.as_str())
+        .await
+        .unwrap_or_else(|e| panic!("rmcp refused the callback {back}: {e}"));
+    let manager = state.into_authorization_manager().expect("authorized");
+
+    let transport = StreamableHttpClientTransport::with_client(
+        AuthClient::new(reqwest::Client::new(), manager),
+        config(),
+    );
+    let client = ClientConfig::default().serve(transport).await.unwrap();
+    let tools: Vec<Value> = client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| Value::String(t.name.to_string()))
+        .collect();
+    assert_base_scope_tools(&Value::Array(tools));
+    let echo = client
+        .call_tool(
+            CallToolRequestParams::new("echo").with_arguments(rmcp::object!({"message": "hi"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(echo.content[0].as_text().unwrap().text, "Echo: hi");
+    let beyond_scope = client
+        .call_tool(
+            CallToolRequestParams::new("get-sum").with_arguments(rmcp::object!({"a": 1, "b": 2})),
+        )
+        .await;
+    assert!(
+        beyond_scope.is_err(),
+        "get-sum needs math: {beyond_scope:?}"
+    );
+    client.cancel().await.unwrap();
+}
