@@ -57,7 +57,7 @@ async fn typescript_sdk_lists_and_calls_demo_tools_through_the_gateway() {
     let upstream = Upstream::start().await;
     let gw = Gateway::start(&upstream).await;
     let url = gw.url("/demo/mcp");
-    let seen = run_client("node".into(), args(&["ts_sdk_client.mjs", &url])).await;
+    let seen = run_client(node22(), args(&["ts_sdk_client.mjs", &url])).await;
     assert_eq!(
         seen["tools"],
         json!(["echo", "add", "get_time", "countdown"])
@@ -87,7 +87,7 @@ async fn typescript_sdk_2_completes_oauth_and_steps_up_by_itself() {
     let oauth = OAuthGateway::start(&everything, "  access_token_ttl: 2s\n").await;
     let url = oauth.mcp_url();
     let seen = run_client(
-        "node".into(),
+        node22(),
         args(&["ts_sdk_v2_oauth.mjs", &url, "alice", "pw"]),
     )
     .await;
@@ -140,11 +140,7 @@ async fn typescript_sdk_1_completes_oauth_with_application_step_up() {
     let everything = Everything::start().await;
     let oauth = OAuthGateway::start(&everything, "  access_token_ttl: 2s\n").await;
     let url = oauth.mcp_url();
-    let seen = run_client(
-        "node".into(),
-        args(&["ts_sdk_oauth.mjs", &url, "alice", "pw"]),
-    )
-    .await;
+    let seen = run_client(node22(), args(&["ts_sdk_oauth.mjs", &url, "alice", "pw"])).await;
     println!("{seen}");
     assert_eq!(seen["firstScope"], "mcp");
     assert_base_scope_tools(&seen["tools"]);

