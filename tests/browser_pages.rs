@@ -79,7 +79,7 @@ async fn a_person_signs_in_and_allows_in_chromium() {
     let (_, landed) = person_decides(&oauth, &client, &challenge, "approve").await;
     let back = query(&landed);
     assert_eq!(back["state"], "state-from-the-client");
-    assert_eq!(back["iss"], oauth.gw.url(""));
+    assert_eq!(back["iss"], oauth.url(""));
     let (status, tokens) = exchange_code(&oauth, &client, &back["code"], &verifier).await;
     assert_eq!(status, 200, "{tokens}");
     assert_eq!(tokens["scope"], "mcp math");
@@ -97,6 +97,6 @@ async fn a_person_denies_in_chromium_and_the_client_gets_access_denied() {
     let back = query(&landed);
     assert_eq!(back["error"], "access_denied");
     assert_eq!(back["state"], "state-from-the-client");
-    assert_eq!(back["iss"], oauth.gw.url(""));
+    assert_eq!(back["iss"], oauth.url(""));
     assert!(!back.contains_key("code"), "{landed}");
 }

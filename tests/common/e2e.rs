@@ -4,6 +4,7 @@
 //! built-in authorization server and a per-tool policy in front of it.
 
 use super::browser::{pkce, query, Browser};
+use super::relay::Relay;
 use super::{free_port, wait_for_port, Gateway};
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -131,20 +132,24 @@ pub const EVERYTHING_POLICY: &str = "{ base_scopes: [mcp], tools: { get-sum: [ma
 
 /// A gateway with the built-in authorization server (user `alice`, password
 /// `pw`, scopes `mcp math`) in front of server-everything at
-/// `/everything/mcp`; its store is removed on drop.
+/// `/everything/mcp`, reached through a recording relay (its `public_url`)
+/// that prints every HTTP exchange if the test fails; its store is removed
+/// on drop.
 pub struct OAuthGateway {
-    pub gw: Gateway,
+    relay: Relay,
+    _gw: Gateway,
     data_dir: PathBuf,
 }
 
 impl OAuthGateway {
     pub async fn start(upstream: &Everything, authorization_server_extra: &str) -> Self {
+        let (listener, public) = Relay::bind().await;
         let port = free_port();
         let data_dir =
             std::env::temp_dir().join(format!("mcpgw-e2e-{}-{port}", std::process::id()));
         let hash = mcp_oauth_gateway::authserver::passwords::hash_password("pw").unwrap();
         let gw = Gateway::start_yaml(&format!(
-            "public_url: http://127.0.0.1:{port}
+            "public_url: http://{public}
 listen: 127.0.0.1:{port}
 authorization_server:
   data_dir: '{dir}'
@@ -160,12 +165,21 @@ upstreams:
             up = upstream.addr
         ))
         .await;
-        Self { gw, data_dir }
+        Self {
+            relay: Relay::start(listener, gw.addr),
+            _gw: gw,
+            data_dir,
+        }
+    }
+
+    /// `path` at the gateway's public URL.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.relay.addr)
     }
 
     /// The protected MCP endpoint.
     pub fn mcp_url(&self) -> String {
-        self.gw.url("/everything/mcp")
+        self.url("/everything/mcp")
     }
 }
 
@@ -227,7 +241,7 @@ pub async fn register_public_client(
     redirect_uri: &str,
 ) -> PublicClient {
     let client: Value = reqwest::Client::new()
-        .post(oauth.gw.url("/register"))
+        .post(oauth.url("/register"))
         .json(&serde_json::json!({
             "client_name": name,
             "redirect_uris": [redirect_uri],
@@ -257,7 +271,7 @@ pub fn authorize_url(
     scope: &str,
     state: &str,
 ) -> String {
-    let mut url = url::Url::parse(&oauth.gw.url("/authorize")).unwrap();
+    let mut url = url::Url::parse(&oauth.url("/authorize")).unwrap();
     url.query_pairs_mut()
         .append_pair("response_type", "code")
         .append_pair("client_id", &client.id)
@@ -278,7 +292,7 @@ pub async fn exchange_code(
     verifier: &str,
 ) -> (u16, Value) {
     let resp = reqwest::Client::new()
-        .post(oauth.gw.url("/token"))
+        .post(oauth.url("/token"))
         .form(&[
             ("grant_type", "authorization_code"),
             ("code", code),

@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod e2e;
 pub mod idp;
+pub mod relay;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};

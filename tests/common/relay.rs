@@ -1,0 +1,137 @@
+//! A recording front proxy for the end-to-end tests: clients talk to it,
+//! it relays every request to the gateway unchanged (responses stream
+//! through, SSE included) and keeps one line per exchange: method, URL,
+//! status, the `WWW-Authenticate` challenge and, for errors, a body
+//! excerpt. When a test fails, the exchanges are printed, whichever client
+//! (TypeScript, Python, Rust, Inspector, browser) made them.
+//!
+//! It also stands for the TLS-terminating load balancer of a real
+//! deployment: the gateway's `public_url` is the relay's address.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+/// Requests are small JSON-RPC messages and forms; the gateway applies its
+/// own limits behind this one.
+const MAX_REQUEST_BYTES: usize = 16 << 20;
+const BODY_EXCERPT_CHARS: usize = 300;
+
+struct Shared {
+    gateway: SocketAddr,
+    http: reqwest::Client,
+    exchanges: Mutex<Vec<String>>,
+}
+
+/// The relay: `addr` is where clients connect.
+pub struct Relay {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Relay {
+    /// Binds the relay now (so its address can go into the gateway's
+    /// config); it relays to `gateway` once `start` is called.
+    pub async fn bind() -> (tokio::net::TcpListener, SocketAddr) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        (listener, addr)
+    }
+
+    pub fn start(listener: tokio::net::TcpListener, gateway: SocketAddr) -> Self {
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared {
+            gateway,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            exchanges: Mutex::new(Vec::new()),
+        });
+        let app = axum::Router::new()
+            .fallback(relay)
+            .with_state(shared.clone());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let cancelled = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(cancelled.cancelled_owned())
+                .await
+        });
+        Self { addr, shared, stop }
+    }
+
+    /// Every exchange so far, one line each.
+    pub fn exchanges(&self) -> Vec<String> {
+        self.shared.exchanges.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if std::thread::panicking() {
+            eprintln!(
+                "HTTP exchanges through the gateway ({}):\n{}",
+                self.addr,
+                self.exchanges().join("\n")
+            );
+        }
+    }
+}
+
+async fn relay(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let target = format!(
+        "http://{}{}",
+        shared.gateway,
+        parts.uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    let shown = parts.uri.to_string();
+    let body = axum::body::to_bytes(body, MAX_REQUEST_BYTES)
+        .await
+        .unwrap_or_default();
+    let mut out = shared
+        .http
+        .request(parts.method.clone(), &target)
+        .body(body);
+    for (name, value) in &parts.headers {
+        if name != "host" && name != "content-length" {
+            out = out.header(name, value);
+        }
+    }
+    let record = |line: String| shared.exchanges.lock().unwrap().push(line);
+    let resp = match out.send().await {
+        Ok(resp) => resp,
+        Err(e) => {
+            record(format!("{} {shown} -> relay error: {e}", parts.method));
+            return Response::builder().status(502).body(Body::empty()).unwrap();
+        }
+    };
+    let status = resp.status();
+    let mut line = format!("{} {shown} -> {}", parts.method, status.as_u16());
+    if let Some(challenge) = resp.headers().get("www-authenticate") {
+        line += &format!(" [{}]", String::from_utf8_lossy(challenge.as_bytes()));
+    }
+    let mut back = Response::builder().status(status);
+    for (name, value) in resp.headers() {
+        if name != "transfer-encoding" && name != "content-length" {
+            back = back.header(name, value);
+        }
+    }
+    if status.as_u16() >= 400 {
+        let bytes = resp.bytes().await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        line += &format!(
+            " {}",
+            text.chars().take(BODY_EXCERPT_CHARS).collect::<String>()
+        );
+        record(line);
+        return back.body(Body::from(bytes)).unwrap();
+    }
+    record(line);
+    back.body(Body::from_stream(resp.bytes_stream())).unwrap()
+}
