@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests drive, from the package registries, and
 # caches it: run it as often as you like, a second run with nothing changed
-# takes well under a second. `cargo test` runs it once per test binary that
-# needs it (tests/real_clients.rs, tests/browser_pages.rs); `.ci/run` gets it
-# that way too.
+# takes a few seconds. `cargo test` runs it once per test binary that needs
+# it (tests/real_clients.rs, tests/browser_pages.rs); `.ci/run` runs it
+# before `cargo test`.
 #
 #   tests/clients/node_modules  (npm ci, pinned by tests/clients/package-lock.json)
 #     @modelcontextprotocol/sdk            TypeScript SDK client
