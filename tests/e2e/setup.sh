@@ -28,7 +28,9 @@ mkdir -p "$cache"
 exec 9>"$cache/setup.lock"
 flock 9
 
-fingerprint() { sha256sum "$@" "$0" | sha256sum | cut -d' ' -f1; }
+# What was installed from: the pinning files and this script (contents only,
+# whatever path it is called by).
+fingerprint() { cat "$@" "$0" | sha256sum | cut -d' ' -f1; }
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"
