@@ -10,6 +10,7 @@ mod common;
 use common::e2e::*;
 use common::{Gateway, Upstream};
 use serde_json::{json, Value};
+use std::path::PathBuf;
 
 fn strings(v: &Value) -> Vec<&str> {
     v.as_array()
@@ -51,6 +52,19 @@ fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
+/// Starts server-everything and the gateway (2 s access tokens) and runs
+/// the client `script` with `program` through the whole flow as `alice`.
+/// Returns what it saw, and the servers, which the test keeps until its
+/// end so that a failed assertion prints the HTTP exchanges.
+async fn full_flow(program: PathBuf, script: &str) -> (Value, (Everything, OAuthGateway)) {
+    let everything = Everything::start().await;
+    let oauth = OAuthGateway::start(&everything, "  access_token_ttl: 2s\n").await;
+    let url = oauth.mcp_url();
+    let seen = run_client(program, args(&[script, &url, "alice", "pw"])).await;
+    println!("{seen}");
+    (seen, (everything, oauth))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typescript_sdk_lists_and_calls_demo_tools_through_the_gateway() {
     ensure_setup();
@@ -83,15 +97,7 @@ async fn typescript_sdk_lists_and_calls_demo_tools_through_the_gateway() {
 /// revoke -> refused; progress notifications arrive as they are sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typescript_sdk_2_completes_oauth_and_steps_up_by_itself() {
-    let everything = Everything::start().await;
-    let oauth = OAuthGateway::start(&everything, "  access_token_ttl: 2s\n").await;
-    let url = oauth.mcp_url();
-    let seen = run_client(
-        node22(),
-        args(&["ts_sdk_v2_oauth.mjs", &url, "alice", "pw"]),
-    )
-    .await;
-    println!("{seen}");
+    let (seen, _servers) = full_flow(node22(), "ts_sdk_v2_oauth.mjs").await;
     assert!(
         seen["firstScope"].as_str().unwrap().starts_with("mcp"),
         "the SDK asked for the challenged base scope: {}",
@@ -137,11 +143,7 @@ async fn typescript_sdk_2_completes_oauth_and_steps_up_by_itself() {
 /// challenged scope (typescript-sdk issue 2255, fixed in 2.x).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typescript_sdk_1_completes_oauth_with_application_step_up() {
-    let everything = Everything::start().await;
-    let oauth = OAuthGateway::start(&everything, "  access_token_ttl: 2s\n").await;
-    let url = oauth.mcp_url();
-    let seen = run_client(node22(), args(&["ts_sdk_oauth.mjs", &url, "alice", "pw"])).await;
-    println!("{seen}");
+    let (seen, _servers) = full_flow(node22(), "ts_sdk_oauth.mjs").await;
     assert_eq!(seen["firstScope"], "mcp");
     assert_base_scope_tools(&seen["tools"]);
     assert_eq!(seen["echo"], "Echo: hi");
@@ -165,15 +167,7 @@ async fn typescript_sdk_1_completes_oauth_with_application_step_up() {
 /// step-up on 403, refresh ahead of expiry, and revocation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_completes_oauth_steps_up_refreshes_and_is_revoked() {
-    let everything = Everything::start().await;
-    let oauth = OAuthGateway::start(&everything, "  access_token_ttl: 2s\n").await;
-    let url = oauth.mcp_url();
-    let seen = run_client(
-        venv_python(),
-        args(&["python_sdk_oauth.py", &url, "alice", "pw"]),
-    )
-    .await;
-    println!("{seen}");
+    let (seen, _servers) = full_flow(venv_python(), "python_sdk_oauth.py").await;
     assert_eq!(seen["client_registered"], true);
     assert_eq!(
         seen["scope"], "mcp offline_access",

@@ -5,7 +5,7 @@
 
 use super::browser::{pkce, query, Browser};
 use super::relay::Relay;
-use super::{free_port, wait_for_port, Gateway};
+use super::{free_port, Gateway};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -111,9 +111,24 @@ impl Everything {
             .stderr(Stdio::null())
             .spawn()
             .expect("server-everything is installed by tests/e2e/setup.sh");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        wait_for_port(addr).await;
-        Self { addr, child }
+        let mut server = Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            child,
+        };
+        // Node takes a moment to start, more on a loaded machine.
+        for _ in 0..300 {
+            if tokio::net::TcpStream::connect(server.addr).await.is_ok() {
+                return server;
+            }
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!("server-everything exited at start ({status}); port {port} taken?");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!(
+            "server-everything did not listen on {} within 30 s",
+            server.addr
+        );
     }
 }
 
