@@ -158,12 +158,11 @@ async def run_flow(provider: OAuthClientProvider, storage: MemoryStorage, seen: 
                 seen["refreshed"] = storage.tokens.access_token != access_before
                 seen["authorizations_after_refresh"] = len(authorization_urls)
 
-                # Revoke the refresh token and let the access token expire: the
-                # SDK's refresh is refused and it has to ask the user, who
-                # declines; the SDK's transport then fails the connection.
+                # Revoke the refresh token: its family's access tokens go with
+                # it, so the next request gets a 401 at once; the SDK has to
+                # ask the user, who declines, and its transport fails.
                 seen["revoke_status"] = await revoke(storage.tokens.refresh_token, storage.client.client_id)
                 user_declines = True
-                await asyncio.sleep(2.5)
                 await session.call_tool("echo", {"message": "x"}, read_timeout_seconds=20)
                 seen["after_revoke"] = "allowed"
 

@@ -80,11 +80,12 @@ try {
   await sleep(2500);
   const afterExpiry = await callTool(client, "get-sum", { a: 1, b: 1 });
   const refreshed = provider.savedTokens.access_token !== accessBefore;
-  // Revoke the refresh token: the next call cannot get in without the user.
+  // Revoke the refresh token: its family's access tokens go with it, so the
+  // next call gets a 401 at once, the refresh is refused, and the SDK cannot
+  // get in without the user.
   const revokeStatus = await revoke(mcpUrl, provider.savedTokens.refresh_token, provider.client.client_id);
   let afterRevoke = "allowed";
   const authsBefore = provider.authUrls.length;
-  await sleep(2500);
   try {
     await afterExpiry.client.callTool({ name: "echo", arguments: { message: "x" } });
   } catch (e) {

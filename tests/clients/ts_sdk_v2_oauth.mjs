@@ -66,10 +66,10 @@ try {
   const afterExpiry = await client.callTool({ name: "get-sum", arguments: { a: 1, b: 1 } });
   const refreshed = provider.savedTokens.access_token !== accessBefore;
 
-  // Revoke the refresh token and let the access token expire: the next call
-  // cannot get in without the user.
+  // Revoke the refresh token: its family's access tokens go with it, so the
+  // next call gets a 401 at once, the refresh is refused, and the SDK cannot
+  // get in without the user.
   const revokeStatus = await revoke(mcpUrl, provider.savedTokens.refresh_token, provider.client.client_id);
-  await sleep(2500);
   let afterRevoke = "allowed";
   const authsBefore = provider.authUrls.length;
   try {
