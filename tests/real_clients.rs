@@ -200,6 +200,23 @@ async fn python_sdk_completes_oauth_steps_up_refreshes_and_is_revoked() {
     assert_eq!(seen["authorizations_after_revoke"], 3);
 }
 
+/// The Python SDK checks the `iss` of the authorization response (RFC 9207)
+/// against the issuer it discovered: a response claiming another issuer
+/// (a mix-up attack) is refused before the code reaches any token endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_refuses_an_authorization_response_from_another_issuer() {
+    let everything = Everything::start().await;
+    let oauth = OAuthGateway::start(&everything, "").await;
+    let url = oauth.mcp_url();
+    let script = ["python_sdk_oauth.py", &url, "alice", "pw", "--mix-up"];
+    let seen = run_client(venv_python(), args(&script)).await;
+    assert!(
+        seen["mix_up"].as_str().unwrap().starts_with("refused"),
+        "{seen}"
+    );
+    assert_eq!(seen["token_requests"], 0, "the code was never sent: {seen}");
+}
+
 /// The MCP Inspector CLI (2.x, on Node 22) with a user's token in
 /// `--header`: tools/list is filtered, tools/call works, and without the
 /// token it is refused.

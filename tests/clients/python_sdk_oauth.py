@@ -6,7 +6,10 @@ a 403 insufficient_scope answered by the SDK's own re-authorization with the
 wider scope, access-token expiry and the SDK's refresh, then revocation,
 after which the SDK cannot get in without the user. The "user" logs in and
 consents over plain HTTP.
-Usage: python python_sdk_oauth.py <mcp-url> <username> <password>
+With `--mix-up`, the callback reports another authorization server's `iss`
+(the mix-up attack of RFC 9207), and the script reports whether the SDK
+refused it before sending the code to the token endpoint.
+Usage: python python_sdk_oauth.py <mcp-url> <username> <password> [--mix-up]
 Prints one JSON line; on failure prints the HTTP exchanges and exits 1."""
 
 import asyncio
@@ -24,6 +27,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
 MCP_URL, USERNAME, PASSWORD = sys.argv[1:4]
+MIX_UP = sys.argv[4:5] == ["--mix-up"]
 REDIRECT = "http://127.0.0.1:9/callback"
 exchanges: list[str] = []
 
@@ -77,8 +81,8 @@ async def callback_handler() -> AuthorizationCodeResult:
             resp = await browser.post(urljoin(url, "/consent"), data=form)
             exchanges.append(f"POST /consent -> {resp.status_code}")
         query = parse_qs(urlparse(resp.headers["location"]).query)
-        return AuthorizationCodeResult(code=query["code"][0], state=query.get("state", [None])[0],
-                                       iss=query.get("iss", [None])[0])
+        iss = "https://attacker.example" if MIX_UP else query.get("iss", [None])[0]
+        return AuthorizationCodeResult(code=query["code"][0], state=query.get("state", [None])[0], iss=iss)
 
 
 async def log_response(resp: httpx2.Response) -> None:
@@ -113,6 +117,17 @@ async def main() -> dict:
         callback_handler=callback_handler,
     )
     seen: dict = {}
+    if MIX_UP:
+        try:
+            async with httpx2.AsyncClient(auth=provider, event_hooks={"response": [log_response]}) as http:
+                async with streamable_http_client(MCP_URL, http_client=http) as (read, write):
+                    async with ClientSession(read, write) as session:
+                        await session.initialize()
+            seen["mix_up"] = "accepted"
+        except BaseException as e:
+            seen["mix_up"] = f"refused ({type(e).__name__})"
+        seen["token_requests"] = sum("/token -> " in line for line in exchanges)
+        return seen
     try:
         await run_flow(provider, storage, seen)
     except BaseException as e:
