@@ -73,7 +73,7 @@ async fn person_decides(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_signs_in_and_allows_in_chromium() {
     let everything = Everything::start().await;
-    let oauth = OAuthGateway::start(&everything, "").await;
+    let oauth = OAuthGateway::behind_relay(&everything, "").await;
     let client = register_public_client(&oauth, "Claude <Desktop> & Co", &redirect_uri()).await;
     let (verifier, challenge) = pkce();
     let (_, landed) = person_decides(&oauth, &client, &challenge, "approve").await;
@@ -90,7 +90,7 @@ async fn a_person_signs_in_and_allows_in_chromium() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_denies_in_chromium_and_the_client_gets_access_denied() {
     let everything = Everything::start().await;
-    let oauth = OAuthGateway::start(&everything, "").await;
+    let oauth = OAuthGateway::behind_relay(&everything, "").await;
     let client = register_public_client(&oauth, "Claude <Desktop> & Co", &redirect_uri()).await;
     let (_, challenge) = pkce();
     let (_, landed) = person_decides(&oauth, &client, &challenge, "deny").await;

@@ -48,6 +48,13 @@ fn assert_math_scope_tools(tools: &Value) {
     );
 }
 
+/// Revoking the refresh token answered 200 and the next MCP request got a
+/// 401 at once: the family's access tokens were revoked with it.
+fn assert_revoked_at_once(revoke_status: &Value, next_status: &Value) {
+    assert_eq!(revoke_status, 200);
+    assert_eq!(next_status, 401, "the first request after revocation");
+}
+
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
@@ -107,6 +114,10 @@ async fn typescript_sdk_2_completes_oauth_and_steps_up_by_itself() {
     assert_eq!(seen["echo"], "Echo: hi");
     assert_eq!(seen["sum"], "The sum of 20 and 22 is 42.");
     assert_eq!(
+        seen["insufficientScope403s"], 1,
+        "get-sum was refused once with 403 insufficient_scope"
+    );
+    assert_eq!(
         seen["stepUpAuthorizations"], 1,
         "the SDK re-authorized once with the wider scope"
     );
@@ -129,7 +140,7 @@ async fn typescript_sdk_2_completes_oauth_and_steps_up_by_itself() {
     );
     assert_eq!(seen["refreshed"], true, "refresh after expiry");
     assert_eq!(seen["afterExpiry"], "The sum of 1 and 1 is 2.");
-    assert_eq!(seen["revokeStatus"], 200);
+    assert_revoked_at_once(&seen["revokeStatus"], &seen["firstStatusAfterRevoke"]);
     assert!(
         seen["afterRevoke"].as_str().unwrap().starts_with("refused"),
         "after revocation the SDK cannot get in: {}",
@@ -151,9 +162,17 @@ async fn typescript_sdk_1_completes_oauth_with_application_step_up() {
     assert_eq!(seen["stepUp"], "application");
     assert_eq!(seen["scopeAfterStepUp"], "mcp math");
     assert_eq!(seen["progress"], json!([1, 2, 3]));
+    assert_eq!(
+        seen["insufficientScope403s"], 2,
+        "the first try and the SDK's retry after its refresh"
+    );
     assert_eq!(seen["refreshed"], true);
+    assert_eq!(
+        seen["expiryStepUp"], "none",
+        "the refresh alone got the call through"
+    );
     assert_eq!(seen["afterExpiry"], "The sum of 1 and 1 is 2.");
-    assert_eq!(seen["revokeStatus"], 200);
+    assert_revoked_at_once(&seen["revokeStatus"], &seen["firstStatusAfterRevoke"]);
     assert!(
         seen["afterRevoke"].as_str().unwrap().starts_with("refused"),
         "after revocation the SDK cannot get in: {}",
@@ -176,6 +195,7 @@ async fn python_sdk_completes_oauth_steps_up_refreshes_and_is_revoked() {
     assert_base_scope_tools(&seen["tools"]);
     assert_eq!(seen["echo"], "Echo: hi");
     assert_eq!(seen["sum"], "The sum of 20 and 22 is 42.");
+    assert_eq!(seen["insufficient_scope_403s"], 1);
     assert_eq!(seen["authorizations_after_step_up"], 2, "one step-up");
     assert!(seen["scope_after_step_up"]
         .as_str()
@@ -189,7 +209,7 @@ async fn python_sdk_completes_oauth_steps_up_refreshes_and_is_revoked() {
         seen["authorizations_after_refresh"], 2,
         "refreshed without asking the user"
     );
-    assert_eq!(seen["revoke_status"], 200);
+    assert_revoked_at_once(&seen["revoke_status"], &seen["first_status_after_revoke"]);
     assert!(
         seen["after_revoke"]
             .as_str()
@@ -211,9 +231,13 @@ async fn python_sdk_refuses_an_authorization_response_from_another_issuer() {
     let script = ["python_sdk_oauth.py", &url, "alice", "pw", "--mix-up"];
     let seen = run_client(venv_python(), args(&script)).await;
     assert!(
-        seen["mix_up"].as_str().unwrap().starts_with("refused"),
-        "{seen}"
+        seen["mix_up"]
+            .as_str()
+            .unwrap()
+            .contains("Authorization response iss mismatch"),
+        "refused for its iss: {seen}"
     );
+    assert_eq!(seen["authorizations"], 1, "{seen}");
     assert_eq!(seen["token_requests"], 0, "the code was never sent: {seen}");
 }
 
@@ -223,7 +247,7 @@ async fn python_sdk_refuses_an_authorization_response_from_another_issuer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inspector_cli_lists_and_calls_tools_with_a_token() {
     let everything = Everything::start().await;
-    let oauth = OAuthGateway::start(&everything, "").await;
+    let oauth = OAuthGateway::behind_relay(&everything, "").await;
     let url = oauth.mcp_url();
     let token = user_access_token(&oauth, "mcp math").await;
     let inspector = clients_dir().join("node_modules/.bin/mcp-inspector");
@@ -271,6 +295,23 @@ async fn inspector_cli_lists_and_calls_tools_with_a_token() {
     )
     .await;
     assert_eq!(called["content"][0]["text"], "The sum of 20 and 22 is 42.");
+    let anonymous = [
+        inspector,
+        "--cli",
+        &url,
+        "--transport",
+        "http",
+        "--stored-auth-only",
+        "--method",
+        "tools/list",
+    ];
+    let (ok, stdout, stderr) = run_program(node22(), args(&anonymous)).await;
+    assert!(!ok, "tools/list without a token was refused:\n{stdout}");
+    assert!(
+        oauth.exchanges().last().unwrap().contains("-> 401"),
+        "{stderr}\n{:#?}",
+        oauth.exchanges()
+    );
 }
 
 /// The official Rust SDK `rmcp` (3.x, `auth` feature) as an OAuth client:
@@ -281,14 +322,22 @@ async fn inspector_cli_lists_and_calls_tools_with_a_token() {
 /// HTTP transport lists (filtered) and calls tools with the token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_sdk_rmcp_authorizes_and_calls_a_tool() {
+    let everything = Everything::start().await;
+    let oauth = OAuthGateway::behind_relay(&everything, "").await;
+    // rmcp's calls have no deadline of their own.
+    tokio::time::timeout(std::time::Duration::from_secs(120), rmcp_flow(&oauth))
+        .await
+        .expect("the rmcp flow finished within 2 minutes");
+}
+
+/// The rmcp client's steps, against `oauth`.
+async fn rmcp_flow(oauth: &OAuthGateway) {
     use rmcp::model::{CallToolRequestParams, ClientConfig};
     use rmcp::transport::auth::{AuthClient, AuthorizationRequest, OAuthState};
     use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
     use rmcp::transport::StreamableHttpClientTransport;
     use rmcp::ServiceExt;
 
-    let everything = Everything::start().await;
-    let oauth = OAuthGateway::start(&everything, "").await;
     let url = oauth.mcp_url();
     let config = || StreamableHttpClientTransportConfig::with_uri(url.clone());
 
@@ -349,9 +398,15 @@ async fn rust_sdk_rmcp_authorizes_and_calls_a_tool() {
             CallToolRequestParams::new("get-sum").with_arguments(rmcp::object!({"a": 1, "b": 2})),
         )
         .await;
+    let refusal = format!("{:?}", beyond_scope.expect_err("get-sum needs math"));
+    assert!(refusal.contains("insufficient_scope"), "{refusal}");
+    let seen = oauth.exchanges();
     assert!(
-        beyond_scope.is_err(),
-        "get-sum needs math: {beyond_scope:?}"
+        seen.iter()
+            .any(|l| l.starts_with("POST /everything/mcp -> 403")
+                && l.contains("error=\"insufficient_scope\"")
+                && l.contains("scope=\"mcp math\"")),
+        "the gateway's 403 challenge: {seen:#?}"
     );
     client.cancel().await.unwrap();
 }

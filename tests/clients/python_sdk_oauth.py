@@ -125,8 +125,9 @@ async def main() -> dict:
                         await session.initialize()
             seen["mix_up"] = "accepted"
         except BaseException as e:
-            seen["mix_up"] = f"refused ({type(e).__name__})"
+            seen["mix_up"] = f"refused: {e!r}"
         seen["token_requests"] = sum("/token -> " in line for line in exchanges)
+        seen["authorizations"] = len(authorization_urls)
         return seen
     try:
         await run_flow(provider, storage, seen)
@@ -177,8 +178,16 @@ async def run_flow(provider: OAuthClientProvider, storage: MemoryStorage, seen: 
                 # it, so the next request gets a 401 at once; the SDK has to
                 # ask the user, who declines, and its transport fails.
                 seen["revoke_status"] = await revoke(storage.tokens.refresh_token, storage.client.client_id)
+                revoked_at = len(exchanges)
+                seen["insufficient_scope_403s"] = sum(
+                    " -> 403 " in line and 'error="insufficient_scope"' in line for line in exchanges)
                 user_declines = True
-                await session.call_tool("echo", {"message": "x"}, read_timeout_seconds=20)
+                try:
+                    await session.call_tool("echo", {"message": "x"}, read_timeout_seconds=20)
+                finally:
+                    seen["first_status_after_revoke"] = next(
+                        (int(line.split(" -> ")[1].split(" ")[0]) for line in exchanges[revoked_at:]
+                         if line.split(" ")[1] == MCP_URL), None)
                 seen["after_revoke"] = "allowed"
 
 

@@ -8,7 +8,7 @@
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { auth, UnauthorizedError } from "@modelcontextprotocol/sdk/client/auth.js";
-import { MemoryProvider, exchanges, failWithExchanges, recordingFetch, revoke, sleep, userAuthorizes } from "./lib/oauth_user.mjs";
+import { MemoryProvider, countExchanges, exchanges, failWithExchanges, firstStatusAfter, recordingFetch, revoke, sleep, userAuthorizes } from "./lib/oauth_user.mjs";
 
 const [mcpUrl, username, password] = process.argv.slice(2);
 const provider = new MemoryProvider("TypeScript SDK 1.x e2e");
@@ -84,6 +84,7 @@ try {
   // next call gets a 401 at once, the refresh is refused, and the SDK cannot
   // get in without the user.
   const revokeStatus = await revoke(mcpUrl, provider.savedTokens.refresh_token, provider.client.client_id);
+  const revokedAt = exchanges.length;
   let afterRevoke = "allowed";
   const authsBefore = provider.authUrls.length;
   try {
@@ -105,7 +106,10 @@ try {
     progress,
     refreshed,
     afterExpiry: text(afterExpiry),
+    expiryStepUp: afterExpiry.stepUp,
+    insufficientScope403s: countExchanges(403, 'error="insufficient_scope"'),
     revokeStatus,
+    firstStatusAfterRevoke: firstStatusAfter(revokedAt, mcpUrl),
     afterRevoke,
   }));
   // Open SSE streams would keep the process alive.

@@ -9,7 +9,7 @@
 // Prints one JSON line with what it saw; on failure prints the HTTP
 // exchanges and exits non-zero.
 import { Client, OAuthError, StreamableHTTPClientTransport, UnauthorizedError } from "@modelcontextprotocol/client";
-import { MemoryProvider, exchanges, failWithExchanges, recordingFetch, revoke, sleep, userAuthorizes } from "./lib/oauth_user.mjs";
+import { MemoryProvider, countExchanges, exchanges, failWithExchanges, firstStatusAfter, recordingFetch, revoke, sleep, userAuthorizes } from "./lib/oauth_user.mjs";
 
 const [mcpUrl, username, password] = process.argv.slice(2);
 const provider = new MemoryProvider("TypeScript SDK 2.x e2e");
@@ -70,6 +70,7 @@ try {
   // next call gets a 401 at once, the refresh is refused, and the SDK cannot
   // get in without the user.
   const revokeStatus = await revoke(mcpUrl, provider.savedTokens.refresh_token, provider.client.client_id);
+  const revokedAt = exchanges.length;
   let afterRevoke = "allowed";
   const authsBefore = provider.authUrls.length;
   try {
@@ -94,9 +95,10 @@ try {
     resultAtMs,
     refreshed,
     afterExpiry: text(afterExpiry),
+    insufficientScope403s: countExchanges(403, 'error="insufficient_scope"'),
     revokeStatus,
+    firstStatusAfterRevoke: firstStatusAfter(revokedAt, mcpUrl),
     afterRevoke,
-    exchanges: exchanges.length,
   }));
   process.exit(0);
 } catch (e) {

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 /// Root of the client scripts and their npm packages.
 pub fn clients_dir() -> &'static Path {
@@ -56,11 +57,36 @@ pub fn venv_python() -> PathBuf {
     .to_path_buf()
 }
 
-/// Runs a client in tests/clients with `args`; returns the JSON it printed
-/// (all of its output, or else its last line), or fails with everything it
-/// printed (the scripts print the HTTP exchanges that led to a failure).
-pub async fn run_client(program: PathBuf, args: Vec<String>) -> Value {
-    let shown_args: Vec<&str> = args
+/// How long one client run may take before it is killed and the test
+/// fails (the longest, the Python flow, takes about 10 s here).
+const CLIENT_DEADLINE: Duration = Duration::from_secs(180);
+
+/// Runs `program` with `args` in tests/clients; returns its exit status,
+/// stdout and stderr, or fails the test if it runs past the deadline. A
+/// bearer token in the arguments is not repeated in messages.
+pub async fn run_program(program: PathBuf, args: Vec<String>) -> (bool, String, String) {
+    let shown = shown_command(&program, &args);
+    let child = tokio::process::Command::new(&program)
+        .args(&args)
+        .current_dir(clients_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run `{shown}`: {e}"));
+    let out = tokio::time::timeout(CLIENT_DEADLINE, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("`{shown}` still running after {CLIENT_DEADLINE:?}: killed"))
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn shown_command(program: &Path, args: &[String]) -> String {
+    let args: Vec<&str> = args
         .iter()
         .map(|a| {
             if a.contains("Bearer ") {
@@ -70,22 +96,16 @@ pub async fn run_client(program: PathBuf, args: Vec<String>) -> Value {
             }
         })
         .collect();
-    let shown = format!("{} {}", program.display(), shown_args.join(" "));
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(program)
-            .args(args)
-            .current_dir(clients_dir())
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap_or_else(|e| panic!("cannot run `{shown}`: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "client `{shown}` failed:\n{stdout}\n{stderr}"
-    );
+    format!("{} {}", program.display(), args.join(" "))
+}
+
+/// Runs a client in tests/clients with `args`; returns the JSON it printed
+/// (all of its output, or else its last line), or fails with everything it
+/// printed (the scripts print the HTTP exchanges that led to a failure).
+pub async fn run_client(program: PathBuf, args: Vec<String>) -> Value {
+    let shown = shown_command(&program, &args);
+    let (ok, stdout, stderr) = run_program(program, args).await;
+    assert!(ok, "client `{shown}` failed:\n{stdout}\n{stderr}");
     let last = stdout.lines().rev().find(|l| !l.trim().is_empty());
     serde_json::from_str(&stdout)
         .or_else(|_| serde_json::from_str(last.unwrap_or_default()))
@@ -103,7 +123,8 @@ impl Everything {
     pub async fn start() -> Self {
         ensure_setup();
         let port = free_port();
-        let child = Command::new(clients_dir().join("node_modules/.bin/mcp-server-everything"))
+        let child = Command::new(node22())
+            .arg(clients_dir().join("node_modules/.bin/mcp-server-everything"))
             .arg("streamableHttp")
             .env("PORT", port.to_string())
             .current_dir(clients_dir())
@@ -117,13 +138,13 @@ impl Everything {
         };
         // Node takes a moment to start, more on a loaded machine.
         for _ in 0..300 {
-            if tokio::net::TcpStream::connect(server.addr).await.is_ok() {
-                return server;
-            }
             if let Some(status) = server.child.try_wait().unwrap() {
                 panic!("server-everything exited at start ({status}); port {port} taken?");
             }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if tokio::net::TcpStream::connect(server.addr).await.is_ok() {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!(
             "server-everything did not listen on {} within 30 s",
@@ -147,19 +168,37 @@ pub const EVERYTHING_POLICY: &str = "{ base_scopes: [mcp], tools: { get-sum: [ma
 
 /// A gateway with the built-in authorization server (user `alice`, password
 /// `pw`, scopes `mcp math`) in front of server-everything at
-/// `/everything/mcp`, reached through a recording relay (its `public_url`)
-/// that prints every HTTP exchange if the test fails; its store is removed
-/// on drop.
+/// `/everything/mcp`; its store is removed on drop. `start` lets clients
+/// talk to the gateway itself (the TypeScript and Python scripts record
+/// their own HTTP exchanges); `behind_relay` puts the recording relay in
+/// front (as its `public_url`) for clients that cannot record their own.
 pub struct OAuthGateway {
-    relay: Relay,
-    _gw: Gateway,
+    relay: Option<Relay>,
+    gw: Gateway,
     data_dir: PathBuf,
 }
 
 impl OAuthGateway {
     pub async fn start(upstream: &Everything, authorization_server_extra: &str) -> Self {
-        let (listener, public) = Relay::bind().await;
+        Self::launch(upstream, authorization_server_extra, false).await
+    }
+
+    pub async fn behind_relay(upstream: &Everything, authorization_server_extra: &str) -> Self {
+        Self::launch(upstream, authorization_server_extra, true).await
+    }
+
+    async fn launch(
+        upstream: &Everything,
+        authorization_server_extra: &str,
+        relayed: bool,
+    ) -> Self {
         let port = free_port();
+        let (relay_listener, public) = if relayed {
+            let (listener, addr) = Relay::bind().await;
+            (Some(listener), addr.to_string())
+        } else {
+            (None, format!("127.0.0.1:{port}"))
+        };
         let data_dir =
             std::env::temp_dir().join(format!("mcpgw-e2e-{}-{port}", std::process::id()));
         let hash = mcp_oauth_gateway::authserver::passwords::hash_password("pw").unwrap();
@@ -181,15 +220,23 @@ upstreams:
         ))
         .await;
         Self {
-            relay: Relay::start(listener, gw.addr),
-            _gw: gw,
+            relay: relay_listener.map(|l| Relay::start(l, gw.addr)),
+            gw,
             data_dir,
         }
     }
 
     /// `path` at the gateway's public URL.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.relay.addr)
+        match &self.relay {
+            Some(relay) => format!("http://{}{path}", relay.addr),
+            None => self.gw.url(path),
+        }
+    }
+
+    /// The HTTP exchanges the relay saw (`behind_relay` only).
+    pub fn exchanges(&self) -> Vec<String> {
+        self.relay.as_ref().expect("behind_relay").exchanges()
     }
 
     /// The protected MCP endpoint.

@@ -6,7 +6,10 @@
 //! (TypeScript, Python, Rust, Inspector, browser) made them.
 //!
 //! It also stands for the TLS-terminating load balancer of a real
-//! deployment: the gateway's `public_url` is the relay's address.
+//! deployment: the gateway's `public_url` is the relay's address. Like
+//! one, it re-frames HTTP/1.1 (its own connections, chunking and lengths),
+//! so the clients whose scripts record their own exchanges talk to the
+//! gateway directly.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -18,6 +21,19 @@ use std::sync::{Arc, Mutex};
 /// own limits behind this one.
 const MAX_REQUEST_BYTES: usize = 16 << 20;
 const BODY_EXCERPT_CHARS: usize = 300;
+
+/// Hop-by-hop headers (RFC 9110 section 7.6.1): a proxy does not forward
+/// them; content-length is set again for the body it sends.
+const NOT_RELAYED: [&str; 8] = [
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
 
 struct Shared {
     gateway: SocketAddr,
@@ -118,7 +134,7 @@ async fn relay(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     }
     let mut back = Response::builder().status(status);
     for (name, value) in resp.headers() {
-        if name != "transfer-encoding" && name != "content-length" {
+        if !NOT_RELAYED.contains(&name.as_str()) {
             back = back.header(name, value);
         }
     }

@@ -15,6 +15,15 @@ async function record(method, url, resp) {
   exchanges.push(line);
 }
 
+/** How many recorded exchanges got `status` with `text` in the line (challenge, body). */
+export const countExchanges = (status, text) => exchanges.filter((l) => l.includes(` -> ${status} `) && l.includes(text)).length;
+
+/** The status of the first request to `url` recorded at or after position `from`. */
+export function firstStatusAfter(from, url) {
+  const line = exchanges.slice(from).find((l) => l.split(" ")[1] === String(url));
+  return line ? Number(line.split(" -> ")[1].split(" ")[0]) : null;
+}
+
 /** A fetch for the SDK transports that records each exchange. */
 export async function recordingFetch(input, init) {
   const resp = await fetch(input, init);
