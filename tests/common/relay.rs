@@ -107,19 +107,23 @@ async fn relay(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         parts.uri.path_and_query().map_or("/", |p| p.as_str())
     );
     let shown = parts.uri.to_string();
-    let body = axum::body::to_bytes(body, MAX_REQUEST_BYTES)
-        .await
-        .unwrap_or_default();
+    let record = |line: String| shared.exchanges.lock().unwrap().push(line);
+    let Ok(body) = axum::body::to_bytes(body, MAX_REQUEST_BYTES).await else {
+        record(format!(
+            "{} {shown} -> relay refused: body over {MAX_REQUEST_BYTES} bytes",
+            parts.method
+        ));
+        return Response::builder().status(413).body(Body::empty()).unwrap();
+    };
     let mut out = shared
         .http
         .request(parts.method.clone(), &target)
         .body(body);
     for (name, value) in &parts.headers {
-        if name != "host" && name != "content-length" {
+        if !NOT_RELAYED.contains(&name.as_str()) {
             out = out.header(name, value);
         }
     }
-    let record = |line: String| shared.exchanges.lock().unwrap().push(line);
     let resp = match out.send().await {
         Ok(resp) => resp,
         Err(e) => {
