@@ -8,7 +8,7 @@
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { auth, UnauthorizedError } from "@modelcontextprotocol/sdk/client/auth.js";
-import { MemoryProvider, countExchanges, exchanges, failWithExchanges, firstStatusAfter, recordingFetch, revoke, sleep, userAuthorizes } from "./lib/oauth_user.mjs";
+import { MemoryProvider, countExchanges, exchanges, failWithExchanges, recordingFetch, revokeThenCall, sleep, userAuthorizes } from "./lib/oauth_user.mjs";
 
 const [mcpUrl, username, password] = process.argv.slice(2);
 const provider = new MemoryProvider("TypeScript SDK 1.x e2e");
@@ -80,21 +80,14 @@ try {
   await sleep(2500);
   const afterExpiry = await callTool(client, "get-sum", { a: 1, b: 1 });
   const refreshed = provider.savedTokens.access_token !== accessBefore;
-  // Revoke the refresh token: its family's access tokens go with it, so the
-  // next call gets a 401 at once, the refresh is refused, and the SDK cannot
-  // get in without the user.
-  const revokeStatus = await revoke(mcpUrl, provider.savedTokens.refresh_token, provider.client.client_id);
-  const revokedAt = exchanges.length;
-  let afterRevoke = "allowed";
-  const authsBefore = provider.authUrls.length;
-  try {
-    await afterExpiry.client.callTool({ name: "echo", arguments: { message: "x" } });
-  } catch (e) {
-    // The SDK meets the 401, tries its (revoked) refresh token, and either
-    // asks for a new authorization or surfaces the AS's invalid_grant.
-    const refused = e instanceof UnauthorizedError || e.constructor?.name === "InvalidGrantError" || provider.authUrls.length > authsBefore;
-    afterRevoke = refused ? `refused (${e.constructor?.name})` : `error: ${e.message}`;
-  }
+  // The SDK meets the 401, tries its revoked refresh token, and either asks
+  // for a new authorization or surfaces the AS's invalid_grant.
+  const revocation = await revokeThenCall(
+    mcpUrl,
+    provider,
+    () => afterExpiry.client.callTool({ name: "echo", arguments: { message: "x" } }),
+    (e) => (e instanceof UnauthorizedError || e.constructor?.name === "InvalidGrantError" ? e.constructor.name : null),
+  );
   console.log(JSON.stringify({
     firstScope,
     tools,
@@ -108,9 +101,7 @@ try {
     afterExpiry: text(afterExpiry),
     expiryStepUp: afterExpiry.stepUp,
     insufficientScope403s: countExchanges(403, 'error="insufficient_scope"'),
-    revokeStatus,
-    firstStatusAfterRevoke: firstStatusAfter(revokedAt, mcpUrl),
-    afterRevoke,
+    ...revocation,
   }));
   // Open SSE streams would keep the process alive.
   process.exit(0);

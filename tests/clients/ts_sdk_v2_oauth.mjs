@@ -9,7 +9,7 @@
 // Prints one JSON line with what it saw; on failure prints the HTTP
 // exchanges and exits non-zero.
 import { Client, OAuthError, StreamableHTTPClientTransport, UnauthorizedError } from "@modelcontextprotocol/client";
-import { MemoryProvider, countExchanges, exchanges, failWithExchanges, firstStatusAfter, recordingFetch, revoke, sleep, userAuthorizes } from "./lib/oauth_user.mjs";
+import { MemoryProvider, countExchanges, failWithExchanges, recordingFetch, revokeThenCall, sleep, userAuthorizes } from "./lib/oauth_user.mjs";
 
 const [mcpUrl, username, password] = process.argv.slice(2);
 const provider = new MemoryProvider("TypeScript SDK 2.x e2e");
@@ -66,22 +66,14 @@ try {
   const afterExpiry = await client.callTool({ name: "get-sum", arguments: { a: 1, b: 1 } });
   const refreshed = provider.savedTokens.access_token !== accessBefore;
 
-  // Revoke the refresh token: its family's access tokens go with it, so the
-  // next call gets a 401 at once, the refresh is refused, and the SDK cannot
-  // get in without the user.
-  const revokeStatus = await revoke(mcpUrl, provider.savedTokens.refresh_token, provider.client.client_id);
-  const revokedAt = exchanges.length;
-  let afterRevoke = "allowed";
-  const authsBefore = provider.authUrls.length;
-  try {
-    await client.callTool({ name: "echo", arguments: { message: "x" } });
-  } catch (e) {
-    // The SDK meets the 401, its refresh is refused with invalid_grant, and
-    // it surfaces that (or asks for a new authorization).
-    if (e instanceof OAuthError && e.code === "invalid_grant") afterRevoke = "refused (invalid_grant)";
-    else if (e instanceof UnauthorizedError || provider.authUrls.length > authsBefore) afterRevoke = "refused (authorization needed)";
-    else afterRevoke = `error: ${e.message}`;
-  }
+  // The SDK meets the 401, its refresh is refused with invalid_grant, and it
+  // surfaces that (or asks for a new authorization).
+  const revocation = await revokeThenCall(
+    mcpUrl,
+    provider,
+    () => client.callTool({ name: "echo", arguments: { message: "x" } }),
+    (e) => (e instanceof OAuthError && e.code === "invalid_grant" ? "invalid_grant" : e instanceof UnauthorizedError ? "authorization needed" : null),
+  );
   console.log(JSON.stringify({
     firstScope,
     tools,
@@ -96,9 +88,7 @@ try {
     refreshed,
     afterExpiry: text(afterExpiry),
     insufficientScope403s: countExchanges(403, 'error="insufficient_scope"'),
-    revokeStatus,
-    firstStatusAfterRevoke: firstStatusAfter(revokedAt, mcpUrl),
-    afterRevoke,
+    ...revocation,
   }));
   process.exit(0);
 } catch (e) {

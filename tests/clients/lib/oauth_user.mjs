@@ -19,7 +19,7 @@ async function record(method, url, resp) {
 export const countExchanges = (status, text) => exchanges.filter((l) => l.includes(` -> ${status} `) && l.includes(text)).length;
 
 /** The status of the first request to `url` recorded at or after position `from`. */
-export function firstStatusAfter(from, url) {
+function firstStatusAfter(from, url) {
   const line = exchanges.slice(from).find((l) => l.split(" ")[1] === String(url));
   return line ? Number(line.split(" -> ")[1].split(" ")[0]) : null;
 }
@@ -139,8 +139,29 @@ export async function userAuthorizes(authUrl, username, password) {
 /** Waits `ms` milliseconds. */
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Revokes the provider's refresh token, then runs `call`: its family's
+ * access tokens go with it, so the call meets a 401 at once, the SDK's
+ * refresh is refused, and it cannot get in without the user. `refusal(e)`
+ * names the SDK error that says so (else null). Returns the revocation's
+ * status, the status of the next request to `mcpUrl`, and the outcome.
+ */
+export async function revokeThenCall(mcpUrl, provider, call, refusal) {
+  const revokeStatus = await revoke(mcpUrl, provider.savedTokens.refresh_token, provider.client.client_id);
+  const revokedAt = exchanges.length;
+  const authsBefore = provider.authUrls.length;
+  let afterRevoke = "allowed";
+  try {
+    await call();
+  } catch (e) {
+    const reason = refusal(e) ?? (provider.authUrls.length > authsBefore ? "authorization needed" : null);
+    afterRevoke = reason ? `refused (${reason})` : `error: ${e.message}`;
+  }
+  return { revokeStatus, firstStatusAfterRevoke: firstStatusAfter(revokedAt, mcpUrl), afterRevoke };
+}
+
 /** Revokes a token at the authorization server (RFC 7009), as a public client. */
-export async function revoke(mcpUrl, token, clientId) {
+async function revoke(mcpUrl, token, clientId) {
   const resp = await fetch(new URL("/revoke", mcpUrl), {
     method: "POST",
     headers: { "content-type": "application/x-www-form-urlencoded" },
