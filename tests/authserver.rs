@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::browser::{pkce, query, Browser, Page};
+use common::browser::{pkce, query, AuthorizeRequest, Browser, Page};
 use common::{free_port, mcp_post, Gateway, Upstream};
 use mcp_oauth_gateway::authserver::passwords::hash_password;
 use serde_json::{json, Value};
@@ -144,17 +144,15 @@ impl Drop for Setup {
 }
 
 fn authorize_url(s: &Setup, client_id: &str, challenge: &str, scope: &str) -> String {
-    let mut url = url::Url::parse(&s.url("/authorize")).unwrap();
-    url.query_pairs_mut()
-        .append_pair("response_type", "code")
-        .append_pair("client_id", client_id)
-        .append_pair("redirect_uri", REDIRECT)
-        .append_pair("code_challenge", challenge)
-        .append_pair("code_challenge_method", "S256")
-        .append_pair("state", "xyz-state")
-        .append_pair("scope", scope)
-        .append_pair("resource", &s.url("/demo/mcp"));
-    url.into()
+    AuthorizeRequest {
+        client_id,
+        redirect_uri: REDIRECT,
+        challenge,
+        scope,
+        state: Some("xyz-state"),
+        resource: &s.url("/demo/mcp"),
+    }
+    .url(&s.url(""))
 }
 
 /// Authorize, log in (unless the browser is signed in), consent; returns the

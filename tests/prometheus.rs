@@ -6,14 +6,11 @@
 
 mod common;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use common::browser::{self, Browser, Page};
+use common::browser::{self, pkce, AuthorizeRequest, Browser, Page};
 use common::idp::{Idp, TestKey, INTROSPECTION_CLIENT};
 use common::{free_port, mcp_post, wait_for_port, Gateway, Upstream, INITIALIZE};
 use mcp_oauth_gateway::authserver::passwords::hash_password;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
@@ -137,15 +134,15 @@ async fn authorize(
     client_id: &str,
     challenge: &str,
 ) -> String {
-    let mut url = url::Url::parse(&gw.url("/authorize")).unwrap();
-    url.query_pairs_mut()
-        .append_pair("response_type", "code")
-        .append_pair("client_id", client_id)
-        .append_pair("redirect_uri", REDIRECT)
-        .append_pair("code_challenge", challenge)
-        .append_pair("code_challenge_method", "S256")
-        .append_pair("scope", "mcp")
-        .append_pair("resource", &gw.url("/prom/mcp"));
+    let url = AuthorizeRequest {
+        client_id,
+        redirect_uri: REDIRECT,
+        challenge,
+        scope: "mcp",
+        state: None,
+        resource: &gw.url("/prom/mcp"),
+    }
+    .url(&gw.url(""));
     let mut browser = Browser::default();
     let page = browser.send(http.get(url)).await;
     let form = |page: &Page, password: &str| {
@@ -243,8 +240,7 @@ async fn drive_traffic(gw: &Gateway, idp: &Idp, key: &TestKey) {
         .await
         .unwrap();
     let client_id = reg["client_id"].as_str().unwrap().to_owned();
-    let verifier = URL_SAFE_NO_PAD.encode(Sha256::digest(client_id.as_bytes()));
-    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    let (verifier, challenge) = pkce();
     let code = authorize(&http, gw, &client_id, &challenge).await;
     let tokens: Value = http
         .post(gw.url("/token"))

@@ -79,3 +79,36 @@ pub fn pkce() -> (String, String) {
     let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
     (verifier, challenge)
 }
+
+/// An authorization request (authorization code, PKCE S256) as a public
+/// client sends the user's browser to it.
+pub struct AuthorizeRequest<'a> {
+    pub client_id: &'a str,
+    pub redirect_uri: &'a str,
+    pub challenge: &'a str,
+    pub scope: &'a str,
+    pub state: Option<&'a str>,
+    /// RFC 8707: the MCP endpoint the token is for.
+    pub resource: &'a str,
+}
+
+impl AuthorizeRequest<'_> {
+    /// The request at `origin`'s `/authorize` (`origin` like `http://host:port`).
+    pub fn url(&self, origin: &str) -> String {
+        let mut url = url::Url::parse(origin).unwrap().join("/authorize").unwrap();
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("response_type", "code")
+                .append_pair("client_id", self.client_id)
+                .append_pair("redirect_uri", self.redirect_uri)
+                .append_pair("code_challenge", self.challenge)
+                .append_pair("code_challenge_method", "S256");
+            if let Some(state) = self.state {
+                q.append_pair("state", state);
+            }
+            q.append_pair("scope", self.scope)
+                .append_pair("resource", self.resource);
+        }
+        url.into()
+    }
+}

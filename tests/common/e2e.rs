@@ -3,7 +3,7 @@
 //! server-everything upstream as a child process, and the gateway with the
 //! built-in authorization server and a per-tool policy in front of it.
 
-use super::browser::{pkce, query, Browser};
+use super::browser::{pkce, query, AuthorizeRequest, Browser};
 use super::relay::Relay;
 use super::{free_port, Gateway};
 use serde_json::Value;
@@ -333,17 +333,15 @@ pub fn authorize_url(
     scope: &str,
     state: &str,
 ) -> String {
-    let mut url = url::Url::parse(&oauth.url("/authorize")).unwrap();
-    url.query_pairs_mut()
-        .append_pair("response_type", "code")
-        .append_pair("client_id", &client.id)
-        .append_pair("redirect_uri", &client.redirect_uri)
-        .append_pair("code_challenge", challenge)
-        .append_pair("code_challenge_method", "S256")
-        .append_pair("scope", scope)
-        .append_pair("state", state)
-        .append_pair("resource", &oauth.mcp_url());
-    url.into()
+    AuthorizeRequest {
+        client_id: &client.id,
+        redirect_uri: &client.redirect_uri,
+        challenge,
+        scope,
+        state: Some(state),
+        resource: &oauth.mcp_url(),
+    }
+    .url(&oauth.url(""))
 }
 
 /// Exchanges an authorization code; returns the status and the JSON body.
