@@ -172,12 +172,7 @@ async fn authorize(
     }
     assert_eq!(page.status, 200, "{}", page.body);
     if page.body.contains("name=\"password\"") {
-        let form = [
-            ("flow", page.field("flow")),
-            ("csrf_token", page.field("csrf_token")),
-            ("username", "alice".into()),
-            ("password", PASSWORD.into()),
-        ];
+        let form = page.login_form("alice", PASSWORD);
         page = browser.send(s.http.post(s.url("/login")).form(&form)).await;
     }
     if page.status == 303 || page.status == 302 {
@@ -196,11 +191,7 @@ async fn authorize(
         .to_str()
         .unwrap()
         .contains("frame-ancestors 'none'"));
-    let form = [
-        ("flow", page.field("flow")),
-        ("csrf_token", page.field("csrf_token")),
-        ("action", "approve".into()),
-    ];
+    let form = page.consent_form("approve");
     let done = browser
         .send(s.http.post(s.url("/consent")).form(&form))
         .await;
@@ -932,18 +923,9 @@ async fn a_client_metadata_document_url_works_as_client_id() {
         "{}",
         login.body
     );
-    let form = [
-        ("flow", login.field("flow")),
-        ("csrf_token", login.field("csrf_token")),
-        ("username", "alice".into()),
-        ("password", PASSWORD.into()),
-    ];
+    let form = login.login_form("alice", PASSWORD);
     let consent = browser.send(s.http.post(s.url("/login")).form(&form)).await;
-    let form = [
-        ("flow", consent.field("flow")),
-        ("csrf_token", consent.field("csrf_token")),
-        ("action", "approve".into()),
-    ];
+    let form = consent.consent_form("approve");
     let back = browser
         .send(s.http.post(s.url("/consent")).form(&form))
         .await

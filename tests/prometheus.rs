@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::browser::{self, pkce, AuthorizeRequest, Browser, Page};
+use common::browser::{self, pkce, AuthorizeRequest, Browser};
 use common::idp::{Idp, TestKey, INTROSPECTION_CLIENT};
 use common::{free_port, mcp_post, wait_for_port, Gateway, Upstream, INITIALIZE};
 use mcp_oauth_gateway::authserver::passwords::hash_password;
@@ -145,28 +145,24 @@ async fn authorize(
     .url(&gw.url(""));
     let mut browser = Browser::default();
     let page = browser.send(http.get(url)).await;
-    let form = |page: &Page, password: &str| {
-        [
-            ("flow", page.field("flow")),
-            ("csrf_token", page.field("csrf_token")),
-            ("username", "ops".to_owned()),
-            ("password", password.to_owned()),
-        ]
-    };
     // One failed login first, for the login_failure event.
     browser
-        .send(http.post(gw.url("/login")).form(&form(&page, "wrong")))
+        .send(
+            http.post(gw.url("/login"))
+                .form(&page.login_form("ops", "wrong")),
+        )
         .await;
     let consent = browser
-        .send(http.post(gw.url("/login")).form(&form(&page, "pw")))
+        .send(
+            http.post(gw.url("/login"))
+                .form(&page.login_form("ops", "pw")),
+        )
         .await;
-    let approve = [
-        ("flow", consent.field("flow")),
-        ("csrf_token", consent.field("csrf_token")),
-        ("action", "approve".to_owned()),
-    ];
     let back = browser
-        .send(http.post(gw.url("/consent")).form(&approve))
+        .send(
+            http.post(gw.url("/consent"))
+                .form(&consent.consent_form("approve")),
+        )
         .await;
     browser::query(&back.location())["code"].clone()
 }

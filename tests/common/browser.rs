@@ -28,6 +28,25 @@ impl Page {
         self.body[start..].split('"').next().unwrap().to_owned()
     }
 
+    /// The login form of this page filled in for `username`.
+    pub fn login_form(&self, username: &str, password: &str) -> [(&'static str, String); 4] {
+        [
+            ("flow", self.field("flow")),
+            ("csrf_token", self.field("csrf_token")),
+            ("username", username.to_owned()),
+            ("password", password.to_owned()),
+        ]
+    }
+
+    /// The consent form of this page with `action` (`approve` or `deny`).
+    pub fn consent_form(&self, action: &str) -> [(&'static str, String); 3] {
+        [
+            ("flow", self.field("flow")),
+            ("csrf_token", self.field("csrf_token")),
+            ("action", action.to_owned()),
+        ]
+    }
+
     /// Where a redirect points.
     pub fn location(&self) -> url::Url {
         url::Url::parse(self.headers["location"].to_str().unwrap()).unwrap()

@@ -263,21 +263,12 @@ pub async fn approve_in_browser(authorize_url: &str, user: &str, password: &str)
     let origin = url::Url::parse(authorize_url).unwrap();
     let mut page = browser.send(http.get(authorize_url)).await;
     if page.status == 200 && page.body.contains("name=\"password\"") {
-        let form = [
-            ("flow", page.field("flow")),
-            ("csrf_token", page.field("csrf_token")),
-            ("username", user.to_owned()),
-            ("password", password.to_owned()),
-        ];
+        let form = page.login_form(user, password);
         let login = origin.join("/login").unwrap();
         page = browser.send(http.post(login).form(&form)).await;
     }
     if page.status == 200 {
-        let form = [
-            ("flow", page.field("flow")),
-            ("csrf_token", page.field("csrf_token")),
-            ("action", "approve".to_owned()),
-        ];
+        let form = page.consent_form("approve");
         let consent = origin.join("/consent").unwrap();
         page = browser.send(http.post(consent).form(&form)).await;
     }
