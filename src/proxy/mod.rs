@@ -408,6 +408,22 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// Runs before anything reads the request: lets an HTTP/1.1 client
+    /// pipeline (RFC 9112 §9.3.2). Besides serving pipelined requests in
+    /// order, this makes pingora keep, as the start of the next request,
+    /// any byte its client-disconnect watch (`read_body_or_idle`, here and
+    /// in `forward`) reads after the request body: with pipelining off that
+    /// byte was dropped, and the next request on the connection arrived
+    /// without its first byte (`405 method OST`, issue 11.1).
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        session.downstream_session.set_pipelining_enabled(true);
+        Ok(())
+    }
+
     /// Runs first for every request: route, `Origin`, method, and for POST the
     /// body checks and forwarding (see `forward`). Returns `true` when the
     /// response has been written here.

@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod e2e;
+pub mod http1;
 pub mod idp;
 pub mod relay;
 
@@ -41,6 +42,7 @@ impl Upstream {
             .route("/slow", any(slow))
             .route("/tools-json", any(tools_json))
             .route("/tools-sse", get(tools_sse))
+            .route("/paced/{pace}", any(paced))
             .layer(middleware::from_fn_with_state(seen.clone(), record));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -150,6 +152,35 @@ async fn tools_sse() -> Response {
     Response::builder()
         .header("content-type", "text/event-stream")
         .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+/// Answers a JSON-RPC request with an empty result carrying its `id`, after
+/// a delay set by the path: `instant`, `1ms`, `jitter` (0-5 ms, varying with
+/// the id), or `sse` (the result as one event of an SSE stream, ~1 ms).
+async fn paced(axum::extract::Path(pace): axum::extract::Path<String>, body: Bytes) -> Response {
+    let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let id = &request["id"];
+    let delay_us = match pace.as_str() {
+        "instant" => 0,
+        "jitter" => id.as_u64().unwrap_or(0).wrapping_mul(2_654_435_761) % 5_001,
+        _ => 1_000,
+    };
+    if delay_us > 0 {
+        tokio::time::sleep(Duration::from_micros(delay_us)).await;
+    }
+    let result = json!({"jsonrpc": "2.0", "id": id, "result": {}}).to_string();
+    if pace == "sse" {
+        return Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Body::from_stream(futures_util::stream::once(async move {
+                Ok::<_, std::io::Error>(Bytes::from(format!("event: message\ndata: {result}\n\n")))
+            })))
+            .unwrap();
+    }
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Body::from(result))
         .unwrap()
 }
 

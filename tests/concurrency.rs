@@ -1,0 +1,224 @@
+//! Correctness under concurrency, through the real binary: many keep-alive
+//! connections sending requests back to back (and pipelined), against
+//! upstreams of different speeds. Every request must get its own answer on
+//! its own connection; a lost byte is a request-desync defect (issue 11.1).
+
+mod common;
+
+use common::http1::{post, Conn};
+use common::*;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcp-oauth-gateway");
+
+/// The gateway binary, serving a config file, killed on drop.
+struct Binary {
+    child: Child,
+    config: std::path::PathBuf,
+    addr: std::net::SocketAddr,
+}
+
+impl Binary {
+    async fn serve(yaml: &str, port: u16) -> Self {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let config = dir.join(format!("concurrency-{}-{port}.yaml", std::process::id()));
+        std::fs::write(&config, yaml).unwrap();
+        // MCPGW_TEST_LOG=<filter> shows the binary's log (e.g. `debug`).
+        let filter = std::env::var("MCPGW_TEST_LOG").ok();
+        let log = if filter.is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", filter.as_deref().unwrap_or("warn"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_for_port(addr).await;
+        Self {
+            child,
+            config,
+            addr,
+        }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+fn tools_call(id: u64) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"request {id}"}}}}}}"#
+    )
+}
+
+/// The `id` of the one JSON-RPC message in a JSON or SSE body.
+fn response_id(content_type: &str, body: &str) -> Option<u64> {
+    rpc_messages(content_type, body)
+        .first()
+        .and_then(|m| m["id"].as_u64())
+}
+
+/// What went wrong on one connection, if anything.
+async fn run_connection(
+    addr: std::net::SocketAddr,
+    path: String,
+    first_id: u64,
+    requests: u64,
+    pipelined: bool,
+) -> Vec<String> {
+    let mut conn = Conn::open(addr).await;
+    let mut failures = Vec::new();
+    let step = if pipelined { 2 } else { 1 };
+    let mut id = first_id;
+    while id < first_id + requests {
+        let ids: Vec<u64> = (id..id + step).collect();
+        let mut bytes = Vec::new();
+        for i in &ids {
+            bytes.extend(post(&path, &tools_call(*i), ""));
+        }
+        conn.send(&bytes).await;
+        for i in &ids {
+            match conn.read_response().await {
+                Ok(r) => {
+                    let ct = r.header("content-type").unwrap_or("").to_owned();
+                    let got = response_id(&ct, &r.text());
+                    if r.status != 200 || got != Some(*i) || r.header("connection") == Some("close")
+                    {
+                        failures.push(format!(
+                            "request {i}: {} {:?} {}",
+                            r.status,
+                            r.header("connection"),
+                            r.text()
+                        ));
+                    }
+                }
+                Err(e) => {
+                    failures.push(format!("request {i}: {e}"));
+                    return failures;
+                }
+            }
+        }
+        id += step;
+    }
+    failures
+}
+
+/// `connections` keep-alive connections, each sending `requests` POSTs one
+/// after the other (two per write when `pipelined`); returns every failure.
+async fn load(
+    addr: std::net::SocketAddr,
+    path: &str,
+    connections: u64,
+    requests: u64,
+    pipelined: bool,
+) -> Vec<String> {
+    let tasks: Vec<_> = (0..connections)
+        .map(|c| {
+            tokio::spawn(run_connection(
+                addr,
+                path.to_owned(),
+                c * requests,
+                requests,
+                pipelined,
+            ))
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for t in tasks {
+        failures.extend(t.await.unwrap());
+    }
+    failures
+}
+
+async fn gateway_binary(upstream: &Upstream) -> Binary {
+    let port = free_port();
+    let yaml = format!(
+        "{}server: {{ worker_threads: 2 }}\n",
+        config_yaml(port, upstream.addr, "", "")
+    );
+    Binary::serve(&yaml, port).await
+}
+
+fn assert_no_failures(what: &str, failures: &[String]) {
+    assert!(
+        failures.is_empty(),
+        "{what}: {} failed requests, first: {:#?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_posts_keep_every_byte_at_every_upstream_speed() {
+    let up = Upstream::start().await;
+    let gw = gateway_binary(&up).await;
+    for pace in ["instant", "1ms", "jitter", "sse"] {
+        let failures = load(gw.addr, &format!("/raw/paced/{pace}"), 16, 150, false).await;
+        assert_no_failures(pace, &failures);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_posts_each_get_their_own_answer_in_order() {
+    let up = Upstream::start().await;
+    let gw = gateway_binary(&up).await;
+    for pace in ["instant", "1ms", "jitter", "sse"] {
+        let failures = load(gw.addr, &format!("/raw/paced/{pace}"), 8, 60, true).await;
+        assert_no_failures(pace, &failures);
+    }
+}
+
+/// An upstream that answers any request with an SSE head and one event,
+/// then stays quiet; it reports (once) when the gateway closes the
+/// connection.
+async fn quiet_sse_upstream() -> (std::net::SocketAddr, tokio::sync::oneshot::Receiver<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0; 8192];
+        let _ = socket.read(&mut buf).await.unwrap();
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\nd\r\ndata: first\n\n\r\n")
+            .await
+            .unwrap();
+        while !matches!(socket.read(&mut buf).await, Ok(0) | Err(_)) {}
+        let _ = closed_tx.send(());
+    });
+    (addr, closed_rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_a_quiet_post_stream_closes_the_upstream_request() {
+    let (upstream, closed) = quiet_sse_upstream().await;
+    let port = free_port();
+    let yaml = format!(
+        "public_url: http://127.0.0.1:{port}\nlisten: 127.0.0.1:{port}\nauth: {{ disabled: true }}\n\
+         upstreams:\n  - {{ name: quiet, path: /quiet/mcp, url: 'http://{upstream}/mcp' }}\n"
+    );
+    let gw = Binary::serve(&yaml, port).await;
+    let mut conn = Conn::open(gw.addr).await;
+    conn.send(&post("/quiet/mcp", &tools_call(1), "")).await;
+    conn.read_until("data: first").await.unwrap();
+    drop(conn);
+    // The upstream sends nothing more: the gateway must notice the client
+    // leaving by itself, and close the upstream connection.
+    tokio::time::timeout(Duration::from_secs(5), closed)
+        .await
+        .expect("the upstream connection is still open 5 s after the client left")
+        .unwrap();
+}
