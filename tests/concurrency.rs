@@ -222,3 +222,99 @@ async fn a_client_leaving_a_quiet_post_stream_closes_the_upstream_request() {
         .expect("the upstream connection is still open 5 s after the client left")
         .unwrap();
 }
+
+/// What a one-shot raw upstream does with each connection it accepts.
+#[derive(Clone, Copy)]
+enum Accepted {
+    /// Closes without reading: the request is left unread (a reset).
+    CloseUnread,
+    /// Reads the whole request, then closes without answering (a FIN).
+    ReadThenClose,
+    /// Reads the request and answers with a JSON-RPC result.
+    Answer,
+}
+
+/// An upstream that treats its connections in the order given (then
+/// answers), counting the requests it read in full.
+async fn scripted_upstream(
+    script: Vec<Accepted>,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let read_in_full = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = read_in_full.clone();
+    tokio::spawn(async move {
+        let mut script = script.into_iter();
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let what = script.next().unwrap_or(Accepted::Answer);
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                if let Accepted::CloseUnread = what {
+                    // Let the request arrive, unread, so the close resets.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    return;
+                }
+                loop {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !request.ends_with(b"}}}") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    if let Accepted::ReadThenClose = what {
+                        return;
+                    }
+                    let body = br#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    let _ = socket.write_all(body).await;
+                }
+            });
+        }
+    });
+    (addr, read_in_full)
+}
+
+async fn gateway_for(upstream: std::net::SocketAddr) -> Binary {
+    let port = free_port();
+    let yaml = format!(
+        "public_url: http://127.0.0.1:{port}\nlisten: 127.0.0.1:{port}\nauth: {{ disabled: true }}\n\
+         upstreams:\n  - {{ name: scripted, path: /s/mcp, url: 'http://{upstream}/mcp' }}\n"
+    );
+    Binary::serve(&yaml, port).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_the_upstream_reset_unread_is_sent_again_on_a_new_connection() {
+    let (upstream, read_in_full) = scripted_upstream(vec![Accepted::CloseUnread]).await;
+    let gw = gateway_for(upstream).await;
+    let mut conn = Conn::open(gw.addr).await;
+    conn.send(&post("/s/mcp", &tools_call(1), "")).await;
+    let r = conn.read_response().await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(read_in_full.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_the_upstream_read_before_closing_is_never_sent_twice() {
+    let (upstream, read_in_full) = scripted_upstream(vec![Accepted::ReadThenClose]).await;
+    let gw = gateway_for(upstream).await;
+    let mut conn = Conn::open(gw.addr).await;
+    conn.send(&post("/s/mcp", &tools_call(1), "")).await;
+    let r = conn.read_response().await.unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(read_in_full.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

@@ -67,7 +67,7 @@ pub async fn forward_buffered(
     let peer = route.peer();
     let timeouts = route.upstream.timeouts;
     let sent = std::time::Instant::now();
-    let mut upstream = send_with_one_retry(connector, &peer, route, &req, &body).await?;
+    let mut upstream = send_with_retries(connector, &peer, route, &req, &body).await?;
     crate::metrics::metrics()
         .upstream_duration
         .with_label_values(&[&route.upstream.name])
@@ -136,17 +136,30 @@ pub async fn forward_buffered(
 }
 
 /// Connects (or reuses a pooled connection), writes the request and waits for
-/// the response header. A pooled connection the upstream has meanwhile closed
-/// fails at once; that attempt is retried once on a fresh connection, which
-/// is safe because the upstream closed it without reading our request.
-async fn send_with_one_retry(
+/// the response header, sending the request again only when an attempt
+/// provably never reached the upstream application.
+///
+/// The rule (RFC 9110 §9.2.2: a non-idempotent request is retried only when
+/// it is known not to have been processed): an attempt is repeated, on a new
+/// connection and at most `RESET_RETRIES` times, when the upstream *reset*
+/// the connection before sending any response byte. A TCP stack resets a connection that is closed
+/// with unread data or that receives data after it was closed, so a reset
+/// means the request was never read in full: a stale pooled connection the
+/// upstream had closed, or a new one its full accept queue dropped (measured:
+/// a Python `http.server` has a backlog of 5, and a burst of new connections
+/// overflows it). The request carries exactly its `Content-Length`, so an
+/// upstream that read it in full and then died or closed sends a FIN
+/// instead (an abortive close with `SO_LINGER` 0 aside); a FIN or a timeout
+/// proves nothing, since the upstream may have acted, so the client gets
+/// the error and the POST is never sent twice.
+async fn send_with_retries(
     connector: &Connector,
     peer: &pingora::upstreams::peer::HttpPeer,
     route: &Route,
     req: &RequestHeader,
     body: &Bytes,
 ) -> Result<HttpSession, GatewayError> {
-    let mut retried = false;
+    let mut retries = 0;
     loop {
         let (mut upstream, reused) = connector
             .get_http_session(peer)
@@ -154,9 +167,9 @@ async fn send_with_one_retry(
             .map_err(|e| connect_error(route, &e))?;
         match exchange_head(&mut upstream, req, body, route.upstream.timeouts.response).await {
             Ok(()) => return Ok(upstream),
-            Err(e) if reused && !retried && !is_timeout(&e) => {
-                tracing::debug!(upstream = %route.upstream.name, error = %e, "pooled connection was stale; retrying on a new one");
-                retried = true;
+            Err(e) if retries < RESET_RETRIES && was_reset_unread(&e) => {
+                tracing::debug!(upstream = %route.upstream.name, reused, error = %e, "upstream reset the connection before reading the request; sending it on a new one");
+                retries += 1;
             }
             Err(e) if is_timeout(&e) => {
                 return Err(GatewayError::UpstreamTimeout {
@@ -164,9 +177,28 @@ async fn send_with_one_retry(
                     detail: e.to_string(),
                 })
             }
-            Err(e) => return Err(unavailable(route, &e.to_string())),
+            Err(e) => {
+                let on = if reused { "a pooled" } else { "a new" };
+                return Err(unavailable(route, &format!("{e} (on {on} connection)")));
+            }
         }
     }
+}
+
+/// How often a request the upstream reset unread is sent again: a full
+/// accept queue can reset a second new connection too.
+const RESET_RETRIES: u32 = 2;
+
+/// Whether the upstream reset the connection (see `send_with_retries`).
+fn was_reset_unread(e: &Error) -> bool {
+    e.root_cause()
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            )
+        })
 }
 
 async fn exchange_head(
