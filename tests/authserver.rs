@@ -1033,3 +1033,135 @@ async fn eddsa_signing_keys_work_end_to_end() {
     let (status, _, _) = call_tool(&s, access, "echo").await;
     assert_eq!(status, 200);
 }
+
+/// How many requests race in each round of the race tests below.
+const RACERS: usize = 8;
+
+/// Fresh tokens from a whole code flow (the browser is signed in and the
+/// consent remembered after the first).
+async fn fresh_tokens(s: &Setup, browser: &mut Browser, client_id: &str) -> Value {
+    let (code, verifier) = code_for(s, browser, client_id, "mcp").await;
+    let (status, tokens) = exchange(s, client_id, &code, &verifier).await;
+    assert_eq!(status, 200, "{tokens}");
+    tokens
+}
+
+async fn refresh_with(s: &Setup, client_id: &str, refresh: &str) -> (u16, Value) {
+    s.token(&[
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh),
+        ("client_id", client_id),
+    ])
+    .await
+}
+
+/// Every token of a family is dead: the access token is refused at the
+/// proxy, the refresh token at the token endpoint.
+async fn assert_family_dead(s: &Setup, client_id: &str, tokens: &Value, what: &str) {
+    let (status, body, _) = call_tool(s, tokens["access_token"].as_str().unwrap(), "echo").await;
+    assert_eq!(status, 401, "{what}: access token still works: {body}");
+    if let Some(refresh) = tokens["refresh_token"].as_str() {
+        let (status, err) = refresh_with(s, client_id, refresh).await;
+        assert_eq!(status, 400, "{what}: refresh token still works: {err}");
+    }
+}
+
+/// Issue 11.3: eight simultaneous revocations of eight families all take
+/// effect (RFC 7009 §2.2), round after round, with no 500 from a locked
+/// database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_revocations_of_different_families_all_take_effect() {
+    let s = Setup::start().await;
+    let client_id = s.public_client().await;
+    let mut browser = Browser::default();
+    for round in 0..4 {
+        let mut families = Vec::new();
+        for _ in 0..RACERS {
+            families.push(fresh_tokens(&s, &mut browser, &client_id).await);
+        }
+        let revocations = families.iter().map(|tokens| {
+            s.http
+                .post(s.url("/revoke"))
+                .form(&[
+                    ("token", tokens["refresh_token"].as_str().unwrap()),
+                    ("client_id", &client_id),
+                ])
+                .send()
+        });
+        for resp in futures_util::future::join_all(revocations).await {
+            let resp = resp.unwrap();
+            let status = resp.status().as_u16();
+            assert_eq!(status, 200, "round {round}: {}", resp.text().await.unwrap());
+        }
+        for tokens in &families {
+            assert_family_dead(&s, &client_id, tokens, &format!("round {round}")).await;
+        }
+    }
+}
+
+/// Issue 11.3, Authorization server 8: one code raced eight times is
+/// redeemed at most once; the losers get invalid_grant (never 500), and the
+/// reuse revokes whatever the winner got, even when issued concurrently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_raced_eight_times_is_single_use_and_revokes_the_winner() {
+    let s = Setup::start().await;
+    let client_id = s.public_client().await;
+    let mut browser = Browser::default();
+    for round in 0..6 {
+        let (code, verifier) = code_for(&s, &mut browser, &client_id, "mcp").await;
+        let answers = futures_util::future::join_all(
+            (0..RACERS).map(|_| exchange(&s, &client_id, &code, &verifier)),
+        )
+        .await;
+        let winners: Vec<&Value> = answers
+            .iter()
+            .filter(|(status, _)| *status == 200)
+            .map(|(_, tokens)| tokens)
+            .collect();
+        assert!(winners.len() <= 1, "round {round}: {answers:?}");
+        for (status, body) in answers.iter().filter(|(status, _)| *status != 200) {
+            assert_eq!(
+                (*status, body["error"].as_str()),
+                (400, Some("invalid_grant")),
+                "round {round}: {body}"
+            );
+        }
+        for tokens in winners {
+            assert_family_dead(&s, &client_id, tokens, &format!("round {round}")).await;
+        }
+    }
+}
+
+/// Issue 11.3: one refresh token raced eight times: at most one new pair,
+/// no 500, and the reuse revokes the family including that pair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_token_raced_eight_times_revokes_the_whole_family() {
+    let s = Setup::start().await;
+    let client_id = s.public_client().await;
+    let mut browser = Browser::default();
+    for round in 0..6 {
+        let tokens = fresh_tokens(&s, &mut browser, &client_id).await;
+        let refresh = tokens["refresh_token"].as_str().unwrap();
+        let answers = futures_util::future::join_all(
+            (0..RACERS).map(|_| refresh_with(&s, &client_id, refresh)),
+        )
+        .await;
+        let winners: Vec<&Value> = answers
+            .iter()
+            .filter(|(status, _)| *status == 200)
+            .map(|(_, tokens)| tokens)
+            .collect();
+        assert!(winners.len() <= 1, "round {round}: {answers:?}");
+        for (status, body) in answers.iter().filter(|(status, _)| *status != 200) {
+            assert_eq!(
+                (*status, body["error"].as_str()),
+                (400, Some("invalid_grant")),
+                "round {round}: {body}"
+            );
+        }
+        assert_family_dead(&s, &client_id, &tokens, &format!("round {round}")).await;
+        for tokens in winners {
+            assert_family_dead(&s, &client_id, tokens, &format!("round {round}")).await;
+        }
+    }
+}

@@ -293,26 +293,31 @@ async fn issue(
     header.typ = Some("at+jwt".into());
     let access_token =
         jsonwebtoken::encode(&header, &claims, &keys.encoding).map_err(OAuthError::server_error)?;
-    state
+    let refresh =
+        (refresh_until > 0 && client.may_use_grant("refresh_token")).then(|| random_token(32));
+    let refresh_record = refresh.as_ref().map(|token| RefreshRecord {
+        token_hash: Sha256::digest(token.as_bytes()).to_vec(),
+        family_id: family_id.to_owned(),
+        client_id: client.id.clone(),
+        subject: subject.to_owned(),
+        scope: scope.to_owned(),
+        resource: resource.to_owned(),
+        expires_at: refresh_until,
+        rotated: false,
+    });
+    let recorded = state
         .store
-        .record_access_token(&jti, family_id, now + ttl)
+        .record_issue(family_id, &jti, now + ttl, refresh_record.as_ref())
         .await?;
+    if !recorded {
+        // A concurrent reuse of the code or refresh token revoked the
+        // family between the check and now: these tokens never leave.
+        return Err(OAuthError::invalid_grant(
+            "the grant was revoked while these tokens were being issued",
+        ));
+    }
     let mut answer = json!({"access_token": access_token, "token_type": "Bearer", "expires_in": ttl, "scope": scope});
-    if refresh_until > 0 && client.may_use_grant("refresh_token") {
-        let refresh = random_token(32);
-        state
-            .store
-            .put_refresh_token(&RefreshRecord {
-                token_hash: Sha256::digest(refresh.as_bytes()).to_vec(),
-                family_id: family_id.to_owned(),
-                client_id: client.id.clone(),
-                subject: subject.to_owned(),
-                scope: scope.to_owned(),
-                resource: resource.to_owned(),
-                expires_at: refresh_until,
-                rotated: false,
-            })
-            .await?;
+    if let Some(refresh) = refresh {
         answer["refresh_token"] = json!(refresh);
     }
     crate::metrics::metrics()

@@ -62,13 +62,6 @@ impl Store for MemoryStore {
         Ok(self.inner().clients.get(client_id).cloned())
     }
 
-    async fn put_refresh_token(&self, token: &RefreshRecord) -> Result<(), StoreError> {
-        self.inner()
-            .refresh
-            .insert(token.token_hash.clone(), token.clone());
-        Ok(())
-    }
-
     async fn refresh_token(&self, hash: &[u8]) -> Result<Option<RefreshRecord>, StoreError> {
         let inner = self.inner();
         Ok(inner
@@ -88,16 +81,26 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn record_access_token(
+    async fn record_issue(
         &self,
-        jti: &str,
         family_id: &str,
-        expires_at: u64,
-    ) -> Result<(), StoreError> {
-        self.inner()
+        jti: &str,
+        access_expires_at: u64,
+        refresh: Option<&RefreshRecord>,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.inner();
+        if inner.revoked_families.contains_key(family_id) {
+            return Ok(false);
+        }
+        inner
             .family_tokens
-            .insert(jti.to_owned(), (family_id.to_owned(), expires_at));
-        Ok(())
+            .insert(jti.to_owned(), (family_id.to_owned(), access_expires_at));
+        if let Some(token) = refresh {
+            inner
+                .refresh
+                .insert(token.token_hash.clone(), token.clone());
+        }
+        Ok(true)
     }
 
     async fn revoke_family(&self, family_id: &str, now: u64) -> Result<Vec<String>, StoreError> {

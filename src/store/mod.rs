@@ -89,20 +89,24 @@ pub trait Store: Send + Sync {
     async fn put_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
     /// A registered client.
     async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError>;
-    /// Stores a new refresh token.
-    async fn put_refresh_token(&self, token: &RefreshRecord) -> Result<(), StoreError>;
     /// The refresh token with this hash, if its family is not revoked.
     async fn refresh_token(&self, hash: &[u8]) -> Result<Option<RefreshRecord>, StoreError>;
     /// Marks a refresh token used; `false` if it already was (reuse).
     async fn rotate_refresh_token(&self, hash: &[u8]) -> Result<bool, StoreError>;
-    /// Records an access token issued within a family, so that revoking the
-    /// family revokes it too.
-    async fn record_access_token(
+    /// Records what one grant issued, atomically with respect to
+    /// [`Store::revoke_family`]: the access token's id (so that revoking the
+    /// family revokes it) and, when there is one, the new refresh token.
+    /// Returns `false` and records nothing when the family is revoked
+    /// already (a concurrent code or refresh-token reuse): the caller must
+    /// not hand out the tokens. A revocation that commits after this call
+    /// finds the access token recorded.
+    async fn record_issue(
         &self,
-        jti: &str,
         family_id: &str,
-        expires_at: u64,
-    ) -> Result<(), StoreError>;
+        jti: &str,
+        access_expires_at: u64,
+        refresh: Option<&RefreshRecord>,
+    ) -> Result<bool, StoreError>;
     /// Revokes a family: its refresh tokens stop working and the ids of its
     /// unexpired access tokens are returned (and recorded as revoked).
     async fn revoke_family(&self, family_id: &str, now: u64) -> Result<Vec<String>, StoreError>;

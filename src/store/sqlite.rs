@@ -1,5 +1,15 @@
 //! The SQLite backend: one file (WAL mode), schema versions applied in
 //! order at open.
+//!
+//! Writes go through one connection of their own and every multi-statement
+//! write is a `BEGIN IMMEDIATE` transaction. SQLite allows one writer at a
+//! time; with several pooled connections, a deferred transaction that read
+//! first and then wrote failed at once with `SQLITE_BUSY` (5) or
+//! `SQLITE_BUSY_SNAPSHOT` (517), which its busy timeout does not cover, and
+//! concurrent revocations were lost (issue 11.3). One writer connection
+//! queues this process's writes in the pool instead; the busy timeout
+//! covers another process (the `keys` command) holding the lock. Reads use
+//! their own connections and, in WAL mode, never wait for the writer.
 
 use super::{ClientRecord, RefreshRecord, Store, StoreError, StoredKey};
 use async_trait::async_trait;
@@ -7,6 +17,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Row, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
+use std::time::Duration;
 
 /// Schema versions; version N is `MIGRATIONS[N - 1]`. Never edit one that
 /// has shipped: add the next.
@@ -24,8 +35,16 @@ CREATE TABLE revoked_access_tokens (jti TEXT PRIMARY KEY, expires_at INTEGER NOT
 CREATE TABLE consents (subject TEXT NOT NULL, client_id TEXT NOT NULL, scope TEXT NOT NULL, PRIMARY KEY (subject, client_id, scope));
 "#];
 
+/// How long a write waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The SQLite store.
-pub struct SqliteStore(SqlitePool);
+pub struct SqliteStore {
+    /// Connections for reads.
+    read: SqlitePool,
+    /// The one connection for writes.
+    write: SqlitePool,
+}
 
 impl SqliteStore {
     /// Opens (creating if needed) `dir/gateway.db` and brings its schema up
@@ -36,48 +55,62 @@ impl SqliteStore {
         let options = SqliteConnectOptions::new()
             .filename(dir.join("gateway.db"))
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal);
-        Self::with(
-            SqlitePoolOptions::new()
-                .max_connections(4)
-                .connect_with(options)
-                .await?,
-        )
-        .await
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(BUSY_TIMEOUT);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        migrate(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        Ok(Self { read, write })
     }
 
     /// A private in-memory database (tests).
     pub async fn in_memory() -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
         // One connection: every connection to `:memory:` is its own database.
-        Self::with(
-            SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect_with(options)
-                .await?,
-        )
-        .await
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
+        migrate(&pool).await?;
+        Ok(Self {
+            read: pool.clone(),
+            write: pool,
+        })
     }
 
-    async fn with(pool: SqlitePool) -> Result<Self, StoreError> {
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            .execute(&pool)
-            .await?;
-        let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_version")
-            .fetch_one(&pool)
-            .await?
-            .get(0);
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-            let mut tx = pool.begin().await?;
-            sqlx::raw_sql(sql).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
-                .bind(i as i64 + 1)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-        }
-        Ok(Self(pool))
+    /// A write transaction holding the write lock from its first statement.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
     }
+}
+
+/// Brings the schema up to date.
+async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .execute(pool)
+        .await?;
+    // The version is read inside the write transaction, so that two
+    // processes opening the file at once apply each migration once.
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+        .fetch_one(&mut *tx)
+        .await?
+        .get(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        sqlx::raw_sql(sql).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
+            .bind(i as i64 + 1)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 fn refresh_from(row: &sqlx::sqlite::SqliteRow) -> RefreshRecord {
@@ -99,7 +132,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             "SELECT kid, alg, pkcs8, created_at FROM signing_keys ORDER BY created_at, kid",
         )
-        .fetch_all(&self.0)
+        .fetch_all(&self.read)
         .await?;
         Ok(rows
             .iter()
@@ -118,7 +151,7 @@ impl Store for SqliteStore {
             .bind(&key.alg)
             .bind(&key.pkcs8)
             .bind(key.created_at as i64)
-            .execute(&self.0)
+            .execute(&self.write)
             .await?;
         Ok(())
     }
@@ -126,7 +159,7 @@ impl Store for SqliteStore {
     async fn remove_signing_key(&self, kid: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM signing_keys WHERE kid = ?")
             .bind(kid)
-            .execute(&self.0)
+            .execute(&self.write)
             .await?;
         Ok(())
     }
@@ -137,7 +170,7 @@ impl Store for SqliteStore {
             .bind(&c.secret_hash)
             .bind(&c.metadata)
             .bind(c.created_at as i64)
-            .execute(&self.0)
+            .execute(&self.write)
             .await?;
         Ok(())
     }
@@ -147,7 +180,7 @@ impl Store for SqliteStore {
             "SELECT client_id, secret_hash, metadata, created_at FROM clients WHERE client_id = ?",
         )
         .bind(client_id)
-        .fetch_optional(&self.0)
+        .fetch_optional(&self.read)
         .await?;
         Ok(row.map(|r| ClientRecord {
             client_id: r.get("client_id"),
@@ -157,27 +190,12 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn put_refresh_token(&self, t: &RefreshRecord) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO refresh_tokens (token_hash, family_id, client_id, subject, scope, resource, expires_at, rotated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-            .bind(&t.token_hash)
-            .bind(&t.family_id)
-            .bind(&t.client_id)
-            .bind(&t.subject)
-            .bind(&t.scope)
-            .bind(&t.resource)
-            .bind(t.expires_at as i64)
-            .bind(i64::from(t.rotated))
-            .execute(&self.0)
-            .await?;
-        Ok(())
-    }
-
     async fn refresh_token(&self, hash: &[u8]) -> Result<Option<RefreshRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT * FROM refresh_tokens WHERE token_hash = ? AND family_id NOT IN (SELECT family_id FROM revoked_families)",
         )
         .bind(hash)
-        .fetch_optional(&self.0)
+        .fetch_optional(&self.read)
         .await?;
         Ok(row.as_ref().map(refresh_from))
     }
@@ -187,30 +205,54 @@ impl Store for SqliteStore {
             "UPDATE refresh_tokens SET rotated = 1 WHERE token_hash = ? AND rotated = 0",
         )
         .bind(hash)
-        .execute(&self.0)
+        .execute(&self.write)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
-    async fn record_access_token(
+    async fn record_issue(
         &self,
-        jti: &str,
         family_id: &str,
-        expires_at: u64,
-    ) -> Result<(), StoreError> {
+        jti: &str,
+        access_expires_at: u64,
+        refresh: Option<&RefreshRecord>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let revoked = sqlx::query("SELECT 1 FROM revoked_families WHERE family_id = ?")
+            .bind(family_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if revoked {
+            return Ok(false);
+        }
         sqlx::query(
             "INSERT INTO family_access_tokens (jti, family_id, expires_at) VALUES (?, ?, ?)",
         )
         .bind(jti)
         .bind(family_id)
-        .bind(expires_at as i64)
-        .execute(&self.0)
+        .bind(access_expires_at as i64)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        if let Some(t) = refresh {
+            sqlx::query("INSERT INTO refresh_tokens (token_hash, family_id, client_id, subject, scope, resource, expires_at, rotated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+                .bind(&t.token_hash)
+                .bind(&t.family_id)
+                .bind(&t.client_id)
+                .bind(&t.subject)
+                .bind(&t.scope)
+                .bind(&t.resource)
+                .bind(t.expires_at as i64)
+                .bind(i64::from(t.rotated))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn revoke_family(&self, family_id: &str, now: u64) -> Result<Vec<String>, StoreError> {
-        let mut tx = self.0.begin().await?;
+        let mut tx = self.write_tx().await?;
         let until: Option<i64> =
             sqlx::query("SELECT MAX(expires_at) FROM refresh_tokens WHERE family_id = ?")
                 .bind(family_id)
@@ -247,7 +289,7 @@ impl Store for SqliteStore {
         sqlx::query("INSERT OR IGNORE INTO revoked_access_tokens (jti, expires_at) VALUES (?, ?)")
             .bind(jti)
             .bind(expires_at as i64)
-            .execute(&self.0)
+            .execute(&self.write)
             .await?;
         Ok(())
     }
@@ -256,7 +298,7 @@ impl Store for SqliteStore {
         let rows =
             sqlx::query("SELECT jti, expires_at FROM revoked_access_tokens WHERE expires_at > ?")
                 .bind(now as i64)
-                .fetch_all(&self.0)
+                .fetch_all(&self.read)
                 .await?;
         Ok(rows
             .iter()
@@ -275,7 +317,7 @@ impl Store for SqliteStore {
                 .bind(subject)
                 .bind(client_id)
                 .bind(scope)
-                .fetch_optional(&self.0)
+                .fetch_optional(&self.read)
                 .await?;
         Ok(row.is_some())
     }
@@ -290,7 +332,7 @@ impl Store for SqliteStore {
             .bind(subject)
             .bind(client_id)
             .bind(scope)
-            .execute(&self.0)
+            .execute(&self.write)
             .await?;
         Ok(())
     }
@@ -306,7 +348,7 @@ impl Store for SqliteStore {
         ] {
             removed += sqlx::query(sql)
                 .bind(now)
-                .execute(&self.0)
+                .execute(&self.write)
                 .await?
                 .rows_affected();
         }

@@ -25,8 +25,11 @@ async fn backends() -> Vec<(&'static str, Box<dyn Store>)> {
 #[tokio::test]
 async fn refresh_tokens_rotate_once_and_a_revoked_family_disappears() {
     for (name, s) in backends().await {
-        s.put_refresh_token(&refresh(b"h1", "f1")).await.unwrap();
-        s.record_access_token("jti-1", "f1", 1_500).await.unwrap();
+        let first = refresh(b"h1", "f1");
+        assert!(s
+            .record_issue("f1", "jti-1", 1_500, Some(&first))
+            .await
+            .unwrap());
         assert!(s.rotate_refresh_token(b"h1").await.unwrap(), "{name}");
         assert!(
             !s.rotate_refresh_token(b"h1").await.unwrap(),
@@ -45,6 +48,47 @@ async fn refresh_tokens_rotate_once_and_a_revoked_family_disappears() {
         );
         assert_eq!(s.purge_expired(3_000).await.unwrap(), 4, "{name}");
     }
+}
+
+#[tokio::test]
+async fn nothing_is_issued_into_a_revoked_family() {
+    for (name, s) in backends().await {
+        s.revoke_family("f2", 1_000).await.unwrap();
+        let late = refresh(b"h2", "f2");
+        assert!(
+            !s.record_issue("f2", "jti-2", 1_500, Some(&late))
+                .await
+                .unwrap(),
+            "{name}: issuance after the revocation is refused"
+        );
+        assert!(s.refresh_token(b"h2").await.unwrap().is_none(), "{name}");
+        assert!(
+            s.revoked_access_tokens(1_000).await.unwrap().is_empty(),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_to_a_sqlite_file_all_land() {
+    let dir = std::env::temp_dir().join(format!("mcpgw-store-{}", std::process::id()));
+    let store = std::sync::Arc::new(SqliteStore::open(&dir).await.unwrap());
+    let writes = (0..32).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let family = format!("f{i}");
+            let token = refresh(format!("h{i}").as_bytes(), &family);
+            store
+                .record_issue(&family, &format!("j{i}"), 1_500, Some(&token))
+                .await?;
+            store.revoke_family(&family, 1_000).await
+        })
+    });
+    for write in futures_util::future::join_all(writes).await {
+        assert_eq!(write.unwrap().unwrap().len(), 1, "every revocation lands");
+    }
+    assert_eq!(store.revoked_access_tokens(1_000).await.unwrap().len(), 32);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
