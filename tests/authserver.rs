@@ -1165,3 +1165,43 @@ async fn a_refresh_token_raced_eight_times_revokes_the_whole_family() {
         }
     }
 }
+
+/// Issue 11.4, RFC 6749 §6: a refresh refused for its scope or resource
+/// issues nothing, so it rotates nothing: the client's corrected retry
+/// works and the family is not revoked as a reuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_refresh_leaves_the_refresh_token_usable() {
+    let s = Setup::start().await;
+    let client_id = s.public_client().await;
+    let mut browser = Browser::default();
+    let tokens = fresh_tokens(&s, &mut browser, &client_id).await;
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let (status, err) = s
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("client_id", &client_id),
+            ("scope", "mcp math"),
+        ])
+        .await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (400, Some("invalid_scope"))
+    );
+    let (status, err) = s
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("client_id", &client_id),
+            ("resource", "http://elsewhere.example/mcp"),
+        ])
+        .await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (400, Some("invalid_target"))
+    );
+    let (status, renewed) = refresh_with(&s, &client_id, refresh).await;
+    assert_eq!(status, 200, "the corrected retry works: {renewed}");
+    let (status, body, _) = call_tool(&s, tokens["access_token"].as_str().unwrap(), "echo").await;
+    assert_eq!(status, 200, "the family was not revoked: {body}");
+}

@@ -135,14 +135,6 @@ async fn refresh_grant(
     if record.expires_at <= now_secs() {
         return Err(OAuthError::invalid_grant("the refresh token has expired"));
     }
-    if !state.store.rotate_refresh_token(&hash).await? {
-        super::count_event("refresh_reuse");
-        tracing::warn!(client_id = %client.id, subject = %record.subject, "refresh token reused; revoking its family");
-        revoke_family(state, &record.family_id).await?;
-        return Err(OAuthError::invalid_grant(
-            "refresh token already used; its family is revoked",
-        ));
-    }
     if form.get("resource").is_some_and(|r| *r != record.resource) {
         return Err(OAuthError::invalid_target(
             "resource differs from the one the refresh token was issued for",
@@ -155,30 +147,17 @@ async fn refresh_grant(
             "the user of this grant no longer exists",
         ));
     };
-    let granted: BTreeSet<&str> = record
-        .scope
-        .split(' ')
-        .filter(|s| {
-            !s.is_empty() && (user.scopes.contains(*s) || *s == crate::auth::policy::OFFLINE_ACCESS)
-        })
-        .collect();
-    let scope = match form.get("scope") {
-        None => record
-            .scope
-            .split(' ')
-            .filter(|s| granted.contains(s))
-            .collect::<Vec<_>>()
-            .join(" "),
-        Some(asked) => {
-            let asked: Vec<&str> = asked.split(' ').filter(|s| !s.is_empty()).collect();
-            if let Some(extra) = asked.iter().find(|s| !granted.contains(*s)) {
-                return Err(OAuthError::invalid_scope(format!(
-                    "scope `{extra}` was not granted; a refresh can only narrow the scope"
-                )));
-            }
-            asked.join(" ")
-        }
-    };
+    let scope = refreshed_scope(&record.scope, &user.scopes, form.get("scope"))?;
+    // Rotated only now that a new token will be issued (RFC 6749 §6): a
+    // refused request leaves the token usable for the corrected retry.
+    if !state.store.rotate_refresh_token(&hash).await? {
+        super::count_event("refresh_reuse");
+        tracing::warn!(client_id = %client.id, subject = %record.subject, "refresh token reused; revoking its family");
+        revoke_family(state, &record.family_id).await?;
+        return Err(OAuthError::invalid_grant(
+            "refresh token already used; its family is revoked",
+        ));
+    }
     let issued = Issue {
         grant: "refresh_token",
         subject: &record.subject,
@@ -188,6 +167,37 @@ async fn refresh_grant(
         refresh_until: record.expires_at,
     };
     issue(state, client, issued).await
+}
+
+/// The scope a refresh issues: the granted scopes the user still holds, or
+/// the narrower set asked for; asking for more is `invalid_scope`.
+fn refreshed_scope(
+    granted: &str,
+    user_scopes: &BTreeSet<String>,
+    asked: Option<&String>,
+) -> Result<String, OAuthError> {
+    let still_held: BTreeSet<&str> = granted
+        .split(' ')
+        .filter(|s| {
+            !s.is_empty() && (user_scopes.contains(*s) || *s == crate::auth::policy::OFFLINE_ACCESS)
+        })
+        .collect();
+    match asked {
+        None => Ok(granted
+            .split(' ')
+            .filter(|s| still_held.contains(s))
+            .collect::<Vec<_>>()
+            .join(" ")),
+        Some(asked) => {
+            let asked: Vec<&str> = asked.split(' ').filter(|s| !s.is_empty()).collect();
+            if let Some(extra) = asked.iter().find(|s| !still_held.contains(*s)) {
+                return Err(OAuthError::invalid_scope(format!(
+                    "scope `{extra}` was not granted; a refresh can only narrow the scope"
+                )));
+            }
+            Ok(asked.join(" "))
+        }
+    }
 }
 
 /// `client_credentials`: a confidential client acting for itself (`sub` is
