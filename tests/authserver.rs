@@ -1205,3 +1205,128 @@ async fn a_refused_refresh_leaves_the_refresh_token_usable() {
     let (status, body, _) = call_tool(&s, tokens["access_token"].as_str().unwrap(), "echo").await;
     assert_eq!(status, 200, "the family was not revoked: {body}");
 }
+
+/// Issue 11.5, RFC 8252 §7.3: a native client registered with a loopback
+/// redirect may come back on any port (it picks a free one per login); the
+/// consent page says the redirect stays on this computer; the token request
+/// names the port the authorization request used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_redirects_may_use_any_port() {
+    let s = Setup::start().await;
+    let (status, doc) = s
+        .register(
+            json!({"client_name": "Desktop", "redirect_uris": ["http://127.0.0.1:5000/cb"],
+            "token_endpoint_auth_method": "none", "application_type": "native"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{doc}");
+    let client_id = doc["client_id"].as_str().unwrap();
+    let (verifier, challenge) = pkce();
+    let redirect = "http://127.0.0.1:5001/cb";
+    let request = AuthorizeRequest {
+        client_id,
+        redirect_uri: redirect,
+        challenge: &challenge,
+        scope: "mcp",
+        state: Some("s1"),
+        resource: &s.url("/demo/mcp"),
+    };
+    let mut browser = Browser::default();
+    let page = browser.send(s.http.get(request.url(&s.url("")))).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let form = page.login_form("alice", PASSWORD);
+    let consent = browser.send(s.http.post(s.url("/login")).form(&form)).await;
+    assert!(
+        consent.body.contains("an application on this computer"),
+        "{}",
+        consent.body
+    );
+    let form = consent.consent_form("approve");
+    let back = browser
+        .send(s.http.post(s.url("/consent")).form(&form))
+        .await
+        .location();
+    assert_eq!(back.port(), Some(5001));
+    let code = query(&back)["code"].clone();
+    let (status, err) = s
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", "http://127.0.0.1:5000/cb"),
+            ("client_id", client_id),
+            ("code_verifier", &verifier),
+        ])
+        .await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "the token request must repeat the port actually used"
+    );
+
+    let (verifier, challenge) = pkce();
+    let request = AuthorizeRequest {
+        challenge: &challenge,
+        ..request
+    };
+    let back = authorize_with(&s, &mut browser, &request).await;
+    let (status, tokens) = s
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &query(&back)["code"]),
+            ("redirect_uri", redirect),
+            ("client_id", client_id),
+            ("code_verifier", &verifier),
+        ])
+        .await;
+    assert_eq!(status, 200, "{tokens}");
+
+    for other in ["http://127.0.0.1:5001/other", "http://localhost:5000/cb"] {
+        let request = AuthorizeRequest {
+            redirect_uri: other,
+            ..request
+        };
+        let page = browser.send(s.http.get(request.url(&s.url("")))).await;
+        assert_eq!(page.status, 400, "{other}: {}", page.body);
+    }
+}
+
+/// The browser (signed in, consent remembered) is sent straight back.
+async fn authorize_with(
+    s: &Setup,
+    browser: &mut Browser,
+    request: &AuthorizeRequest<'_>,
+) -> url::Url {
+    let page = browser.send(s.http.get(request.url(&s.url("")))).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    page.location()
+}
+
+/// Issue 11.5, RFC 8252 §7.1: native clients may register private-use
+/// schemes in reverse-DNS form; nobody may register executable or local
+/// schemes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_clients_may_register_private_use_schemes_only() {
+    let s = Setup::start().await;
+    let native = |uri: &str, application_type: &str| {
+        json!({"client_name": "App", "redirect_uris": [uri], "token_endpoint_auth_method": "none",
+               "application_type": application_type})
+    };
+    let (status, doc) = s
+        .register(native("com.example.app:/oauth/cb", "native"))
+        .await;
+    assert_eq!(status, 201, "{doc}");
+    for (uri, kind) in [
+        ("com.example.app:/oauth/cb", "web"),
+        ("myapp:/cb", "native"),
+        ("javascript:alert(1)", "native"),
+        ("data:text/html,x", "native"),
+        ("file:///tmp/x", "native"),
+    ] {
+        let (status, doc) = s.register(native(uri, kind)).await;
+        assert_eq!(
+            (status, doc["error"].as_str()),
+            (400, Some("invalid_redirect_uri")),
+            "{uri} as {kind}: {doc}"
+        );
+    }
+}

@@ -11,6 +11,7 @@
 
 use super::clients::{self, Client};
 use super::pages::{self, ConsentPage, LoginPage};
+use super::redirect_uri;
 use super::{random_token, AsState, PeerAddr};
 use crate::auth::policy::OFFLINE_ACCESS;
 use aws_lc_rs::constant_time::verify_slices_are_equal;
@@ -295,7 +296,9 @@ pub async fn authorize(
         },
     };
     let redirect = match (get("redirect_uri"), client.meta.redirect_uris.as_slice()) {
-        (Some(r), registered) if registered.iter().any(|u| u == r) => r.to_owned(),
+        (Some(r), registered) if registered.iter().any(|u| redirect_uri::matches(u, r)) => {
+            r.to_owned()
+        }
         (None, [only]) => only.clone(),
         _ => {
             return pages::error(
@@ -474,10 +477,12 @@ async fn to_consent(state: &AsState, flow_id: &str, flow: Flow) -> Result<Respon
         Ok(false) => {}
         Err(e) => return Err(super::errors::OAuthError::from(e).into_response()),
     }
-    let redirect_host = url::Url::parse(&flow.redirect_uri)
-        .ok()
+    let redirect = url::Url::parse(&flow.redirect_uri).ok();
+    let redirect_host = redirect
+        .as_ref()
         .and_then(|u| u.host_str().map(str::to_owned))
-        .unwrap_or_default();
+        .unwrap_or_else(|| flow.redirect_uri.clone());
+    let loopback = redirect.as_ref().is_some_and(redirect_uri::is_loopback);
     let action = state.public_url.join("/consent");
     let page = pages::render(
         StatusCode::OK,
@@ -485,6 +490,7 @@ async fn to_consent(state: &AsState, flow_id: &str, flow: Flow) -> Result<Respon
             client_name: &flow.client_name,
             username: &user,
             redirect_host: &redirect_host,
+            loopback,
             scopes: &scopes,
             action: &action,
             flow: flow_id,

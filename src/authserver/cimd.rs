@@ -14,7 +14,7 @@
 //! `Cache-Control` allows (1 minute to 24 hours).
 
 use super::clients::{Client, ClientMetadata};
-use super::registration::valid_redirect_uri;
+use super::redirect_uri;
 use moka::sync::Cache;
 use moka::Expiry;
 use serde_json::Value;
@@ -270,8 +270,17 @@ fn validate(url: &str, doc: &Value) -> Result<Client, CimdError> {
     if redirect_uris.is_empty() || redirect_uris.len() > 10 {
         return Err("the document needs 1-10 redirect_uris".into());
     }
+    let application_type = match doc.get("application_type").and_then(Value::as_str) {
+        None | Some("web") => "web",
+        Some("native") => "native",
+        Some(other) => {
+            return Err(format!(
+                "application_type `{other}` is not `web` or `native`"
+            ))
+        }
+    };
     for uri in &redirect_uris {
-        valid_redirect_uri(uri)?;
+        redirect_uri::validate(uri, application_type)?;
     }
     let method = doc
         .get("token_endpoint_auth_method")
@@ -291,7 +300,7 @@ fn validate(url: &str, doc: &Value) -> Result<Client, CimdError> {
             token_endpoint_auth_method: "none".into(),
             grant_types: vec!["authorization_code".into(), "refresh_token".into()],
             response_types: vec!["code".into()],
-            application_type: "web".into(),
+            application_type: application_type.into(),
             scope: None,
         },
     })

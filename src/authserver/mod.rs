@@ -17,6 +17,7 @@ mod errors;
 mod keys;
 mod pages;
 pub mod passwords;
+mod redirect_uri;
 mod registration;
 mod revocation;
 mod token;

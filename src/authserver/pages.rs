@@ -26,6 +26,8 @@ pub struct ConsentPage<'a> {
     pub client_name: &'a str,
     pub username: &'a str,
     pub redirect_host: &'a str,
+    /// The redirect goes to an app on the user's own machine (any port).
+    pub loopback: bool,
     pub scopes: &'a [String],
     pub action: &'a str,
     pub flow: &'a str,

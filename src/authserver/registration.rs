@@ -4,6 +4,7 @@
 
 use super::clients::{hash_secret, ClientMetadata};
 use super::errors::OAuthError;
+use super::redirect_uri;
 use super::{random_token, AsState, PeerAddr};
 use crate::auth::now_secs;
 use crate::config::RegistrationPolicy;
@@ -22,27 +23,6 @@ const MAX_REGISTRATION_BYTES: usize = 16 * 1024;
 
 fn invalid_metadata(d: impl Into<String>) -> OAuthError {
     OAuthError::new(StatusCode::BAD_REQUEST, "invalid_client_metadata", d)
-}
-
-/// `https`, or `http` to a loopback host; never a fragment.
-pub fn valid_redirect_uri(uri: &str) -> Result<(), String> {
-    let url = url::Url::parse(uri).map_err(|e| format!("`{uri}` is not a URL ({e})"))?;
-    if url.fragment().is_some() {
-        return Err(format!("`{uri}` has a fragment"));
-    }
-    let loopback = match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
-    match url.scheme() {
-        "https" if url.host().is_some() => Ok(()),
-        "http" if loopback => Ok(()),
-        _ => Err(format!(
-            "`{uri}` must be https, or http on a loopback address"
-        )),
-    }
 }
 
 fn strings(doc: &Value, field: &str, default: &[&str]) -> Result<Vec<String>, OAuthError> {
@@ -116,15 +96,15 @@ pub fn validate(doc: &Value) -> Result<ClientMetadata, OAuthError> {
             "give 1 to 10 `redirect_uris`",
         ));
     }
-    for uri in &redirect_uris {
-        valid_redirect_uri(uri)
-            .map_err(|m| OAuthError::new(StatusCode::BAD_REQUEST, "invalid_redirect_uri", m))?;
-    }
     let application_type = string(doc, "application_type")?.unwrap_or_else(|| "web".into());
     if application_type != "web" && application_type != "native" {
         return Err(invalid_metadata(
             "application_type must be `web` or `native`",
         ));
+    }
+    for uri in &redirect_uris {
+        redirect_uri::validate(uri, &application_type)
+            .map_err(|m| OAuthError::new(StatusCode::BAD_REQUEST, "invalid_redirect_uri", m))?;
     }
     let client_name = string(doc, "client_name")?;
     if client_name
