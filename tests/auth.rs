@@ -401,6 +401,81 @@ async fn hostile_tokens_get_401_invalid_token() {
     assert_eq!(status, 200);
 }
 
+/// Issue 11.6, RFC 7515 §4.1.11 and RFC 8725 §3.11: a JWS naming critical
+/// extensions (or with a malformed `crit`), a JWT typed as something other
+/// than an access token, and a token with an empty `sub` are refused; the
+/// usual access-token types and tokens without `typ` pass.
+#[tokio::test]
+async fn crit_typ_and_empty_subject_are_checked() {
+    let s = Setup::start().await;
+    let aud = s.resource("/demo/mcp");
+    let claims = s.idp.claims("alice", &aud, "mcp");
+    let signed = |header: Value| s.ec1.sign_with_header(header, &claims);
+    let refused = [
+        ("unknown critical extension", signed(json!({"kid": "ec1", "crit": ["exp-ext"], "exp-ext": 1})), "critical extension `exp-ext`"),
+        ("empty crit", signed(json!({"kid": "ec1", "crit": []})), "non-empty list"),
+        ("crit not a list", signed(json!({"kid": "ec1", "crit": "b64"})), "non-empty list"),
+        ("crit naming a registered header", signed(json!({"kid": "ec1", "crit": ["kid"]})), "registered header `kid`"),
+        ("crit naming an absent header", signed(json!({"kid": "ec1", "crit": ["b64"]})), "which the header lacks"),
+        ("ID token", signed(json!({"kid": "ec1", "typ": "id_token+jwt"})), "not an access token"),
+        ("logout token", signed(json!({"kid": "ec1", "typ": "logout+jwt"})), "not an access token"),
+        ("security event", signed(json!({"kid": "ec1", "typ": "secevent+jwt"})), "not an access token"),
+        ("DPoP proof", signed(json!({"kid": "ec1", "typ": "dpop+jwt"})), "not an access token"),
+        ("typ not a string", signed(json!({"kid": "ec1", "typ": 7})), "not an access token"),
+        ("empty sub", s.ec1.sign(&json!({"sub": "", "iss": claims["iss"], "aud": claims["aud"], "scope": "mcp", "exp": claims["exp"]})), "`sub` is empty"),
+    ];
+    for (name, token, reason) in refused {
+        let (status, _, body) = s.post("/demo/mcp", Some(&token), INITIALIZE).await;
+        assert_eq!(status, 401, "{name}: {body}");
+        let (error, description) = error_of(&body);
+        assert_eq!(error, "invalid_token", "{name}");
+        assert!(description.contains(reason), "{name}: {description}");
+    }
+    for typ in [
+        json!("at+jwt"),
+        json!("JWT"),
+        json!("application/at+JWT"),
+        Value::Null,
+    ] {
+        let mut header = json!({"kid": "ec1"});
+        if !typ.is_null() {
+            header["typ"] = typ.clone();
+        }
+        let (status, _, body) = s.post("/demo/mcp", Some(&signed(header)), INITIALIZE).await;
+        assert_eq!(status, 200, "typ {typ}: {body}");
+    }
+    assert_eq!(
+        s.upstream.count(),
+        4,
+        "only the accepted tokens reached the upstream"
+    );
+}
+
+/// Issue 11.6: `kid` is optional (RFC 7515 §4.1.4); without one, the
+/// issuer's keys of the token's `alg` are tried.
+#[tokio::test]
+async fn tokens_without_kid_are_verified_against_the_keys_of_their_alg() {
+    let s = Setup::start().await;
+    let (ec1, ec2, rsa) = (TestKey::ec1(), TestKey::ec2(), TestKey::rsa());
+    s.idp.publish(&[&ec2, &ec1, &rsa]);
+    // Past jwks_min_refresh_interval (1 s) since the fetch at start.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let aud = s.resource("/demo/mcp");
+    // A token naming ec2 makes the gateway fetch the new key set.
+    let named = ec2.sign(&s.idp.claims("alice", &aud, "mcp"));
+    let (status, _, body) = s.post("/demo/mcp", Some(&named), INITIALIZE).await;
+    assert_eq!(status, 200, "{body}");
+    for key in [&ec1, &ec2] {
+        let token = key.sign_with_header(json!({"typ": "JWT"}), &s.idp.claims("bob", &aud, "mcp"));
+        let (status, _, body) = s.post("/demo/mcp", Some(&token), INITIALIZE).await;
+        assert_eq!(status, 200, "no kid, signed by {}: {body}", key.kid);
+    }
+    let stranger = TestKey::load("ec-unknown", "ec3.pem", Algorithm::ES256);
+    let token = stranger.sign_with_header(json!({}), &s.idp.claims("eve", &aud, "mcp"));
+    let (status, _, body) = s.post("/demo/mcp", Some(&token), INITIALIZE).await;
+    assert_eq!(status, 401, "no kid, unknown key: {body}");
+}
+
 /// Resource server 2 and 8: malformed Authorization or a token in the query
 /// string is a 400.
 #[tokio::test]

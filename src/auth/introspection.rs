@@ -115,9 +115,11 @@ impl Introspector {
             (None, Some(expected)) => expected.clone(),
             (None, None) => self.config.url.clone(),
         };
-        let Some(subject) = r.sub.or_else(|| r.client_id.clone()) else {
+        // An empty `sub` would be one identity shared by every such token.
+        let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+        let Some(subject) = non_empty(&r.sub).or_else(|| non_empty(&r.client_id)) else {
             return Err(AuthFailure::InvalidClaims(
-                "the introspection answer has neither `sub` nor `client_id`".into(),
+                "the introspection answer has neither a non-empty `sub` nor a `client_id`".into(),
             ));
         };
         let ttl = match r.exp {

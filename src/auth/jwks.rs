@@ -36,24 +36,26 @@ struct KeySet {
     fetched: Option<Instant>,
 }
 
+/// Most keys a token without `kid` is tried against: a JWKS rotating keys
+/// holds two or three of one algorithm, and each try is a signature check.
+const MAX_KEYS_WITHOUT_KID: usize = 4;
+
 impl KeySet {
-    /// The key for `kid` and `alg`; without a `kid`, the only key that fits.
-    fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<DecodingKey> {
+    /// The keys a token may be signed with: the one its `kid` names, or,
+    /// without a `kid` (optional in RFC 7515), the first few of its `alg`.
+    fn candidates(&self, kid: Option<&str>, alg: Algorithm) -> Vec<DecodingKey> {
         let fits = |k: &&Key| alg.family() == k.family && k.alg.is_none_or(|a| a == alg);
+        let fitting = self.keys.iter().filter(fits);
         match kid {
-            Some(kid) => self
-                .keys
-                .iter()
-                .filter(fits)
-                .find(|k| k.kid.as_deref() == Some(kid))
-                .map(|k| k.key.clone()),
-            None => {
-                let mut candidates = self.keys.iter().filter(fits);
-                match (candidates.next(), candidates.next()) {
-                    (Some(only), None) => Some(only.key.clone()),
-                    _ => None,
-                }
-            }
+            Some(kid) => fitting
+                .filter(|k| k.kid.as_deref() == Some(kid))
+                .take(1)
+                .map(|k| k.key.clone())
+                .collect(),
+            None => fitting
+                .take(MAX_KEYS_WITHOUT_KID)
+                .map(|k| k.key.clone())
+                .collect(),
         }
     }
 }
@@ -84,16 +86,18 @@ impl KeyStore {
         self.keys.read().expect("key set lock").clone()
     }
 
-    /// The key a token names. An unknown `kid` triggers one (rate-limited)
-    /// refresh; keys never loaded at all mean the JWKS is unavailable.
-    pub(super) async fn key_for(
+    /// The keys a token may be signed with (see `KeySet::candidates`). An
+    /// unknown `kid` triggers one (rate-limited) refresh; keys never loaded
+    /// at all mean the JWKS is unavailable.
+    pub(super) async fn keys_for(
         &self,
         kid: Option<&str>,
         alg: Algorithm,
-    ) -> Result<DecodingKey, AuthFailure> {
+    ) -> Result<Vec<DecodingKey>, AuthFailure> {
         let set = self.current();
-        if let Some(key) = set.find(kid, alg) {
-            return Ok(key);
+        let keys = set.candidates(kid, alg);
+        if !keys.is_empty() {
+            return Ok(keys);
         }
         let refreshed = self.refresh_rate_limited(set.fetched).await;
         let set = self.current();
@@ -102,7 +106,11 @@ impl KeyStore {
                 refreshed.err().unwrap_or_else(|| "not fetched yet".into()),
             ));
         }
-        set.find(kid, alg).ok_or(AuthFailure::UnknownKey)
+        let keys = set.candidates(kid, alg);
+        if keys.is_empty() {
+            return Err(AuthFailure::UnknownKey);
+        }
+        Ok(keys)
     }
 
     /// Refreshes unless another caller just did (then its keys are used) or

@@ -1,11 +1,17 @@
 //! Local verification of JWT access tokens from one configured issuer.
 //!
 //! Order of checks: the header's `alg` must be one the issuer accepts
-//! (`none` never is; HMAC only with a configured secret), the key comes from
-//! the issuer's JWKS (or its secret for HMAC), then jsonwebtoken checks the
-//! signature, `exp` and `nbf` (with the issuer's leeway) and `iss`. The
-//! audience is checked per upstream by the caller, since one token is
-//! verified once and may be presented anywhere.
+//! (`none` never is; HMAC only with a configured secret), the header may
+//! name no critical extension (`crit`, RFC 7515 §4.1.11: the gateway
+//! implements none) and its `typ`, when present, must be one the issuer
+//! accepts for access tokens (RFC 8725 §3.11: an ID token or a logout token
+//! is not one); the key comes from the issuer's JWKS (or its secret for
+//! HMAC), by `kid`, or without one by trying the few keys of that `alg`;
+//! then jsonwebtoken checks the signature, `exp` and `nbf` (with the
+//! issuer's leeway) and `iss`, and `sub` must not be empty (it is the
+//! identity sessions are bound to). The audience is checked per upstream by
+//! the caller, since one token is verified once and may be presented
+//! anywhere.
 
 use super::jwks::KeyStore;
 use super::local::LocalKeys;
@@ -128,6 +134,7 @@ impl IssuerVerifier {
             jwks_refresh_interval: std::time::Duration::from_secs(600),
             jwks_min_refresh_interval: std::time::Duration::from_secs(30),
             fetch_timeout: std::time::Duration::from_secs(5),
+            token_types: vec!["at+jwt".into()],
         };
         Self {
             config,
@@ -153,26 +160,87 @@ impl IssuerVerifier {
             .ok_or_else(|| {
                 AuthFailure::DisallowedAlgorithm(alg_name.escape_default().to_string())
             })?;
+        refuse_critical_extensions(&header)?;
+        self.check_token_type(&header)?;
         let kid = header.get("kid").and_then(Value::as_str);
-        let key = match (&self.hmac, &self.keys, alg.family()) {
-            _ if self.local.is_some() => self
+        let keys = match (&self.hmac, &self.keys, alg.family()) {
+            _ if self.local.is_some() => vec![self
                 .local
                 .as_ref()
                 .and_then(|l| l.find(kid, alg))
-                .ok_or(AuthFailure::UnknownKey)?,
-            (Some(secret), _, jsonwebtoken::AlgorithmFamily::Hmac) => secret.clone(),
+                .ok_or(AuthFailure::UnknownKey)?],
+            (Some(secret), _, jsonwebtoken::AlgorithmFamily::Hmac) => vec![secret.clone()],
             (_, Some(store), family) if family != jsonwebtoken::AlgorithmFamily::Hmac => {
-                store.key_for(kid, alg).await?
+                store.keys_for(kid, alg).await?
             }
             _ => return Err(AuthFailure::DisallowedAlgorithm(alg_name.to_owned())),
         };
+        // Without a `kid`, each key of the `alg` is tried in turn (the key
+        // store bounds how many); only a bad signature moves on to the next.
+        let mut outcome = Err(AuthFailure::UnknownKey);
+        for key in &keys {
+            outcome = self.decode(token, key, alg, alg_name);
+            if !matches!(outcome, Err(AuthFailure::BadSignature)) {
+                break;
+            }
+        }
+        let claims = outcome?;
+        if claims.sub.is_empty() {
+            return Err(AuthFailure::InvalidClaims("`sub` is empty".into()));
+        }
+        Ok(Principal {
+            issuer: claims.iss,
+            subject: claims.sub,
+            client_id: claims.client_id.or(claims.azp),
+            scopes: scope_set(claims.scope.as_deref(), claims.scp),
+            expires_at: Some(claims.exp),
+            token_id: claims.jti,
+            audiences: claims.aud.map(OneOrMany::into_vec).unwrap_or_default(),
+        })
+    }
+
+    /// Refuses a `typ` outside the issuer's accepted access-token types
+    /// (compared without case and without an `application/` prefix, RFC
+    /// 7515 §4.1.9); no `typ` at all is accepted.
+    fn check_token_type(&self, header: &Value) -> Result<(), AuthFailure> {
+        let Some(typ) = header.get("typ") else {
+            return Ok(());
+        };
+        let name = typ.as_str().unwrap_or_default();
+        let bare = name
+            .get(..12)
+            .filter(|p| p.eq_ignore_ascii_case("application/"))
+            .map_or(name, |_| &name[12..]);
+        if self
+            .config
+            .token_types
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(bare))
+        {
+            Ok(())
+        } else {
+            Err(AuthFailure::WrongTokenType(
+                typ.to_string().escape_default().to_string(),
+            ))
+        }
+    }
+
+    /// Checks the signature and the registered claims with one key.
+    fn decode(
+        &self,
+        token: &str,
+        key: &DecodingKey,
+        alg: Algorithm,
+        alg_name: &str,
+    ) -> Result<Claims, AuthFailure> {
         let mut validation = Validation::new(alg);
         validation.leeway = self.config.leeway.as_secs();
         validation.validate_nbf = true;
         validation.validate_aud = false;
         validation.set_issuer(&[&self.config.issuer]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-        let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation)
+        jsonwebtoken::decode::<Claims>(token, key, &validation)
+            .map(|data| data.claims)
             .map_err(|e| match e.kind() {
                 ErrorKind::InvalidSignature => AuthFailure::BadSignature,
                 ErrorKind::ExpiredSignature => AuthFailure::Expired,
@@ -189,16 +257,49 @@ impl IssuerVerifier {
                 }
                 ErrorKind::Json(e) => AuthFailure::InvalidClaims(e.to_string()),
                 other => AuthFailure::Unreadable(format!("{other:?}")),
-            })?
-            .claims;
-        Ok(Principal {
-            issuer: claims.iss,
-            subject: claims.sub,
-            client_id: claims.client_id.or(claims.azp),
-            scopes: scope_set(claims.scope.as_deref(), claims.scp),
-            expires_at: Some(claims.exp),
-            token_id: claims.jti,
-            audiences: claims.aud.map(OneOrMany::into_vec).unwrap_or_default(),
-        })
+            })
     }
+}
+
+/// Header parameters RFC 7515 §4.1 and RFC 7519 register: `crit` may never
+/// list them.
+const REGISTERED_HEADERS: &[&str] = &[
+    "alg", "jku", "jwk", "kid", "x5u", "x5c", "x5t", "x5t#S256", "typ", "cty", "crit",
+];
+
+/// RFC 7515 §4.1.11: a recipient must refuse a JWS whose `crit` lists an
+/// extension it does not understand, and a malformed `crit` (not a
+/// non-empty list of names, naming a registered or an absent header). The
+/// gateway implements no extension, so any well-formed `crit` is refused
+/// too; the message says which case it was.
+fn refuse_critical_extensions(header: &Value) -> Result<(), AuthFailure> {
+    let Some(crit) = header.get("crit") else {
+        return Ok(());
+    };
+    let refuse = |why: String| Err(AuthFailure::UnsupportedHeader(why));
+    let names: Option<Vec<&str>> = crit
+        .as_array()
+        .filter(|list| !list.is_empty())
+        .and_then(|list| list.iter().map(Value::as_str).collect());
+    let Some(names) = names else {
+        return refuse("`crit` must be a non-empty list of header names".into());
+    };
+    let shown = |name: &str| name.escape_default().to_string();
+    if let Some(name) = names.iter().find(|n| REGISTERED_HEADERS.contains(n)) {
+        return refuse(format!(
+            "`crit` lists the registered header `{}`",
+            shown(name)
+        ));
+    }
+    if let Some(name) = names.iter().find(|n| header.get(**n).is_none()) {
+        return refuse(format!(
+            "`crit` lists `{}`, which the header lacks",
+            shown(name)
+        ));
+    }
+    let listed: Vec<String> = names.iter().map(|n| shown(n)).collect();
+    refuse(format!(
+        "critical extension `{}` is not supported",
+        listed.join("`, `")
+    ))
 }

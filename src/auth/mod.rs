@@ -88,6 +88,13 @@ pub enum AuthFailure {
     /// `alg` is `none` or not accepted for the issuer.
     #[error("algorithm `{0}` is not accepted")]
     DisallowedAlgorithm(String),
+    /// The JWS header names critical extensions (`crit`, RFC 7515
+    /// §4.1.11), none of which the gateway implements, or is malformed.
+    #[error("the token's header is not acceptable: {0}")]
+    UnsupportedHeader(String),
+    /// `typ` says the JWT is not an access token (RFC 8725 §3.11).
+    #[error("a `{0}` token is not an access token")]
+    WrongTokenType(String),
     /// `kid` not in the issuer's JWKS (even after a refresh).
     #[error("the token was signed with an unknown key")]
     UnknownKey,
@@ -130,6 +137,8 @@ impl AuthFailure {
             Self::Unreadable(_) => "unreadable",
             Self::BadSignature => "bad_signature",
             Self::DisallowedAlgorithm(_) => "disallowed_algorithm",
+            Self::UnsupportedHeader(_) => "unsupported_header",
+            Self::WrongTokenType(_) => "wrong_token_type",
             Self::UnknownKey => "unknown_key",
             Self::Expired => "expired",
             Self::NotYetValid => "not_yet_valid",
@@ -161,6 +170,8 @@ impl AuthFailure {
             | Self::Expired
             | Self::WrongIssuer
             | Self::InvalidClaims(_)
+            | Self::UnsupportedHeader(_)
+            | Self::WrongTokenType(_)
             | Self::Unreadable(_) => Some(Duration::from_secs(60)),
             _ => None,
         }

@@ -70,6 +70,9 @@ pub struct JwtIssuer {
     pub jwks_min_refresh_interval: Duration,
     /// Time limit of one metadata or JWKS fetch.
     pub fetch_timeout: Duration,
+    /// `typ` header values accepted for access tokens (RFC 8725 §3.11),
+    /// compared without case; a token without `typ` is accepted.
+    pub token_types: Vec<String>,
 }
 
 impl JwtIssuer {
@@ -325,6 +328,13 @@ fn validate_issuer(r: &RawJwtIssuer, at: &str, errors: &mut Vec<ConfigError>) ->
             "fix the clocks instead; use at most `5m`",
         ));
     }
+    if r.token_types.is_empty() {
+        errors.push(ConfigError::new(
+            &format!("{at}.token_types"),
+            "empty list",
+            "list the `typ` values of this issuer's access tokens (default: [at+jwt, JWT])",
+        ));
+    }
     for (field, d) in [
         ("jwks_refresh_interval", r.jwks_refresh_interval.0),
         ("jwks_min_refresh_interval", r.jwks_min_refresh_interval.0),
@@ -347,6 +357,7 @@ fn validate_issuer(r: &RawJwtIssuer, at: &str, errors: &mut Vec<ConfigError>) ->
         jwks_refresh_interval: r.jwks_refresh_interval.0,
         jwks_min_refresh_interval: r.jwks_min_refresh_interval.0,
         fetch_timeout: r.fetch_timeout.0,
+        token_types: r.token_types.clone(),
     })
 }
 

@@ -245,6 +245,14 @@ pub(crate) struct RawJwtIssuer {
     pub jwks_min_refresh_interval: HumanDuration,
     #[serde(default = "default_fetch_timeout")]
     pub fetch_timeout: HumanDuration,
+    #[serde(default = "default_token_types")]
+    pub token_types: Vec<String>,
+}
+
+/// RFC 9068's `at+jwt`, and the generic `JWT` most IdPs put on access
+/// tokens.
+fn default_token_types() -> Vec<String> {
+    vec!["at+jwt".into(), "JWT".into()]
 }
 
 fn default_leeway() -> HumanDuration {

@@ -195,6 +195,23 @@ fn jwt_issuer_defaults_to_asymmetric_algorithms_and_is_published() {
 }
 
 #[test]
+fn access_token_types_default_to_at_jwt_and_jwt_and_can_be_narrowed() {
+    let c = Config::from_yaml(PROTECTED).unwrap();
+    assert_eq!(c.auth.unwrap().jwt_issuers[0].token_types, ["at+jwt", "JWT"]);
+    let narrowed = PROTECTED.replace(
+        "    - issuer: https://idp.example.com\n",
+        "    - issuer: https://idp.example.com\n      token_types: [at+jwt]\n",
+    );
+    let c = Config::from_yaml(&narrowed).unwrap();
+    assert_eq!(c.auth.unwrap().jwt_issuers[0].token_types, ["at+jwt"]);
+    let empty = PROTECTED.replace(
+        "    - issuer: https://idp.example.com\n",
+        "    - issuer: https://idp.example.com\n      token_types: []\n",
+    );
+    assert_eq!(paths_of(&empty), vec!["auth.jwt_issuers[0].token_types"]);
+}
+
+#[test]
 fn none_and_unkeyed_hmac_algorithms_and_plain_http_issuers_are_refused() {
     let yaml = PROTECTED.replace(
         "    - issuer: https://idp.example.com\n",
