@@ -483,3 +483,39 @@ async fn keepalive_connections_survive_many_requests() {
     }
     assert_eq!(up.count(), 50);
 }
+
+/// Issue 11.6: the upstream sees the same `X-Request-Id` the client gets
+/// back, on POST as on GET: a usable client id as sent, anything else
+/// (markup, 300 characters) replaced by the gateway's, never forwarded raw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_upstream_request_carries_the_request_id_the_client_gets() {
+    let (_up, gw, c) = setup().await;
+    let long = "a".repeat(300);
+    for (sent, kept) in [
+        ("trace-42:abc.def_1", true),
+        ("<script>x</script>", false),
+        (long.as_str(), false),
+        ("a%0d%0aSet-Cookie:%20x", false),
+    ] {
+        let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+        for req in [
+            mcp_post(&c, &gw.url("/raw/inspect"), ping),
+            c.get(gw.url("/raw/inspect")),
+        ] {
+            let resp = req.header("x-request-id", sent).send().await.unwrap();
+            let answered = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+            let seen: Value = resp.json().await.unwrap();
+            let method = seen["method"].as_str().unwrap().to_owned();
+            assert_eq!(
+                seen["headers"]["x-request-id"],
+                answered.as_str(),
+                "{method} {sent}"
+            );
+            assert_eq!(
+                answered == sent,
+                kept,
+                "{method} {sent}: answered {answered}"
+            );
+        }
+    }
+}

@@ -197,7 +197,10 @@ fn jwt_issuer_defaults_to_asymmetric_algorithms_and_is_published() {
 #[test]
 fn access_token_types_default_to_at_jwt_and_jwt_and_can_be_narrowed() {
     let c = Config::from_yaml(PROTECTED).unwrap();
-    assert_eq!(c.auth.unwrap().jwt_issuers[0].token_types, ["at+jwt", "JWT"]);
+    assert_eq!(
+        c.auth.unwrap().jwt_issuers[0].token_types,
+        ["at+jwt", "JWT"]
+    );
     let narrowed = PROTECTED.replace(
         "    - issuer: https://idp.example.com\n",
         "    - issuer: https://idp.example.com\n      token_types: [at+jwt]\n",

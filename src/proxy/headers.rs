@@ -51,11 +51,14 @@ fn connection_tokens<'a>(values: impl Iterator<Item = &'a http::HeaderValue>) ->
 
 /// Rewrites a copy of the client's request head into the upstream's: the
 /// path under the upstream URL, the upstream's `Host`, no hop-by-hop fields,
-/// no client credentials, `X-Forwarded-For` appended, configured headers set.
+/// no client credentials, `X-Forwarded-For` appended, `X-Request-Id` the one
+/// the client gets back (never the client's raw value when it was not
+/// usable), configured headers set.
 pub fn rewrite_for_upstream(
     req: &mut RequestHeader,
     route: &Route,
     client_ip: Option<IpAddr>,
+    request_id: &str,
 ) -> pingora::Result<()> {
     let tokens = connection_tokens(req.headers.get_all(header::CONNECTION).iter());
     strip_hop_by_hop(tokens.into_iter(), |name| {
@@ -70,6 +73,7 @@ pub fn rewrite_for_upstream(
     })?;
     req.set_uri(uri);
     req.insert_header(header::HOST, &route.upstream.target.authority)?;
+    req.insert_header("x-request-id", request_id)?;
     if let Some(ip) = client_ip {
         let forwarded = match req
             .headers

@@ -273,7 +273,7 @@ impl Gateway {
             ctx.audit("allowed", "-", Some(&post));
         }
 
-        let mut req = self.upstream_request(session, &route)?;
+        let mut req = self.upstream_request(session, &route, &ctx.request_id)?;
         headers::set_fixed_length(&mut req, body.len()).map_err(|e| unavailable(&route, &e))?;
         let bind = |id: &[u8]| {
             if let Some((access, principal)) = caller {
@@ -320,9 +320,10 @@ impl Gateway {
         &self,
         session: &Session,
         route: &Route,
+        request_id: &str,
     ) -> Result<RequestHeader, GatewayError> {
         let mut req = session.req_header().clone();
-        headers::rewrite_for_upstream(&mut req, route, client_ip(session))
+        headers::rewrite_for_upstream(&mut req, route, client_ip(session), request_id)
             .map_err(|e| unavailable(route, &e))?;
         Ok(req)
     }
@@ -507,8 +508,12 @@ impl ProxyHttp for Gateway {
             .route
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route chosen"))?;
-        headers::rewrite_for_upstream(upstream_request, route, client_ip(session))?;
-        upstream_request.insert_header("x-request-id", &ctx.request_id)?;
+        headers::rewrite_for_upstream(
+            upstream_request,
+            route,
+            client_ip(session),
+            &ctx.request_id,
+        )?;
         ctx.upstream_started = Some(Instant::now());
         if ctx.principal.is_some() {
             // A GET stream is filtered (see `response_filter`): it must be
