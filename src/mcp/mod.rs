@@ -32,11 +32,25 @@ pub const CLIENT_METHODS: &[&str] = &[
     "tasks/get",
     "tasks/list",
     "tasks/result",
+    "tasks/update",
     "tasks/cancel",
     "notifications/initialized",
     "notifications/cancelled",
     "notifications/progress",
     "notifications/roots/list_changed",
+];
+
+/// Which methods carry a name in `Mcp-Name`, and the `params` field it must
+/// equal: SEP-2243 (2026-07-28) for tools, prompts and resources, and the
+/// tasks extension (SEP-2663), whose requests name their task. Any other
+/// method may not send `Mcp-Name`.
+pub const NAMED_BY: &[(&str, &str)] = &[
+    ("tools/call", "name"),
+    ("prompts/get", "name"),
+    ("resources/read", "uri"),
+    ("tasks/get", "taskId"),
+    ("tasks/update", "taskId"),
+    ("tasks/cancel", "taskId"),
 ];
 
 /// JSON-RPC 2.0 / MCP error codes the gateway answers with.
@@ -125,8 +139,8 @@ pub struct RpcMessage {
     pub method: Option<String>,
     /// `params.name` of a `tools/call`.
     pub tool: Option<String>,
-    /// The value `Mcp-Name` must carry for this method (`params.name` of
-    /// `tools/call` and `prompts/get`, `params.uri` of `resources/read`).
+    /// The value `Mcp-Name` must carry for this method (its field in
+    /// [`NAMED_BY`]).
     pub subject: Option<String>,
 }
 
@@ -276,15 +290,14 @@ fn read_message(value: &Value) -> Result<RpcMessage, McpError> {
                 ))
             })
     };
-    let (tool, subject) = match method.as_deref() {
-        Some("tools/call") => {
-            let name = param_str("name")?;
-            (Some(name.clone()), Some(name))
-        }
-        Some("prompts/get") => (None, Some(param_str("name")?)),
-        Some("resources/read") => (None, Some(param_str("uri")?)),
-        _ => (None, None),
-    };
+    let named_by = NAMED_BY
+        .iter()
+        .find(|(m, _)| Some(*m) == method.as_deref())
+        .map(|(_, field)| *field);
+    let subject = named_by.map(param_str).transpose()?;
+    let tool = subject
+        .clone()
+        .filter(|_| method.as_deref() == Some("tools/call"));
     Ok(RpcMessage {
         kind,
         id,

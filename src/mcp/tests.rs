@@ -133,3 +133,30 @@ fn refusal_of_a_single_message_carries_its_id() {
     let err = McpPost::parse(br#"{"jsonrpc":"2.0","id":{"x":1},"method":"ping"}"#).unwrap_err();
     assert_eq!(err.id, Value::Null, "an invalid id is not echoed");
 }
+
+// Issue 11.6: the tasks extension (SEP-2663) names its task in `Mcp-Name`.
+#[test]
+fn tasks_requests_carry_their_task_id_in_mcp_name() {
+    for method in ["tasks/get", "tasks/update", "tasks/cancel"] {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{{"taskId":"t-9"}}}}"#
+        );
+        let post = parse(&body).unwrap();
+        assert_eq!(
+            post.check_standard_headers(Some(method), Some("t-9")),
+            Ok(()),
+            "{method}"
+        );
+        assert!(
+            post.check_standard_headers(Some(method), Some("t-8"))
+                .is_err(),
+            "{method}: another task id"
+        );
+        assert_eq!(post.messages[0].tool, None, "{method} is not a tool call");
+    }
+    let list = parse(r#"{"jsonrpc":"2.0","id":1,"method":"tasks/list"}"#).unwrap();
+    assert!(
+        list.check_standard_headers(None, Some("t-9")).is_err(),
+        "tasks/list names nothing"
+    );
+}
