@@ -64,6 +64,7 @@ upstreams:
     policy:
       base_scopes: [mcp]
       unlisted_tools: base
+      unlisted_methods: deny
   - name: raw
     path: /raw
     url: http://{up}
@@ -474,6 +475,34 @@ async fn tokens_without_kid_are_verified_against_the_keys_of_their_alg() {
     let token = stranger.sign_with_header(json!({}), &s.idp.claims("eve", &aud, "mcp"));
     let (status, _, body) = s.post("/demo/mcp", Some(&token), INITIALIZE).await;
     assert_eq!(status, 401, "no kid, unknown key: {body}");
+}
+
+/// Issue 11.6: a method an upstream could trim or case-fold into a known
+/// one is refused before the policy (it would pass as an unknown method
+/// with only the base scopes); well-formed unknown methods follow the
+/// upstream's `unlisted_methods`.
+#[tokio::test]
+async fn lookalike_methods_are_refused_and_unlisted_methods_follow_the_policy() {
+    let s = Setup::start().await;
+    let base_only = s.token("alice", "mcp");
+    for method in ["Tools/Call", "tools/call ", "tools/call\\u0000"] {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":3,"method":"{method}","params":{{"name":"add","arguments":{{"a":1,"b":2}}}}}}"#
+        );
+        let (status, _, text) = s.post("/demo/mcp", Some(&base_only), &body).await;
+        assert_eq!(status, 400, "{method}: {text}");
+        assert!(text.contains("-32600"), "{method}: {text}");
+    }
+    assert_eq!(s.upstream.count(), 0, "no look-alike reached the upstream");
+
+    let vendor = r#"{"jsonrpc":"2.0","id":4,"method":"vendor/extension","params":{}}"#;
+    let raw = s.token_for("/raw", "alice", "mcp");
+    let (status, _, text) = s.post("/raw/inspect", Some(&raw), vendor).await;
+    assert_eq!(status, 200, "unlisted_methods: base (the default): {text}");
+    let other = s.token_for("/other/mcp", "alice", "mcp");
+    let (status, headers, text) = s.post("/other/mcp", Some(&other), vendor).await;
+    assert_eq!(status, 403, "unlisted_methods: deny: {text}");
+    assert!(challenge(&headers).contains("method `vendor/extension` is not allowed"));
 }
 
 /// Resource server 2 and 8: malformed Authorization or a token in the query

@@ -118,6 +118,13 @@ impl Refusal {
                 ),
                 Vec::new(),
             ),
+            PolicyDenial::ForbiddenMethod(method) => (
+                format!(
+                    "method `{}` is not allowed on this server",
+                    method.escape_default()
+                ),
+                Vec::new(),
+            ),
         };
         Self {
             status: 403,

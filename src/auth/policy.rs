@@ -14,8 +14,14 @@
 //! Names are compared character for character as the client sent them: no
 //! case folding, no Unicode normalisation, so a look-alike name is a
 //! different tool (and usually an unlisted one).
+//!
+//! A JSON-RPC method that is neither an MCP client method nor listed under
+//! `methods` (a protocol extension) follows `unlisted_methods`: `base` (the
+//! default) needs the base scopes, `deny` refuses it. Method names a reader
+//! could take for a known one (`Tools/Call`, `tools/call `) never get here:
+//! `mcp` refuses them while parsing.
 
-use crate::config::UnlistedTools;
+use crate::config::{UnlistedMethods, UnlistedTools};
 use std::collections::{BTreeSet, HashMap};
 
 /// `offline_access` asks the AS for a refresh token; it is not a permission
@@ -165,6 +171,8 @@ pub enum PolicyDenial {
     },
     /// A tool no rule allows.
     ForbiddenTool(String),
+    /// A method outside MCP and the policy, with `unlisted_methods: deny`.
+    ForbiddenMethod(String),
 }
 
 /// The compiled policy of one upstream.
@@ -179,6 +187,8 @@ pub struct ScopePolicy {
     globs: Vec<ToolRule>,
     /// What unlisted tools need.
     pub unlisted: UnlistedTools,
+    /// What methods outside MCP and `methods` need.
+    pub unlisted_methods: UnlistedMethods,
     /// Whether `tools/list` results are filtered to callable tools.
     pub filter_tools_list: bool,
     /// The scopes this upstream knows, in configuration order.
@@ -218,9 +228,16 @@ impl ScopePolicy {
                 .collect(),
             globs,
             unlisted,
+            unlisted_methods: UnlistedMethods::Base,
             filter_tools_list,
             scopes,
         }
+    }
+
+    /// Sets what methods outside MCP and `methods` need (default `base`).
+    pub fn with_unlisted_methods(mut self, unlisted_methods: UnlistedMethods) -> Self {
+        self.unlisted_methods = unlisted_methods;
+        self
     }
 
     /// Glob rules in matching order (most specific first).
@@ -256,12 +273,16 @@ impl ScopePolicy {
     }
 
     /// The scope lists one message draws on (base, method, tool rule), or
-    /// `None` when its tool is forbidden. Borrowed, so that the allowed
-    /// path of every request allocates nothing.
+    /// `None` when its tool or method is forbidden. Borrowed, so that the
+    /// allowed path of every request allocates nothing.
     fn rule_scopes(&self, method: Option<&str>, tool: Option<&str>) -> Option<[&[String]; 3]> {
-        let by_method = method
-            .and_then(|m| self.methods.get(m))
-            .map_or(&[][..], Vec::as_slice);
+        let listed = method.and_then(|m| self.methods.get(m));
+        if let (Some(m), None, UnlistedMethods::Deny) = (method, listed, self.unlisted_methods) {
+            if !crate::mcp::CLIENT_METHODS.contains(&m) {
+                return None;
+            }
+        }
+        let by_method = listed.map_or(&[][..], Vec::as_slice);
         let by_tool = match tool {
             Some(tool) => self.tool_scopes(tool)?,
             None => &[],
@@ -305,9 +326,12 @@ impl ScopePolicy {
         for (method, tool) in messages {
             match self.requirement(method, tool) {
                 Requirement::Forbidden => {
-                    return Err(PolicyDenial::ForbiddenTool(
-                        tool.unwrap_or_default().to_owned(),
-                    ))
+                    return Err(match tool {
+                        Some(tool) => PolicyDenial::ForbiddenTool(tool.to_owned()),
+                        None => {
+                            PolicyDenial::ForbiddenMethod(method.unwrap_or_default().to_owned())
+                        }
+                    })
                 }
                 Requirement::Scopes(s) => {
                     if !s.is_subset(granted) && what.is_none() {

@@ -515,7 +515,8 @@ pub(super) fn validate_policy(
         unlisted,
         raw.filter_tools_list.unwrap_or(true),
         scopes,
-    );
+    )
+    .with_unlisted_methods(raw.unlisted_methods.unwrap_or_default());
     let globs = policy.globs();
     for (i, later) in globs.iter().enumerate() {
         if let Some(earlier) = globs[..i].iter().find(|e| e.pattern.covers(&later.pattern)) {

@@ -16,7 +16,7 @@ mod validate;
 pub(crate) use auth::check_endpoint_url;
 pub use auth::{AuthConfig, IntrospectionEndpoint, JwtIssuer, Secret};
 pub use authserver::{AuthServerConfig, ClientMetadataDocuments, User};
-pub use raw::{RegistrationPolicy, SigningAlgorithm, UnlistedTools};
+pub use raw::{RegistrationPolicy, SigningAlgorithm, UnlistedMethods, UnlistedTools};
 pub(crate) use validate::normalise_origin;
 
 use crate::auth::policy::ScopePolicy;

@@ -198,7 +198,20 @@ pub(crate) struct RawPolicy {
     pub methods: BTreeMap<String, Vec<String>>,
     pub tools: BTreeMap<String, Vec<String>>,
     pub unlisted_tools: Option<UnlistedTools>,
+    pub unlisted_methods: Option<UnlistedMethods>,
     pub filter_tools_list: Option<bool>,
+}
+
+/// What a well-formed JSON-RPC method that is neither an MCP client method
+/// nor listed under `methods` needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnlistedMethods {
+    /// Allowed with the base scopes, so protocol extensions keep working.
+    #[default]
+    Base,
+    /// Refused whatever the token's scopes.
+    Deny,
 }
 
 /// What a `tools/call` of a tool no rule matches needs.

@@ -242,6 +242,29 @@ impl McpPost {
     }
 }
 
+/// Refuses a method name an upstream could read as another one: with
+/// whitespace or control characters (an upstream that trims would run
+/// `tools/call ` as `tools/call`), or equal to an MCP method after trimming
+/// and case-folding without being it (`Tools/Call`). The gateway checks
+/// exact names; such a name would pass its policy as an unknown method.
+fn checked_method_name(name: &str) -> Result<&str, McpError> {
+    let shown = || name.escape_default().to_string();
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(McpError::InvalidRequest(format!(
+            "method `{}` is empty or has whitespace or control characters",
+            shown()
+        )));
+    }
+    let folded = name.trim().to_lowercase();
+    if let Some(known) = CLIENT_METHODS.iter().find(|m| **m != name && **m == folded) {
+        return Err(McpError::InvalidRequest(format!(
+            "method `{}` is not `{known}`: method names are case-sensitive",
+            shown()
+        )));
+    }
+    Ok(name)
+}
+
 fn read_message(value: &Value) -> Result<RpcMessage, McpError> {
     let invalid = |m: &str| McpError::InvalidRequest(m.to_owned());
     let obj = value
@@ -258,7 +281,7 @@ fn read_message(value: &Value) -> Result<RpcMessage, McpError> {
     };
     let method = match obj.get("method") {
         None => None,
-        Some(Value::String(m)) => Some(m.clone()),
+        Some(Value::String(m)) => Some(checked_method_name(m)?.to_owned()),
         Some(_) => return Err(invalid("`method` must be a string")),
     };
     let params = obj.get("params");

@@ -160,3 +160,31 @@ fn tasks_requests_carry_their_task_id_in_mcp_name() {
         "tasks/list names nothing"
     );
 }
+
+// Issue 11.6: method names an upstream could trim or case-fold into a known
+// method are refused; other well-formed names pass (policy decides).
+#[test]
+fn method_names_that_could_be_read_as_another_are_refused() {
+    for method in [
+        "tools/call ",
+        " tools/call",
+        "Tools/Call",
+        "TOOLS/CALL",
+        "tools/call\\u0000",
+        "tools/\\tcall",
+        "tools/call\\n",
+        "",
+    ] {
+        let body =
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{{"name":"x"}}}}"#);
+        assert!(
+            matches!(parse(&body), Err(McpError::InvalidRequest(_))),
+            "{method:?}"
+        );
+    }
+    for method in ["tools/call", "vendor/Extension", "x-custom"] {
+        let body =
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{{"name":"x"}}}}"#);
+        assert!(parse(&body).is_ok(), "{method}");
+    }
+}

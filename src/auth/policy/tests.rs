@@ -199,3 +199,36 @@ fn tools_list_filter_uses_the_call_requirement() {
     assert!(!p.may_call(&granted, "admin_x"));
     assert!(!p.may_call(&granted, "echo"));
 }
+
+// Issue 11.6: well-formed methods outside MCP follow `unlisted_methods`.
+#[test]
+fn unlisted_methods_get_the_base_scopes_or_are_denied() {
+    let base = policy(UnlistedTools::Deny);
+    assert_eq!(
+        base.requirement(Some("vendor/extension"), None),
+        Requirement::Scopes(set(&["mcp"]))
+    );
+    let deny = policy(UnlistedTools::Deny).with_unlisted_methods(UnlistedMethods::Deny);
+    assert_eq!(
+        deny.requirement(Some("vendor/extension"), None),
+        Requirement::Forbidden
+    );
+    assert_eq!(
+        deny.check(&set(&["mcp"]), [(Some("vendor/extension"), None)]),
+        Err(PolicyDenial::ForbiddenMethod("vendor/extension".into()))
+    );
+    assert_eq!(
+        deny.requirement(Some("ping"), None),
+        Requirement::Scopes(set(&["mcp"]))
+    );
+    assert_eq!(
+        deny.requirement(Some("resources/read"), None),
+        Requirement::Scopes(set(&["mcp", "files"])),
+        "listed under `methods`"
+    );
+    assert_eq!(
+        deny.requirement(None, None),
+        Requirement::Scopes(set(&["mcp"])),
+        "a response"
+    );
+}
