@@ -329,10 +329,15 @@ async fn unknown_paths_get_404_with_a_json_body() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paths_with_dot_segments_or_encoded_separators_get_400() {
     let (up, gw, _c) = setup().await;
+    // Issue 11.6: and the forms an upstream may decode into dot segments.
     for path in [
         "/demo/mcp/../../raw/inspect",
         "/demo/mcp/%2e%2e/inspect",
         "/raw//inspect",
+        "/raw/x/..;/inspect",
+        "/raw/x/%252e%252e/inspect",
+        "/raw/x/%c0%ae%c0%ae/inspect",
+        "/raw/x/%u002e%u002e/inspect",
     ] {
         let raw = raw_http(
             gw.addr,

@@ -15,6 +15,7 @@ mod error;
 mod forward;
 mod headers;
 mod lifecycle;
+mod path_rules;
 mod route;
 
 pub use error::GatewayError;
@@ -197,7 +198,7 @@ impl Gateway {
             as_bridge::serve(router, session, &ctx.request_id).await?;
             return Ok(Admission::Done);
         }
-        route::check_request_path(path).map_err(GatewayError::AmbiguousPath)?;
+        path_rules::check_request_path(path).map_err(GatewayError::AmbiguousPath)?;
         let route = self
             .routes
             .find(path)
