@@ -26,7 +26,8 @@ use tokio::time::timeout;
 pub enum Delivered {
     /// The whole response reached the client.
     Complete,
-    /// The client went away mid-response; the upstream request was dropped.
+    /// The client went away before the response was complete; the upstream
+    /// request was dropped.
     ClientGone,
     /// The upstream broke off mid-response; the client's response was cut.
     UpstreamBroke(String),
@@ -55,7 +56,9 @@ enum BodyMode {
 
 /// Sends `req` + `body` to the route's upstream and streams the response to
 /// the client. An error is returned only while no response has been written,
-/// so the caller can still answer with a status.
+/// so the caller can still answer with a status. A client that leaves while
+/// the upstream works on its request ends the exchange (`ClientGone`) and
+/// the upstream connection is dropped, which cancels the request there.
 pub async fn forward_buffered(
     connector: &Connector,
     session: &mut Session,
@@ -67,7 +70,13 @@ pub async fn forward_buffered(
     let peer = route.peer();
     let timeouts = route.upstream.timeouts;
     let sent = std::time::Instant::now();
-    let mut upstream = send_with_retries(connector, &peer, route, &req, &body).await?;
+    let sending = send_with_retries(connector, &peer, route, &req, &body);
+    // Watching reads nothing of a next request: pipelining is on, so pingora
+    // keeps any such bytes for it (see `early_request_filter`).
+    let mut upstream = tokio::select! {
+        sent = sending => sent?,
+        _ = session.downstream_session.read_body_or_idle(true) => return Ok(Delivered::ClientGone),
+    };
     crate::metrics::metrics()
         .upstream_duration
         .with_label_values(&[&route.upstream.name])

@@ -38,7 +38,7 @@ use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorType};
+use pingora::{Error, ErrorSource, ErrorType};
 use route::{Route, Routes};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -307,9 +307,7 @@ impl Gateway {
         ctx.post = Some(post);
         match delivered? {
             forward::Delivered::Complete => {}
-            forward::Delivered::ClientGone => {
-                tracing::info!(upstream = %route.upstream.name, "client closed the connection mid-response");
-            }
+            forward::Delivered::ClientGone => client_left(&route, &ctx.request_id),
             forward::Delivered::UpstreamBroke(detail) => {
                 tracing::warn!(upstream = %route.upstream.name, %detail, "upstream broke off mid-response");
             }
@@ -328,6 +326,17 @@ impl Gateway {
             .map_err(|e| unavailable(route, &e))?;
         Ok(req)
     }
+}
+
+/// A client that closed its connection before its response was complete:
+/// normal for MCP clients (a cancelled call, a closed stream), so a debug
+/// line and its own counter, never an upstream error.
+fn client_left(route: &Route, request_id: &str) {
+    metrics()
+        .client_disconnects
+        .with_label_values(&[&route.upstream.name])
+        .inc();
+    tracing::debug!(upstream = %route.upstream.name, %request_id, "client closed the connection before the response was complete");
 }
 
 /// Counts one `tools/call` under its configured tool label.
@@ -596,6 +605,13 @@ impl ProxyHttp for Gateway {
                 can_reuse_downstream: false,
             };
         };
+        if *e.esource() == ErrorSource::Downstream {
+            client_left(&route, &ctx.request_id);
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
         let err = if matches!(
             e.etype(),
             ErrorType::ReadTimedout | ErrorType::WriteTimedout
@@ -629,6 +645,13 @@ impl ProxyHttp for Gateway {
             error_code: err.status(),
             can_reuse_downstream: false,
         }
+    }
+
+    /// Pingora's own error line is left out where `fail_to_proxy` has
+    /// logged the failure already (every routed request) and for clients
+    /// that left, which are not errors.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
+        ctx.route.is_some() || *e.esource() == ErrorSource::Downstream
     }
 
     /// One access-log line per request.
