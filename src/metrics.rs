@@ -59,6 +59,9 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     /// Clients that left before their response was complete, by upstream.
     pub client_disconnects: IntCounterVec,
+    /// Connections and requests the gateway cut off for a limit, by reason
+    /// (`address_limit`, `header_timeout`, `body_timeout`).
+    pub connections_closed: IntCounterVec,
     /// Authorization-server events (registration, approval, denial,
     /// login failure, refresh reuse, revocation).
     pub authserver_events: IntCounterVec,
@@ -134,6 +137,7 @@ impl Metrics {
             open_streams,
             upstream_errors: counter(&r, "mcpgw_upstream_errors_total", "Upstream failures by upstream and kind (unavailable, timeout).", &["upstream", "kind"]),
             client_disconnects: counter(&r, "mcpgw_client_disconnects_total", "Clients that closed the connection before their response was complete, by upstream (never counted as upstream errors).", &["upstream"]),
+            connections_closed: counter(&r, "mcpgw_connections_closed_total", "Connections and requests cut off for a limit, by reason (address_limit, header_timeout, body_timeout).", &["reason"]),
             authserver_events: counter(&r, "mcpgw_authserver_events_total", "Authorization-server events (registration, authorization_approved, authorization_denied, login_failure, refresh_reuse, code_reuse, revocation).", &["event"]),
             tokens_issued: counter(&r, "mcpgw_tokens_issued_total", "Tokens issued by grant type.", &["grant_type"]),
             build_info,

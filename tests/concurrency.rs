@@ -5,57 +5,10 @@
 
 mod common;
 
+use common::binary::Binary;
 use common::http1::{post, Conn};
 use common::*;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-const BIN: &str = env!("CARGO_BIN_EXE_mcp-oauth-gateway");
-
-/// The gateway binary, serving a config file, killed on drop.
-struct Binary {
-    child: Child,
-    config: std::path::PathBuf,
-    addr: std::net::SocketAddr,
-}
-
-impl Binary {
-    async fn serve(yaml: &str, port: u16) -> Self {
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
-        let config = dir.join(format!("concurrency-{}-{port}.yaml", std::process::id()));
-        std::fs::write(&config, yaml).unwrap();
-        // MCPGW_TEST_LOG=<filter> shows the binary's log (e.g. `debug`).
-        let filter = std::env::var("MCPGW_TEST_LOG").ok();
-        let log = if filter.is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        };
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", filter.as_deref().unwrap_or("warn"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let addr = format!("127.0.0.1:{port}").parse().unwrap();
-        wait_for_port(addr).await;
-        Self {
-            child,
-            config,
-            addr,
-        }
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.config);
-    }
-}
 
 fn tools_call(id: u64) -> String {
     format!(

@@ -42,8 +42,8 @@ pub struct Config {
     pub worker_threads: usize,
     /// How long in-flight requests and streams may run on after SIGTERM.
     pub shutdown_grace_period: Duration,
-    /// Largest request body accepted, in bytes.
-    pub max_body_bytes: usize,
+    /// Request size, time and connection limits.
+    pub limits: Limits,
     /// Origins (`scheme://host[:port]`) allowed to send requests; the public
     /// URL's origin is always allowed.
     pub allowed_origins: Vec<String>,
@@ -62,6 +62,23 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Default log filter (`RUST_LOG` overrides it).
     pub log_level: String,
+}
+
+/// Limits on what one client may send and hold open.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request body accepted, in bytes (413 above).
+    pub max_body_bytes: usize,
+    /// Largest request head (request line and headers), in bytes (431
+    /// above, before anything is forwarded).
+    pub max_header_bytes: usize,
+    /// Time from a request head's first byte to its end; the connection is
+    /// closed after it.
+    pub header_timeout: Duration,
+    /// Time to receive a whole POST body (408 after it).
+    pub body_timeout: Duration,
+    /// Open connections per client address (0: no limit).
+    pub max_connections_per_address: usize,
 }
 
 /// The canonical external base URL, without a trailing slash.
@@ -248,7 +265,7 @@ impl Config {
     pub fn summary(&self) -> String {
         let mut out = format!(
             "public URL: {}\nlisten:     {}\nbody limit: {} bytes; worker threads: {}; shutdown grace: {:?}\n",
-            self.public_url, self.listen, self.max_body_bytes, self.worker_threads, self.shutdown_grace_period
+            self.public_url, self.listen, self.limits.max_body_bytes, self.worker_threads, self.shutdown_grace_period
         );
         out.push_str(&format!(
             "allowed origins: {} (always) {}\n",

@@ -161,12 +161,20 @@ impl Default for RawServer {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawLimits {
     pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
+    pub header_timeout: HumanDuration,
+    pub body_timeout: HumanDuration,
+    pub max_connections_per_address: usize,
 }
 
 impl Default for RawLimits {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
+            max_header_bytes: 32 * 1024,
+            header_timeout: HumanDuration(Duration::from_secs(10)),
+            body_timeout: HumanDuration(Duration::from_secs(30)),
+            max_connections_per_address: 256,
         }
     }
 }

@@ -24,7 +24,10 @@ fn minimal_config_gets_documented_defaults() {
     let c = Config::from_yaml(MINIMAL).unwrap();
     assert_eq!(c.public_url.as_str(), "https://mcp.example.com");
     assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
-    assert_eq!(c.max_body_bytes, 1024 * 1024);
+    assert_eq!(c.limits.max_body_bytes, 1024 * 1024);
+    assert_eq!(c.limits.max_header_bytes, 32 * 1024);
+    assert_eq!(c.limits.header_timeout, Duration::from_secs(10));
+    assert_eq!(c.limits.max_connections_per_address, 256);
     assert_eq!(c.worker_threads, 2);
     assert_eq!(c.shutdown_grace_period, Duration::from_secs(30));
     let up = &c.upstreams[0];

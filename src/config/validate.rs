@@ -2,7 +2,9 @@
 //! the path of the value it concerns and a hint on what is expected.
 
 use super::raw::{RawConfig, RawUpstream};
-use super::{Config, ConfigError, ConfigErrors, PublicUrl, Timeouts, Upstream, UpstreamTarget};
+use super::{
+    Config, ConfigError, ConfigErrors, Limits, PublicUrl, Timeouts, Upstream, UpstreamTarget,
+};
 use http::{HeaderName, HeaderValue};
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -97,6 +99,25 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             "use 1024 to 67108864 bytes (default 1048576)",
         );
     }
+    if !(1024..=64 * 1024).contains(&raw.limits.max_header_bytes) {
+        err(
+            "limits.max_header_bytes",
+            format!("{} is out of range", raw.limits.max_header_bytes),
+            "use 1024 to 65536 bytes (default 32768)",
+        );
+    }
+    for (field, d) in [
+        ("limits.header_timeout", raw.limits.header_timeout.0),
+        ("limits.body_timeout", raw.limits.body_timeout.0),
+    ] {
+        if d.is_zero() || d > Duration::from_secs(600) {
+            err(
+                field,
+                format!("{d:?} is out of range"),
+                "use more than 0 and at most `10m`",
+            );
+        }
+    }
     let mut allowed_origins = Vec::new();
     for (i, origin) in raw.allowed_origins.iter().enumerate() {
         match normalise_origin(origin) {
@@ -158,7 +179,13 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             listen,
             worker_threads: raw.server.worker_threads,
             shutdown_grace_period: raw.server.shutdown_grace_period.0,
-            max_body_bytes: raw.limits.max_body_bytes,
+            limits: Limits {
+                max_body_bytes: raw.limits.max_body_bytes,
+                max_header_bytes: raw.limits.max_header_bytes,
+                header_timeout: raw.limits.header_timeout.0,
+                body_timeout: raw.limits.body_timeout.0,
+                max_connections_per_address: raw.limits.max_connections_per_address,
+            },
             allowed_origins,
             upstreams,
             auth,

@@ -5,10 +5,17 @@ use super::error::GatewayError;
 use bytes::{Bytes, BytesMut};
 use http::header;
 use pingora::proxy::Session;
+use std::time::Duration;
 
 /// Checks the declared framing and media type of a POST, then reads its
-/// whole body (at most `limit` bytes).
-pub async fn read_post_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
+/// whole body (at most `limit` bytes, within `deadline`: pingora times each
+/// read alone, so a client trickling its body would otherwise hold the
+/// request open indefinitely).
+pub async fn read_post_body(
+    session: &mut Session,
+    limit: usize,
+    deadline: Duration,
+) -> Result<Bytes, GatewayError> {
     let req = session.req_header();
     if let Some(enc) = req.headers.get(header::CONTENT_ENCODING) {
         let enc = String::from_utf8_lossy(enc.as_bytes())
@@ -35,6 +42,23 @@ pub async fn read_post_body(session: &mut Session, limit: usize) -> Result<Bytes
         return Err(GatewayError::BodyTooLarge { limit });
     }
     let mut body = BytesMut::with_capacity(declared.map_or(8 * 1024, |n| n as usize));
+    tokio::time::timeout(deadline, read_all(session, &mut body, limit))
+        .await
+        .map_err(|_| {
+            crate::metrics::metrics()
+                .connections_closed
+                .with_label_values(&["body_timeout"])
+                .inc();
+            GatewayError::BodyTimeout(deadline)
+        })??;
+    Ok(body.freeze())
+}
+
+async fn read_all(
+    session: &mut Session,
+    body: &mut BytesMut,
+    limit: usize,
+) -> Result<(), GatewayError> {
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
@@ -43,7 +67,7 @@ pub async fn read_post_body(session: &mut Session, limit: usize) -> Result<Bytes
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok(None) => return Ok(body.freeze()),
+            Ok(None) => return Ok(()),
             Err(e) => return Err(GatewayError::BodyRead(e.to_string())),
         }
     }

@@ -33,6 +33,15 @@ pub enum GatewayError {
         /// The configured limit.
         limit: usize,
     },
+    /// Request line and headers over the configured limit.
+    #[error("request head exceeds the limit of {limit} bytes; send fewer or shorter headers")]
+    HeadTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The body did not arrive within the configured time.
+    #[error("request body not received within {0:?}")]
+    BodyTimeout(std::time::Duration),
     /// `Content-Encoding` other than identity.
     #[error("Content-Encoding `{0}` is not accepted; send the body uncompressed")]
     UnsupportedEncoding(String),
@@ -93,6 +102,8 @@ impl GatewayError {
             Self::MethodNotAllowed(_) => 405,
             Self::OriginRefused(_) => 403,
             Self::BodyTooLarge { .. } => 413,
+            Self::HeadTooLarge { .. } => 431,
+            Self::BodyTimeout(_) => 408,
             Self::UnsupportedEncoding(_) | Self::UnsupportedMediaType(_) => 415,
             Self::AmbiguousPath(_)
             | Self::RepeatedHeader(_)
@@ -124,6 +135,8 @@ impl GatewayError {
             | Self::MethodNotAllowed(_)
             | Self::OriginRefused(_)
             | Self::BodyTooLarge { .. }
+            | Self::HeadTooLarge { .. }
+            | Self::BodyTimeout(_)
             | Self::UnsupportedEncoding(_)
             | Self::UnsupportedMediaType(_) => codes::REQUEST_REFUSED,
         }
@@ -137,6 +150,8 @@ impl GatewayError {
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::OriginRefused(_) => "origin_refused",
             Self::BodyTooLarge { .. } => "body_too_large",
+            Self::HeadTooLarge { .. } => "head_too_large",
+            Self::BodyTimeout(_) => "body_timeout",
             Self::UnsupportedEncoding(_) => "unsupported_encoding",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::UnexpectedBody(_) => "unexpected_body",

@@ -5,6 +5,7 @@
 //! `Last-Event-ID`, `Mcp-Method`, `Mcp-Name`) are end-to-end and pass through
 //! both ways untouched.
 
+use super::error::GatewayError;
 use super::route::Route;
 use http::header::{self, HeaderName};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -141,6 +142,22 @@ pub fn origin_allowed(origin: Option<&[u8]>, allowed: &HashSet<String>) -> Resul
         Ok(o) if allowed.contains(&o) => Ok(()),
         _ => Err(format!("Origin `{}` is not allowed", text.escape_default())),
     }
+}
+
+/// Refuses a request head over `limit` bytes (request line and every
+/// field, counted as sent: `name: value` plus line ends), before anything
+/// is forwarded.
+pub fn check_head_size(req: &RequestHeader, limit: usize) -> Result<(), GatewayError> {
+    let line = req.method.as_str().len() + req.uri.to_string().len() + 12;
+    let fields: usize = req
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if line + fields > limit {
+        return Err(GatewayError::HeadTooLarge { limit });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,13 +7,15 @@
 //! soon as the last one has finished, and at the latest when the grace period
 //! is over.
 
+use super::connections::{ConnectionLimits, Limited};
 use super::Gateway;
 use crate::config::Config;
 use async_trait::async_trait;
-use pingora::proxy::http_proxy_service;
+use pingora::proxy::http_proxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,7 +72,12 @@ pub fn build_server(config: &Config, in_flight: Arc<InFlight>) -> std::io::Resul
     if let Some(addr) = config.metrics_listen {
         server.add_service(background_service("metrics", MetricsEndpoint(addr)));
     }
-    let mut service = http_proxy_service(&server.configuration, gateway);
+    let limits = ConnectionLimits {
+        header_timeout: config.limits.header_timeout,
+        max_per_address: config.limits.max_connections_per_address,
+    };
+    let proxy = http_proxy(&server.configuration, gateway);
+    let mut service = Service::new("mcp gateway".into(), Limited::new(proxy, limits));
     service.add_tcp(&config.listen.to_string());
     server.add_service(service);
     Ok(server)

@@ -11,6 +11,7 @@
 mod access;
 mod as_bridge;
 mod body;
+mod connections;
 mod error;
 mod forward;
 mod headers;
@@ -25,7 +26,7 @@ use crate::auth::policy::ScopePolicy;
 use crate::auth::prm::{ProtectedResources, WELL_KNOWN};
 use crate::auth::{KeyRefresher, Principal};
 use crate::authserver::{AuthServer, PATHS as AS_PATHS};
-use crate::config::Config;
+use crate::config::{Config, Limits};
 use crate::mcp::tools_list::{KeepTool, SseToolsFilter, ToolsListFilter};
 use crate::mcp::{McpError, McpPost};
 use crate::metrics::metrics;
@@ -50,7 +51,7 @@ use std::time::{Duration, Instant};
 pub struct Gateway {
     routes: Routes,
     allowed_origins: HashSet<String>,
-    max_body_bytes: usize,
+    limits: Limits,
     connector: Connector,
     in_flight: Arc<InFlight>,
     /// `None` when authentication is disabled.
@@ -97,7 +98,7 @@ impl Gateway {
         Ok(Self {
             routes: Routes::new(&config.upstreams)?,
             allowed_origins,
-            max_body_bytes: config.max_body_bytes,
+            limits: config.limits,
             connector: Connector::new(None),
             in_flight,
             access: config.auth.as_ref().map(|a| {
@@ -186,6 +187,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<Admission, GatewayError> {
         ctx.request_id = telemetry::request_id(session.req_header().headers.get("x-request-id"));
+        headers::check_head_size(session.req_header(), self.limits.max_header_bytes)?;
         let path = session.req_header().uri.path();
         if path == WELL_KNOWN || path.starts_with(&format!("{WELL_KNOWN}/")) {
             return self.serve_metadata(session, &ctx.request_id).await;
@@ -238,7 +240,12 @@ impl Gateway {
             return Err(GatewayError::MethodNotAllowed(method.to_string()));
         }
 
-        let body = body::read_post_body(session, self.max_body_bytes).await?;
+        let body = body::read_post_body(
+            session,
+            self.limits.max_body_bytes,
+            self.limits.body_timeout,
+        )
+        .await?;
         let post = McpPost::parse(&body).map_err(|refused| {
             ctx.error_id = refused.id;
             GatewayError::InvalidMessage(refused.error)
@@ -432,6 +439,7 @@ impl ProxyHttp for Gateway {
         _ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         session.downstream_session.set_pipelining_enabled(true);
+        connections::HeadDeadline::head_complete(session);
         Ok(())
     }
 
@@ -656,6 +664,7 @@ impl ProxyHttp for Gateway {
 
     /// One access-log line per request.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        connections::HeadDeadline::request_done(session);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let req = session.req_header();
         let upstream = ctx.route.as_ref().map_or("-", |r| r.upstream.name.as_str());

@@ -3,6 +3,7 @@
 //! ephemeral port, both on loopback.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod browser;
 pub mod e2e;
 pub mod http1;
