@@ -11,6 +11,7 @@ mod auth;
 mod authserver;
 mod env;
 mod raw;
+mod structure;
 mod validate;
 
 pub(crate) use auth::check_endpoint_url;
@@ -250,14 +251,7 @@ impl Config {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
-        let raw: raw::RawConfig = serde_path_to_error::deserialize(doc).map_err(|e| {
-            let path = yaml_path(&e.path().to_string());
-            ConfigErrors(vec![ConfigError::new(
-                &path,
-                e.inner().to_string(),
-                "see config.example.yaml for every field and its type",
-            )])
-        })?;
+        let raw = structure::read_raw(doc).map_err(ConfigErrors)?;
         validate::validate(raw)
     }
 
@@ -312,13 +306,5 @@ impl Config {
 }
 
 /// serde_path_to_error writes `.` for the root and `upstreams[1].url` below it.
-fn yaml_path(path: &str) -> String {
-    if path == "." {
-        String::new()
-    } else {
-        path.to_owned()
-    }
-}
-
 #[cfg(test)]
 mod tests;

@@ -304,3 +304,37 @@ fn the_authorization_server_needs_https_or_loopback_and_no_path() {
         vec!["public_url"]
     );
 }
+
+// Issue 11.7: one run reports every unknown key and bad value, each with
+// its YAML path and, for a typo, the key meant.
+#[test]
+fn every_structural_error_is_reported_at_once_with_did_you_mean() {
+    let yaml = "public_url: http://127.0.0.1:8080
+lisen: 127.0.0.1:8080
+auth: { disabled: true }
+server: { worker_threads: 2, shutdown_grace_period: soon }
+upstreams:
+  - name: a
+    path: /a/mcp
+    url: http://127.0.0.1:3001/mcp
+    tiemouts: { connect: 1s }
+  - name: b
+    path: /b/mcp
+    url: http://127.0.0.1:3002/mcp
+    timeouts: { response: 5 parsecs }
+";
+    let errs = errors_of(yaml);
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "lisen",
+            "upstreams[0].tiemouts",
+            "upstreams[1].timeouts.response",
+            "server.shutdown_grace_period",
+        ],
+        "{errs:?}"
+    );
+    assert_eq!(errs[0].hint, "did you mean `listen`?");
+    assert_eq!(errs[1].hint, "did you mean `timeouts`?");
+}
