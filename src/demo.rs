@@ -225,29 +225,44 @@ pub fn spawn_on_loopback() -> std::io::Result<std::net::SocketAddr> {
     Ok(addr)
 }
 
-/// The embedded configuration of `mcp-oauth-gateway demo`: the gateway on
-/// `listen` in front of the demo server at `upstream`, under `/demo/mcp`,
-/// with the built-in authorization server (one user, `demo`, whose password
-/// hash is given; its SQLite store in `data_dir`), a per-tool policy, and
-/// metrics on `127.0.0.1:9464`.
+/// Where and how `mcp-oauth-gateway demo` runs.
+pub struct DemoSettings<'a> {
+    /// `host:port` as the user wrote it: the public URL keeps the host
+    /// (`localhost` and `127.0.0.1` are different URLs to MCP clients).
+    pub public_authority: &'a str,
+    /// The address that authority resolves to, to listen on.
+    pub listen: std::net::SocketAddr,
+    /// The demo MCP server.
+    pub upstream: std::net::SocketAddr,
+    /// Argon2 hash of the `demo` user's password.
+    pub password_hash: &'a str,
+    /// Where the SQLite store lives.
+    pub data_dir: &'a std::path::Path,
+    /// Where `/metrics` is served.
+    pub metrics_listen: std::net::SocketAddr,
+}
+
+/// The embedded configuration of `mcp-oauth-gateway demo`: the gateway in
+/// front of the demo server under `/demo/mcp`, with the built-in
+/// authorization server (one user, `demo`; registrations from loopback not
+/// rate-limited, so development tools can register freely), a per-tool
+/// policy, and metrics.
 pub fn gateway_config(
-    listen: std::net::SocketAddr,
-    upstream: std::net::SocketAddr,
-    password_hash: &str,
-    data_dir: &std::path::Path,
+    demo: &DemoSettings<'_>,
 ) -> Result<crate::config::Config, crate::config::ConfigErrors> {
     crate::config::Config::from_yaml(&format!(
-        "public_url: http://{listen}
+        "public_url: http://{authority}
 listen: {listen}
 server:
   worker_threads: 2
   shutdown_grace_period: 5s
 allowed_origins: ['http://localhost:6274']
-metrics: {{ listen: '127.0.0.1:9464' }}
+metrics: {{ listen: '{metrics}' }}
 authorization_server:
   data_dir: '{dir}'
+  registration_rate_limit: {{ exempt_loopback: true }}
   users:
-    - {{ username: demo, password_hash: '{password_hash}', scopes: [mcp, math, time] }}
+    - {{ username: demo, password_hash: '{hash}', scopes: [mcp, math, time] }}
 upstreams:
   - name: demo
     path: /demo/mcp
@@ -258,6 +273,11 @@ upstreams:
       base_scopes: [mcp]
       tools: {{ add: [math], 'get_*': [time], echo: [], countdown: [] }}
 ",
-        dir = data_dir.display()
+        authority = demo.public_authority,
+        listen = demo.listen,
+        metrics = demo.metrics_listen,
+        dir = demo.data_dir.display(),
+        hash = demo.password_hash,
+        upstream = demo.upstream,
     ))
 }

@@ -32,9 +32,19 @@ enum Command {
     /// Run the gateway and its authorization server in front of the built-in
     /// demo MCP server.
     Demo {
-        /// Address for the gateway to listen on.
+        /// `host:port` for the gateway; the host is kept in every URL it
+        /// prints and publishes (`localhost:8080` and `127.0.0.1:8080` are
+        /// different URLs to an MCP client).
         #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
+        listen: String,
+        /// Address for `/metrics` [default: 127.0.0.1:9464, or a free port
+        /// when that one is taken].
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
+        /// Directory of the demo's SQLite store [default: a directory per
+        /// listen port under the system's temporary directory].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Print the argon2id hash of a password read from standard input, for
     /// `authorization_server.users[].password_hash`.
@@ -70,28 +80,11 @@ fn main() -> ExitCode {
             }
             Err(errors) => report_config_errors(&file, &errors),
         },
-        Command::Demo { listen } => {
-            let upstream = match demo::spawn_on_loopback() {
-                Ok(addr) => addr,
-                Err(e) => return fail(&format!("cannot start the demo MCP server: {e}")),
-            };
-            let password = authserver::random_token(12);
-            let hash = match passwords::hash_password(&password) {
-                Ok(h) => h,
-                Err(e) => return fail(&format!("cannot hash the demo password: {e}")),
-            };
-            let data_dir = std::env::temp_dir().join("mcp-oauth-gateway-demo");
-            match demo::gateway_config(listen, upstream, &hash, &data_dir) {
-                Ok(config) => {
-                    println!(
-                        "Log in as `demo` with password `{password}` (scopes mcp, math, time)."
-                    );
-                    println!("Store: {}", data_dir.join("gateway.db").display());
-                    serve(config, Some(upstream))
-                }
-                Err(errors) => fail(&format!("embedded demo config is invalid:\n{errors}")),
-            }
-        }
+        Command::Demo {
+            listen,
+            metrics_listen,
+            data_dir,
+        } => demo(&listen, metrics_listen, data_dir),
         Command::Keys {
             action: KeysAction::Rotate { config },
         } => {
@@ -123,6 +116,58 @@ fn main() -> ExitCode {
     }
 }
 
+/// `demo`: the demo MCP server, and the gateway in front of it.
+fn demo(listen: &str, metrics_listen: Option<SocketAddr>, data_dir: Option<PathBuf>) -> ExitCode {
+    let Some(addr) = std::net::ToSocketAddrs::to_socket_addrs(listen)
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+    else {
+        return fail(&format!(
+            "--listen `{listen}` is not a host:port this machine can listen on (e.g. 127.0.0.1:8080 or localhost:8080)"
+        ));
+    };
+    let upstream = match demo::spawn_on_loopback() {
+        Ok(addr) => addr,
+        Err(e) => return fail(&format!("cannot start the demo MCP server: {e}")),
+    };
+    let password = authserver::random_token(12);
+    let hash = match passwords::hash_password(&password) {
+        Ok(h) => h,
+        Err(e) => return fail(&format!("cannot hash the demo password: {e}")),
+    };
+    let metrics_listen = metrics_listen.unwrap_or_else(default_metrics_listen);
+    let data_dir = data_dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("mcp-oauth-gateway-demo-{}", addr.port()))
+    });
+    let settings = demo::DemoSettings {
+        public_authority: listen,
+        listen: addr,
+        upstream,
+        password_hash: &hash,
+        data_dir: &data_dir,
+        metrics_listen,
+    };
+    match demo::gateway_config(&settings) {
+        Ok(config) => {
+            println!("Log in as `demo` with password `{password}` (scopes mcp, math, time).");
+            println!("Store:   {}", data_dir.join("gateway.db").display());
+            println!("Metrics: http://{metrics_listen}/metrics");
+            serve(config, Some(upstream))
+        }
+        Err(errors) => fail(&format!("embedded demo config is invalid:\n{errors}")),
+    }
+}
+
+/// 127.0.0.1:9464 (Prometheus's usual exporter port) when free, else any
+/// free port, so that a second `demo` still serves metrics.
+fn default_metrics_listen() -> SocketAddr {
+    let usual: SocketAddr = ([127, 0, 0, 1], 9464).into();
+    std::net::TcpListener::bind(usual)
+        .or_else(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .and_then(|l| l.local_addr())
+        .unwrap_or(usual)
+}
+
 fn serve(config: Config, demo_upstream: Option<SocketAddr>) -> ExitCode {
     telemetry::init(config.log_format, &config.log_level);
     let in_flight = proxy::InFlight::new();
@@ -139,13 +184,23 @@ fn serve(config: Config, demo_upstream: Option<SocketAddr>) -> ExitCode {
     if config.auth.is_none() {
         tracing::warn!("authentication is DISABLED: every upstream is open to anyone who can reach the gateway");
     }
+    if let Some(a) = &config.authorization_server {
+        tracing::info!(data_dir = %a.data_dir.display(), "authorization server store");
+    }
     if let Some(addr) = demo_upstream {
-        let url = config.public_url.join(&config.upstreams[0].path);
         println!(
             "Demo MCP server (echo, add, get_time, countdown) on http://{addr}{}",
             demo::MCP_PATH
         );
-        println!("Connect your MCP client to: {url}");
+    }
+    // Clients compare URLs byte for byte: print exactly the ones to use.
+    for up in &config.upstreams {
+        println!(
+            "Connect your MCP client to: {}",
+            config.public_url.join(&up.path)
+        );
+    }
+    if demo_upstream.is_some() {
         println!(
             "  it gets a 401, registers itself and sends you to the login page (OAuth 2.1 + PKCE)"
         );

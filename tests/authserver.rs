@@ -1330,3 +1330,42 @@ async fn native_clients_may_register_private_use_schemes_only() {
         );
     }
 }
+
+/// Issue 11.7: registrations per address and hour are configurable; over
+/// the limit the answer is 429 with `Retry-After` and an RFC 7591-shaped
+/// body; loopback can be exempted (what `demo` does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_are_rate_limited_per_address_with_retry_after() {
+    let client = json!({"client_name": "c", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"});
+    let s = Setup::start_with("  registration_rate_limit: { per_hour: 2 }\n").await;
+    for _ in 0..2 {
+        assert_eq!(s.register(client.clone()).await.0, 201);
+    }
+    let resp = s
+        .http
+        .post(s.url("/register"))
+        .json(&client)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    let wait: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=3600).contains(&wait), "{wait}");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable");
+    assert!(body["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("more than 2 registrations"));
+
+    let exempt =
+        Setup::start_with("  registration_rate_limit: { per_hour: 2, exempt_loopback: true }\n")
+            .await;
+    for _ in 0..3 {
+        assert_eq!(exempt.register(client.clone()).await.0, 201);
+    }
+}

@@ -211,3 +211,137 @@ fn shipped_example_config_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A running `demo`, killed on drop; its stdout lines as they come.
+struct Demo {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Demo {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .arg("demo")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The first printed line starting with `prefix`, without it.
+    fn printed(&self, prefix: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("demo never printed `{prefix}`"));
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.trim().to_owned();
+            }
+        }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Issue 11.7: two demos side by side each serve metrics (the second on a
+/// free port) and keep their own store; each prints the exact URL to use,
+/// with the host as given (`localhost` stays `localhost`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_demos_run_side_by_side_and_print_the_urls_to_use() {
+    let (p1, p2) = (free_port(), free_port());
+    let first = Demo::start(&["--listen", &format!("127.0.0.1:{p1}")]);
+    let first_store = first.printed("Store:");
+    let first_metrics = first.printed("Metrics:");
+    assert_eq!(
+        first.printed("Connect your MCP client to:"),
+        format!("http://127.0.0.1:{p1}/demo/mcp")
+    );
+    let second = Demo::start(&["--listen", &format!("localhost:{p2}")]);
+    let second_store = second.printed("Store:");
+    let second_metrics = second.printed("Metrics:");
+    let url = second.printed("Connect your MCP client to:");
+    assert_eq!(url, format!("http://localhost:{p2}/demo/mcp"));
+    assert_ne!(first_metrics, second_metrics);
+    assert_ne!(first_store, second_store);
+    let c = client();
+    for metrics in [&first_metrics, &second_metrics] {
+        let text = c
+            .get(metrics.as_str())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(text.contains("mcpgw_build_info"), "{metrics}: {text}");
+    }
+    let prm: serde_json::Value = c
+        .get(format!(
+            "http://localhost:{p2}/.well-known/oauth-protected-resource/demo/mcp"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(prm["resource"], url.as_str());
+}
+
+/// Issue 11.7: a relative `data_dir` is relative to the configuration
+/// file, wherever the command runs.
+#[test]
+fn relative_data_dir_resolves_against_the_config_file() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "relative-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("gateway.yaml");
+    std::fs::write(
+        &config,
+        "public_url: http://127.0.0.1:8080
+authorization_server:
+  data_dir: ./store
+upstreams:
+  - { name: a, path: /a/mcp, url: 'http://127.0.0.1:3001/mcp', scopes: [mcp] }
+",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["keys", "rotate", "--config"])
+        .arg(&config)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        dir.join("store/gateway.db").exists(),
+        "store not next to the config file"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

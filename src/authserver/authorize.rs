@@ -141,8 +141,8 @@ pub struct LoginLimiter {
 
 /// Failures allowed before the backoff starts.
 const FREE_FAILURES: u32 = 5;
-/// Registrations per address per hour.
-const REGISTRATIONS_PER_HOUR: u32 = 30;
+/// The window registrations per address are counted in.
+const REGISTRATION_WINDOW: Duration = Duration::from_secs(3600);
 
 impl LoginLimiter {
     pub fn new() -> Self {
@@ -178,16 +178,21 @@ impl LoginLimiter {
         }
     }
 
-    pub fn allow_registration(&self, ip: IpAddr) -> bool {
+    /// Counts one registration from `ip` against `per_hour`; `Err` says
+    /// how long until the address may register again.
+    pub fn allow_registration(&self, ip: IpAddr, per_hour: u32) -> Result<(), Duration> {
         let entry = self
             .registrations
             .get_with(ip, || Arc::new(Mutex::new((0, Instant::now()))));
         let mut e = entry.lock().expect("limiter lock");
-        if e.1.elapsed() > Duration::from_secs(3600) {
+        if e.1.elapsed() > REGISTRATION_WINDOW {
             *e = (0, Instant::now());
         }
+        if e.0 >= per_hour {
+            return Err(REGISTRATION_WINDOW.saturating_sub(e.1.elapsed()));
+        }
         e.0 += 1;
-        e.0 <= REGISTRATIONS_PER_HOUR
+        Ok(())
     }
 }
 

@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// Largest registration request.
@@ -163,13 +164,18 @@ pub async fn register(
         }
         RegistrationPolicy::Open => {}
     }
-    if let Some(Extension(PeerAddr(ip))) = peer {
-        if !state.login_limiter.allow_registration(ip) {
+    let limit = state.config.registrations_per_hour;
+    let exempt = |ip: IpAddr| state.config.registration_exempts_loopback && ip.is_loopback();
+    if let Some(Extension(PeerAddr(ip))) = peer.filter(|p| limit > 0 && !exempt(p.0 .0)) {
+        if let Err(wait) = state.login_limiter.allow_registration(ip, limit) {
+            // RFC 7591 §3.2.2 shape; `temporarily_unavailable` is the RFC
+            // 6749 code for a server that cannot take the request now.
             return Err(OAuthError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "slow_down",
-                "too many registrations from this address; try again later",
-            ));
+                "temporarily_unavailable",
+                format!("more than {limit} registrations from this address within an hour; retry after the time in Retry-After"),
+            )
+            .retry_after(wait));
         }
     }
     if body.len() > MAX_REGISTRATION_BYTES {

@@ -24,6 +24,10 @@ pub struct AuthServerConfig {
     pub code_ttl: Duration,
     /// Who may register clients.
     pub registration: RegistrationPolicy,
+    /// Registrations allowed per address and hour (0: no limit).
+    pub registrations_per_hour: u32,
+    /// Whether loopback addresses register without limit (development).
+    pub registration_exempts_loopback: bool,
     /// Token required by `registration: initial_access_token`.
     pub initial_access_token: Option<Secret>,
     /// Users who can log in.
@@ -143,6 +147,8 @@ pub(super) fn validate_authserver(
         refresh_token_ttl: raw.refresh_token_ttl.0,
         code_ttl: raw.code_ttl.0,
         registration: raw.registration,
+        registrations_per_hour: raw.registration_rate_limit.per_hour,
+        registration_exempts_loopback: raw.registration_rate_limit.exempt_loopback,
         initial_access_token: raw.initial_access_token.clone().map(Secret::new),
         users,
         signing_algorithm: raw.signing_algorithm,

@@ -234,7 +234,22 @@ impl Config {
                 "check the path given to --config",
             )])
         })?;
-        Self::from_yaml(&text)
+        let mut config = Self::from_yaml(&text)?;
+        config.resolve_relative_paths(path);
+        Ok(config)
+    }
+
+    /// Relative paths in a configuration file mean relative to that file,
+    /// not to wherever the gateway was started.
+    fn resolve_relative_paths(&mut self, file: &Path) {
+        let base = std::path::absolute(file)
+            .ok()
+            .and_then(|f| f.parent().map(Path::to_path_buf));
+        if let (Some(base), Some(a)) = (base, self.authorization_server.as_mut()) {
+            if a.data_dir.is_relative() {
+                a.data_dir = base.join(&a.data_dir);
+            }
+        }
     }
 
     /// Parses, expands and validates configuration text.

@@ -49,6 +49,8 @@ pub(crate) struct RawAuthServer {
     pub code_ttl: HumanDuration,
     #[serde(default)]
     pub registration: RegistrationPolicy,
+    #[serde(default)]
+    pub registration_rate_limit: RawRegistrationRateLimit,
     pub initial_access_token: Option<String>,
     #[serde(default)]
     pub users: Vec<RawUser>,
@@ -69,6 +71,23 @@ pub enum SigningAlgorithm {
     /// RSA 2048 with SHA-256 (PKCS#1 v1.5), for relying parties without
     /// elliptic-curve support.
     RS256,
+}
+
+/// How many clients one address may register.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawRegistrationRateLimit {
+    pub per_hour: u32,
+    pub exempt_loopback: bool,
+}
+
+impl Default for RawRegistrationRateLimit {
+    fn default() -> Self {
+        Self {
+            per_hour: 30,
+            exempt_loopback: false,
+        }
+    }
 }
 
 /// Client ID Metadata Documents (a URL as `client_id`).
