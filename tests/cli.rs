@@ -345,3 +345,39 @@ upstreams:
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 11.7: `serve` with the shipped example (on free ports, store next
+/// to the copied file) starts without a warning or an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_config_serves_without_warnings() {
+    let (port, metrics_port) = (free_port(), free_port());
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"))
+            .unwrap()
+            .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+            .replace("127.0.0.1:9464", &format!("127.0.0.1:{metrics_port}"));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("example-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, example).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_port(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    // The first JWKS fetch and the store open happen at start.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !log.contains("WARN") && !log.contains("ERROR"),
+        "the example should run clean:\n{log}"
+    );
+    assert!(dir.join("data/gateway.db").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
