@@ -173,7 +173,9 @@ async fn authorize(
     assert_eq!(page.status, 200, "{}", page.body);
     if page.body.contains("name=\"password\"") {
         let form = page.login_form("alice", PASSWORD);
-        page = browser.send(s.http.post(s.url("/login")).form(&form)).await;
+        page = browser
+            .submit(&s.http, s.http.post(s.url("/login")).form(&form))
+            .await;
     }
     if page.status == 303 || page.status == 302 {
         return page.location();
@@ -534,14 +536,13 @@ async fn consent_needs_its_csrf_token_and_deny_returns_access_denied() {
         .await;
     let flow = login.field("flow");
     let csrf = login.field("csrf_token");
-    let consent = browser
-        .send(s.http.post(s.url("/login")).form(&[
-            ("flow", flow.as_str()),
-            ("csrf_token", csrf.as_str()),
-            ("username", "alice"),
-            ("password", PASSWORD),
-        ]))
-        .await;
+    let login_post = s.http.post(s.url("/login")).form(&[
+        ("flow", flow.as_str()),
+        ("csrf_token", csrf.as_str()),
+        ("username", "alice"),
+        ("password", PASSWORD),
+    ]);
+    let consent = browser.submit(&s.http, login_post).await;
     assert_eq!(consent.status, 200);
     for bad in ["", "wrong-token"] {
         let page = browser
@@ -597,14 +598,23 @@ async fn login_brute_force_is_throttled() {
         s.http.post(s.url("/login")).form(&form)
     };
     for _ in 0..6 {
-        let page = browser.send(attempt("wrong")).await;
-        assert_eq!(page.status, 401);
+        // Answered with a redirect to the login page (POST-redirect-GET),
+        // which says what went wrong.
+        let posted = browser.send(attempt("wrong")).await;
+        assert_eq!(posted.status, 303);
+        assert_eq!(posted.location().path(), "/login");
+        let page = browser.send(s.http.get(posted.location().as_str())).await;
+        assert!(
+            page.body.contains("Wrong username or password")
+                || page.body.contains("Too many failed attempts"),
+            "{}",
+            page.body
+        );
     }
-    let page = browser.send(attempt(PASSWORD)).await;
-    assert_eq!(page.status, 401, "throttled even with the right password");
+    let page = browser.submit(&s.http, attempt(PASSWORD)).await;
     assert!(
-        page.body.contains("Too many failed attempts"),
-        "{}",
+        page.body.contains("Too many failed attempts") && page.body.contains("name=\"password\""),
+        "throttled even with the right password: {}",
         page.body
     );
 }
@@ -924,7 +934,9 @@ async fn a_client_metadata_document_url_works_as_client_id() {
         login.body
     );
     let form = login.login_form("alice", PASSWORD);
-    let consent = browser.send(s.http.post(s.url("/login")).form(&form)).await;
+    let consent = browser
+        .submit(&s.http, s.http.post(s.url("/login")).form(&form))
+        .await;
     let form = consent.consent_form("approve");
     let back = browser
         .send(s.http.post(s.url("/consent")).form(&form))
@@ -1235,7 +1247,9 @@ async fn loopback_redirects_may_use_any_port() {
     let page = browser.send(s.http.get(request.url(&s.url("")))).await;
     assert_eq!(page.status, 200, "{}", page.body);
     let form = page.login_form("alice", PASSWORD);
-    let consent = browser.send(s.http.post(s.url("/login")).form(&form)).await;
+    let consent = browser
+        .submit(&s.http, s.http.post(s.url("/login")).form(&form))
+        .await;
     assert!(
         consent.body.contains("an application on this computer"),
         "{}",
@@ -1368,4 +1382,67 @@ async fn registrations_are_rate_limited_per_address_with_retry_after() {
     for _ in 0..3 {
         assert_eq!(exempt.register(client.clone()).await.0, 201);
     }
+}
+
+/// Issue 11.7: every form post is answered with a redirect
+/// (POST-redirect-GET), so Back never resubmits a form; `GET /login` and
+/// `GET /consent` of a flow that has ended (a bookmark, Back after Allow)
+/// or that another browser started explain how to start over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_and_consent_pages_survive_back_reload_and_bookmarks() {
+    let s = Setup::start().await;
+    let client_id = s.public_client().await;
+    let mut browser = Browser::default();
+    for page in [
+        "/login",
+        "/consent",
+        "/login?flow=nope",
+        "/consent?flow=nope",
+    ] {
+        let bookmark = browser.send(s.http.get(s.url(page))).await;
+        assert_eq!(bookmark.status, 400, "{page}");
+        assert!(
+            bookmark.body.contains("connect again"),
+            "{page}: {}",
+            bookmark.body
+        );
+    }
+    let (_, challenge) = pkce();
+    let login = browser
+        .send(s.http.get(authorize_url(&s, &client_id, &challenge, "mcp")))
+        .await;
+    let posted = browser
+        .send(
+            s.http
+                .post(s.url("/login"))
+                .form(&login.login_form("alice", PASSWORD)),
+        )
+        .await;
+    assert_eq!(posted.status, 303, "{}", posted.body);
+    let consent_url = posted.location();
+    assert_eq!(consent_url.path(), "/consent");
+    // Reloading the consent page shows it again; another browser cannot.
+    for _ in 0..2 {
+        let page = browser.send(s.http.get(consent_url.as_str())).await;
+        assert_eq!(page.status, 200);
+        assert!(page.body.contains("wants to access your MCP tools"));
+    }
+    let stranger = Browser::default()
+        .send(s.http.get(consent_url.as_str()))
+        .await;
+    assert_eq!(stranger.status, 400);
+    let page = browser.send(s.http.get(consent_url.as_str())).await;
+    let back = browser
+        .send(
+            s.http
+                .post(s.url("/consent"))
+                .form(&page.consent_form("approve")),
+        )
+        .await;
+    assert_eq!(back.status, 303);
+    assert!(query(&back.location()).contains_key("code"));
+    // Back after Allow: the flow is over.
+    let again = browser.send(s.http.get(consent_url.as_str())).await;
+    assert_eq!(again.status, 400);
+    assert!(again.body.contains("connect again"), "{}", again.body);
 }

@@ -153,7 +153,8 @@ async fn authorize(
         )
         .await;
     let consent = browser
-        .send(
+        .submit(
+            http,
             http.post(gw.url("/login"))
                 .form(&page.login_form("ops", "pw")),
         )

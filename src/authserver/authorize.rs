@@ -8,6 +8,13 @@
 //! CSRF token. Login sets a session cookie; consent is remembered per
 //! (user, client, scopes); approval issues a single-use code bound to the
 //! client, redirect URI, PKCE challenge and resource.
+//!
+//! Every form post is answered with a redirect (POST-redirect-GET): a
+//! login goes on to `GET /consent?flow=…` (or back to `GET /login?flow=…`
+//! with a notice), a decision goes back to the client. So Back and reload
+//! never resubmit a form, and `GET /login` or `/consent` of a flow that has
+//! ended (a bookmark, Back after Allow) shows a page saying how to start
+//! over.
 
 use super::clients::{self, Client};
 use super::pages::{self, ConsentPage, LoginPage};
@@ -45,6 +52,8 @@ pub struct Flow {
     binding: Vec<u8>,
     /// Set once the user has logged in.
     user: Option<String>,
+    /// Shown on the login page the failed attempt redirects to.
+    notice: Option<String>,
 }
 
 /// A code waiting to be exchanged.
@@ -392,24 +401,27 @@ pub async fn authorize(
         csrf: random_token(32),
         binding: Sha256::digest(binding.as_bytes()).to_vec(),
         user: None,
+        notice: None,
     };
     let flow_id = random_token(24);
     let mut resp = match signed_in_user(&state, &headers) {
-        Some(user) => match to_consent(
-            &state,
-            &flow_id,
-            Flow {
-                user: Some(user),
+        Some(user) => {
+            let flow = Flow {
+                user: Some(user.clone()),
                 ..flow
-            },
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(r) => return r,
-        },
+            };
+            match decide_without_asking(&state, &flow, &user).await {
+                Ok(Some(done)) => done,
+                Ok(None) => {
+                    let page = consent_page(&state, &flow_id, &flow, &user);
+                    state.flows.flows.insert(flow_id, Arc::new(flow));
+                    page
+                }
+                Err(r) => return r,
+            }
+        }
         None => {
-            let page = login_page(&state, &flow_id, &flow, None);
+            let page = login_page(&state, &flow_id, &flow);
             state.flows.flows.insert(flow_id, Arc::new(flow));
             page
         }
@@ -421,23 +433,81 @@ pub async fn authorize(
     resp
 }
 
-fn login_page(state: &AsState, flow_id: &str, flow: &Flow, error: Option<&str>) -> Response {
+fn login_page(state: &AsState, flow_id: &str, flow: &Flow) -> Response {
     let action = state.public_url.join("/login");
-    let status = if error.is_some() {
-        StatusCode::UNAUTHORIZED
-    } else {
-        StatusCode::OK
-    };
     pages::render(
-        status,
+        StatusCode::OK,
         &LoginPage {
             client_name: &flow.client_name,
             action: &action,
             flow: flow_id,
             csrf: &flow.csrf,
-            error,
+            error: flow.notice.as_deref(),
         },
     )
+}
+
+/// Back to the login page of the flow, saying why.
+fn retry_login(state: &AsState, flow_id: &str, flow: &Flow, notice: &str) -> Response {
+    let flow = Flow {
+        notice: Some(notice.to_owned()),
+        ..flow.clone()
+    };
+    state.flows.flows.insert(flow_id.to_owned(), Arc::new(flow));
+    to_page(state, "/login", flow_id)
+}
+
+/// The page for a sign-in that cannot go on here (ended, expired, or
+/// started in another browser).
+fn start_over() -> Response {
+    pages::error(
+        StatusCode::BAD_REQUEST,
+        "This sign-in has ended or was started in another browser. Go back to your application and connect again; it will bring you back here.",
+    )
+}
+
+/// The flow `?flow=` names, if this browser started it.
+fn flow_of_this_browser(
+    state: &AsState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Option<(String, Arc<Flow>)> {
+    let flow_id = url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == "flow")
+        .map(|(_, v)| v.into_owned())?;
+    let flow = state.flows.flows.get(&flow_id)?;
+    let bound = cookie(state, headers, "mcpgw_flow").is_some_and(|b| {
+        verify_slices_are_equal(&Sha256::digest(b.as_bytes()), &flow.binding).is_ok()
+    });
+    bound.then_some((flow_id, flow))
+}
+
+/// `GET /login`: the login page of a flow (after a failed attempt, with
+/// its notice); a bookmark or reload of an ended one explains.
+pub async fn login_again(
+    State(state): State<Arc<AsState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    match flow_of_this_browser(&state, &headers, query.as_deref()) {
+        Some((flow_id, flow)) if flow.user.is_none() => login_page(&state, &flow_id, &flow),
+        _ => start_over(),
+    }
+}
+
+/// `GET /consent`: the consent page of a signed-in flow.
+pub async fn consent_again(
+    State(state): State<Arc<AsState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let flow = flow_of_this_browser(&state, &headers, query.as_deref());
+    match (flow, signed_in_user(&state, &headers)) {
+        (Some((flow_id, flow)), Some(user)) if flow.user.as_ref() == Some(&user) => {
+            consent_page(&state, &flow_id, &flow, &user)
+        }
+        _ => start_over(),
+    }
 }
 
 fn signed_in_user(state: &AsState, headers: &HeaderMap) -> Option<String> {
@@ -458,30 +528,38 @@ fn grantable(state: &AsState, flow: &Flow, user: &str) -> Vec<String> {
         .collect()
 }
 
-/// After login: a remembered consent issues the code at once, else the
-/// consent page is shown.
-async fn to_consent(state: &AsState, flow_id: &str, flow: Flow) -> Result<Response, Response> {
-    let user = flow.user.clone().unwrap_or_default();
-    let scopes = grantable(state, &flow, &user);
+/// After login: a remembered consent (or nothing the user may grant) goes
+/// straight back to the client; otherwise the flow waits for the consent
+/// page, which is where `None` sends the browser.
+async fn decide_without_asking(
+    state: &AsState,
+    flow: &Flow,
+    user: &str,
+) -> Result<Option<Response>, Response> {
+    let scopes = grantable(state, flow, user);
     if scopes.iter().all(|s| s == OFFLINE_ACCESS) {
-        return Err(redirect_error(
+        return Ok(Some(redirect_error(
             state,
             &flow.redirect_uri,
             flow.state.as_deref(),
             "access_denied",
             "the user may grant none of the requested scopes",
-        ));
+        )));
     }
-    let scope = scopes.join(" ");
     match state
         .store
-        .has_consent(&user, &flow.client_id, &scope)
+        .has_consent(user, &flow.client_id, &scopes.join(" "))
         .await
     {
-        Ok(true) => return Ok(approve(state, &flow, &user, scopes)),
-        Ok(false) => {}
-        Err(e) => return Err(super::errors::OAuthError::from(e).into_response()),
+        Ok(true) => Ok(Some(approve(state, flow, user, scopes))),
+        Ok(false) => Ok(None),
+        Err(e) => Err(super::errors::OAuthError::from(e).into_response()),
     }
+}
+
+/// The consent page of a signed-in flow.
+fn consent_page(state: &AsState, flow_id: &str, flow: &Flow, user: &str) -> Response {
+    let scopes = grantable(state, flow, user);
     let redirect = url::Url::parse(&flow.redirect_uri).ok();
     let redirect_host = redirect
         .as_ref()
@@ -489,11 +567,11 @@ async fn to_consent(state: &AsState, flow_id: &str, flow: Flow) -> Result<Respon
         .unwrap_or_else(|| flow.redirect_uri.clone());
     let loopback = redirect.as_ref().is_some_and(redirect_uri::is_loopback);
     let action = state.public_url.join("/consent");
-    let page = pages::render(
+    pages::render(
         StatusCode::OK,
         &ConsentPage {
             client_name: &flow.client_name,
-            username: &user,
+            username: user,
             redirect_host: &redirect_host,
             loopback,
             scopes: &scopes,
@@ -501,9 +579,19 @@ async fn to_consent(state: &AsState, flow_id: &str, flow: Flow) -> Result<Respon
             flow: flow_id,
             csrf: &flow.csrf,
         },
-    );
-    state.flows.flows.insert(flow_id.to_owned(), Arc::new(flow));
-    Ok(page)
+    )
+}
+
+/// A redirect to one of this server's pages (`/login` or `/consent`) for
+/// the flow.
+fn to_page(state: &AsState, page: &str, flow_id: &str) -> Response {
+    let mut url = state.public_url.join(page);
+    url.push_str("?flow=");
+    url.push_str(flow_id);
+    let mut resp = Redirect::to(&url).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 /// Issues the code and sends the browser back to the client.
@@ -601,7 +689,7 @@ pub async fn login(
             "Too many failed attempts. Try again in {} seconds.",
             wait.as_secs() + 1
         );
-        return login_page(&state, &flow_id, &flow, Some(&message));
+        return retry_login(&state, &flow_id, &flow, &message);
     }
     // Counted as a failure before the check, so concurrent guesses cannot
     // all slip in under the limit; a success clears it.
@@ -609,11 +697,11 @@ pub async fn login(
         state.login_limiter.record(k, true);
     }
     let Ok(_permit) = state.login_limiter.checks.try_acquire() else {
-        return login_page(
+        return retry_login(
             &state,
             &flow_id,
             &flow,
-            Some("Too many sign-ins at once. Try again in a moment."),
+            "Too many sign-ins at once. Try again in a moment.",
         );
     };
     let hash = state
@@ -634,7 +722,7 @@ pub async fn login(
     if !ok {
         super::count_event("login_failure");
         tracing::info!(user = %shown, "login failed");
-        return login_page(&state, &flow_id, &flow, Some("Wrong username or password."));
+        return retry_login(&state, &flow_id, &flow, "Wrong username or password.");
     }
     for k in &keys {
         state.login_limiter.record(k, false);
@@ -642,11 +730,17 @@ pub async fn login(
     let sid = random_token(32);
     state.flows.sessions.insert(sid.clone(), username.clone());
     let flow = Flow {
-        user: Some(username),
+        user: Some(username.clone()),
+        notice: None,
         ..(*flow).clone()
     };
-    let mut resp = match to_consent(&state, &flow_id, flow).await {
-        Ok(r) | Err(r) => r,
+    let mut resp = match decide_without_asking(&state, &flow, &username).await {
+        Ok(Some(done)) => done,
+        Ok(None) => {
+            state.flows.flows.insert(flow_id.clone(), Arc::new(flow));
+            to_page(&state, "/consent", &flow_id)
+        }
+        Err(r) => r,
     };
     resp.headers_mut().append(
         header::SET_COOKIE,

@@ -205,8 +205,11 @@ impl AuthServer {
             .route("/jwks.json", get(discovery::jwks))
             .route("/register", post(registration::register))
             .route("/authorize", get(authorize::authorize))
-            .route("/login", post(authorize::login))
-            .route("/consent", post(authorize::consent))
+            .route("/login", get(authorize::login_again).post(authorize::login))
+            .route(
+                "/consent",
+                get(authorize::consent_again).post(authorize::consent),
+            )
             .route("/token", post(token::token))
             .route("/revoke", post(revocation::revoke))
             .route("/introspect", post(revocation::introspect))

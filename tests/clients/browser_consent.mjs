@@ -40,7 +40,7 @@ try {
   await page.screenshot({ path: `${shots}-1-login.png`, fullPage: true });
   await page.getByLabel("Username").fill(username);
   await page.getByLabel("Password").fill(password);
-  await Promise.all([page.waitForURL((u) => u.pathname === "/login"), page.getByRole("button", { name: "Sign in" }).click()]);
+  await Promise.all([page.waitForURL((u) => u.pathname === "/consent"), page.getByRole("button", { name: "Sign in" }).click()]);
 
   const consentTitle = await page.title();
   const clientName = await page.locator("#client-name").innerText();

@@ -76,6 +76,10 @@ async def callback_handler() -> AuthorizationCodeResult:
                     "username": USERNAME, "password": PASSWORD}
             resp = await browser.post(urljoin(url, "/login"), data=form)
             exchanges.append(f"POST /login -> {resp.status_code}")
+            # POST-redirect-GET: the login answers with a redirect to the consent page.
+            if resp.status_code == 303 and urlparse(resp.headers["location"]).path == "/consent":
+                resp = await browser.get(resp.headers["location"])
+                exchanges.append(f"GET /consent -> {resp.status_code}")
         if resp.status_code == 200:
             form = {"flow": field(resp.text, "flow"), "csrf_token": field(resp.text, "csrf_token"), "action": "approve"}
             resp = await browser.post(urljoin(url, "/consent"), data=form)

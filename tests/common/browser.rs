@@ -89,6 +89,24 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// Posts a form as a browser does: the authorization server answers
+    /// with a redirect (POST-redirect-GET), which is followed when it leads
+    /// to its own `/login` or `/consent` page; a redirect elsewhere (back to
+    /// the client) is returned as is.
+    pub async fn submit(&mut self, http: &reqwest::Client, req: reqwest::RequestBuilder) -> Page {
+        let page = self.send(req).await;
+        if page.status != 303 {
+            return page;
+        }
+        let next = page.location();
+        if matches!(next.path(), "/login" | "/consent") {
+            return Box::pin(self.send(http.get(next.as_str()))).await;
+        }
+        page
+    }
+}
+
 /// A PKCE S256 pair: (verifier, challenge).
 pub fn pkce() -> (String, String) {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;

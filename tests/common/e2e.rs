@@ -265,7 +265,7 @@ pub async fn approve_in_browser(authorize_url: &str, user: &str, password: &str)
     if page.status == 200 && page.body.contains("name=\"password\"") {
         let form = page.login_form(user, password);
         let login = origin.join("/login").unwrap();
-        page = browser.send(http.post(login).form(&form)).await;
+        page = browser.submit(&http, http.post(login).form(&form)).await;
     }
     if page.status == 200 {
         let form = page.consent_form("approve");

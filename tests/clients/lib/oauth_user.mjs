@@ -122,6 +122,9 @@ export async function userAuthorizes(authUrl, username, password) {
     const html = await resp.text();
     if (html.includes('name="password"')) {
       resp = await send(new URL("/login", authUrl), form({ flow: field(html, "flow"), csrf_token: field(html, "csrf_token"), username, password }));
+      // POST-redirect-GET: the login answers with a redirect to the consent page.
+      const next = resp.status === 303 ? new URL(resp.headers.get("location")) : null;
+      if (next && next.origin === new URL(authUrl).origin && next.pathname === "/consent") resp = await send(next);
     } else {
       resp = new Response(html, { status: 200 });
     }
