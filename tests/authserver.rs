@@ -1078,6 +1078,25 @@ async fn assert_family_dead(s: &Setup, client_id: &str, tokens: &Value, what: &s
     }
 }
 
+/// The token answers of one race: at most one 200 (returned), every other
+/// an invalid_grant, never a 500.
+fn at_most_one_winner(answers: &[(u16, Value)], round: usize) -> Vec<&Value> {
+    let winners: Vec<&Value> = answers
+        .iter()
+        .filter(|(status, _)| *status == 200)
+        .map(|(_, tokens)| tokens)
+        .collect();
+    assert!(winners.len() <= 1, "round {round}: {answers:?}");
+    for (status, body) in answers.iter().filter(|(status, _)| *status != 200) {
+        assert_eq!(
+            (*status, body["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "round {round}: {body}"
+        );
+    }
+    winners
+}
+
 /// Issue 11.3: eight simultaneous revocations of eight families all take
 /// effect (RFC 7009 §2.2), round after round, with no 500 from a locked
 /// database.
@@ -1125,19 +1144,7 @@ async fn a_code_raced_eight_times_is_single_use_and_revokes_the_winner() {
             (0..RACERS).map(|_| exchange(&s, &client_id, &code, &verifier)),
         )
         .await;
-        let winners: Vec<&Value> = answers
-            .iter()
-            .filter(|(status, _)| *status == 200)
-            .map(|(_, tokens)| tokens)
-            .collect();
-        assert!(winners.len() <= 1, "round {round}: {answers:?}");
-        for (status, body) in answers.iter().filter(|(status, _)| *status != 200) {
-            assert_eq!(
-                (*status, body["error"].as_str()),
-                (400, Some("invalid_grant")),
-                "round {round}: {body}"
-            );
-        }
+        let winners = at_most_one_winner(&answers, round);
         for tokens in winners {
             assert_family_dead(&s, &client_id, tokens, &format!("round {round}")).await;
         }
@@ -1158,19 +1165,7 @@ async fn a_refresh_token_raced_eight_times_revokes_the_whole_family() {
             (0..RACERS).map(|_| refresh_with(&s, &client_id, refresh)),
         )
         .await;
-        let winners: Vec<&Value> = answers
-            .iter()
-            .filter(|(status, _)| *status == 200)
-            .map(|(_, tokens)| tokens)
-            .collect();
-        assert!(winners.len() <= 1, "round {round}: {answers:?}");
-        for (status, body) in answers.iter().filter(|(status, _)| *status != 200) {
-            assert_eq!(
-                (*status, body["error"].as_str()),
-                (400, Some("invalid_grant")),
-                "round {round}: {body}"
-            );
-        }
+        let winners = at_most_one_winner(&answers, round);
         assert_family_dead(&s, &client_id, &tokens, &format!("round {round}")).await;
         for tokens in winners {
             assert_family_dead(&s, &client_id, tokens, &format!("round {round}")).await;

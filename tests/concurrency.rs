@@ -272,31 +272,15 @@ async fn a_post_the_upstream_read_before_closing_is_never_sent_twice() {
     assert_eq!(read_in_full.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
-/// The gateway's `/metrics` text.
-async fn scrape(metrics_port: u16) -> String {
-    client()
-        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// Issue 11.6: a client that leaves before the upstream answers is a client
 /// disconnect (its own metric), never an upstream failure: the upstream-down
 /// alert counts `mcpgw_upstream_errors_total`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_leaving_early_are_disconnects_not_upstream_errors() {
     let up = Upstream::start().await;
-    let (port, metrics_port) = (free_port(), free_port());
-    let yaml = format!(
-        "{}metrics: {{ listen: '127.0.0.1:{metrics_port}' }}\n",
-        config_yaml(port, up.addr, "", "")
-    );
-    let gw = Binary::serve(&yaml, port).await;
-    wait_for_port(format!("127.0.0.1:{metrics_port}").parse().unwrap()).await;
+    let port = free_port();
+    let (gw, metrics_port) =
+        Binary::serve_with_metrics(&config_yaml(port, up.addr, "", ""), port).await;
     // /raw/slow answers after 3 s; each client gives up after 100 ms.
     let get = b"GET /raw/slow HTTP/1.1\r\nHost: gw\r\nAccept: text/event-stream\r\n\r\n".to_vec();
     let post_slow = post("/raw/slow", &tools_call(1), "");
@@ -307,7 +291,7 @@ async fn clients_leaving_early_are_disconnects_not_upstream_errors() {
         drop(conn);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let metrics = scrape(metrics_port).await;
+    let metrics = get_text(&format!("http://127.0.0.1:{metrics_port}/metrics")).await;
     assert!(
         !metrics.contains("mcpgw_upstream_errors_total{"),
         "a client leaving is not an upstream error:\n{metrics}"

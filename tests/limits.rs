@@ -15,25 +15,16 @@ const PING: &str = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
 /// A gateway with tight limits and a metrics listener; returns it and the
 /// metrics port.
 async fn limited_gateway(up: &Upstream, limits: &str) -> (Binary, u16) {
-    let (port, metrics_port) = (free_port(), free_port());
+    let port = free_port();
     let yaml = format!(
-        "{}limits: {{ {limits} }}\nmetrics: {{ listen: '127.0.0.1:{metrics_port}' }}\n",
+        "{}limits: {{ {limits} }}\n",
         config_yaml(port, up.addr, "", "")
     );
-    let gw = Binary::serve(&yaml, port).await;
-    wait_for_port(format!("127.0.0.1:{metrics_port}").parse().unwrap()).await;
-    (gw, metrics_port)
+    Binary::serve_with_metrics(&yaml, port).await
 }
 
 async fn metric(metrics_port: u16, series: &str) -> f64 {
-    let text = client()
-        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&format!("http://127.0.0.1:{metrics_port}/metrics")).await;
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0.0)

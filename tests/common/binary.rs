@@ -1,7 +1,7 @@
 //! The gateway binary itself, serving a config file on a port of its own
 //! (its own process: own metrics, own threads, own limits).
 
-use super::wait_for_port;
+use super::{free_port, wait_for_port};
 use std::process::{Child, Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mcp-oauth-gateway");
@@ -48,5 +48,17 @@ impl Drop for Binary {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+impl Binary {
+    /// Serves `yaml` (a config without a `metrics` section) on `port` with
+    /// a metrics listener of its own; returns it and the metrics port.
+    pub async fn serve_with_metrics(yaml: &str, port: u16) -> (Self, u16) {
+        let metrics_port = free_port();
+        let yaml = format!("{yaml}metrics: {{ listen: '127.0.0.1:{metrics_port}' }}\n");
+        let gw = Self::serve(&yaml, port).await;
+        wait_for_port(format!("127.0.0.1:{metrics_port}").parse().unwrap()).await;
+        (gw, metrics_port)
     }
 }

@@ -317,6 +317,18 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// The body of a GET (a metrics page, a document).
+pub async fn get_text(url: &str) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// A JSON-RPC POST as MCP clients send it.
 pub fn mcp_post(
     client: &reqwest::Client,
