@@ -52,6 +52,12 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = int(os.environ.get("BACKLOG", "256"))
 
+    def handle_error(self, request, client_address):
+        # A client (the gateway) that goes away mid-request is normal at the
+        # end of a run, when wrk closes its connections with calls in flight.
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
 
 if __name__ == "__main__":
     Server(("127.0.0.1", int(sys.argv[1])), Paced).serve_forever()

@@ -38,7 +38,7 @@ logging: { level: warn }
 upstreams:
   - { name: paced, path: /paced, url: "http://127.0.0.1:$up_port" }
 YAML
-"$bin" serve --config "$work/gateway.yaml" 2>"$work/gateway.log" &
+"$bin" serve --config "$work/gateway.yaml" >"$work/gateway.out" 2>"$work/gateway.log" &
 gw_pid=$!
 trap 'kill $gw_pid $up_pid 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 100); do
