@@ -21,6 +21,15 @@ pub fn check_request_path(path: &str) -> Result<(), String> {
     if path.contains("//") || path.contains('\\') {
         return refuse();
     }
+    // Without a `%` there is nothing to decode (the common case, kept free
+    // of allocations).
+    if !path.contains('%') {
+        return if has_dot_segment(path.as_bytes()) {
+            refuse()
+        } else {
+            Ok(())
+        };
+    }
     let once = decode(path.as_bytes());
     let twice = decode(&once);
     // An encoded `/` or `\` (at any depth) is a separator to some servers
