@@ -173,3 +173,25 @@ async fn oversized_heads_get_431_and_are_never_forwarded() {
         "only the head within the limit reached the upstream"
     );
 }
+
+/// The authorization server's endpoints read their bodies under the same
+/// deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_authorization_server_request_gets_408() {
+    let up = Upstream::start().await;
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("mcpgw-limits-{}-{port}", std::process::id()));
+    let yaml = format!(
+        "public_url: http://127.0.0.1:{port}\nlisten: 127.0.0.1:{port}\nlimits: {{ body_timeout: 1s }}\n\
+         authorization_server: {{ data_dir: '{}' }}\n\
+         upstreams:\n  - {{ name: demo, path: /demo/mcp, url: 'http://{}/mcp', scopes: [mcp] }}\n",
+        dir.display(),
+        up.addr
+    );
+    let gw = Binary::serve(&yaml, port).await;
+    let mut conn = Conn::open(gw.addr).await;
+    conn.send(b"POST /token HTTP/1.1\r\nHost: gw\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 200\r\n\r\ngrant_type=").await;
+    let r = conn.read_response().await.unwrap();
+    assert_eq!(r.status, 408, "{}", r.text());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -42,16 +42,23 @@ pub async fn read_post_body(
         return Err(GatewayError::BodyTooLarge { limit });
     }
     let mut body = BytesMut::with_capacity(declared.map_or(8 * 1024, |n| n as usize));
-    tokio::time::timeout(deadline, read_all(session, &mut body, limit))
-        .await
-        .map_err(|_| {
-            crate::metrics::metrics()
-                .connections_closed
-                .with_label_values(&["body_timeout"])
-                .inc();
-            GatewayError::BodyTimeout(deadline)
-        })??;
+    within(deadline, read_all(session, &mut body, limit)).await?;
     Ok(body.freeze())
+}
+
+/// Runs a body read that must finish within `deadline` (408 after it,
+/// counted in `mcpgw_connections_closed_total{reason="body_timeout"}`).
+pub async fn within<T>(
+    deadline: Duration,
+    read: impl std::future::Future<Output = Result<T, GatewayError>>,
+) -> Result<T, GatewayError> {
+    tokio::time::timeout(deadline, read).await.map_err(|_| {
+        crate::metrics::metrics()
+            .connections_closed
+            .with_label_values(&["body_timeout"])
+            .inc();
+        GatewayError::BodyTimeout(deadline)
+    })?
 }
 
 async fn read_all(

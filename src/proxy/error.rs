@@ -57,6 +57,12 @@ pub enum GatewayError {
     /// The client stopped sending before the body was complete.
     #[error("request body incomplete: {0}")]
     BodyRead(String),
+    /// A request head the authorization server's router cannot take.
+    #[error("the request cannot be passed to the authorization server: {0}")]
+    UnroutableRequest(String),
+    /// The authorization server's answer could not be relayed.
+    #[error("the authorization server's response could not be relayed: {0}")]
+    AuthServerResponse(String),
     /// The body is not an acceptable MCP message.
     #[error(transparent)]
     InvalidMessage(#[from] McpError),
@@ -109,7 +115,9 @@ impl GatewayError {
             | Self::RepeatedHeader(_)
             | Self::UnexpectedBody(_)
             | Self::BodyRead(_)
+            | Self::UnroutableRequest(_)
             | Self::InvalidMessage(_) => 400,
+            Self::AuthServerResponse(_) => 500,
             Self::UpstreamUnavailable { .. } | Self::UnfilterableResponse { .. } => 502,
             Self::UpstreamTimeout { .. } => 504,
             Self::Auth(r) => r.status,
@@ -121,9 +129,11 @@ impl GatewayError {
     pub fn jsonrpc_code(&self) -> i64 {
         match self {
             Self::InvalidMessage(e) => e.code(),
-            Self::UnexpectedBody(_) | Self::BodyRead(_) | Self::RepeatedHeader(_) => {
-                codes::INVALID_REQUEST
-            }
+            Self::UnexpectedBody(_)
+            | Self::BodyRead(_)
+            | Self::RepeatedHeader(_)
+            | Self::UnroutableRequest(_) => codes::INVALID_REQUEST,
+            Self::AuthServerResponse(_) => codes::INTERNAL_ERROR,
             Self::UpstreamUnavailable { .. } | Self::UnfilterableResponse { .. } => {
                 codes::UPSTREAM_UNAVAILABLE
             }
@@ -157,6 +167,8 @@ impl GatewayError {
             Self::UnexpectedBody(_) => "unexpected_body",
             Self::RepeatedHeader(_) => "repeated_header",
             Self::BodyRead(_) => "body_incomplete",
+            Self::UnroutableRequest(_) => "unroutable_request",
+            Self::AuthServerResponse(_) => "authserver_response",
             Self::InvalidMessage(_) => "invalid_message",
             Self::UpstreamUnavailable { .. } => "upstream_unavailable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",

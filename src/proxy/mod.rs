@@ -197,7 +197,7 @@ impl Gateway {
             .as_ref()
             .filter(|_| AS_PATHS.contains(&path))
         {
-            as_bridge::serve(router, session, &ctx.request_id).await?;
+            as_bridge::serve(router, session, &ctx.request_id, self.limits.body_timeout).await?;
             return Ok(Admission::Done);
         }
         path_rules::check_request_path(path).map_err(GatewayError::AmbiguousPath)?;
