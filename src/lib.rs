@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod mcp;
 pub mod metrics;
+pub mod policy;
 pub mod proxy;
 pub mod store;
 pub mod telemetry;

@@ -3,8 +3,8 @@
 //! `error_description`. [`www_authenticate`] is the one builder of the
 //! header.
 
-use super::policy::{PolicyDenial, ScopePolicy};
 use super::AuthFailure;
+use crate::policy::{PolicyDenial, ScopePolicy};
 use std::collections::BTreeSet;
 
 /// A refusal by the auth layer, ready to be written by the proxy.

@@ -16,7 +16,6 @@ mod introspection;
 mod jwks;
 mod jwt;
 pub mod local;
-pub mod policy;
 pub mod prm;
 pub mod sessions;
 

@@ -20,7 +20,7 @@ use super::clients::{self, Client};
 use super::pages::{self, ConsentPage, LoginPage};
 use super::redirect_uri;
 use super::{random_token, AsState, PeerAddr};
-use crate::auth::policy::OFFLINE_ACCESS;
+use crate::policy::OFFLINE_ACCESS;
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};

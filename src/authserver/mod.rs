@@ -91,7 +91,7 @@ impl AsState {
                 all.push(s.clone());
             }
         }
-        all.push(crate::auth::policy::OFFLINE_ACCESS.to_owned());
+        all.push(crate::policy::OFFLINE_ACCESS.to_owned());
         all
     }
 

@@ -179,7 +179,7 @@ fn refreshed_scope(
     let still_held: BTreeSet<&str> = granted
         .split(' ')
         .filter(|s| {
-            !s.is_empty() && (user_scopes.contains(*s) || *s == crate::auth::policy::OFFLINE_ACCESS)
+            !s.is_empty() && (user_scopes.contains(*s) || *s == crate::policy::OFFLINE_ACCESS)
         })
         .collect();
     match asked {

@@ -3,9 +3,9 @@
 //! (unreachable rules, methods no client sends) are printed by
 //! `check-config` and logged at startup.
 
-use super::raw::{RawAuth, RawIntrospection, RawJwtIssuer, RawPolicy, RawUpstream, UnlistedTools};
+use super::raw::{RawAuth, RawIntrospection, RawJwtIssuer, RawPolicy, RawUpstream};
 use super::ConfigError;
-use crate::auth::policy::{Glob, ScopePolicy, ToolRule, OFFLINE_ACCESS};
+use crate::policy::{Glob, ScopePolicy, ToolRule, UnlistedTools, OFFLINE_ACCESS};
 use jsonwebtoken::Algorithm;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -516,7 +516,10 @@ pub(super) fn validate_policy(
         raw.filter_tools_list.unwrap_or(true),
         scopes,
     )
-    .with_unlisted_methods(raw.unlisted_methods.unwrap_or_default());
+    .with_unlisted_methods(
+        raw.unlisted_methods.unwrap_or_default(),
+        crate::mcp::CLIENT_METHODS,
+    );
     let globs = policy.globs();
     for (i, later) in globs.iter().enumerate() {
         if let Some(earlier) = globs[..i].iter().find(|e| e.pattern.covers(&later.pattern)) {

@@ -14,13 +14,14 @@ mod raw;
 mod structure;
 mod validate;
 
+pub use crate::policy::{UnlistedMethods, UnlistedTools};
 pub(crate) use auth::check_endpoint_url;
 pub use auth::{AuthConfig, IntrospectionEndpoint, JwtIssuer, Secret};
 pub use authserver::{AuthServerConfig, ClientMetadataDocuments, User};
-pub use raw::{RegistrationPolicy, SigningAlgorithm, UnlistedMethods, UnlistedTools};
+pub use raw::{RegistrationPolicy, SigningAlgorithm};
 pub(crate) use validate::normalise_origin;
 
-use crate::auth::policy::ScopePolicy;
+use crate::policy::ScopePolicy;
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};

@@ -1,6 +1,7 @@
 //! The YAML schema exactly as operators write it (serde, unknown fields are
 //! errors). `validate` turns it into the typed [`super::Config`].
 
+use crate::policy::{UnlistedMethods, UnlistedTools};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -227,28 +228,6 @@ pub(crate) struct RawPolicy {
     pub unlisted_tools: Option<UnlistedTools>,
     pub unlisted_methods: Option<UnlistedMethods>,
     pub filter_tools_list: Option<bool>,
-}
-
-/// What a well-formed JSON-RPC method that is neither an MCP client method
-/// nor listed under `methods` needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UnlistedMethods {
-    /// Allowed with the base scopes, so protocol extensions keep working.
-    #[default]
-    Base,
-    /// Refused whatever the token's scopes.
-    Deny,
-}
-
-/// What a `tools/call` of a tool no rule matches needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UnlistedTools {
-    /// Refused whatever the token's scopes.
-    Deny,
-    /// Allowed with the base scopes (and the `tools/call` method scopes).
-    Base,
 }
 
 /// Token sources and what the gateway publishes about them.

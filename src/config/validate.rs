@@ -242,7 +242,7 @@ fn validate_upstream(
     up: &RawUpstream,
     at: &str,
     public_url: &str,
-    policy: crate::auth::policy::ScopePolicy,
+    policy: crate::policy::ScopePolicy,
 ) -> Result<Upstream, Vec<ConfigError>> {
     let mut errors = Vec::new();
     for (i, aud) in up.audiences.iter().enumerate() {

@@ -22,7 +22,6 @@ mod route;
 pub use error::GatewayError;
 pub use lifecycle::{build_server, run_until_terminated, InFlight};
 
-use crate::auth::policy::ScopePolicy;
 use crate::auth::prm::{ProtectedResources, WELL_KNOWN};
 use crate::auth::{KeyRefresher, Principal};
 use crate::authserver::{AuthServer, PATHS as AS_PATHS};
@@ -30,6 +29,7 @@ use crate::config::{Config, Limits};
 use crate::mcp::tools_list::{KeepTool, SseToolsFilter, ToolsListFilter};
 use crate::mcp::{McpError, McpPost};
 use crate::metrics::metrics;
+use crate::policy::ScopePolicy;
 use crate::telemetry;
 use access::Access;
 use async_trait::async_trait;

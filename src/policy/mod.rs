@@ -21,124 +21,37 @@
 //! could take for a known one (`Tools/Call`, `tools/call `) never get here:
 //! `mcp` refuses them while parsing.
 
-use crate::config::{UnlistedMethods, UnlistedTools};
+mod glob;
+
+pub use glob::Glob;
+use serde::Deserialize;
 use std::collections::{BTreeSet, HashMap};
+
+/// What a well-formed JSON-RPC method that is neither an MCP client method
+/// nor listed under `methods` needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnlistedMethods {
+    /// Allowed with the base scopes, so protocol extensions keep working.
+    #[default]
+    Base,
+    /// Refused whatever the token's scopes.
+    Deny,
+}
+
+/// What a `tools/call` of a tool no rule matches needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnlistedTools {
+    /// Refused whatever the token's scopes.
+    Deny,
+    /// Allowed with the base scopes (and the `tools/call` method scopes).
+    Base,
+}
 
 /// `offline_access` asks the AS for a refresh token; it is not a permission
 /// of the resource, so it never appears in challenges or `scopes_supported`.
 pub const OFFLINE_ACCESS: &str = "offline_access";
-
-/// A tool-name pattern: `*` matches any run of characters, `?` exactly one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Glob {
-    pattern: String,
-    tokens: Vec<Token>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Token {
-    Star,
-    One,
-    Char(char),
-}
-
-impl Glob {
-    /// Compiles `pattern`; runs of `*` collapse to one.
-    pub fn new(pattern: &str) -> Self {
-        let mut tokens = Vec::new();
-        for c in pattern.chars() {
-            let t = match c {
-                '*' => Token::Star,
-                '?' => Token::One,
-                c => Token::Char(c),
-            };
-            if !(t == Token::Star && tokens.last() == Some(&Token::Star)) {
-                tokens.push(t);
-            }
-        }
-        Self {
-            pattern: pattern.to_owned(),
-            tokens,
-        }
-    }
-
-    /// The pattern as written.
-    pub fn as_str(&self) -> &str {
-        &self.pattern
-    }
-
-    /// Whether the pattern has no wildcard (it names one tool).
-    pub fn is_exact(&self) -> bool {
-        self.tokens.iter().all(|t| matches!(t, Token::Char(_)))
-    }
-
-    fn literal_count(&self) -> usize {
-        self.tokens
-            .iter()
-            .filter(|t| matches!(t, Token::Char(_)))
-            .count()
-    }
-
-    fn star_count(&self) -> usize {
-        self.tokens.iter().filter(|t| **t == Token::Star).count()
-    }
-
-    /// Whether `name` matches, character by character (the classic
-    /// backtracking wildcard match: linear for one `*`, never worse than
-    /// pattern length × name length).
-    pub fn matches(&self, name: &str) -> bool {
-        let name: Vec<char> = name.chars().collect();
-        let (mut p, mut n) = (0, 0);
-        let mut last_star: Option<(usize, usize)> = None;
-        while n < name.len() {
-            match self.tokens.get(p) {
-                Some(Token::Star) => {
-                    last_star = Some((p, n));
-                    p += 1;
-                }
-                Some(Token::One) => (p, n) = (p + 1, n + 1),
-                Some(Token::Char(c)) if *c == name[n] => (p, n) = (p + 1, n + 1),
-                _ => match last_star {
-                    Some((sp, sn)) => {
-                        last_star = Some((sp, sn + 1));
-                        (p, n) = (sp + 1, sn + 1);
-                    }
-                    None => return false,
-                },
-            }
-        }
-        self.tokens[p..].iter().all(|t| *t == Token::Star)
-    }
-
-    /// Whether every name `other` matches is also matched by `self`.
-    pub fn covers(&self, other: &Glob) -> bool {
-        covers(&self.tokens, &other.tokens)
-    }
-}
-
-/// Whether pattern `p` matches every string described by `q`, treating `q`'s
-/// wildcards as symbols: a `*` of `q` can only be absorbed by a `*` of `p`,
-/// a `?` of `q` by a `?` or a `*` (used by `check-config` only).
-fn covers(p: &[Token], q: &[Token]) -> bool {
-    // reach[j]: p[..i] can match q[..j].
-    let mut reach = vec![false; q.len() + 1];
-    reach[0] = true;
-    for pt in p {
-        let mut next = vec![false; q.len() + 1];
-        for j in 0..=q.len() {
-            match pt {
-                Token::Star => next[j] = reach[j] || (j > 0 && next[j - 1]),
-                Token::One => {
-                    next[j] =
-                        j > 0 && reach[j - 1] && matches!(q[j - 1], Token::One | Token::Char(_))
-                }
-                Token::Char(c) => next[j] = j > 0 && reach[j - 1] && q[j - 1] == Token::Char(*c),
-            }
-        }
-        reach = next;
-    }
-    reach[q.len()]
-}
 
 /// One tool rule: a pattern and the scopes a call of a matching tool needs.
 #[derive(Debug, Clone)]
@@ -187,8 +100,10 @@ pub struct ScopePolicy {
     globs: Vec<ToolRule>,
     /// What unlisted tools need.
     pub unlisted: UnlistedTools,
-    /// What methods outside MCP and `methods` need.
+    /// What methods outside `known_methods` and `methods` need.
     pub unlisted_methods: UnlistedMethods,
+    /// The protocol's own methods, which never count as unlisted.
+    known_methods: &'static [&'static str],
     /// Whether `tools/list` results are filtered to callable tools.
     pub filter_tools_list: bool,
     /// The scopes this upstream knows, in configuration order.
@@ -229,14 +144,21 @@ impl ScopePolicy {
             globs,
             unlisted,
             unlisted_methods: UnlistedMethods::Base,
+            known_methods: &[],
             filter_tools_list,
             scopes,
         }
     }
 
-    /// Sets what methods outside MCP and `methods` need (default `base`).
-    pub fn with_unlisted_methods(mut self, unlisted_methods: UnlistedMethods) -> Self {
+    /// Sets what methods outside `known` (the protocol's own) and
+    /// `methods` need (default `base`).
+    pub fn with_unlisted_methods(
+        mut self,
+        unlisted_methods: UnlistedMethods,
+        known: &'static [&'static str],
+    ) -> Self {
         self.unlisted_methods = unlisted_methods;
+        self.known_methods = known;
         self
     }
 
@@ -278,7 +200,7 @@ impl ScopePolicy {
     fn rule_scopes(&self, method: Option<&str>, tool: Option<&str>) -> Option<[&[String]; 3]> {
         let listed = method.and_then(|m| self.methods.get(m));
         if let (Some(m), None, UnlistedMethods::Deny) = (method, listed, self.unlisted_methods) {
-            if !crate::mcp::CLIENT_METHODS.contains(&m) {
+            if !self.known_methods.contains(&m) {
                 return None;
             }
         }

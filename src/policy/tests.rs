@@ -208,7 +208,8 @@ fn unlisted_methods_get_the_base_scopes_or_are_denied() {
         base.requirement(Some("vendor/extension"), None),
         Requirement::Scopes(set(&["mcp"]))
     );
-    let deny = policy(UnlistedTools::Deny).with_unlisted_methods(UnlistedMethods::Deny);
+    let deny = policy(UnlistedTools::Deny)
+        .with_unlisted_methods(UnlistedMethods::Deny, &["ping", "resources/read"]);
     assert_eq!(
         deny.requirement(Some("vendor/extension"), None),
         Requirement::Forbidden
