@@ -1,11 +1,49 @@
 //! mcp-oauth-gateway: OAuth 2.1 in front of existing MCP servers.
 //!
-//! The proxy core (`proxy`) is a pingora `ProxyHttp` that routes MCP
-//! Streamable HTTP traffic to the upstreams in the YAML configuration
-//! (`config`), reading every POST body once (`mcp`) before forwarding it
-//! unchanged. `demo` is the built-in MCP server used by `mcp-oauth-gateway
-//! demo` and the tests. See DESIGN.md for the modules still to come (`auth`,
-//! `authserver`, `store`, `metrics`).
+//! # Layout
+//!
+//! | module | owns |
+//! |---|---|
+//! | `proxy` | the pingora `ProxyHttp`: connection limits (`connections`), path rules, routing, header rules, body reads, POST forwarding (`forward`), the in-process bridge to the AS (`as_bridge`), the one error-to-response map (`error`), server start and drain (`lifecycle`) |
+//! | `mcp` | reading JSON-RPC bodies strictly (`strict_json`), methods, tool names, `Mcp-Method`/`Mcp-Name` checks, `tools/list` filtering |
+//! | `auth` | verifying bearer tokens (JWT against JWKS in `jwt`/`jwks`, RFC 7662 in `introspection`), the verdict cache, `WWW-Authenticate` challenges (`challenge`), PRM documents (`prm`), session-to-subject bindings |
+//! | `policy` | which scopes a message needs (a leaf: depends on nothing of the gateway); its tool-name glob in `policy::glob` |
+//! | `authserver` | the built-in OAuth 2.1 authorization server, an axum `Router` split by concept (registration, authorize with login and consent, token, revocation and introspection, keys, discovery) |
+//! | `store` | the AS's durable state behind one `Store` trait: SQLite (default) and memory |
+//! | `config` | the YAML schema (`raw`), every structural error in one pass (`structure`), validation into typed settings |
+//! | `metrics`, `telemetry` | every Prometheus metric, defined once; logging and the audit event |
+//! | `demo` | the built-in MCP server of `mcp-oauth-gateway demo` and the tests |
+//!
+//! # The life of a request
+//!
+//! `proxy::connections` admits the connection (per-address cap) and times
+//! its request heads; pingora parses the head; `Gateway::request_filter`
+//! checks size and path, answers PRM and AS paths itself, finds the route,
+//! checks `Origin`, authenticates the token (`auth`), and for a POST reads
+//! the body, parses it (`mcp`), checks it against the policy (`policy`) and
+//! forwards it (`proxy::forward`); GET and DELETE go through pingora's own
+//! loop. Every refusal becomes one response in `proxy::error`.
+//!
+//! # The life of a token
+//!
+//! The AS (`authserver`) issues ES256 (or EdDSA, RS256) JWTs signed with keys
+//! from the `store`; the proxy verifies them like any issuer's
+//! (`auth::Authenticator`), reading the AS's keys and revocations in process
+//! (`auth::local`). A verified token is cached by its SHA-256 until it
+//! expires; a revocation counts on the next use.
+//!
+//! # Where to change
+//!
+//! - a 403 message or challenge: `auth/challenge.rs` (`Refusal::for_denial`);
+//! - a token source: `auth/mod.rs` (`Authenticator::verify_uncached`) next to
+//!   `auth/jwt.rs` and `auth/introspection.rs`;
+//! - a grant type: `authserver/token.rs` (the `grant_type` match), listed in
+//!   `authserver/discovery.rs`;
+//! - a store backend: `store/mod.rs` (the `Store` trait), beside
+//!   `store/sqlite.rs` and `store/memory.rs`;
+//! - an upstream kind: `proxy/route.rs` (where an upstream becomes a peer)
+//!   and `proxy/forward.rs` (how a checked POST reaches it);
+//! - a metric: `metrics.rs`.
 
 pub mod auth;
 pub mod authserver;

@@ -1,8 +1,10 @@
 //! The built-in OAuth 2.1 authorization server, split by concept like Ory
 //! Hydra: `discovery` (RFC 8414 metadata, JWKS), `registration` (RFC 7591),
 //! `authorize` (PKCE authorization with login and consent pages), `token`
-//! (code and refresh grants, rotation), `revocation` (RFC 7009) and
-//! `introspection` (RFC 7662), over the `store`.
+//! (code, refresh and client-credentials grants, rotation), `revocation`
+//! (RFC 7009 revocation and RFC 7662 introspection), `redirect_uri` (which
+//! redirects a client may register and use), `cimd` (Client ID Metadata
+//! Documents), `keys` and `passwords`, over the `store`.
 //!
 //! It is an ordinary axum `Router`; the proxy hands it the AS paths in
 //! process. It meets the proxy only through tokens: the proxy verifies its

@@ -114,7 +114,7 @@ impl fmt::Display for PublicUrl {
 /// One upstream MCP server behind a public path.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    /// Short name used in logs (and, later, metric labels).
+    /// Short name used in logs and as the `upstream` metric label.
     pub name: String,
     /// Public path prefix, starting with `/`, without a trailing slash.
     pub path: String,
