@@ -1,12 +1,15 @@
 //! The proxy core: a pingora `ProxyHttp` that routes MCP Streamable HTTP
 //! traffic to upstreams.
 //!
-//! Each phase below is short and delegates to a named function: routing
-//! (`route`), header rules (`headers`), body checks (`body`, then `mcp`),
-//! buffered forwarding of POSTs (`forward`), and the single mapping of
-//! failures to responses (`error`). The auth steps (token, scope policy,
-//! session owner) live in `access`; `admit` runs them in order: token before
-//! the body is read, policy once the body says what is asked.
+//! Each phase below is short and delegates: `request_filter` runs the life
+//! of a request in `pipeline` (serve PRM and AS paths, route, authenticate,
+//! then a GET/DELETE goes to pingora's loop and a POST is read, checked and
+//! forwarded by `forward`), and a refusal is accounted once and answered
+//! through the single mapping of failures to responses (`error`). Beside
+//! them: connection limits (`connections`), path rules (`path_rules`),
+//! routing (`route`), header rules (`headers`), body reads (`body`), the
+//! auth steps (`access`: token, scope policy, session owner) and the AS
+//! bridge (`as_bridge`).
 
 mod access;
 mod as_bridge;
@@ -17,17 +20,18 @@ mod forward;
 mod headers;
 mod lifecycle;
 mod path_rules;
+mod pipeline;
 mod route;
 
 pub use error::GatewayError;
 pub use lifecycle::{build_server, run_until_terminated, InFlight};
 
-use crate::auth::prm::{ProtectedResources, WELL_KNOWN};
+use crate::auth::prm::ProtectedResources;
 use crate::auth::{KeyRefresher, Principal};
-use crate::authserver::{AuthServer, PATHS as AS_PATHS};
+use crate::authserver::AuthServer;
 use crate::config::{Config, Limits};
 use crate::mcp::tools_list::{KeepTool, SseToolsFilter, ToolsListFilter};
-use crate::mcp::{McpError, McpPost};
+use crate::mcp::McpPost;
 use crate::metrics::metrics;
 use crate::policy::ScopePolicy;
 use crate::telemetry;
@@ -152,207 +156,6 @@ impl Gateway {
     pub fn key_refresher(&self) -> Option<KeyRefresher> {
         self.access.as_ref().map(Access::key_refresher)
     }
-
-    /// Answers `GET /.well-known/oauth-protected-resource[/<path>]`.
-    async fn serve_metadata(
-        &self,
-        session: &mut Session,
-        request_id: &str,
-    ) -> Result<Admission, GatewayError> {
-        let req = session.req_header();
-        if req.method != Method::GET && req.method != Method::HEAD {
-            return Err(GatewayError::MethodNotAllowed(req.method.to_string()));
-        }
-        let doc = self
-            .prm
-            .get(req.uri.path())
-            .cloned()
-            .ok_or(GatewayError::NotFound)?;
-        let headers = [
-            ("cache-control", "public, max-age=300".to_owned()),
-            ("access-control-allow-origin", "*".to_owned()),
-            ("x-request-id", request_id.to_owned()),
-        ];
-        let unread = !session.is_body_empty();
-        if let Err(e) = error::write_json(session, 200, &headers, doc, unread).await {
-            tracing::debug!(error = %e, "could not write the metadata document");
-        }
-        Ok(Admission::Done)
-    }
-
-    /// Decides what to do with a request, and does the POST forwarding.
-    async fn admit(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-    ) -> Result<Admission, GatewayError> {
-        ctx.request_id = telemetry::request_id(session.req_header().headers.get("x-request-id"));
-        headers::check_head_size(session.req_header(), self.limits.max_header_bytes)?;
-        let path = session.req_header().uri.path();
-        if path == WELL_KNOWN || path.starts_with(&format!("{WELL_KNOWN}/")) {
-            return self.serve_metadata(session, &ctx.request_id).await;
-        }
-        if let Some(router) = self
-            .authserver
-            .as_ref()
-            .filter(|_| AS_PATHS.contains(&path))
-        {
-            as_bridge::serve(router, session, &ctx.request_id, self.limits.body_timeout).await?;
-            return Ok(Admission::Done);
-        }
-        path_rules::check_request_path(path).map_err(GatewayError::AmbiguousPath)?;
-        let route = self
-            .routes
-            .find(path)
-            .cloned()
-            .ok_or(GatewayError::NotFound)?;
-        ctx.route = Some(route.clone());
-        headers::refuse_repeated(&session.req_header().headers)
-            .map_err(GatewayError::RepeatedHeader)?;
-        let origin = session
-            .req_header()
-            .headers
-            .get(http::header::ORIGIN)
-            .map(|v| v.as_bytes());
-        headers::origin_allowed(origin, &self.allowed_origins)
-            .map_err(GatewayError::OriginRefused)?;
-
-        let principal = match &self.access {
-            Some(access) => Some(access.authenticate(session, &route).await?),
-            None => None,
-        };
-        ctx.principal = principal.clone();
-        let caller = self.access.as_ref().zip(principal.as_deref());
-
-        let method = session.req_header().method.clone();
-        if method == Method::GET || method == Method::DELETE {
-            if !session.is_body_empty() {
-                return Err(GatewayError::UnexpectedBody(method.to_string()));
-            }
-            if let Some((access, principal)) = caller {
-                access.authorize(&route, principal, None)?;
-                access.check_session(session, &route, principal)?;
-                ctx.audit("allowed", "-", None);
-            }
-            return Ok(Admission::Proxy);
-        }
-        if method != Method::POST {
-            return Err(GatewayError::MethodNotAllowed(method.to_string()));
-        }
-
-        let body = body::read_post_body(
-            session,
-            self.limits.max_body_bytes,
-            self.limits.body_timeout,
-        )
-        .await?;
-        let post = McpPost::parse(&body).map_err(|refused| {
-            ctx.error_id = refused.id;
-            GatewayError::InvalidMessage(refused.error)
-        })?;
-        ctx.error_id = post.response_id();
-        // Compared as UTF-8, not ASCII: a non-ASCII `Mcp-Name` must still
-        // match the body, and one that is not UTF-8 cannot.
-        let header = |name: &'static str| match session.req_header().headers.get(name) {
-            None => Ok(None),
-            Some(v) => std::str::from_utf8(v.as_bytes())
-                .map(Some)
-                .map_err(|_| McpError::HeaderMismatch(format!("{name} is not valid UTF-8"))),
-        };
-        post.check_standard_headers(header("mcp-method")?, header("mcp-name")?)?;
-        let policy = &route.upstream.policy;
-        let tools: Vec<&str> = post
-            .messages
-            .iter()
-            .filter_map(|m| m.tool.as_deref())
-            .collect();
-        if let Some((access, principal)) = caller {
-            let checked = access
-                .authorize(&route, principal, Some(&post))
-                .and_then(|()| access.check_session(session, &route, principal));
-            let outcome = if checked.is_ok() { "allowed" } else { "denied" };
-            for tool in &tools {
-                count_tool_call(&route, tool, outcome);
-            }
-            if let Err(e) = checked {
-                ctx.post = Some(post);
-                return Err(e);
-            }
-            ctx.audit("allowed", "-", Some(&post));
-        }
-
-        let mut req = self.upstream_request(session, &route, &ctx.request_id)?;
-        headers::set_fixed_length(&mut req, body.len()).map_err(|e| unavailable(&route, &e))?;
-        let bind = |id: &[u8]| {
-            if let Some((access, principal)) = caller {
-                access.bind_session(&route, id, principal);
-            }
-        };
-        let creates_session = post
-            .messages
-            .iter()
-            .any(|m| m.method.as_deref() == Some("initialize"));
-        let hooks = forward::ResponseHooks {
-            tools_filter: principal
-                .clone()
-                .filter(|_| policy.filter_tools_list)
-                .and_then(|p| ToolsListFilter::new(&post, keep_callable(policy.clone(), p))),
-            on_session: (creates_session && caller.is_some()).then_some(&bind as _),
-            request_id: &ctx.request_id,
-        };
-        if hooks.tools_filter.is_some() {
-            req.insert_header(http::header::ACCEPT_ENCODING, "identity")
-                .map_err(|e| unavailable(&route, &e))?;
-        }
-        let delivered =
-            forward::forward_buffered(&self.connector, session, &route, req, body, hooks).await;
-        if delivered.is_err() && caller.is_some() {
-            for tool in &tools {
-                count_tool_call(&route, tool, "upstream_error");
-            }
-        }
-        ctx.post = Some(post);
-        match delivered? {
-            forward::Delivered::Complete => {}
-            forward::Delivered::ClientGone => client_left(&route, &ctx.request_id),
-            forward::Delivered::UpstreamBroke(detail) => {
-                tracing::warn!(upstream = %route.upstream.name, %detail, "upstream broke off mid-response");
-            }
-        }
-        Ok(Admission::Done)
-    }
-
-    fn upstream_request(
-        &self,
-        session: &Session,
-        route: &Route,
-        request_id: &str,
-    ) -> Result<RequestHeader, GatewayError> {
-        let mut req = session.req_header().clone();
-        headers::rewrite_for_upstream(&mut req, route, client_ip(session), request_id)
-            .map_err(|e| unavailable(route, &e))?;
-        Ok(req)
-    }
-}
-
-/// A client that closed its connection before its response was complete:
-/// normal for MCP clients (a cancelled call, a closed stream), so a debug
-/// line and its own counter, never an upstream error.
-fn client_left(route: &Route, request_id: &str) {
-    metrics()
-        .client_disconnects
-        .with_label_values(&[&route.upstream.name])
-        .inc();
-    tracing::debug!(upstream = %route.upstream.name, %request_id, "client closed the connection before the response was complete");
-}
-
-/// Counts one `tools/call` under its configured tool label.
-fn count_tool_call(route: &Route, tool: &str, outcome: &str) {
-    let upstream = &route.upstream;
-    metrics()
-        .tool_calls
-        .with_label_values(&[&upstream.name, upstream.policy.tool_label(tool), outcome])
-        .inc();
 }
 
 impl RequestCtx {
@@ -455,36 +258,7 @@ impl ProxyHttp for Gateway {
             Ok(Admission::Proxy) => Ok(false),
             Ok(Admission::Done) => Ok(true),
             Err(err) => {
-                ctx.refusal = Some(err.kind());
-                let upstream = ctx.route.as_ref().map_or("-", |r| r.upstream.name.as_str());
-                let m = metrics();
-                match &err {
-                    GatewayError::UpstreamUnavailable { .. }
-                    | GatewayError::UpstreamTimeout { .. } => {
-                        m.upstream_errors
-                            .with_label_values(&[upstream, err.kind()])
-                            .inc();
-                        tracing::warn!(upstream, request_id = %ctx.request_id, error = %err, "upstream request failed");
-                    }
-                    GatewayError::Auth(_)
-                    | GatewayError::SessionNotFound
-                    | GatewayError::OriginRefused(_) => {
-                        let reason = err.kind();
-                        m.auth_failures.with_label_values(&[upstream, reason]).inc();
-                        if let Some(client) =
-                            ctx.principal.as_ref().and_then(|p| p.client_id.as_deref())
-                        {
-                            let client = crate::metrics::client_label(client);
-                            m.denied_by_client
-                                .with_label_values(&[upstream, &client])
-                                .inc();
-                        }
-                        ctx.audit("denied", reason, ctx.post.as_ref());
-                    }
-                    _ => {
-                        tracing::info!(upstream, request_id = %ctx.request_id, reason = err.kind(), error = %err, "request refused")
-                    }
-                }
+                ctx.account_refusal(&err);
                 let unread = !session.is_body_done();
                 let on_mcp_path = ctx.route.is_some();
                 error::respond(
@@ -614,7 +388,7 @@ impl ProxyHttp for Gateway {
             };
         };
         if *e.esource() == ErrorSource::Downstream {
-            client_left(&route, &ctx.request_id);
+            pipeline::client_left(&route, &ctx.request_id);
             return FailToProxy {
                 error_code: 0,
                 can_reuse_downstream: false,

@@ -1,0 +1,332 @@
+//! The life of a request in `request_filter`, one named step each: answer
+//! what the gateway serves itself (PRM documents, the authorization
+//! server), route, authenticate, then either hand a GET or DELETE to
+//! pingora's loop or read, check and forward a POST. Refusals are errors,
+//! accounted once (metrics, audit, log) in [`RequestCtx::account_refusal`].
+
+use super::access::Access;
+use super::route::Route;
+use super::{
+    as_bridge, body, error, forward, headers, keep_callable, path_rules, unavailable, Admission,
+    Gateway, GatewayError, RequestCtx,
+};
+use crate::auth::prm::WELL_KNOWN;
+use crate::auth::Principal;
+use crate::authserver::PATHS as AS_PATHS;
+use crate::mcp::tools_list::ToolsListFilter;
+use crate::mcp::{McpError, McpPost};
+use crate::metrics::metrics;
+use crate::telemetry;
+use bytes::Bytes;
+use http::Method;
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+use std::sync::Arc;
+
+/// The authentication step's result: the checker and whom the token speaks
+/// for (`None` when auth is disabled).
+type Caller<'a> = Option<(&'a Access, &'a Principal)>;
+
+impl Gateway {
+    /// Decides what to do with a request, and does the POST forwarding.
+    pub(super) async fn admit(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Admission, GatewayError> {
+        ctx.request_id = telemetry::request_id(session.req_header().headers.get("x-request-id"));
+        headers::check_head_size(session.req_header(), self.limits.max_header_bytes)?;
+        if let Some(done) = self.serve_locally(session, ctx).await? {
+            return Ok(done);
+        }
+        let route = self.route(session, ctx)?;
+        let principal = match &self.access {
+            Some(access) => Some(access.authenticate(session, &route).await?),
+            None => None,
+        };
+        ctx.principal = principal.clone();
+        let caller = self.access.as_ref().zip(principal.as_deref());
+        match session.req_header().method.clone() {
+            Method::GET | Method::DELETE => admit_stream(session, ctx, &route, caller),
+            Method::POST => {
+                let (body, post) = read_post(session, ctx, self).await?;
+                let post = authorize_post(session, ctx, &route, caller, post)?;
+                self.forward_post(session, ctx, &route, caller, body, post)
+                    .await
+            }
+            other => Err(GatewayError::MethodNotAllowed(other.to_string())),
+        }
+    }
+
+    /// PRM documents and the authorization server's paths are answered
+    /// here; `None` for everything else.
+    async fn serve_locally(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+    ) -> Result<Option<Admission>, GatewayError> {
+        let path = session.req_header().uri.path();
+        if path == WELL_KNOWN || path.starts_with(&format!("{WELL_KNOWN}/")) {
+            return self
+                .serve_metadata(session, &ctx.request_id)
+                .await
+                .map(Some);
+        }
+        match self
+            .authserver
+            .as_ref()
+            .filter(|_| AS_PATHS.contains(&path))
+        {
+            Some(router) => {
+                as_bridge::serve(router, session, &ctx.request_id, self.limits.body_timeout)
+                    .await?;
+                Ok(Some(Admission::Done))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Answers `GET /.well-known/oauth-protected-resource[/<path>]`.
+    async fn serve_metadata(
+        &self,
+        session: &mut Session,
+        request_id: &str,
+    ) -> Result<Admission, GatewayError> {
+        let req = session.req_header();
+        if req.method != Method::GET && req.method != Method::HEAD {
+            return Err(GatewayError::MethodNotAllowed(req.method.to_string()));
+        }
+        let doc = self
+            .prm
+            .get(req.uri.path())
+            .cloned()
+            .ok_or(GatewayError::NotFound)?;
+        let headers = [
+            ("cache-control", "public, max-age=300".to_owned()),
+            ("access-control-allow-origin", "*".to_owned()),
+            ("x-request-id", request_id.to_owned()),
+        ];
+        let unread = !session.is_body_empty();
+        if let Err(e) = error::write_json(session, 200, &headers, doc, unread).await {
+            tracing::debug!(error = %e, "could not write the metadata document");
+        }
+        Ok(Admission::Done)
+    }
+
+    /// The upstream a path belongs to, once the path and the head pass the
+    /// rules no upstream could read differently (dot segments, repeated
+    /// fields, a foreign `Origin`).
+    fn route(&self, session: &Session, ctx: &mut RequestCtx) -> Result<Arc<Route>, GatewayError> {
+        let head = session.req_header();
+        path_rules::check_request_path(head.uri.path()).map_err(GatewayError::AmbiguousPath)?;
+        let route = self
+            .routes
+            .find(head.uri.path())
+            .cloned()
+            .ok_or(GatewayError::NotFound)?;
+        ctx.route = Some(route.clone());
+        headers::refuse_repeated(&head.headers).map_err(GatewayError::RepeatedHeader)?;
+        let origin = head.headers.get(http::header::ORIGIN).map(|v| v.as_bytes());
+        headers::origin_allowed(origin, &self.allowed_origins)
+            .map_err(GatewayError::OriginRefused)?;
+        Ok(route)
+    }
+
+    /// Sends a checked POST and relays the answer (see `forward`), with the
+    /// `tools/list` filter and the session binding it calls for.
+    async fn forward_post(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        route: &Route,
+        caller: Caller<'_>,
+        body: Bytes,
+        post: McpPost,
+    ) -> Result<Admission, GatewayError> {
+        let policy = &route.upstream.policy;
+        let mut req = self.upstream_request(session, route, &ctx.request_id)?;
+        headers::set_fixed_length(&mut req, body.len()).map_err(|e| unavailable(route, &e))?;
+        let bind = |id: &[u8]| {
+            if let Some((access, principal)) = caller {
+                access.bind_session(route, id, principal);
+            }
+        };
+        let creates_session = post
+            .messages
+            .iter()
+            .any(|m| m.method.as_deref() == Some("initialize"));
+        let hooks = forward::ResponseHooks {
+            tools_filter: ctx
+                .principal
+                .clone()
+                .filter(|_| policy.filter_tools_list)
+                .and_then(|p| ToolsListFilter::new(&post, keep_callable(policy.clone(), p))),
+            on_session: (creates_session && caller.is_some()).then_some(&bind as _),
+            request_id: &ctx.request_id,
+        };
+        if hooks.tools_filter.is_some() {
+            req.insert_header(http::header::ACCEPT_ENCODING, "identity")
+                .map_err(|e| unavailable(route, &e))?;
+        }
+        let delivered =
+            forward::forward_buffered(&self.connector, session, route, req, body, hooks).await;
+        if delivered.is_err() && caller.is_some() {
+            for tool in post.messages.iter().filter_map(|m| m.tool.as_deref()) {
+                count_tool_call(route, tool, "upstream_error");
+            }
+        }
+        ctx.post = Some(post);
+        match delivered? {
+            forward::Delivered::Complete => {}
+            forward::Delivered::ClientGone => client_left(route, &ctx.request_id),
+            forward::Delivered::UpstreamBroke(detail) => {
+                tracing::warn!(upstream = %route.upstream.name, %detail, "upstream broke off mid-response");
+            }
+        }
+        Ok(Admission::Done)
+    }
+
+    /// The client's request head rewritten for the upstream.
+    pub(super) fn upstream_request(
+        &self,
+        session: &Session,
+        route: &Route,
+        request_id: &str,
+    ) -> Result<RequestHeader, GatewayError> {
+        let mut req = session.req_header().clone();
+        headers::rewrite_for_upstream(&mut req, route, super::client_ip(session), request_id)
+            .map_err(|e| unavailable(route, &e))?;
+        Ok(req)
+    }
+}
+
+/// GET and DELETE carry no body; with auth they need the base scopes and a
+/// session of their own, then pingora's loop proxies them.
+fn admit_stream(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    route: &Route,
+    caller: Caller<'_>,
+) -> Result<Admission, GatewayError> {
+    if !session.is_body_empty() {
+        return Err(GatewayError::UnexpectedBody(
+            session.req_header().method.to_string(),
+        ));
+    }
+    if let Some((access, principal)) = caller {
+        access.authorize(route, principal, None)?;
+        access.check_session(session, route, principal)?;
+        ctx.audit("allowed", "-", None);
+    }
+    Ok(Admission::Proxy)
+}
+
+/// Reads the whole body (within the limits) and parses it as MCP, checking
+/// the 2026-07-28 `Mcp-Method`/`Mcp-Name` headers against it.
+async fn read_post(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    gateway: &Gateway,
+) -> Result<(Bytes, McpPost), GatewayError> {
+    let limits = &gateway.limits;
+    let body = body::read_post_body(session, limits.max_body_bytes, limits.body_timeout).await?;
+    let post = McpPost::parse(&body).map_err(|refused| {
+        ctx.error_id = refused.id;
+        GatewayError::InvalidMessage(refused.error)
+    })?;
+    ctx.error_id = post.response_id();
+    // Compared as UTF-8, not ASCII: a non-ASCII `Mcp-Name` must still
+    // match the body, and one that is not UTF-8 cannot.
+    let header = |name: &'static str| match session.req_header().headers.get(name) {
+        None => Ok(None),
+        Some(v) => std::str::from_utf8(v.as_bytes())
+            .map(Some)
+            .map_err(|_| McpError::HeaderMismatch(format!("{name} is not valid UTF-8"))),
+    };
+    post.check_standard_headers(header("mcp-method")?, header("mcp-name")?)?;
+    Ok((body, post))
+}
+
+/// With auth: the policy and the session owner decide; every `tools/call`
+/// is counted with the outcome. The post is handed back to be forwarded.
+fn authorize_post(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    route: &Route,
+    caller: Caller<'_>,
+    post: McpPost,
+) -> Result<McpPost, GatewayError> {
+    let Some((access, principal)) = caller else {
+        return Ok(post);
+    };
+    let checked = access
+        .authorize(route, principal, Some(&post))
+        .and_then(|()| access.check_session(session, route, principal));
+    let outcome = if checked.is_ok() { "allowed" } else { "denied" };
+    for tool in post.messages.iter().filter_map(|m| m.tool.as_deref()) {
+        count_tool_call(route, tool, outcome);
+    }
+    if let Err(e) = checked {
+        ctx.post = Some(post);
+        return Err(e);
+    }
+    ctx.audit("allowed", "-", Some(&post));
+    Ok(post)
+}
+
+/// Counts one `tools/call` under its configured tool label.
+fn count_tool_call(route: &Route, tool: &str, outcome: &str) {
+    let upstream = &route.upstream;
+    metrics()
+        .tool_calls
+        .with_label_values(&[&upstream.name, upstream.policy.tool_label(tool), outcome])
+        .inc();
+}
+
+/// A client that closed its connection before its response was complete:
+/// normal for MCP clients (a cancelled call, a closed stream), so a debug
+/// line and its own counter, never an upstream error.
+pub(super) fn client_left(route: &Route, request_id: &str) {
+    metrics()
+        .client_disconnects
+        .with_label_values(&[&route.upstream.name])
+        .inc();
+    tracing::debug!(upstream = %route.upstream.name, %request_id, "client closed the connection before the response was complete");
+}
+
+impl RequestCtx {
+    /// Metrics, audit and log line of a refused request, by the kind of
+    /// refusal: upstream failures, auth refusals, everything else.
+    pub(super) fn account_refusal(&mut self, err: &GatewayError) {
+        self.refusal = Some(err.kind());
+        let upstream = self
+            .route
+            .as_ref()
+            .map_or("-", |r| r.upstream.name.as_str());
+        let m = metrics();
+        match err {
+            GatewayError::UpstreamUnavailable { .. } | GatewayError::UpstreamTimeout { .. } => {
+                m.upstream_errors
+                    .with_label_values(&[upstream, err.kind()])
+                    .inc();
+                tracing::warn!(upstream, request_id = %self.request_id, error = %err, "upstream request failed");
+            }
+            GatewayError::Auth(_)
+            | GatewayError::SessionNotFound
+            | GatewayError::OriginRefused(_) => {
+                let reason = err.kind();
+                m.auth_failures.with_label_values(&[upstream, reason]).inc();
+                if let Some(client) = self.principal.as_ref().and_then(|p| p.client_id.as_deref()) {
+                    let client = crate::metrics::client_label(client);
+                    m.denied_by_client
+                        .with_label_values(&[upstream, &client])
+                        .inc();
+                }
+                self.audit("denied", reason, self.post.as_ref());
+            }
+            _ => {
+                tracing::info!(upstream, request_id = %self.request_id, reason = err.kind(), error = %err, "request refused")
+            }
+        }
+    }
+}
