@@ -1,6 +1,9 @@
 //! The built-in OAuth 2.1 authorization server, split by concept like Ory
 //! Hydra: `discovery` (RFC 8414 metadata, JWKS), `registration` (RFC 7591),
-//! `authorize` (PKCE authorization with login and consent pages), `token`
+//! `authorize` (the PKCE authorization request), `login` and `consent` (the
+//! two pages and their forms), `flows` (pending requests and single-use
+//! codes), `browser` (cookies and which flow a page or form belongs to),
+//! `throttling` (failed logins, registrations per address), `token`
 //! (code, refresh and client-credentials grants, rotation), `revocation`
 //! (RFC 7009 revocation and RFC 7662 introspection), `redirect_uri` (which
 //! redirects a client may register and use), `cimd` (Client ID Metadata
@@ -12,16 +15,21 @@
 //! [`RevokedTokens`], never calling into this module.
 
 mod authorize;
+mod browser;
 mod cimd;
 mod clients;
+mod consent;
 mod discovery;
 mod errors;
+mod flows;
 mod keys;
+mod login;
 mod pages;
 pub mod passwords;
 mod redirect_uri;
 mod registration;
 mod revocation;
+mod throttling;
 mod token;
 
 use crate::auth::{now_secs, BuiltinIssuer, LocalKeys, RevokedTokens};
@@ -68,9 +76,9 @@ pub(crate) struct AsState {
     pub revoked: Arc<RevokedTokens>,
     pub resources: Vec<Resource>,
     pub users: HashMap<String, User>,
-    pub codes: authorize::CodeStore,
-    pub flows: authorize::FlowStore,
-    pub login_limiter: authorize::LoginLimiter,
+    pub codes: flows::CodeStore,
+    pub flows: flows::FlowStore,
+    pub login_limiter: throttling::LoginLimiter,
     pub documents: Option<cimd::MetadataDocuments>,
 }
 
@@ -167,9 +175,9 @@ impl AuthServer {
             revoked,
             resources,
             users,
-            codes: authorize::CodeStore::new(code_ttl),
-            flows: authorize::FlowStore::new(),
-            login_limiter: authorize::LoginLimiter::new(),
+            codes: flows::CodeStore::new(code_ttl),
+            flows: flows::FlowStore::new(),
+            login_limiter: throttling::LoginLimiter::new(),
             documents: as_config.client_metadata_documents.map(|c| {
                 cimd::MetadataDocuments::new(cimd::FetchPolicy {
                     allow_private_addresses: c.allow_private_addresses,
@@ -207,10 +215,10 @@ impl AuthServer {
             .route("/jwks.json", get(discovery::jwks))
             .route("/register", post(registration::register))
             .route("/authorize", get(authorize::authorize))
-            .route("/login", get(authorize::login_again).post(authorize::login))
+            .route("/login", get(login::login_again).post(login::login))
             .route(
                 "/consent",
-                get(authorize::consent_again).post(authorize::consent),
+                get(consent::consent_again).post(consent::consent),
             )
             .route("/token", post(token::token))
             .route("/revoke", post(revocation::revoke))

@@ -4,9 +4,9 @@
 //! ES256 JWTs whose `aud` is the resource; every one is recorded with its
 //! family so that revoking the family revokes it too.
 
-use super::authorize::code_belongs_to;
 use super::clients::{self, Client};
 use super::errors::{required, OAuthError};
+use super::flows::code_belongs_to;
 use super::{random_token, AsState};
 use crate::auth::now_secs;
 use crate::store::RefreshRecord;

@@ -1,0 +1,143 @@
+//! The login page and its form: password checks under the throttle, then on
+//! to consent (POST-redirect-GET), or back to the page with the reason.
+
+use super::browser::{flow_of_this_browser, posted_form, set_cookie, start_over, to_page};
+use super::consent::decide_without_asking;
+use super::flows::Flow;
+use super::pages::{self, LoginPage};
+use super::{random_token, AsState, PeerAddr};
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::Extension;
+use std::sync::Arc;
+
+pub(super) fn login_page(state: &AsState, flow_id: &str, flow: &Flow) -> Response {
+    let action = state.public_url.join("/login");
+    pages::render(
+        StatusCode::OK,
+        &LoginPage {
+            client_name: &flow.client_name,
+            action: &action,
+            flow: flow_id,
+            csrf: &flow.csrf,
+            error: flow.notice.as_deref(),
+        },
+    )
+}
+
+/// Back to the login page of the flow, saying why.
+fn retry_login(state: &AsState, flow_id: &str, flow: &Flow, notice: &str) -> Response {
+    let flow = Flow {
+        notice: Some(notice.to_owned()),
+        ..flow.clone()
+    };
+    state.flows.flows.insert(flow_id.to_owned(), Arc::new(flow));
+    to_page(state, "/login", flow_id)
+}
+
+/// `GET /login`: the login page of a flow (after a failed attempt, with
+/// its notice); a bookmark or reload of an ended one explains.
+pub async fn login_again(
+    State(state): State<Arc<AsState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    match flow_of_this_browser(&state, &headers, query.as_deref()) {
+        Some((flow_id, flow)) if flow.user.is_none() => login_page(&state, &flow_id, &flow),
+        _ => start_over(),
+    }
+}
+
+/// `POST /login`.
+pub async fn login(
+    State(state): State<Arc<AsState>>,
+    peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (form, flow_id, flow) = match posted_form(&state, &headers, &body) {
+        Ok(posted) => posted,
+        Err(page) => return *page,
+    };
+    let username = form.get("username").cloned().unwrap_or_default();
+    let password = form.get("password").cloned().unwrap_or_default();
+    // Unknown names share one bucket, so random names cannot fill the table.
+    let user_key = if state.users.contains_key(&username) {
+        format!("user:{username}")
+    } else {
+        "user:(unknown)".to_owned()
+    };
+    let keys = [
+        user_key,
+        format!("addr:{}", peer.map_or("-".into(), |p| p.0 .0.to_string())),
+    ];
+    if let Some(wait) = keys
+        .iter()
+        .filter_map(|k| state.login_limiter.wait(k))
+        .max()
+    {
+        let message = format!(
+            "Too many failed attempts. Try again in {} seconds.",
+            wait.as_secs() + 1
+        );
+        return retry_login(&state, &flow_id, &flow, &message);
+    }
+    // Counted as a failure before the check, so concurrent guesses cannot
+    // all slip in under the limit; a success clears it.
+    for k in &keys {
+        state.login_limiter.record(k, true);
+    }
+    let Ok(_permit) = state.login_limiter.checks.try_acquire() else {
+        return retry_login(
+            &state,
+            &flow_id,
+            &flow,
+            "Too many sign-ins at once. Try again in a moment.",
+        );
+    };
+    let hash = state
+        .users
+        .get(&username)
+        .map(|u| u.password_hash.expose().to_owned());
+    let ok = tokio::task::spawn_blocking(move || {
+        super::passwords::verify_password(hash.as_deref(), &password)
+    })
+    .await
+    .unwrap_or(false);
+    let shown: String = username
+        .chars()
+        .take(64)
+        .collect::<String>()
+        .escape_debug()
+        .to_string();
+    if !ok {
+        super::count_event("login_failure");
+        tracing::info!(user = %shown, "login failed");
+        return retry_login(&state, &flow_id, &flow, "Wrong username or password.");
+    }
+    for k in &keys {
+        state.login_limiter.record(k, false);
+    }
+    let sid = random_token(32);
+    state.flows.sessions.insert(sid.clone(), username.clone());
+    let flow = Flow {
+        user: Some(username.clone()),
+        notice: None,
+        ..(*flow).clone()
+    };
+    let mut resp = match decide_without_asking(&state, &flow, &username).await {
+        Ok(Some(done)) => done,
+        Ok(None) => {
+            state.flows.flows.insert(flow_id.clone(), Arc::new(flow));
+            to_page(&state, "/consent", &flow_id)
+        }
+        Err(r) => r,
+    };
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&state, "mcpgw_session", &sid, 8 * 3600),
+    );
+    resp
+}
