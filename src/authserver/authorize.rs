@@ -23,6 +23,7 @@ use super::consent::{consent_page, decide_without_asking};
 use super::flows::Flow;
 use super::login::login_page;
 use super::pages::{self};
+use super::pkce::{ChallengeError, CodeChallenge};
 use super::redirect_uri;
 use super::{random_token, AsState};
 use crate::policy::OFFLINE_ACCESS;
@@ -129,21 +130,16 @@ pub async fn authorize(
             "only response_type=code is supported",
         );
     }
-    let challenge = match (get("code_challenge"), get("code_challenge_method")) {
-        (Some(c), Some("S256"))
-            if (43..=128).contains(&c.len())
-                && c.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
-        {
-            c
-        }
-        (Some(_), Some("S256")) => {
+    let challenge = match CodeChallenge::parse(get("code_challenge"), get("code_challenge_method"))
+    {
+        Ok(c) => c,
+        Err(ChallengeError::Malformed) => {
             return fail(
                 "invalid_request",
                 "code_challenge is not a base64url SHA-256",
             )
         }
-        _ => {
+        Err(ChallengeError::S256Required) => {
             return fail(
                 "invalid_request",
                 "PKCE with code_challenge_method=S256 is required",
@@ -193,7 +189,7 @@ pub async fn authorize(
         client_name: client.display_name().to_owned(),
         redirect_uri: redirect.clone(),
         state: flow_state.map(str::to_owned),
-        code_challenge: challenge.to_owned(),
+        code_challenge: challenge,
         resource: resource.url.clone(),
         scopes,
         csrf: random_token(32),

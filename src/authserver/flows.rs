@@ -4,6 +4,7 @@
 //! names the family to revoke).
 
 use super::clients::Client;
+use super::pkce::CodeChallenge;
 use super::random_token;
 use moka::sync::Cache;
 use sha2::{Digest, Sha256};
@@ -17,7 +18,7 @@ pub struct Flow {
     pub(super) client_name: String,
     pub(super) redirect_uri: String,
     pub(super) state: Option<String>,
-    pub(super) code_challenge: String,
+    pub(super) code_challenge: CodeChallenge,
     pub(super) resource: String,
     pub(super) scopes: Vec<String>,
     pub(super) csrf: String,
@@ -34,7 +35,7 @@ pub struct Flow {
 pub struct CodeGrant {
     pub client_id: String,
     pub redirect_uri: String,
-    pub code_challenge: String,
+    pub code_challenge: CodeChallenge,
     pub resource: String,
     pub scope: String,
     pub subject: String,

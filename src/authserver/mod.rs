@@ -26,6 +26,7 @@ mod keys;
 mod login;
 mod pages;
 pub mod passwords;
+mod pkce;
 mod redirect_uri;
 mod registration;
 mod revocation;

@@ -7,6 +7,7 @@
 use super::clients::{self, Client};
 use super::errors::{required, OAuthError};
 use super::flows::code_belongs_to;
+use super::pkce::CodeVerifier;
 use super::{random_token, AsState};
 use crate::auth::now_secs;
 use crate::store::RefreshRecord;
@@ -15,8 +16,6 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use jsonwebtoken::Header;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -87,13 +86,8 @@ async fn code_grant(
             "redirect_uri differs from the authorization request's",
         ));
     }
-    let verifier = required(form, "code_verifier")?;
-    let valid_verifier = (43..=128).contains(&verifier.len())
-        && verifier
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
-    let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-    if !valid_verifier || computed != grant.code_challenge {
+    let verifier = CodeVerifier::parse(required(form, "code_verifier")?);
+    if !verifier.is_some_and(|v| grant.code_challenge.is_answered_by(&v)) {
         return Err(OAuthError::invalid_grant(
             "code_verifier does not match the code_challenge",
         ));
