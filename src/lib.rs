@@ -37,8 +37,9 @@
 //! - a 403 message or challenge: `auth/challenge.rs` (`Refusal::for_denial`);
 //! - a token source: `auth/mod.rs` (`Authenticator::verify_uncached`) next to
 //!   `auth/jwt.rs` and `auth/introspection.rs`;
-//! - a grant type: `authserver/token.rs` (the `grant_type` match), listed in
-//!   `authserver/discovery.rs`;
+//! - a grant type: a variant of `GrantType` in `authserver/grant.rs`, its
+//!   handler in `authserver/token.rs`, its registration rules in
+//!   `authserver/registration.rs`;
 //! - a store backend: `store/mod.rs` (the `Store` trait), beside
 //!   `store/sqlite.rs` and `store/memory.rs`;
 //! - an upstream kind: `proxy/route.rs` (where an upstream becomes a peer)

@@ -14,6 +14,7 @@
 //! `Cache-Control` allows (1 minute to 24 hours).
 
 use super::clients::{Client, ClientMetadata};
+use super::grant::GrantType;
 use super::redirect_uri;
 use moka::sync::Cache;
 use moka::Expiry;
@@ -298,7 +299,7 @@ fn validate(url: &str, doc: &Value) -> Result<Client, CimdError> {
             redirect_uris,
             client_name: Some(name.to_owned()),
             token_endpoint_auth_method: "none".into(),
-            grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+            grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
             response_types: vec!["code".into()],
             application_type: application_type.into(),
             scope: None,

@@ -4,6 +4,7 @@
 //! values stored as SHA-256 hashes and compared in constant time.
 
 use super::errors::OAuthError;
+use super::grant::GrantType;
 use super::AsState;
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use axum::http::HeaderMap;
@@ -20,7 +21,7 @@ pub struct ClientMetadata {
     #[serde(default)]
     pub client_name: Option<String>,
     pub token_endpoint_auth_method: String,
-    pub grant_types: Vec<String>,
+    pub grant_types: Vec<GrantType>,
     pub response_types: Vec<String>,
     pub application_type: String,
     #[serde(default)]
@@ -41,8 +42,8 @@ impl Client {
         self.meta.client_name.as_deref().unwrap_or(&self.id)
     }
 
-    pub fn may_use_grant(&self, grant: &str) -> bool {
-        self.meta.grant_types.iter().any(|g| g == grant)
+    pub fn may_use_grant(&self, grant: GrantType) -> bool {
+        self.meta.grant_types.contains(&grant)
     }
 }
 

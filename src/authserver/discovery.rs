@@ -1,5 +1,6 @@
 //! RFC 8414 metadata (also served as OpenID discovery) and the JWKS.
 
+use super::grant::GrantType;
 use super::AsState;
 use axum::extract::State;
 use axum::http::header;
@@ -22,7 +23,7 @@ pub async fn metadata(State(state): State<Arc<AsState>>) -> impl IntoResponse {
         "scopes_supported": state.scopes_supported(),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types_supported": GrantType::ALL.map(GrantType::as_str),
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
         "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],

@@ -22,6 +22,7 @@ mod consent;
 mod discovery;
 mod errors;
 mod flows;
+mod grant;
 mod keys;
 mod login;
 mod pages;

@@ -4,6 +4,7 @@
 
 use super::clients::{hash_secret, ClientMetadata};
 use super::errors::OAuthError;
+use super::grant::GrantType;
 use super::redirect_uri;
 use super::{random_token, AsState, PeerAddr};
 use crate::auth::now_secs;
@@ -63,15 +64,15 @@ pub fn validate(doc: &Value) -> Result<ClientMetadata, OAuthError> {
             "token_endpoint_auth_method `{method}` is not supported"
         )));
     }
-    let grant_types = strings(doc, "grant_types", &["authorization_code"])?;
-    let known = ["authorization_code", "refresh_token", "client_credentials"];
-    if let Some(g) = grant_types.iter().find(|g| !known.contains(&g.as_str())) {
-        return Err(invalid_metadata(format!(
-            "grant type `{g}` is not supported"
-        )));
-    }
-    let uses_code = grant_types.iter().any(|g| g == "authorization_code");
-    if grant_types.iter().any(|g| g == "client_credentials") && method == "none" {
+    let grant_types = strings(doc, "grant_types", &[GrantType::AuthorizationCode.as_str()])?
+        .iter()
+        .map(|g| {
+            GrantType::parse(g)
+                .ok_or_else(|| invalid_metadata(format!("grant type `{g}` is not supported")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let uses_code = grant_types.contains(&GrantType::AuthorizationCode);
+    if grant_types.contains(&GrantType::ClientCredentials) && method == "none" {
         return Err(invalid_metadata(
             "client_credentials needs a confidential client (a secret)",
         ));
@@ -84,7 +85,7 @@ pub fn validate(doc: &Value) -> Result<ClientMetadata, OAuthError> {
     if (uses_code && response_types != ["code"]) || (!uses_code && !response_types.is_empty()) {
         return Err(invalid_metadata("response_types must be [\"code\"] exactly when the authorization_code grant is registered"));
     }
-    if grant_types.iter().any(|g| g == "refresh_token") && !uses_code {
+    if grant_types.contains(&GrantType::RefreshToken) && !uses_code {
         return Err(invalid_metadata(
             "refresh_token comes with the authorization_code grant",
         ));
@@ -190,7 +191,7 @@ pub async fn register(
     let meta = validate(&doc)?;
     // A client_credentials client acts with no user behind it: only an
     // operator (holding the initial access token) may create one.
-    if meta.grant_types.iter().any(|g| g == "client_credentials")
+    if meta.grant_types.contains(&GrantType::ClientCredentials)
         && state.config.registration != RegistrationPolicy::InitialAccessToken
     {
         return Err(invalid_metadata("client_credentials clients can only be registered with `registration: initial_access_token`"));

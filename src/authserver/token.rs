@@ -7,6 +7,7 @@
 use super::clients::{self, Client};
 use super::errors::{required, OAuthError};
 use super::flows::code_belongs_to;
+use super::grant::GrantType;
 use super::pkce::CodeVerifier;
 use super::{random_token, AsState};
 use crate::auth::now_secs;
@@ -29,14 +30,17 @@ pub async fn token(
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     let (form, client) = clients::authenticated_form(&state, &headers, &body).await?;
-    match required(&form, "grant_type")? {
-        "authorization_code" => code_grant(&state, &client, &form).await,
-        "refresh_token" => refresh_grant(&state, &client, &form).await,
-        "client_credentials" => client_credentials_grant(&state, &client, &form).await,
-        other => Err(OAuthError::new(
+    let name = required(&form, "grant_type")?;
+    match GrantType::parse(name) {
+        Some(GrantType::AuthorizationCode) => code_grant(&state, &client, &form).await,
+        Some(GrantType::RefreshToken) => refresh_grant(&state, &client, &form).await,
+        Some(GrantType::ClientCredentials) => {
+            client_credentials_grant(&state, &client, &form).await
+        }
+        None => Err(OAuthError::new(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
-            format!("grant_type `{other}` is not supported"),
+            format!("grant_type `{name}` is not supported"),
         )),
     }
 }
@@ -57,7 +61,7 @@ async fn code_grant(
     client: &Client,
     form: &std::collections::HashMap<String, String>,
 ) -> Result<Response, OAuthError> {
-    if !client.may_use_grant("authorization_code") {
+    if !client.may_use_grant(GrantType::AuthorizationCode) {
         return Err(OAuthError::new(
             StatusCode::BAD_REQUEST,
             "unauthorized_client",
@@ -99,7 +103,7 @@ async fn code_grant(
     }
     let refresh_until = now_secs() + state.config.refresh_token_ttl.as_secs();
     let issued = Issue {
-        grant: "authorization_code",
+        grant: GrantType::AuthorizationCode,
         subject: &grant.subject,
         scope: &grant.scope,
         resource: &grant.resource,
@@ -153,7 +157,7 @@ async fn refresh_grant(
         ));
     }
     let issued = Issue {
-        grant: "refresh_token",
+        grant: GrantType::RefreshToken,
         subject: &record.subject,
         scope: &scope,
         resource: &record.resource,
@@ -202,7 +206,7 @@ async fn client_credentials_grant(
     client: &Client,
     form: &std::collections::HashMap<String, String>,
 ) -> Result<Response, OAuthError> {
-    if client.secret_hash.is_none() || !client.may_use_grant("client_credentials") {
+    if client.secret_hash.is_none() || !client.may_use_grant(GrantType::ClientCredentials) {
         return Err(OAuthError::new(
             StatusCode::BAD_REQUEST,
             "unauthorized_client",
@@ -249,7 +253,7 @@ async fn client_credentials_grant(
         )));
     }
     let issued = Issue {
-        grant: "client_credentials",
+        grant: GrantType::ClientCredentials,
         subject: &client.id,
         scope: &asked.join(" "),
         resource: &resource.url,
@@ -261,8 +265,8 @@ async fn client_credentials_grant(
 
 /// What a grant issues tokens for.
 struct Issue<'a> {
-    /// Grant type (a fixed name, for metrics and logs).
-    grant: &'static str,
+    /// The grant that issues them (named in metrics and logs).
+    grant: GrantType,
     subject: &'a str,
     scope: &'a str,
     resource: &'a str,
@@ -297,8 +301,8 @@ async fn issue(
     header.typ = Some("at+jwt".into());
     let access_token =
         jsonwebtoken::encode(&header, &claims, &keys.encoding).map_err(OAuthError::server_error)?;
-    let refresh =
-        (refresh_until > 0 && client.may_use_grant("refresh_token")).then(|| random_token(32));
+    let refresh = (refresh_until > 0 && client.may_use_grant(GrantType::RefreshToken))
+        .then(|| random_token(32));
     let refresh_record = refresh.as_ref().map(|token| RefreshRecord {
         token_hash: Sha256::digest(token.as_bytes()).to_vec(),
         family_id: family_id.to_owned(),
@@ -326,9 +330,9 @@ async fn issue(
     }
     crate::metrics::metrics()
         .tokens_issued
-        .with_label_values(&[grant])
+        .with_label_values(&[grant.as_str()])
         .inc();
-    tracing::info!(client_id = %client.id, grant, subject, scope, resource, "tokens issued");
+    tracing::info!(client_id = %client.id, grant = grant.as_str(), subject, scope, resource, "tokens issued");
     Ok((
         [
             (header::CACHE_CONTROL, "no-store"),
