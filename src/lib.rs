@@ -8,7 +8,7 @@
 //! | `mcp` | reading JSON-RPC bodies strictly (`strict_json`), methods, tool names, `Mcp-Method`/`Mcp-Name` checks, `tools/list` filtering |
 //! | `auth` | verifying bearer tokens (JWT against JWKS in `jwt`/`jwks`, RFC 7662 in `introspection`), the verdict cache, `WWW-Authenticate` challenges (`challenge`), PRM documents (`prm`), session-to-subject bindings |
 //! | `policy` | which scopes a message needs (a leaf: depends on nothing of the gateway); its tool-name glob in `policy::glob` |
-//! | `authserver` | the built-in OAuth 2.1 authorization server, an axum `Router` split by concept (registration, authorize, login, consent, flows and codes, throttling, token, revocation and introspection, keys, discovery) |
+//! | `authserver` | the built-in OAuth 2.1 authorization server, an axum `Router` split by concept (registration, authorize, login, consent, flows and codes, throttling, token, revocation, introspection, keys, discovery) |
 //! | `store` | the AS's durable state behind one `Store` trait: SQLite (default) and memory |
 //! | `config` | the YAML schema (`raw`), every structural error in one pass (`structure`), validation into typed settings |
 //! | `metrics`, `telemetry` | every Prometheus metric, defined once; logging and the audit event |

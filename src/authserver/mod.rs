@@ -5,7 +5,7 @@
 //! codes), `browser` (cookies and which flow a page or form belongs to),
 //! `throttling` (failed logins, registrations per address), `token`
 //! (code, refresh and client-credentials grants, rotation), `revocation`
-//! (RFC 7009 revocation and RFC 7662 introspection), `redirect_uri` (which
+//! (RFC 7009), `introspection` (RFC 7662), `redirect_uri` (which
 //! redirects a client may register and use), `cimd` (Client ID Metadata
 //! Documents), `keys` and `passwords`, over the `store`.
 //!
@@ -23,6 +23,7 @@ mod discovery;
 mod errors;
 mod flows;
 mod grant;
+mod introspection;
 mod keys;
 mod login;
 mod pages;
@@ -224,7 +225,7 @@ impl AuthServer {
             )
             .route("/token", post(token::token))
             .route("/revoke", post(revocation::revoke))
-            .route("/introspect", post(revocation::introspect))
+            .route("/introspect", post(introspection::introspect))
             .with_state(self.state.clone())
     }
 }

@@ -1,12 +1,10 @@
-//! Revocation (RFC 7009) and introspection (RFC 7662) of the tokens this
-//! server issued. A revoked access token is refused by the proxy on its
-//! next use (the in-process revocation set), a revoked refresh token takes
-//! its whole family with it.
+//! Revocation (RFC 7009) of the tokens this server issued. A revoked access
+//! token is refused by the proxy on its next use (the in-process revocation
+//! set), a revoked refresh token takes its whole family with it.
 
 use super::clients;
 use super::errors::{required, OAuthError};
 use super::AsState;
-use crate::auth::now_secs;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
@@ -19,7 +17,7 @@ use std::sync::Arc;
 
 /// Claims of a valid access token this server issued (signature, issuer,
 /// expiry), or `None`.
-fn own_access_token(state: &AsState, token: &str) -> Option<Value> {
+pub(super) fn own_access_token(state: &AsState, token: &str) -> Option<Value> {
     let header = jsonwebtoken::decode_header(token).ok()?;
     let key = state.local_keys.find(header.kid.as_deref(), header.alg)?;
     let mut v = Validation::new(header.alg);
@@ -62,41 +60,4 @@ pub async fn revoke(
 
 fn ok() -> Response {
     ([(header::CACHE_CONTROL, "no-store")], Json(json!({}))).into_response()
-}
-
-/// `POST /introspect`: for confidential clients.
-pub async fn introspect(
-    State(state): State<Arc<AsState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, OAuthError> {
-    let (form, client) = clients::authenticated_form(&state, &headers, &body).await?;
-    if client.secret_hash.is_none() {
-        return Err(OAuthError::invalid_client(
-            "introspection needs a confidential client",
-        ));
-    }
-    let token = required(&form, "token")?;
-    let inactive = json!({"active": false});
-    let answer = if let Some(c) = own_access_token(&state, token) {
-        let revoked = c["jti"].as_str().is_some_and(|j| state.revoked.contains(j));
-        if revoked {
-            inactive
-        } else {
-            json!({"active": true, "token_type": "access_token", "iss": c["iss"], "sub": c["sub"], "aud": c["aud"],
-                   "client_id": c["client_id"], "scope": c["scope"], "exp": c["exp"], "iat": c["iat"], "jti": c["jti"]})
-        }
-    } else {
-        match state
-            .store
-            .refresh_token(&Sha256::digest(token.as_bytes()))
-            .await?
-        {
-            Some(r) if !r.rotated && r.expires_at > now_secs() => json!({
-                "active": true, "token_type": "refresh_token", "iss": state.issuer(), "sub": r.subject,
-                "aud": r.resource, "client_id": r.client_id, "scope": r.scope, "exp": r.expires_at}),
-            _ => inactive,
-        }
-    };
-    Ok(([(header::CACHE_CONTROL, "no-store")], Json(answer)).into_response())
 }
