@@ -37,7 +37,7 @@ mod token;
 
 use crate::auth::{now_secs, BuiltinIssuer, LocalKeys, RevokedTokens};
 use crate::config::{AuthServerConfig, Config, PublicUrl, User};
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{Store, StoreError};
 use axum::routing::{get, post};
 use axum::Router;
 use std::collections::HashMap;
@@ -134,7 +134,6 @@ impl AuthServer {
                 .build()
                 .map_err(|e| StoreError(format!("cannot start the store runtime: {e}")))?,
         ));
-        let dir = as_config.data_dir.clone();
         let local = Arc::new(LocalKeys::default());
         let revoked = Arc::new(RevokedTokens::default());
         // On a thread of its own: the caller may itself be inside a runtime.
@@ -142,7 +141,7 @@ impl AuthServer {
             scope
                 .spawn(|| {
                     runtime.block_on(async {
-                        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir).await?);
+                        let store = crate::store::open(&as_config).await?;
                         let ttl = as_config.access_token_ttl.as_secs();
                         let alg = as_config.signing_algorithm;
                         let keys = keys::load(store.as_ref(), &local, ttl, alg).await?;
@@ -255,23 +254,17 @@ async fn maintain(state: Arc<AsState>) {
 /// gateway publishes it within a minute and signs with it after
 /// [`keys::PUBLISH_BEFORE_SIGNING`] seconds.
 pub fn rotate_key(config: &Config) -> Result<String, StoreError> {
-    let dir = &config
+    let as_config = config
         .authorization_server
         .as_ref()
-        .ok_or_else(|| StoreError("the configuration has no authorization_server".into()))?
-        .data_dir;
+        .ok_or_else(|| StoreError("the configuration has no authorization_server".into()))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| StoreError(e.to_string()))?;
     runtime.block_on(async {
-        let store = SqliteStore::open(dir).await?;
-        let key = keys::generate(
-            config
-                .authorization_server
-                .as_ref()
-                .map_or_else(Default::default, |a| a.signing_algorithm),
-        )?;
+        let store = crate::store::open(as_config).await?;
+        let key = keys::generate(as_config.signing_algorithm)?;
         store.add_signing_key(&key).await?;
         Ok(key.kid)
     })

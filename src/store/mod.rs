@@ -17,6 +17,14 @@ pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
+use std::sync::Arc;
+
+/// The store the configuration asks for: today the SQLite file
+/// `gateway.db` in `data_dir` (a PostgreSQL backend, issue 14, is chosen
+/// here too). The one place that picks a backend.
+pub async fn open(config: &crate::config::AuthServerConfig) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(SqliteStore::open(&config.data_dir).await?))
+}
 
 /// A storage failure, with what was being done.
 #[derive(Debug, thiserror::Error)]
