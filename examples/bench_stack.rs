@@ -27,7 +27,8 @@ impl ShutdownSignalWatch for Never {
 
 fn start_gateway(yaml: &str) {
     let config = Config::from_yaml(yaml).expect("bench config is valid");
-    let server = proxy::build_server(&config, proxy::InFlight::new()).expect("gateway builds");
+    let server =
+        mcp_oauth_gateway::server::build(&config, proxy::InFlight::new()).expect("gateway builds");
     std::thread::spawn(move || {
         server.run(RunArgs {
             shutdown_signal: Box::new(Never),

@@ -4,7 +4,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | `proxy` | the pingora `ProxyHttp`: connection limits (`connections`), path rules, routing, header rules, body reads, POST forwarding (`forward`), the in-process bridge to the AS (`as_bridge`), the one error-to-response map (`error`), server start and drain (`lifecycle`) |
+//! | `proxy` | the pingora `ProxyHttp`: connection limits (`connections`), path rules, routing, header rules, body reads, POST forwarding (`forward`), the in-process bridge to the AS (`as_bridge`), the one error-to-response map (`error`), its listening service and the SIGTERM drain (`lifecycle`) |
 //! | `mcp` | reading JSON-RPC bodies strictly (`strict_json`), methods, tool names, `Mcp-Method`/`Mcp-Name` checks, `tools/list` filtering |
 //! | `auth` | verifying bearer tokens (JWT against JWKS in `jwt`/`jwks`, RFC 7662 in `introspection`), the verdict cache, `WWW-Authenticate` challenges (`challenge`), PRM documents (`prm`), session-to-subject bindings |
 //! | `policy` | which scopes a message needs (a leaf: depends on nothing of the gateway); its tool-name glob in `policy::glob` |
@@ -12,6 +12,7 @@
 //! | `store` | the AS's durable state behind one `Store` trait: SQLite (default) and memory |
 //! | `config` | the YAML schema (`raw`), every structural error in one pass (`structure`), validation into typed settings |
 //! | `metrics`, `telemetry` | every Prometheus metric, defined once; logging and the audit event |
+//! | `server` | the composition root: the authorization server, the proxy, the background jobs and the listeners, built in one place |
 //! | `demo` | the built-in MCP server of `mcp-oauth-gateway demo` and the tests |
 //!
 //! # The life of a request
@@ -55,5 +56,6 @@ pub mod mcp;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod server;
 pub mod store;
 pub mod telemetry;

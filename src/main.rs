@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use mcp_oauth_gateway::authserver::{self, passwords};
 use mcp_oauth_gateway::config::Config;
-use mcp_oauth_gateway::{demo, proxy, telemetry};
+use mcp_oauth_gateway::{demo, proxy, server, telemetry};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -171,7 +171,7 @@ fn default_metrics_listen() -> SocketAddr {
 fn serve(config: Config, demo_upstream: Option<SocketAddr>) -> ExitCode {
     telemetry::init(config.log_format, &config.log_level);
     let in_flight = proxy::InFlight::new();
-    let server = match proxy::build_server(&config, in_flight.clone()) {
+    let server = match server::build(&config, in_flight.clone()) {
         Ok(s) => s,
         Err(e) => return fail(&format!("cannot start: {e}")),
     };

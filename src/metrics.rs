@@ -180,3 +180,39 @@ pub fn metrics() -> &'static Metrics {
     static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
     &METRICS
 }
+
+/// Serves `GET /metrics` (Prometheus text format) on a listener of its own,
+/// so the metrics never share the public origin.
+pub struct MetricsEndpoint(pub std::net::SocketAddr);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for MetricsEndpoint {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let listener = match tokio::net::TcpListener::bind(self.0).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(listen = %self.0, error = %e, "cannot serve /metrics");
+                return;
+            }
+        };
+        tracing::info!(listen = %self.0, "metrics listener");
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(|| async {
+                (
+                    [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    metrics().render(),
+                )
+            }),
+        );
+        let stopped = async move {
+            let _ = shutdown.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stopped)
+            .await
+        {
+            tracing::error!(error = %e, "metrics listener failed");
+        }
+    }
+}

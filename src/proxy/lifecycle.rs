@@ -1,5 +1,5 @@
-//! Starting and stopping the gateway: the pingora server, in-flight request
-//! tracking, and the SIGTERM drain.
+//! Stopping the gateway: in-flight request tracking and the SIGTERM drain
+//! (the server itself is put together in `crate::server`).
 //!
 //! Pingora's graceful terminate closes the listeners and then waits the whole
 //! grace period before stopping. The gateway counts in-flight requests (an
@@ -14,15 +14,11 @@ use async_trait::async_trait;
 use pingora::proxy::http_proxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
-use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
-
-/// Time pingora gets to stop its runtimes after the grace period.
-const RUNTIME_SHUTDOWN_TIMEOUT_SECS: u64 = 5;
 
 /// Number of requests being served right now.
 #[derive(Debug, Default)]
@@ -54,33 +50,21 @@ impl Drop for InFlightGuard {
     }
 }
 
-/// Builds the pingora server for `config`: one proxy service on
-/// `config.listen`, with the configured threads and grace period.
-pub fn build_server(config: &Config, in_flight: Arc<InFlight>) -> std::io::Result<Server> {
-    let conf = ServerConf {
-        threads: config.worker_threads,
-        grace_period_seconds: Some(config.shutdown_grace_period.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(RUNTIME_SHUTDOWN_TIMEOUT_SECS),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-    let gateway = Gateway::new(config, in_flight)?;
-    if let Some(refresher) = gateway.key_refresher() {
-        server.add_service(background_service("jwks refresh", refresher));
-    }
-    if let Some(addr) = config.metrics_listen {
-        server.add_service(background_service("metrics", MetricsEndpoint(addr)));
-    }
+/// The public listener's service: the gateway behind the connection limits
+/// (`connections`), listening on `config.listen`.
+pub fn proxy_service(
+    server_conf: &Arc<ServerConf>,
+    config: &Config,
+    gateway: Gateway,
+) -> impl pingora::services::Service + 'static {
     let limits = ConnectionLimits {
         header_timeout: config.limits.header_timeout,
         max_per_address: config.limits.max_connections_per_address,
     };
-    let proxy = http_proxy(&server.configuration, gateway);
+    let proxy = http_proxy(server_conf, gateway);
     let mut service = Service::new("mcp gateway".into(), Limited::new(proxy, limits));
     service.add_tcp(&config.listen.to_string());
-    server.add_service(service);
-    Ok(server)
+    service
 }
 
 /// Runs `server` until SIGTERM (drain, then exit 0) or SIGINT (stop now).
@@ -136,40 +120,4 @@ fn exit_when_drained(in_flight: Arc<InFlight>) {
         tracing::info!("all in-flight requests finished; exiting");
         std::process::exit(0);
     });
-}
-
-/// Serves `GET /metrics` (Prometheus text format) on a listener of its own,
-/// so the metrics never share the public origin.
-struct MetricsEndpoint(std::net::SocketAddr);
-
-#[async_trait]
-impl pingora::services::background::BackgroundService for MetricsEndpoint {
-    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        let listener = match tokio::net::TcpListener::bind(self.0).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(listen = %self.0, error = %e, "cannot serve /metrics");
-                return;
-            }
-        };
-        tracing::info!(listen = %self.0, "metrics listener");
-        let app = axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(|| async {
-                (
-                    [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    crate::metrics::metrics().render(),
-                )
-            }),
-        );
-        let stopped = async move {
-            let _ = shutdown.changed().await;
-        };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stopped)
-            .await
-        {
-            tracing::error!(error = %e, "metrics listener failed");
-        }
-    }
 }

@@ -24,7 +24,7 @@ mod pipeline;
 mod route;
 
 pub use error::GatewayError;
-pub use lifecycle::{build_server, run_until_terminated, InFlight};
+pub use lifecycle::{proxy_service, run_until_terminated, InFlight};
 
 use crate::auth::prm::ProtectedResources;
 use crate::auth::{KeyRefresher, Principal};
@@ -93,10 +93,13 @@ enum Admission {
 }
 
 impl Gateway {
-    /// Builds the pipeline for `config`, counting requests in `in_flight`.
-    pub fn new(config: &Config, in_flight: Arc<InFlight>) -> std::io::Result<Self> {
-        let builtin = AuthServer::start(config)
-            .map_err(|e| std::io::Error::other(format!("authorization server: {e}")))?;
+    /// Builds the pipeline for `config`, counting requests in `in_flight`;
+    /// `builtin` is the authorization server to serve and trust, if any.
+    pub fn new(
+        config: &Config,
+        in_flight: Arc<InFlight>,
+        builtin: Option<&AuthServer>,
+    ) -> std::io::Result<Self> {
         let mut allowed_origins: HashSet<String> = config.allowed_origins.iter().cloned().collect();
         allowed_origins.insert(config.public_url.origin());
         Ok(Self {
@@ -109,10 +112,10 @@ impl Gateway {
                 Access::new(
                     a,
                     config.public_url.clone(),
-                    builtin.as_ref().map(AuthServer::issuer),
+                    builtin.map(AuthServer::issuer),
                 )
             }),
-            authserver: builtin.as_ref().map(AuthServer::router),
+            authserver: builtin.map(AuthServer::router),
             prm: ProtectedResources::new(config),
         })
     }

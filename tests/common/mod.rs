@@ -274,7 +274,7 @@ impl Gateway {
         }
         let addr = config.listen;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let server = proxy::build_server(&config, proxy::InFlight::new()).unwrap();
+        let server = mcp_oauth_gateway::server::build(&config, proxy::InFlight::new()).unwrap();
         std::thread::spawn(move || {
             server.run(RunArgs {
                 shutdown_signal: Box::new(StopOnMessage(Mutex::new(Some(rx)))),
