@@ -158,7 +158,7 @@ impl Metrics {
 /// Most distinct client ids used as label values.
 const MAX_CLIENT_LABELS: usize = 100;
 
-/// The label of a client id: itself for the first [`MAX_CLIENT_LABELS`]
+/// The label of a client id: itself for the first `MAX_CLIENT_LABELS`
 /// distinct ids the process sees, `other` after that, so dynamically
 /// registered clients cannot grow the series without bound.
 pub fn client_label(client_id: &str) -> String {

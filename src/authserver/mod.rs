@@ -252,7 +252,7 @@ async fn maintain(state: Arc<AsState>) {
 
 /// `keys rotate`: adds a signing key to the store of `config`. A running
 /// gateway publishes it within a minute and signs with it after
-/// [`keys::PUBLISH_BEFORE_SIGNING`] seconds.
+/// `keys::PUBLISH_BEFORE_SIGNING` seconds.
 pub fn rotate_key(config: &Config) -> Result<String, StoreError> {
     let as_config = config
         .authorization_server
