@@ -282,28 +282,12 @@ async fn two_demos_run_side_by_side_and_print_the_urls_to_use() {
     assert_eq!(url, format!("http://localhost:{p2}/demo/mcp"));
     assert_ne!(first_metrics, second_metrics);
     assert_ne!(first_store, second_store);
-    let c = client();
     for metrics in [&first_metrics, &second_metrics] {
-        let text = c
-            .get(metrics.as_str())
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = get_text(metrics).await;
         assert!(text.contains("mcpgw_build_info"), "{metrics}: {text}");
     }
-    let prm: serde_json::Value = c
-        .get(format!(
-            "http://localhost:{p2}/.well-known/oauth-protected-resource/demo/mcp"
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let prm_url = format!("http://localhost:{p2}/.well-known/oauth-protected-resource/demo/mcp");
+    let prm: serde_json::Value = serde_json::from_str(&get_text(&prm_url).await).unwrap();
     assert_eq!(prm["resource"], url.as_str());
 }
 

@@ -109,15 +109,8 @@ upstreams:
 
     // The access-log phase (which counts a request) runs just after the
     // response is sent: wait until the last request is counted.
-    let scrape = || async {
-        c.get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let metrics_url = format!("http://127.0.0.1:{metrics_port}/metrics");
+    let scrape = || common::get_text(&metrics_url);
     let mut metrics = scrape().await;
     for _ in 0..40 {
         if metrics.contains("mcpgw_request_duration_seconds_count{upstream=\"obs\"} 6") {
