@@ -290,8 +290,17 @@ async fn clients_leaving_early_are_disconnects_not_upstream_errors() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         drop(conn);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let metrics = get_text(&format!("http://127.0.0.1:{metrics_port}/metrics")).await;
+    // Both are counted as soon as the gateway notices (at once, but on a
+    // loaded machine give it time); the upstream's own timeout is 700 ms.
+    let metrics_url = format!("http://127.0.0.1:{metrics_port}/metrics");
+    let mut metrics = get_text(&metrics_url).await;
+    for _ in 0..30 {
+        if metrics.contains("mcpgw_client_disconnects_total{upstream=\"raw\"} 2") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        metrics = get_text(&metrics_url).await;
+    }
     assert!(
         !metrics.contains("mcpgw_upstream_errors_total{"),
         "a client leaving is not an upstream error:\n{metrics}"
