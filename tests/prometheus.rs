@@ -224,6 +224,25 @@ async fn drive_traffic(gw: &Gateway, idp: &Idp, key: &TestKey) {
         .send()
         .await;
 
+    // A client that leaves an SSE stream during a quiet gap, and a body
+    // that never finishes (cut off after body_timeout: 408).
+    let raw = key.sign(&idp.claims("alice", &gw.url("/raw"), "mcp"));
+    let _ = http
+        .get(gw.url("/raw/sse-gap"))
+        .bearer_auth(&raw)
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await;
+    let mut stalled = common::http1::Conn::open(gw.addr).await;
+    let head = format!(
+        "POST /raw/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {raw}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    );
+    stalled.send(head.as_bytes()).await;
+    let _ = stalled.read_response().await;
+
     // The authorization server: registration, login failure, approval,
     // tokens, refresh reuse, revocation.
     let reg: Value = http
@@ -298,6 +317,7 @@ async fn every_dashboard_and_alert_expression_returns_series_from_a_real_prometh
         "public_url: http://127.0.0.1:{port}
 listen: 127.0.0.1:{port}
 metrics: {{ listen: '127.0.0.1:{metrics_port}' }}
+limits: {{ body_timeout: 1s }}
 authorization_server:
   data_dir: '{dir}'
   registration: initial_access_token
@@ -316,6 +336,7 @@ upstreams:
     scopes: [mcp, math, time]
     policy: {{ base_scopes: [mcp], tools: {{ add: [math], 'get_*': [time] }} }}
   - {{ name: dead, path: /dead/mcp, url: 'http://127.0.0.1:{dead}/mcp', timeouts: {{ connect: 300ms }} }}
+  - {{ name: raw, path: /raw, url: 'http://{up}', policy: {{ base_scopes: [mcp], unlisted_tools: base }} }}
 ",
         dir = data_dir.display(),
         iss = idp.issuer,
