@@ -3,6 +3,7 @@
 //! ephemeral port, both on loopback.
 #![allow(dead_code)]
 
+pub mod authserver;
 pub mod binary;
 pub mod browser;
 pub mod e2e;
