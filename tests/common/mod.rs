@@ -10,6 +10,7 @@ pub mod e2e;
 pub mod http1;
 pub mod idp;
 pub mod relay;
+pub mod resource_server;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
