@@ -161,41 +161,23 @@ pub async fn authorize(
     challenge: &str,
     scope: &str,
 ) -> url::Url {
-    let mut page = browser
-        .send(s.http.get(authorize_url(s, client_id, challenge, scope)))
-        .await;
-    if page.status == 303 {
-        return page.location(); // signed in, consent remembered
-    }
-    assert_eq!(page.status, 200, "{}", page.body);
-    if page.body.contains("name=\"password\"") {
-        let form = page.login_form("alice", PASSWORD);
-        page = browser
-            .submit(&s.http, s.http.post(s.url("/login")).form(&form))
-            .await;
-    }
-    if page.status == 303 || page.status == 302 {
-        return page.location();
-    }
-    assert_eq!(page.status, 200, "{}", page.body);
-    assert!(
-        page.body.contains("Test &#60;b&#62;Client&#60;/b&#62;")
-            && !page.body.contains("<b>Client"),
-        "client name rendered inert: {}",
-        page.body
-    );
-    assert!(page.body.contains("127.0.0.1"), "redirect host shown");
-    assert_eq!(page.headers["x-frame-options"], "DENY");
-    assert!(page.headers["content-security-policy"]
-        .to_str()
-        .unwrap()
-        .contains("frame-ancestors 'none'"));
-    let form = page.consent_form("approve");
-    let done = browser
-        .send(s.http.post(s.url("/consent")).form(&form))
-        .await;
-    assert_eq!(done.status, 303, "{}", done.body);
-    done.location()
+    let url = authorize_url(s, client_id, challenge, scope);
+    browser
+        .approve(&s.http, &url, ("alice", PASSWORD), |page| {
+            assert!(
+                page.body.contains("Test &#60;b&#62;Client&#60;/b&#62;")
+                    && !page.body.contains("<b>Client"),
+                "client name rendered inert: {}",
+                page.body
+            );
+            assert!(page.body.contains("127.0.0.1"), "redirect host shown");
+            assert_eq!(page.headers["x-frame-options"], "DENY");
+            assert!(page.headers["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("frame-ancestors 'none'"));
+        })
+        .await
 }
 
 pub async fn code_for(

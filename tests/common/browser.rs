@@ -107,6 +107,42 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// A person at this browser: opens `authorize_url`, logs in as `user`
+    /// with `password` if asked, lets `check_consent` look at the consent
+    /// page when there is one, approves, and returns the redirect back to
+    /// the client (with `code`, `state` and `iss`). A browser already
+    /// signed in with the consent remembered goes straight back.
+    pub async fn approve(
+        &mut self,
+        http: &reqwest::Client,
+        authorize_url: &str,
+        (user, password): (&str, &str),
+        check_consent: impl FnOnce(&Page),
+    ) -> url::Url {
+        let origin = url::Url::parse(authorize_url).unwrap();
+        let mut page = self.send(http.get(authorize_url)).await;
+        if page.status == 200 && page.body.contains("name=\"password\"") {
+            let form = page.login_form(user, password);
+            let login = origin.join("/login").unwrap();
+            page = self.submit(http, http.post(login).form(&form)).await;
+        }
+        if page.status == 200 {
+            check_consent(&page);
+            let form = page.consent_form("approve");
+            let consent = origin.join("/consent").unwrap();
+            page = self.send(http.post(consent).form(&form)).await;
+        }
+        assert!(
+            page.status == 303 || page.status == 302,
+            "authorization did not redirect back: {} {}",
+            page.status,
+            page.body
+        );
+        page.location()
+    }
+}
+
 /// A PKCE S256 pair: (verifier, challenge).
 pub fn pkce() -> (String, String) {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -259,25 +259,9 @@ pub async fn approve_in_browser(authorize_url: &str, user: &str, password: &str)
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let mut browser = Browser::default();
-    let origin = url::Url::parse(authorize_url).unwrap();
-    let mut page = browser.send(http.get(authorize_url)).await;
-    if page.status == 200 && page.body.contains("name=\"password\"") {
-        let form = page.login_form(user, password);
-        let login = origin.join("/login").unwrap();
-        page = browser.submit(&http, http.post(login).form(&form)).await;
-    }
-    if page.status == 200 {
-        let form = page.consent_form("approve");
-        let consent = origin.join("/consent").unwrap();
-        page = browser.send(http.post(consent).form(&form)).await;
-    }
-    assert_eq!(
-        page.status, 303,
-        "authorization did not redirect back: {}",
-        page.body
-    );
-    page.location()
+    Browser::default()
+        .approve(&http, authorize_url, (user, password), |_| {})
+        .await
 }
 
 /// A registered public client.
