@@ -32,10 +32,56 @@ const RESERVED_UPSTREAM_HEADERS: &[&str] = &[
 
 pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let (public_url, listen, metrics_listen) = validate_addresses(&raw, &mut errors);
+    let limits = validate_server_and_limits(&raw, &mut errors);
+    let allowed_origins = validate_origins(&raw, &mut errors);
+    if raw.upstreams.is_empty() {
+        errors.push(ConfigError::new(
+            "upstreams",
+            "no upstream is configured".to_owned(),
+            "add at least one `{ name, path, url }` entry",
+        ));
+    }
+    let issuer = public_url.as_ref().map_or("", |u| u.as_str());
+    let authorization_server = super::authserver::validate_authserver(
+        raw.authorization_server.as_ref(),
+        issuer,
+        &mut errors,
+    );
+    let builtin = authorization_server.as_ref().map(|a| a.issuer.as_str());
+    let auth = super::auth::validate_auth(raw.auth.as_ref(), builtin, &mut errors, &mut warnings);
+    let auth_disabled = auth.is_none() && raw.auth.as_ref().is_some_and(|a| a.disabled);
+    let upstreams = validate_upstreams(&raw, issuer, auth_disabled, &mut errors, &mut warnings);
+
+    match (public_url, listen, errors.is_empty()) {
+        (Some(public_url), Some(listen), true) => Ok(Config {
+            public_url,
+            listen,
+            worker_threads: raw.server.worker_threads,
+            shutdown_grace_period: raw.server.shutdown_grace_period.0,
+            limits,
+            allowed_origins,
+            upstreams,
+            auth,
+            authorization_server,
+            metrics_listen,
+            warnings,
+            log_format: raw.logging.format,
+            log_level: raw.logging.level,
+        }),
+        _ => Err(ConfigErrors(errors)),
+    }
+}
+
+/// The public URL, the listener and the metrics listener.
+fn validate_addresses(
+    raw: &RawConfig,
+    errors: &mut Vec<ConfigError>,
+) -> (Option<PublicUrl>, Option<SocketAddr>, Option<SocketAddr>) {
     let mut err = |path: &str, message: String, hint: &str| {
         errors.push(ConfigError::new(path, message, hint));
     };
-
     let public_url = match parse_public_url(&raw.public_url) {
         Ok(u) => Some(u),
         Err(m) => {
@@ -78,6 +124,14 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             None
         }
     };
+    (public_url, listen, metrics_listen)
+}
+
+/// Worker threads, the shutdown grace period and the request limits.
+fn validate_server_and_limits(raw: &RawConfig, errors: &mut Vec<ConfigError>) -> Limits {
+    let mut err = |path: &str, message: String, hint: &str| {
+        errors.push(ConfigError::new(path, message, hint));
+    };
     if !(1..=1024).contains(&raw.server.worker_threads) {
         err(
             "server.worker_threads",
@@ -92,23 +146,24 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             "use at most `1h`",
         );
     }
-    if !(1024..=64 * 1024 * 1024).contains(&raw.limits.max_body_bytes) {
+    let limits = &raw.limits;
+    if !(1024..=64 * 1024 * 1024).contains(&limits.max_body_bytes) {
         err(
             "limits.max_body_bytes",
-            format!("{} is out of range", raw.limits.max_body_bytes),
+            format!("{} is out of range", limits.max_body_bytes),
             "use 1024 to 67108864 bytes (default 1048576)",
         );
     }
-    if !(1024..=64 * 1024).contains(&raw.limits.max_header_bytes) {
+    if !(1024..=64 * 1024).contains(&limits.max_header_bytes) {
         err(
             "limits.max_header_bytes",
-            format!("{} is out of range", raw.limits.max_header_bytes),
+            format!("{} is out of range", limits.max_header_bytes),
             "use 1024 to 65536 bytes (default 32768)",
         );
     }
     for (field, d) in [
-        ("limits.header_timeout", raw.limits.header_timeout.0),
-        ("limits.body_timeout", raw.limits.body_timeout.0),
+        ("limits.header_timeout", limits.header_timeout.0),
+        ("limits.body_timeout", limits.body_timeout.0),
     ] {
         if d.is_zero() || d > Duration::from_secs(600) {
             err(
@@ -118,33 +173,39 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             );
         }
     }
+    Limits {
+        max_body_bytes: limits.max_body_bytes,
+        max_header_bytes: limits.max_header_bytes,
+        header_timeout: limits.header_timeout.0,
+        body_timeout: limits.body_timeout.0,
+        max_connections_per_address: limits.max_connections_per_address,
+    }
+}
+
+/// The browser origins allowed besides the public URL's.
+fn validate_origins(raw: &RawConfig, errors: &mut Vec<ConfigError>) -> Vec<String> {
     let mut allowed_origins = Vec::new();
     for (i, origin) in raw.allowed_origins.iter().enumerate() {
         match normalise_origin(origin) {
             Ok(o) => allowed_origins.push(o),
-            Err(m) => err(
+            Err(m) => errors.push(ConfigError::new(
                 &format!("allowed_origins[{i}]"),
                 m,
                 "write `scheme://host[:port]`, e.g. `https://app.example.com`",
-            ),
+            )),
         }
     }
-    if raw.upstreams.is_empty() {
-        err(
-            "upstreams",
-            "no upstream is configured".to_owned(),
-            "add at least one `{ name, path, url }` entry",
-        );
-    }
-    let mut warnings = Vec::new();
-    let issuer = public_url.as_ref().map_or("", |u| u.as_str());
-    let authorization_server = super::authserver::validate_authserver(
-        raw.authorization_server.as_ref(),
-        issuer,
-        &mut errors,
-    );
-    let builtin = authorization_server.as_ref().map(|a| a.issuer.as_str());
-    let auth = super::auth::validate_auth(raw.auth.as_ref(), builtin, &mut errors, &mut warnings);
+    allowed_origins
+}
+
+/// Every upstream with its policy; names, paths and audiences distinct.
+fn validate_upstreams(
+    raw: &RawConfig,
+    base: &str,
+    auth_disabled: bool,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) -> Vec<Upstream> {
     let mut upstreams = Vec::new();
     let mut names = HashSet::new();
     for (i, up) in raw.upstreams.iter().enumerate() {
@@ -156,47 +217,22 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
                 "give each upstream a unique name",
             ));
         }
-        let policy = super::auth::validate_policy(up, &at, &mut errors, &mut warnings);
-        if auth.is_none() && raw.auth.as_ref().is_some_and(|a| a.disabled) && policy_is_set(up) {
+        let policy = super::auth::validate_policy(up, &at, errors, warnings);
+        if auth_disabled && policy_is_set(up) {
             warnings.push(ConfigError::new(
                 &format!("{at}.policy"),
                 "authentication is disabled, so this policy is not enforced",
                 "enable `auth` to enforce scopes",
             ));
         }
-        let base = public_url.as_ref().map(|u| u.as_str()).unwrap_or_default();
         match validate_upstream(up, &at, base, policy) {
             Ok(u) => upstreams.push(u),
             Err(mut e) => errors.append(&mut e),
         }
     }
-    check_paths_disjoint(&raw.upstreams, &mut errors);
-    check_audiences_distinct(&upstreams, &mut errors);
-
-    match (public_url, listen, errors.is_empty()) {
-        (Some(public_url), Some(listen), true) => Ok(Config {
-            public_url,
-            listen,
-            worker_threads: raw.server.worker_threads,
-            shutdown_grace_period: raw.server.shutdown_grace_period.0,
-            limits: Limits {
-                max_body_bytes: raw.limits.max_body_bytes,
-                max_header_bytes: raw.limits.max_header_bytes,
-                header_timeout: raw.limits.header_timeout.0,
-                body_timeout: raw.limits.body_timeout.0,
-                max_connections_per_address: raw.limits.max_connections_per_address,
-            },
-            allowed_origins,
-            upstreams,
-            auth,
-            authorization_server,
-            metrics_listen,
-            warnings,
-            log_format: raw.logging.format,
-            log_level: raw.logging.level,
-        }),
-        _ => Err(ConfigErrors(errors)),
-    }
+    check_paths_disjoint(&raw.upstreams, errors);
+    check_audiences_distinct(&upstreams, errors);
+    upstreams
 }
 
 fn parse_public_url(text: &str) -> Result<PublicUrl, String> {
