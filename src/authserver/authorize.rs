@@ -18,20 +18,20 @@
 //! over.
 
 use super::browser::{set_cookie, signed_in_user};
-use super::clients::{self};
+use super::clients::{self, Client};
 use super::consent::{consent_page, decide_without_asking};
 use super::flows::Flow;
 use super::login::login_page;
 use super::pages::{self};
 use super::pkce::{ChallengeError, CodeChallenge};
 use super::redirect_uri;
-use super::{random_token, AsState};
+use super::{random_token, AsState, Resource};
 use crate::policy::OFFLINE_ACCESS;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// Longest authorization request query accepted.
@@ -94,36 +94,90 @@ pub async fn authorize(
         Ok(p) => p,
         Err(e) => return pages::error(StatusCode::BAD_REQUEST, &e.description),
     };
-    let get = |k: &str| params.get(k).map(String::as_str).filter(|v| !v.is_empty());
-    let client = match get("client_id") {
-        None => return pages::error(StatusCode::BAD_REQUEST, "the request names no client"),
-        Some(id) => match clients::find(&state, id).await {
+    let (client, redirect) = match client_and_redirect(&state, &params).await {
+        Ok(found) => found,
+        Err(page) => return *page,
+    };
+    let flow_state = param(&params, "state");
+    let (challenge, resource, scopes) = match checked_request(&state, &params) {
+        Ok(checked) => checked,
+        Err((error, description)) => {
+            return redirect_error(&state, &redirect, flow_state, error, &description)
+        }
+    };
+    let binding = random_token(32);
+    let flow = Flow {
+        client_id: client.id.clone(),
+        client_name: client.display_name().to_owned(),
+        redirect_uri: redirect,
+        state: flow_state.map(str::to_owned),
+        code_challenge: challenge,
+        resource: resource.url.clone(),
+        scopes,
+        csrf: random_token(32),
+        binding: Sha256::digest(binding.as_bytes()).to_vec(),
+        user: None,
+        notice: None,
+    };
+    let mut resp = match start_flow(&state, &headers, flow).await {
+        Ok(page) => page,
+        Err(r) => return r,
+    };
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&state, "mcpgw_flow", &binding, 600),
+    );
+    resp
+}
+
+/// A non-empty request parameter.
+fn param<'a>(params: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    params
+        .get(name)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+}
+
+/// Stage one: the client and the redirect URI. A failure here is an error
+/// page, never a redirect (the redirect URI is not trusted yet).
+async fn client_and_redirect(
+    state: &AsState,
+    params: &HashMap<String, String>,
+) -> Result<(Client, String), Box<Response>> {
+    let page = |message: &str| Box::new(pages::error(StatusCode::BAD_REQUEST, message));
+    let client = match param(params, "client_id") {
+        None => return Err(page("the request names no client")),
+        Some(id) => match clients::find(state, id).await {
             Ok(Some(c)) => c,
-            Ok(None) => {
-                return pages::error(
-                    StatusCode::BAD_REQUEST,
-                    "this application is not registered here",
-                )
-            }
-            Err(e) => return pages::error(StatusCode::BAD_REQUEST, &e.description),
+            Ok(None) => return Err(page("this application is not registered here")),
+            Err(e) => return Err(page(&e.description)),
         },
     };
-    let redirect = match (get("redirect_uri"), client.meta.redirect_uris.as_slice()) {
+    let redirect = match (
+        param(params, "redirect_uri"),
+        client.meta.redirect_uris.as_slice(),
+    ) {
         (Some(r), registered) if registered.iter().any(|u| redirect_uri::matches(u, r)) => {
             r.to_owned()
         }
         (None, [only]) => only.clone(),
         _ => {
-            return pages::error(
-                StatusCode::BAD_REQUEST,
+            return Err(page(
                 "the redirect URI is not one this application registered",
-            )
+            ))
         }
     };
-    let flow_state = get("state");
-    let fail = |error: &str, description: &str| {
-        redirect_error(&state, &redirect, flow_state, error, description)
-    };
+    Ok((client, redirect))
+}
+
+/// Stage two: response type, PKCE, resource and scopes. A failure is an
+/// OAuth error (code, description) redirected back to the client.
+fn checked_request(
+    state: &AsState,
+    params: &HashMap<String, String>,
+) -> Result<(CodeChallenge, Resource, Vec<String>), (&'static str, String)> {
+    let get = |k: &str| param(params, k);
+    let fail = |error: &'static str, description: &str| Err((error, description.to_owned()));
     if get("response_type") != Some("code") {
         return fail(
             "unsupported_response_type",
@@ -183,46 +237,32 @@ pub async fn authorize(
             &format!("scope `{bad}` is not known for this resource"),
         );
     }
-    let binding = random_token(32);
-    let flow = Flow {
-        client_id: client.id.clone(),
-        client_name: client.display_name().to_owned(),
-        redirect_uri: redirect.clone(),
-        state: flow_state.map(str::to_owned),
-        code_challenge: challenge,
-        resource: resource.url.clone(),
-        scopes,
-        csrf: random_token(32),
-        binding: Sha256::digest(binding.as_bytes()).to_vec(),
-        user: None,
-        notice: None,
-    };
+    Ok((challenge, resource, scopes))
+}
+
+/// A signed-in browser goes on to consent (or straight back when consent is
+/// remembered); any other to the login page. The flow is kept either way.
+async fn start_flow(
+    state: &AsState,
+    headers: &HeaderMap,
+    flow: Flow,
+) -> Result<Response, Response> {
     let flow_id = random_token(24);
-    let mut resp = match signed_in_user(&state, &headers) {
-        Some(user) => {
-            let flow = Flow {
-                user: Some(user.clone()),
-                ..flow
-            };
-            match decide_without_asking(&state, &flow, &user).await {
-                Ok(Some(done)) => done,
-                Ok(None) => {
-                    let page = consent_page(&state, &flow_id, &flow, &user);
-                    state.flows.flows.insert(flow_id, Arc::new(flow));
-                    page
-                }
-                Err(r) => return r,
-            }
-        }
-        None => {
-            let page = login_page(&state, &flow_id, &flow);
-            state.flows.flows.insert(flow_id, Arc::new(flow));
-            page
-        }
+    let Some(user) = signed_in_user(state, headers) else {
+        let page = login_page(state, &flow_id, &flow);
+        state.flows.flows.insert(flow_id, Arc::new(flow));
+        return Ok(page);
     };
-    resp.headers_mut().append(
-        header::SET_COOKIE,
-        set_cookie(&state, "mcpgw_flow", &binding, 600),
-    );
-    resp
+    let flow = Flow {
+        user: Some(user.clone()),
+        ..flow
+    };
+    match decide_without_asking(state, &flow, &user).await? {
+        Some(done) => Ok(done),
+        None => {
+            let page = consent_page(state, &flow_id, &flow, &user);
+            state.flows.flows.insert(flow_id, Arc::new(flow));
+            Ok(page)
+        }
+    }
 }
