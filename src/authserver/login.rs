@@ -63,62 +63,9 @@ pub async fn login(
     };
     let username = form.get("username").cloned().unwrap_or_default();
     let password = form.get("password").cloned().unwrap_or_default();
-    // Unknown names share one bucket, so random names cannot fill the table.
-    let user_key = if state.users.contains_key(&username) {
-        format!("user:{username}")
-    } else {
-        "user:(unknown)".to_owned()
-    };
-    let keys = [
-        user_key,
-        format!("addr:{}", peer.map_or("-".into(), |p| p.0 .0.to_string())),
-    ];
-    if let Some(wait) = keys
-        .iter()
-        .filter_map(|k| state.login_limiter.wait(k))
-        .max()
-    {
-        let message = format!(
-            "Too many failed attempts. Try again in {} seconds.",
-            wait.as_secs() + 1
-        );
-        return retry_login(&state, &flow_id, &flow, &message);
-    }
-    // Counted as a failure before the check, so concurrent guesses cannot
-    // all slip in under the limit; a success clears it.
-    for k in &keys {
-        state.login_limiter.record(k, true);
-    }
-    let Ok(_permit) = state.login_limiter.checks.try_acquire() else {
-        return retry_login(
-            &state,
-            &flow_id,
-            &flow,
-            "Too many sign-ins at once. Try again in a moment.",
-        );
-    };
-    let hash = state
-        .users
-        .get(&username)
-        .map(|u| u.password_hash.expose().to_owned());
-    let ok = tokio::task::spawn_blocking(move || {
-        super::passwords::verify_password(hash.as_deref(), &password)
-    })
-    .await
-    .unwrap_or(false);
-    let shown: String = username
-        .chars()
-        .take(64)
-        .collect::<String>()
-        .escape_debug()
-        .to_string();
-    if !ok {
-        super::count_event("login_failure");
-        tracing::info!(user = %shown, "login failed");
-        return retry_login(&state, &flow_id, &flow, "Wrong username or password.");
-    }
-    for k in &keys {
-        state.login_limiter.record(k, false);
+    let peer = peer.map(|p| p.0 .0);
+    if let Err(notice) = check_password(&state, &username, password, peer).await {
+        return retry_login(&state, &flow_id, &flow, &notice);
     }
     let sid = random_token(32);
     state.flows.sessions.insert(sid.clone(), username.clone());
@@ -140,4 +87,61 @@ pub async fn login(
         set_cookie(&state, "mcpgw_session", &sid, 8 * 3600),
     );
     resp
+}
+
+/// Checks a password under the throttle (per user and per address); `Err`
+/// is the notice for the login page.
+async fn check_password(
+    state: &AsState,
+    username: &str,
+    password: String,
+    peer: Option<std::net::IpAddr>,
+) -> Result<(), String> {
+    // Unknown names share one bucket, so random names cannot fill the table.
+    let user_key = if state.users.contains_key(username) {
+        format!("user:{username}")
+    } else {
+        "user:(unknown)".to_owned()
+    };
+    let keys = [
+        user_key,
+        format!("addr:{}", peer.map_or("-".into(), |ip| ip.to_string())),
+    ];
+    if let Some(wait) = keys
+        .iter()
+        .filter_map(|k| state.login_limiter.wait(k))
+        .max()
+    {
+        return Err(format!(
+            "Too many failed attempts. Try again in {} seconds.",
+            wait.as_secs() + 1
+        ));
+    }
+    // Counted as a failure before the check, so concurrent guesses cannot
+    // all slip in under the limit; a success clears it.
+    for k in &keys {
+        state.login_limiter.record(k, true);
+    }
+    let Ok(_permit) = state.login_limiter.checks.try_acquire() else {
+        return Err("Too many sign-ins at once. Try again in a moment.".to_owned());
+    };
+    let hash = state
+        .users
+        .get(username)
+        .map(|u| u.password_hash.expose().to_owned());
+    let ok = tokio::task::spawn_blocking(move || {
+        super::passwords::verify_password(hash.as_deref(), &password)
+    })
+    .await
+    .unwrap_or(false);
+    if !ok {
+        let shown: String = username.chars().take(64).collect::<String>();
+        super::count_event("login_failure");
+        tracing::info!(user = %shown.escape_debug(), "login failed");
+        return Err("Wrong username or password.".to_owned());
+    }
+    for k in &keys {
+        state.login_limiter.record(k, false);
+    }
+    Ok(())
 }
