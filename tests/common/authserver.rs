@@ -3,7 +3,7 @@
 //! client makes, and the checks the authorization-server tests share.
 
 use super::browser::{pkce, query, AuthorizeRequest, Browser, Page};
-use super::{free_port, mcp_post, Gateway, Upstream};
+use super::{free_port, stateless_tool_call, status_headers_text, Gateway, Upstream};
 use mcp_oauth_gateway::authserver::passwords::hash_password;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -211,21 +211,10 @@ pub async fn call_tool(
     token: &str,
     tool: &str,
 ) -> (u16, String, reqwest::header::HeaderMap) {
-    let body = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": tool, "arguments": {"a": 40, "b": 2},
-        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                  "io.modelcontextprotocol/clientInfo": {"name": "as-tests", "version": "1"},
-                  "io.modelcontextprotocol/clientCapabilities": {}}}});
-    let resp = mcp_post(&s.http, &s.url("/demo/mcp"), body.to_string())
-        .bearer_auth(token)
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", tool)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    (status, resp.text().await.unwrap(), headers)
+    let args = json!({"a": 40, "b": 2});
+    let req = stateless_tool_call(&s.http, &s.url("/demo/mcp"), 5, tool, args, json!({}));
+    let (status, headers, body) = status_headers_text(req.bearer_auth(token)).await;
+    (status, body, headers)
 }
 
 /// Serves a client metadata document at `/client.json` (its `client_id` is

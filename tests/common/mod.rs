@@ -397,21 +397,46 @@ pub async fn stateless_countdown(
     steps: u32,
     interval_ms: u32,
 ) -> reqwest::Response {
-    let body = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {
-        "name": "countdown",
-        "arguments": {"steps": steps, "interval_ms": interval_ms},
-        "_meta": {
-            "progressToken": "p1",
-            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-            "io.modelcontextprotocol/clientInfo": {"name": "gateway-tests", "version": "1"},
-            "io.modelcontextprotocol/clientCapabilities": {}
-        }
-    }});
-    mcp_post(c, url, body.to_string())
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "countdown")
+    let args = json!({"steps": steps, "interval_ms": interval_ms});
+    stateless_tool_call(c, url, 9, "countdown", args, json!({"progressToken": "p1"}))
         .send()
         .await
         .unwrap()
+}
+
+/// A stateless (2026-07-28) `tools/call` of `tool` as SDK clients send it:
+/// protocol data in `_meta` (with `extra_meta`'s fields), `Mcp-Method` and
+/// `Mcp-Name` set.
+pub fn stateless_tool_call(
+    c: &reqwest::Client,
+    url: &str,
+    id: u64,
+    tool: &str,
+    arguments: Value,
+    extra_meta: Value,
+) -> reqwest::RequestBuilder {
+    let mut meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "gateway-tests", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {}
+    });
+    if let (Some(meta), Value::Object(extra)) = (meta.as_object_mut(), extra_meta) {
+        meta.extend(extra);
+    }
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments, "_meta": meta}});
+    mcp_post(c, url, body.to_string())
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", tool)
+}
+
+/// Sends a request and returns (status, headers, body text).
+pub async fn status_headers_text(
+    req: reqwest::RequestBuilder,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.text().await.unwrap())
 }

@@ -3,7 +3,10 @@
 //! endpoint), and the requests and checks the auth tests share.
 
 use super::idp::{Idp, TestKey, INTROSPECTION_CLIENT};
-use super::{client, free_port, mcp_post, rpc, Gateway, Upstream, INITIALIZE};
+use super::{
+    client, free_port, mcp_post, rpc, stateless_tool_call, status_headers_text, Gateway, Upstream,
+    INITIALIZE,
+};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{json, Value};
@@ -110,10 +113,7 @@ upstreams:
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        (status, headers, resp.text().await.unwrap())
+        status_headers_text(req).await
     }
 
     pub async fn call_tool(
@@ -122,26 +122,9 @@ upstreams:
         tool: &str,
         args: Value,
     ) -> (u16, reqwest::header::HeaderMap, String) {
-        let body = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
-            "name": tool, "arguments": args,
-            "_meta": {
-                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                "io.modelcontextprotocol/clientInfo": {"name": "auth-tests", "version": "1"},
-                "io.modelcontextprotocol/clientCapabilities": {}
-            }
-        }});
-        let c = client();
-        let resp = mcp_post(&c, &self.gw.url("/demo/mcp"), body.to_string())
-            .bearer_auth(token)
-            .header("mcp-protocol-version", "2026-07-28")
-            .header("mcp-method", "tools/call")
-            .header("mcp-name", tool)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        (status, headers, resp.text().await.unwrap())
+        let url = self.gw.url("/demo/mcp");
+        let req = stateless_tool_call(&client(), &url, 5, tool, args, json!({}));
+        status_headers_text(req.bearer_auth(token)).await
     }
 
     pub fn prm_url(&self, path: &str) -> String {
