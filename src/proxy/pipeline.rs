@@ -13,6 +13,7 @@ use super::{
 use crate::auth::prm::WELL_KNOWN;
 use crate::auth::Principal;
 use crate::authserver::PATHS as AS_PATHS;
+use crate::config::Limits;
 use crate::mcp::tools_list::ToolsListFilter;
 use crate::mcp::{McpError, McpPost};
 use crate::metrics::metrics;
@@ -49,7 +50,7 @@ impl Gateway {
         match session.req_header().method.clone() {
             Method::GET | Method::DELETE => admit_stream(session, ctx, &route, caller),
             Method::POST => {
-                let (body, post) = read_post(session, ctx, self).await?;
+                let (body, post) = read_post(session, ctx, &self.limits).await?;
                 let post = authorize_post(session, ctx, &route, caller, post)?;
                 self.forward_post(session, ctx, &route, caller, body, post)
                     .await
@@ -226,9 +227,8 @@ fn admit_stream(
 async fn read_post(
     session: &mut Session,
     ctx: &mut RequestCtx,
-    gateway: &Gateway,
+    limits: &Limits,
 ) -> Result<(Bytes, McpPost), GatewayError> {
-    let limits = &gateway.limits;
     let body = body::read_post_body(session, limits.max_body_bytes, limits.body_timeout).await?;
     let post = McpPost::parse(&body).map_err(|refused| {
         ctx.error_id = refused.id;
