@@ -4,7 +4,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | `proxy` | the pingora `ProxyHttp`: connection limits (`connections`), path rules, routing, header rules, body reads, POST forwarding (`forward`), the in-process bridge to the AS (`as_bridge`), the one error-to-response map (`error`), its listening service and the SIGTERM drain (`lifecycle`) |
+//! | `proxy` | the pingora `ProxyHttp`: connection limits (`connections`), path rules, routing, header rules, body reads, POST forwarding (`forward`), the one response path both forwarding ways share (`response`), the in-process bridge to the AS (`as_bridge`), the one error-to-response map (`error`), its listening service and the SIGTERM drain (`lifecycle`) |
 //! | `mcp` | reading JSON-RPC bodies strictly (`strict_json`), methods, tool names, `Mcp-Method`/`Mcp-Name` checks, `tools/list` filtering |
 //! | `auth` | verifying bearer tokens (JWT against JWKS in `jwt`/`jwks`, RFC 7662 in `introspection`), the verdict cache, `WWW-Authenticate` challenges (`challenge`), PRM documents (`prm`), session-to-subject bindings |
 //! | `policy` | which scopes a message needs (a leaf: depends on nothing of the gateway); its tool-name glob in `policy::glob` |
@@ -23,7 +23,9 @@
 //! checks `Origin`, authenticates the token (`auth`), and for a POST reads
 //! the body, parses it (`mcp`), checks it against the policy (`policy`) and
 //! forwards it (`proxy::forward`); GET and DELETE go through pingora's own
-//! loop. Every refusal becomes one response in `proxy::error`.
+//! loop. Either way the upstream's answer goes back through
+//! `proxy::response` (header rules, `X-Request-Id`, the `tools/list`
+//! filter). Every refusal becomes one response in `proxy::error`.
 //!
 //! # The life of a token
 //!

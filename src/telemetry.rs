@@ -46,13 +46,6 @@ pub fn request_id(header: Option<&http::HeaderValue>) -> String {
     }
 }
 
-/// Whether a response head announces an SSE stream.
-pub fn is_event_stream(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
-}
-
 /// One SSE stream in the `mcpgw_open_sse_streams` gauge, until dropped.
 pub struct OpenStream(());
 

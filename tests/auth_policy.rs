@@ -268,6 +268,38 @@ async fn tools_list_replayed_on_a_get_stream_is_filtered() {
     );
 }
 
+/// A `tools/list` answer the gateway cannot read (here: compressed, on a
+/// POST and on a GET stream whose media type is in capitals) is refused
+/// with a 502, never passed on unfiltered.
+#[tokio::test]
+async fn tools_list_answer_that_cannot_be_filtered_is_refused() {
+    let s = Setup::start().await;
+    let token = s.token_for("/raw", "alice", "mcp");
+    let c = client();
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let resp = mcp_post(&c, &s.gw.url("/raw/tools-gzip"), list)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let body = resp.text().await.unwrap();
+    assert!(!body.contains("secret_admin"), "{body}");
+    assert!(body.contains("Content-Encoding"), "{body}");
+
+    let resp = c
+        .get(s.gw.url("/raw/tools-gzip"))
+        .bearer_auth(&token)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let body = resp.text().await.unwrap();
+    assert!(!body.contains("secret_admin"), "{body}");
+    assert!(body.contains("Content-Encoding"), "{body}");
+}
+
 #[tokio::test]
 async fn tools_list_filtering_can_be_switched_off_per_upstream() {
     let idp = Idp::start(&[&TestKey::ec1()]).await;

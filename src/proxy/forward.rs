@@ -1,17 +1,26 @@
-//! Forwarding a checked, fully buffered POST to its upstream and streaming
-//! the response back.
+//! Forwarding a checked, fully buffered POST to its upstream; its response
+//! goes back through the same path as pingora's (`response`).
 //!
-//! Pingora 0.9 cannot replay a body that `request_filter` has read in full
-//! (its retry buffer stops at 64 KiB, see notes/pingora.md), and checking the
-//! body later, in `request_body_filter`, would open the upstream request
-//! before the check. So POSTs, whose JSON-RPC bodies the gateway must inspect
-//! before the upstream sees a byte, are sent here over pingora's own pooled
-//! connector; GET and DELETE go through pingora's proxy loop.
+//! Why a POST bypasses pingora's proxy loop: the gateway must read and
+//! check the whole JSON-RPC body before the upstream sees a byte, and
+//! pingora 0.9.1 cannot replay a body that `request_filter` has read
+//! (its retry buffer is a fixed 64 KiB; above that the request hangs, see
+//! notes/pingora.md), while checking it later, in `request_body_filter`,
+//! opens the upstream request before the check. So a POST is sent here,
+//! over pingora's own pooled connector; GET and DELETE go through the loop.
+//!
+//! The exact condition under which this bypass can go: a pingora release
+//! in which `request_filter` can hand the loop a body it already read, of
+//! any size up to `limits.max_body_bytes` (upstream PR #816's
+//! `set_buffered_body` / `request_body_buffer_limit`; 0.9.1, the newest on
+//! crates.io as of 2026-12, has neither). Then `forward_post` returns
+//! `Admission::Proxy`, the retry rule of `send_with_retries` moves into
+//! `fail_to_connect`/`error_while_proxy`, and this file goes.
 
 use super::error::GatewayError;
-use super::headers::filter_upstream_response;
+use super::response::{self, unavailable, upstream_failure, BodyMode, StreamRelay};
 use super::route::Route;
-use crate::mcp::tools_list::{SseToolsFilter, ToolsListFilter, MAX_FILTERED_BYTES};
+use crate::mcp::tools_list::{ToolsListFilter, MAX_FILTERED_BYTES};
 use bytes::Bytes;
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -47,13 +56,6 @@ pub struct ResponseHooks<'a> {
     pub request_id: &'a str,
 }
 
-/// How the response body is relayed.
-enum BodyMode {
-    Passthrough,
-    WholeJson(ToolsListFilter),
-    Sse(SseToolsFilter),
-}
-
 /// Sends `req` + `body` to the route's upstream and streams the response to
 /// the client. An error is returned only while no response has been written,
 /// so the caller can still answer with a status. A client that leaves while
@@ -77,48 +79,35 @@ pub async fn forward_buffered(
         sent = sending => sent?,
         _ = session.downstream_session.read_body_or_idle(true) => return Ok(Delivered::ClientGone),
     };
-    crate::metrics::metrics()
-        .upstream_duration
-        .with_label_values(&[&route.upstream.name])
-        .observe(sent.elapsed().as_secs_f64());
     let mut resp = upstream
         .response_header()
         .cloned()
         .ok_or_else(|| unavailable(route, "upstream sent no response header"))?;
-    filter_upstream_response(&mut resp);
-    resp.insert_header("x-request-id", hooks.request_id)
-        .map_err(|e| unavailable(route, &e.to_string()))?;
-    let _stream =
-        crate::telemetry::is_event_stream(&resp.headers).then(crate::telemetry::OpenStream::start);
-    let success = resp.status.is_success();
-    if let (Some(bind), Some(id), true) = (
-        hooks.on_session,
-        resp.headers.get("mcp-session-id"),
-        success,
-    ) {
-        bind(id.as_bytes());
-    }
-    let mode = match (hooks.tools_filter, success) {
-        (Some(filter), true) => {
-            body_mode(&mut resp, filter).map_err(|detail| GatewayError::UnfilterableResponse {
-                upstream: route.upstream.name.clone(),
-                detail,
-            })
-        }
-        _ => Ok(BodyMode::Passthrough),
-    };
-    let mode = match mode {
-        Ok(m) => m,
+    let begun = response::begin(&mut resp, route, hooks.request_id, sent).and_then(|stream| {
+        Ok((
+            stream,
+            response::post_body(&mut resp, route, hooks.tools_filter)?,
+        ))
+    });
+    let (_open_stream, body) = match begun {
+        Ok(begun) => begun,
         Err(e) => {
             upstream.shutdown().await;
             return Err(e);
         }
     };
-    let delivered = match mode {
+    if let (Some(bind), Some(id), true) = (
+        hooks.on_session,
+        resp.headers.get("mcp-session-id"),
+        resp.status.is_success(),
+    ) {
+        bind(id.as_bytes());
+    }
+    let delivered = match body {
         BodyMode::WholeJson(filter) => {
             relay_filtered_json(session, &mut upstream, resp, &filter, route).await?
         }
-        mode => {
+        BodyMode::Stream(relay) => {
             if session
                 .write_response_header(Box::new(resp), false)
                 .await
@@ -127,11 +116,7 @@ pub async fn forward_buffered(
                 upstream.shutdown().await;
                 return Ok(Delivered::ClientGone);
             }
-            let sse = match mode {
-                BodyMode::Sse(f) => Some(f),
-                _ => None,
-            };
-            stream_body(session, &mut upstream, timeouts.idle, sse).await
+            stream_body(session, &mut upstream, timeouts.idle, relay).await
         }
     };
     if delivered == Delivered::Complete && upstream.response_done() {
@@ -173,22 +158,17 @@ async fn send_with_retries(
         let (mut upstream, reused) = connector
             .get_http_session(peer)
             .await
-            .map_err(|e| connect_error(route, &e))?;
+            .map_err(|e| upstream_failure(route, &e))?;
         match exchange_head(&mut upstream, req, body, route.upstream.timeouts.response).await {
             Ok(()) => return Ok(upstream),
             Err(e) if retries < RESET_RETRIES && was_reset_unread(&e) => {
                 tracing::debug!(upstream = %route.upstream.name, reused, error = %e, "upstream reset the connection before reading the request; sending it on a new one");
                 retries += 1;
             }
-            Err(e) if is_timeout(&e) => {
-                return Err(GatewayError::UpstreamTimeout {
-                    upstream: route.upstream.name.clone(),
-                    detail: e.to_string(),
-                })
-            }
             Err(e) => {
                 let on = if reused { "a pooled" } else { "a new" };
-                return Err(unavailable(route, &format!("{e} (on {on} connection)")));
+                let e = e.more_context(format!("on {on} connection"));
+                return Err(upstream_failure(route, &e));
             }
         }
     }
@@ -229,35 +209,6 @@ async fn exchange_head(
     }
 }
 
-/// Chooses how a response to a body with `tools/list` calls is relayed:
-/// JSON is filtered whole, SSE event by event, a 202 or 204 has no body to
-/// filter; any other body (compressed, or of another type) cannot be read,
-/// so it is refused rather than passed unfiltered.
-fn body_mode(resp: &mut ResponseHeader, filter: ToolsListFilter) -> Result<BodyMode, String> {
-    let header = |name| {
-        resp.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase()
-    };
-    let encoding = header("content-encoding");
-    if !encoding.is_empty() && encoding != "identity" {
-        return Err(format!("Content-Encoding `{encoding}`"));
-    }
-    let content_type = header("content-type");
-    if content_type.starts_with("application/json") {
-        Ok(BodyMode::WholeJson(filter))
-    } else if content_type.starts_with("text/event-stream") {
-        resp.remove_header("content-length");
-        Ok(BodyMode::Sse(filter.into_sse()))
-    } else if resp.status.as_u16() == 202 || resp.status.as_u16() == 204 {
-        Ok(BodyMode::Passthrough)
-    } else {
-        Err(format!("Content-Type `{content_type}` cannot be filtered"))
-    }
-}
-
 /// Reads a whole JSON response, filters it, and sends it with its new length.
 async fn relay_filtered_json(
     session: &mut Session,
@@ -280,7 +231,7 @@ async fn relay_filtered_json(
                 return Err(broken(format!("JSON body over {MAX_FILTERED_BYTES} bytes")))
             }
             Ok(None) => break,
-            Err(e) => return Err(unavailable(route, &e.to_string())),
+            Err(e) => return Err(upstream_failure(route, &e)),
         }
     }
     let body = Bytes::from(filter.filter_json(&body).map_err(broken)?.unwrap_or(body));
@@ -304,42 +255,27 @@ async fn stream_body(
     session: &mut Session,
     upstream: &mut HttpSession,
     idle: Option<Duration>,
-    mut sse: Option<SseToolsFilter>,
+    mut relay: StreamRelay,
 ) -> Delivered {
     loop {
-        let next = tokio::select! {
+        let chunk = tokio::select! {
             chunk = read_chunk(upstream, idle) => chunk,
             _ = session.downstream_session.read_body_or_idle(true) => return Delivered::ClientGone,
         };
-        let next = match (next, sse.as_mut()) {
-            (Ok(Some(chunk)), Some(filter)) => filter.push(&chunk).map(|b| Some(Bytes::from(b))),
-            (Ok(None), Some(_)) => {
-                if let Some(filter) = sse.take() {
-                    filter.finish();
-                }
-                Ok(None)
-            }
-            (Err(e), _) => return Delivered::UpstreamBroke(e.to_string()),
-            (other, None) => other.map_err(|e| e.to_string()),
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => return Delivered::UpstreamBroke(e.to_string()),
         };
-        match next {
-            Ok(Some(chunk)) if chunk.is_empty() => {}
-            Ok(Some(chunk)) => {
-                if session
-                    .write_response_body(Some(chunk), false)
-                    .await
-                    .is_err()
-                {
-                    return Delivered::ClientGone;
-                }
-            }
-            Ok(None) => {
-                return match session.write_response_body(None, true).await {
-                    Ok(()) => Delivered::Complete,
-                    Err(_) => Delivered::ClientGone,
-                };
-            }
+        let end = chunk.is_none();
+        let out = match relay.next(chunk, end) {
+            Ok(out) => out.filter(|b| !b.is_empty()),
             Err(e) => return Delivered::UpstreamBroke(e),
+        };
+        if (out.is_some() || end) && session.write_response_body(out, end).await.is_err() {
+            return Delivered::ClientGone;
+        }
+        if end {
+            return Delivered::Complete;
         }
     }
 }
@@ -354,31 +290,5 @@ async fn read_chunk(
             Ok(r) => r,
             Err(_) => Error::e_explain(ErrorType::ReadTimedout, format!("idle for {limit:?}")),
         },
-    }
-}
-
-fn is_timeout(e: &Error) -> bool {
-    matches!(
-        e.etype(),
-        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
-    )
-}
-
-/// Maps a connect failure: a timeout is a 504, anything else a 502.
-pub fn connect_error(route: &Route, e: &Error) -> GatewayError {
-    if is_timeout(e) {
-        GatewayError::UpstreamTimeout {
-            upstream: route.upstream.name.clone(),
-            detail: e.to_string(),
-        }
-    } else {
-        unavailable(route, &e.to_string())
-    }
-}
-
-fn unavailable(route: &Route, detail: &str) -> GatewayError {
-    GatewayError::UpstreamUnavailable {
-        upstream: route.upstream.name.clone(),
-        detail: detail.to_owned(),
     }
 }

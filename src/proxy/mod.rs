@@ -4,7 +4,8 @@
 //! Each phase below is short and delegates: `request_filter` runs the life
 //! of a request in `pipeline` (serve PRM and AS paths, route, authenticate,
 //! then a GET/DELETE goes to pingora's loop and a POST is read, checked and
-//! forwarded by `forward`), and a refusal is accounted once and answered
+//! forwarded by `forward`), the upstream's answer goes back through one
+//! path (`response`) whichever way it was forwarded, and a refusal is accounted once and answered
 //! through the single mapping of failures to responses (`error`). Beside
 //! them: connection limits (`connections`), path rules (`path_rules`),
 //! routing (`route`), header rules (`headers`), body reads (`body`), the
@@ -21,6 +22,7 @@ mod headers;
 mod lifecycle;
 mod path_rules;
 mod pipeline;
+mod response;
 mod route;
 
 pub use error::GatewayError;
@@ -30,7 +32,7 @@ use crate::auth::prm::ProtectedResources;
 use crate::auth::{KeyRefresher, Principal};
 use crate::authserver::AuthServer;
 use crate::config::{Config, Limits};
-use crate::mcp::tools_list::{KeepTool, SseToolsFilter, ToolsListFilter};
+use crate::mcp::tools_list::{KeepTool, ToolsListFilter};
 use crate::mcp::McpPost;
 use crate::metrics::metrics;
 use crate::policy::ScopePolicy;
@@ -44,6 +46,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
+use response::StreamRelay;
 use route::{Route, Routes};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -70,8 +73,11 @@ pub struct RequestCtx {
     route: Option<Arc<Route>>,
     principal: Option<Arc<Principal>>,
     post: Option<McpPost>,
-    /// Filters `tools/list` results out of a GET stream.
-    sse_filter: Option<SseToolsFilter>,
+    /// Relays a GET stream's body (through the `tools/list` filter).
+    relay: StreamRelay,
+    /// The failure a phase found in the upstream's answer, for
+    /// `fail_to_proxy` to answer with.
+    failure: Option<GatewayError>,
     /// The `id` an error response carries (the request's, or `null`).
     error_id: Value,
     refusal: Option<&'static str>,
@@ -120,39 +126,14 @@ impl Gateway {
         })
     }
 
-    /// A GET stream can replay earlier responses (`Last-Event-ID`), so an
-    /// authenticated one is filtered like a POST's `tools/list` result; a
-    /// stream the gateway cannot read is refused.
-    fn filter_get_stream(
-        &self,
-        resp: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
-    ) -> pingora::Result<()> {
-        let (Some(route), Some(principal)) = (&ctx.route, &ctx.principal) else {
-            return Ok(());
-        };
+    /// An authenticated GET stream is filtered like a POST's `tools/list`
+    /// results (see `response::get_stream`).
+    fn get_stream_filter(ctx: &RequestCtx) -> Option<ToolsListFilter> {
+        let (route, principal) = (ctx.route.as_ref()?, ctx.principal.as_ref()?);
         let policy = &route.upstream.policy;
-        let header = |name| {
-            resp.headers
-                .get(name)
-                .map(|v| v.as_bytes().to_ascii_lowercase())
-        };
-        let is_sse = header("content-type").is_some_and(|t| t.starts_with(b"text/event-stream"));
-        if !policy.filter_tools_list || !is_sse || !resp.status.is_success() {
-            return Ok(());
-        }
-        if header("content-encoding").is_some_and(|e| e != b"identity") {
-            return Error::e_explain(
-                ErrorType::InternalError,
-                "compressed SSE stream cannot be filtered",
-            );
-        }
-        resp.remove_header("content-length");
-        ctx.sse_filter = Some(
+        policy.filter_tools_list.then(|| {
             ToolsListFilter::any_response(keep_callable(policy.clone(), principal.clone()))
-                .into_sse(),
-        );
-        Ok(())
+        })
     }
 
     /// The background job keeping JWKS keys fresh, when auth is enabled.
@@ -162,6 +143,14 @@ impl Gateway {
 }
 
 impl RequestCtx {
+    /// Keeps `failure` for `fail_to_proxy` and hands pingora an error that
+    /// leads there.
+    fn fail_with(&mut self, failure: GatewayError) -> Box<Error> {
+        let e = Error::explain(ErrorType::InternalError, failure.to_string());
+        self.failure = Some(failure);
+        e
+    }
+
     /// The audit event of an auth decision: one per request that reached
     /// one (never a token, only who it speaks for).
     fn audit(&self, decision: &str, reason: &str, post: Option<&McpPost>) {
@@ -205,13 +194,6 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
         .map(|a| a.ip())
 }
 
-fn unavailable(route: &Route, e: &Error) -> GatewayError {
-    GatewayError::UpstreamUnavailable {
-        upstream: route.upstream.name.clone(),
-        detail: e.to_string(),
-    }
-}
-
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
@@ -221,7 +203,8 @@ impl ProxyHttp for Gateway {
             route: None,
             principal: None,
             post: None,
-            sse_filter: None,
+            relay: StreamRelay::default(),
+            failure: None,
             error_id: Value::Null,
             refusal: None,
             request_id: String::new(),
@@ -326,18 +309,20 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        headers::filter_upstream_response(upstream_response);
-        upstream_response.insert_header("x-request-id", &ctx.request_id)?;
-        if let (Some(started), Some(route)) = (ctx.upstream_started, &ctx.route) {
-            metrics()
-                .upstream_duration
-                .with_label_values(&[&route.upstream.name])
-                .observe(started.elapsed().as_secs_f64());
-        }
-        if telemetry::is_event_stream(&upstream_response.headers) {
-            ctx._stream = Some(telemetry::OpenStream::start());
-        }
-        self.filter_get_stream(upstream_response, ctx)?;
+        let route = ctx
+            .route
+            .clone()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route chosen"))?;
+        let sent = ctx.upstream_started.unwrap_or(ctx.started);
+        let filter = Self::get_stream_filter(ctx);
+        let begun =
+            response::begin(upstream_response, &route, &ctx.request_id, sent).and_then(|stream| {
+                Ok((
+                    stream,
+                    response::get_stream(upstream_response, &route, filter)?,
+                ))
+            });
+        (ctx._stream, ctx.relay) = begun.map_err(|e| ctx.fail_with(e))?;
         let req = session.req_header();
         if let (Some(access), Some(route), true, true) = (
             &self.access,
@@ -360,19 +345,10 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<Option<Duration>> {
-        if let Some(filter) = ctx.sse_filter.as_mut() {
-            if let Some(chunk) = body.take() {
-                let out = filter
-                    .push(&chunk)
-                    .map_err(|e| Error::explain(ErrorType::InternalError, e))?;
-                *body = Some(Bytes::from(out));
-            }
-            if end_of_stream {
-                if let Some(filter) = ctx.sse_filter.take() {
-                    filter.finish();
-                }
-            }
-        }
+        *body = ctx
+            .relay
+            .next(body.take(), end_of_stream)
+            .map_err(|e| Error::explain(ErrorType::InternalError, e))?;
         Ok(None)
     }
 
@@ -397,17 +373,10 @@ impl ProxyHttp for Gateway {
                 can_reuse_downstream: false,
             };
         }
-        let err = if matches!(
-            e.etype(),
-            ErrorType::ReadTimedout | ErrorType::WriteTimedout
-        ) {
-            GatewayError::UpstreamTimeout {
-                upstream: route.upstream.name.clone(),
-                detail: e.to_string(),
-            }
-        } else {
-            forward::connect_error(&route, e)
-        };
+        let err = ctx
+            .failure
+            .take()
+            .unwrap_or_else(|| response::upstream_failure(&route, e));
         if session.response_written().is_some() {
             tracing::warn!(upstream = %route.upstream.name, error = %e, "stream ended with an error");
             return FailToProxy {

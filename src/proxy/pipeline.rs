@@ -5,10 +5,11 @@
 //! accounted once (metrics, audit, log) in [`RequestCtx::account_refusal`].
 
 use super::access::Access;
+use super::response::unavailable;
 use super::route::Route;
 use super::{
-    as_bridge, body, error, forward, headers, keep_callable, path_rules, unavailable, Admission,
-    Gateway, GatewayError, RequestCtx,
+    as_bridge, body, error, forward, headers, keep_callable, path_rules, Admission, Gateway,
+    GatewayError, RequestCtx,
 };
 use crate::auth::prm::WELL_KNOWN;
 use crate::auth::Principal;

@@ -45,6 +45,7 @@ impl Upstream {
             .route("/slow", any(slow))
             .route("/tools-json", any(tools_json))
             .route("/tools-sse", get(tools_sse))
+            .route("/tools-gzip", any(tools_gzip))
             .route("/paced/{pace}", any(paced))
             .layer(middleware::from_fn_with_state(seen.clone(), record));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -134,6 +135,24 @@ async fn tools_json(body: Bytes) -> impl IntoResponse {
     let tools = ["add", "get_time", "secret_admin"]
         .map(|name| json!({"name": name, "inputSchema": {"type": "object"}}));
     axum::Json(json!({"jsonrpc": "2.0", "id": request["id"], "result": {"tools": tools}}))
+}
+
+/// A `tools/list` result in plain text that claims to be gzip-compressed:
+/// JSON to a POST, an event stream to a GET. A gateway that cannot read a
+/// body must not pass it on unfiltered.
+async fn tools_gzip(method: Method, body: Bytes) -> Response {
+    let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let tools = ["add", "secret_admin"].map(|name| json!({"name": name}));
+    let result = json!({"jsonrpc": "2.0", "id": request["id"], "result": {"tools": tools}});
+    let (content_type, body) = match method {
+        Method::GET => ("Text/Event-Stream", format!("data: {result}\n\n")),
+        _ => ("application/json", result.to_string()),
+    };
+    Response::builder()
+        .header("content-type", content_type)
+        .header("content-encoding", "gzip")
+        .body(Body::from(body))
+        .unwrap()
 }
 
 /// A GET stream replaying a `tools/list` response, split mid-event.
