@@ -4,13 +4,13 @@
 //! Each phase below is short and delegates: `request_filter` runs the life
 //! of a request in `pipeline` (serve PRM and AS paths, route, authenticate,
 //! then a GET/DELETE goes to pingora's loop and a POST is read, checked and
-//! forwarded by `forward`), the upstream's answer goes back through one
-//! path (`response`) whichever way it was forwarded, and a refusal is accounted once and answered
-//! through the single mapping of failures to responses (`error`). Beside
-//! them: connection limits (`connections`), path rules (`path_rules`),
-//! routing (`route`), header rules (`headers`), body reads (`body`), the
-//! auth steps (`access`: token, scope policy, session owner) and the AS
-//! bridge (`as_bridge`).
+//! forwarded by `forward`); the upstream's answer goes back through one
+//! path (`response`) whichever way it was forwarded; a refusal is accounted
+//! once and answered through the single mapping of failures to responses
+//! (`error`). Beside them: connection limits (`connections`), path rules
+//! (`path_rules`), routing (`route`), header rules (`headers`), body reads
+//! (`body`), the auth steps (`access`: token, scope policy, session owner)
+//! and the AS bridge (`as_bridge`).
 
 mod access;
 mod as_bridge;
