@@ -1,8 +1,8 @@
 //! The composition root: every part of a running gateway is built here and
 //! handed to the others. The authorization server (when configured) is
 //! started first and given to the proxy, which serves its paths and trusts
-//! its tokens; the proxy's key refresher and the metrics listener run as
-//! background services; the proxy listens behind the connection limits.
+//! its tokens; its upkeep (key reloads, purges), the proxy's key refresher
+//! and the metrics listener run as background services; the proxy listens behind the connection limits.
 
 use crate::authserver::AuthServer;
 use crate::config::Config;
@@ -29,6 +29,10 @@ pub fn build(config: &Config, in_flight: Arc<InFlight>) -> std::io::Result<Serve
     server.bootstrap();
     let authserver = AuthServer::start(config)
         .map_err(|e| std::io::Error::other(format!("authorization server: {e}")))?;
+    if let Some(authserver) = &authserver {
+        let upkeep = authserver.maintenance();
+        server.add_service(background_service("authserver upkeep", upkeep));
+    }
     let gateway = Gateway::new(config, in_flight, authserver.as_ref())?;
     if let Some(refresher) = gateway.key_refresher() {
         server.add_service(background_service("jwks refresh", refresher));

@@ -83,9 +83,54 @@ pub(crate) struct AsState {
     pub flows: flows::FlowStore,
     pub login_limiter: throttling::LoginLimiter,
     pub documents: Option<cimd::MetadataDocuments>,
+    /// Declared last: dropped after the store it keeps working.
+    _runtime: StoreRuntime,
 }
 
 impl AsState {
+    fn new(
+        config: &Config,
+        as_config: AuthServerConfig,
+        opened: Opened,
+        runtime: StoreRuntime,
+    ) -> Self {
+        let resources = config
+            .upstreams
+            .iter()
+            .map(|u| Resource {
+                url: u.resource.clone(),
+                scopes: u.policy.scopes_supported(),
+                base: u.policy.base.clone(),
+            })
+            .collect();
+        let users = as_config
+            .users
+            .iter()
+            .map(|u| (u.username.clone(), u.clone()))
+            .collect();
+        Self {
+            public_url: config.public_url.clone(),
+            store: opened.store,
+            local_keys: opened.local,
+            keys: std::sync::RwLock::new(Arc::new(opened.keys)),
+            revoked: opened.revoked,
+            resources,
+            users,
+            codes: flows::CodeStore::new(as_config.code_ttl),
+            flows: flows::FlowStore::new(),
+            login_limiter: throttling::LoginLimiter::new(),
+            documents: as_config.client_metadata_documents.map(|c| {
+                cimd::MetadataDocuments::new(cimd::FetchPolicy {
+                    allow_private_addresses: c.allow_private_addresses,
+                    allow_http: c.allow_http,
+                    timeout: c.timeout,
+                })
+            }),
+            config: as_config,
+            _runtime: runtime,
+        }
+    }
+
     /// The key that signs now, and the JWKS.
     pub fn signing(&self) -> Arc<keys::SigningKeys> {
         self.keys.read().expect("keys lock").clone()
@@ -118,80 +163,96 @@ pub struct AuthServer {
     state: Arc<AsState>,
 }
 
+/// The runtime the store was opened on: sqlx's pools keep their upkeep
+/// (closing idle connections) on it, so it lives exactly as long as the
+/// state holding the store. Dropped, it stops without waiting, which is
+/// allowed inside another runtime (where pingora drops the state).
+struct StoreRuntime(Option<tokio::runtime::Runtime>);
+
+impl StoreRuntime {
+    fn new() -> Result<Self, StoreError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("authserver-store")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError(format!("cannot start the store runtime: {e}")))?;
+        Ok(Self(Some(runtime)))
+    }
+
+    /// Runs the future `work` makes to completion from synchronous code,
+    /// on a thread of its own: the caller may itself be inside a runtime.
+    fn run<T: Send, F: std::future::Future<Output = T>>(
+        &self,
+        work: impl FnOnce() -> F + Send,
+    ) -> T {
+        let runtime = self.0.as_ref().expect("the runtime lives until drop");
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| runtime.block_on(work()))
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+}
+
+impl Drop for StoreRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// What opening the store yields: the store, the signing keys, and the
+/// revocations it holds, loaded into the sets the proxy checks.
+struct Opened {
+    store: Arc<dyn Store>,
+    keys: keys::SigningKeys,
+    local: Arc<LocalKeys>,
+    revoked: Arc<RevokedTokens>,
+}
+
+impl Opened {
+    /// Opens the configured store, loads (or makes) the signing keys and
+    /// loads the unexpired revocations.
+    async fn load(config: &AuthServerConfig) -> Result<Self, StoreError> {
+        let store = crate::store::open(config).await?;
+        let local = Arc::new(LocalKeys::default());
+        let ttl = config.access_token_ttl.as_secs();
+        let keys = keys::load(store.as_ref(), &local, ttl, config.signing_algorithm).await?;
+        let revoked = Arc::new(RevokedTokens::default());
+        for (jti, exp) in store.revoked_access_tokens(now_secs()).await? {
+            revoked.revoke(jti, exp);
+        }
+        Ok(Self {
+            store,
+            keys,
+            local,
+            revoked,
+        })
+    }
+}
+
 impl AuthServer {
-    /// Opens the store in the configured data directory, loads (or makes)
-    /// the signing keys and the revocations, and starts the purge job.
-    /// Runs on its own small runtime, which lives as long as the process.
+    /// Opens the store in the configured data directory and loads the
+    /// signing keys and the revocations; `None` when the configuration has
+    /// no authorization server. Its upkeep runs as [`Self::maintenance`].
     pub fn start(config: &Config) -> Result<Option<Self>, StoreError> {
         let Some(as_config) = config.authorization_server.clone() else {
             return Ok(None);
         };
-        let runtime: &'static tokio::runtime::Runtime = Box::leak(Box::new(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("authserver-store")
-                .enable_all()
-                .build()
-                .map_err(|e| StoreError(format!("cannot start the store runtime: {e}")))?,
-        ));
-        let local = Arc::new(LocalKeys::default());
-        let revoked = Arc::new(RevokedTokens::default());
-        // On a thread of its own: the caller may itself be inside a runtime.
-        let (store, keys) = std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    runtime.block_on(async {
-                        let store = crate::store::open(&as_config).await?;
-                        let ttl = as_config.access_token_ttl.as_secs();
-                        let alg = as_config.signing_algorithm;
-                        let keys = keys::load(store.as_ref(), &local, ttl, alg).await?;
-                        for (jti, exp) in store.revoked_access_tokens(now_secs()).await? {
-                            revoked.revoke(jti, exp);
-                        }
-                        Ok::<_, StoreError>((store, keys))
-                    })
-                })
-                .join()
-                .map_err(|_| StoreError("store initialisation panicked".into()))
-        })??;
-        let resources = config
-            .upstreams
-            .iter()
-            .map(|u| Resource {
-                url: u.resource.clone(),
-                scopes: u.policy.scopes_supported(),
-                base: u.policy.base.clone(),
-            })
-            .collect();
-        let users = as_config
-            .users
-            .iter()
-            .map(|u| (u.username.clone(), u.clone()))
-            .collect();
-        let code_ttl = as_config.code_ttl;
-        let state = AsState {
-            public_url: config.public_url.clone(),
-            store,
-            local_keys: local,
-            keys: std::sync::RwLock::new(Arc::new(keys)),
-            revoked,
-            resources,
-            users,
-            codes: flows::CodeStore::new(code_ttl),
-            flows: flows::FlowStore::new(),
-            login_limiter: throttling::LoginLimiter::new(),
-            documents: as_config.client_metadata_documents.map(|c| {
-                cimd::MetadataDocuments::new(cimd::FetchPolicy {
-                    allow_private_addresses: c.allow_private_addresses,
-                    allow_http: c.allow_http,
-                    timeout: c.timeout,
-                })
-            }),
-            config: as_config,
-        };
-        let state = Arc::new(state);
-        runtime.spawn(maintain(state.clone()));
-        Ok(Some(Self { state }))
+        let runtime = StoreRuntime::new()?;
+        let opened = runtime.run(|| Opened::load(&as_config))?;
+        let state = AsState::new(config, as_config, opened, runtime);
+        Ok(Some(Self {
+            state: Arc::new(state),
+        }))
+    }
+
+    /// The background job reloading keys and purging expired grants.
+    pub fn maintenance(&self) -> Maintenance {
+        Maintenance(self.state.clone())
     }
 
     /// What the proxy needs to trust this server's tokens.
@@ -229,24 +290,38 @@ impl AuthServer {
     }
 }
 
-/// Every minute: reload the keys (a rotation made by `keys rotate` is
-/// picked up, retired keys go); every five: purge expired grants.
-async fn maintain(state: Arc<AsState>) {
-    let ttl = state.config.access_token_ttl.as_secs();
-    for round in 1u64.. {
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        let alg = state.config.signing_algorithm;
-        match keys::load(state.store.as_ref(), &state.local_keys, ttl, alg).await {
-            Ok(k) => *state.keys.write().expect("keys lock") = Arc::new(k),
-            Err(e) => tracing::warn!(error = %e, "reloading signing keys failed"),
-        }
-        if round % 5 == 0 {
-            match state.store.purge_expired(now_secs()).await {
-                Ok(n) if n > 0 => tracing::info!(rows = n, "purged expired grants"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "purge failed"),
+/// The authorization server's upkeep, a pingora background service:
+/// every minute it reloads the keys (a rotation made by `keys rotate` is
+/// picked up, retired keys go); every five it purges expired grants.
+pub struct Maintenance(Arc<AsState>);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for Maintenance {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let state = &self.0;
+        for round in 1u64.. {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                _ = shutdown.changed() => return,
+            }
+            reload_keys(state).await;
+            if round % 5 == 0 {
+                match state.store.purge_expired(now_secs()).await {
+                    Ok(n) if n > 0 => tracing::info!(rows = n, "purged expired grants"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "purge failed"),
+                }
             }
         }
+    }
+}
+
+async fn reload_keys(state: &AsState) {
+    let ttl = state.config.access_token_ttl.as_secs();
+    let alg = state.config.signing_algorithm;
+    match keys::load(state.store.as_ref(), &state.local_keys, ttl, alg).await {
+        Ok(k) => *state.keys.write().expect("keys lock") = Arc::new(k),
+        Err(e) => tracing::warn!(error = %e, "reloading signing keys failed"),
     }
 }
 
