@@ -7,6 +7,7 @@ mod common;
 
 use common::browser::{pkce, query};
 use common::e2e::*;
+use common::oauth_client::OAuthClient;
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -25,18 +26,11 @@ fn redirect_uri() -> String {
 /// Runs the browser through login and consent, clicking `decision`;
 /// returns what the page showed and where the browser landed.
 async fn person_decides(
-    oauth: &OAuthGateway,
-    client: &PublicClient,
+    client: &OAuthClient,
     challenge: &str,
     decision: &str,
 ) -> (Value, url::Url) {
-    let url = authorize_url(
-        oauth,
-        client,
-        challenge,
-        "mcp math",
-        "state-from-the-client",
-    );
+    let url = client.authorize_url(challenge, "mcp math", Some("state-from-the-client"));
     let shots = artifacts(&format!("consent-{decision}"));
     let args = ["browser_consent.mjs", &url, "alice", "pw", decision, &shots];
     let seen = run_client(node22(), args.iter().map(|s| s.to_string()).collect()).await;
@@ -74,13 +68,17 @@ async fn person_decides(
 async fn a_person_signs_in_and_allows_in_chromium() {
     let everything = Everything::start().await;
     let oauth = OAuthGateway::behind_relay(&everything, "").await;
-    let client = register_public_client(&oauth, "Claude <Desktop> & Co", &redirect_uri()).await;
+    let client = oauth
+        .register_client("Claude <Desktop> & Co", &redirect_uri())
+        .await;
     let (verifier, challenge) = pkce();
-    let (_, landed) = person_decides(&oauth, &client, &challenge, "approve").await;
+    let (_, landed) = person_decides(&client, &challenge, "approve").await;
     let back = query(&landed);
     assert_eq!(back["state"], "state-from-the-client");
     assert_eq!(back["iss"], oauth.url(""));
-    let (status, tokens) = exchange_code(&oauth, &client, &back["code"], &verifier).await;
+    let (status, tokens) = client
+        .exchange_code(&reqwest::Client::new(), &back["code"], &verifier)
+        .await;
     assert_eq!(status, 200, "{tokens}");
     assert_eq!(tokens["scope"], "mcp math");
 }
@@ -91,9 +89,11 @@ async fn a_person_signs_in_and_allows_in_chromium() {
 async fn a_person_denies_in_chromium_and_the_client_gets_access_denied() {
     let everything = Everything::start().await;
     let oauth = OAuthGateway::behind_relay(&everything, "").await;
-    let client = register_public_client(&oauth, "Claude <Desktop> & Co", &redirect_uri()).await;
+    let client = oauth
+        .register_client("Claude <Desktop> & Co", &redirect_uri())
+        .await;
     let (_, challenge) = pkce();
-    let (_, landed) = person_decides(&oauth, &client, &challenge, "deny").await;
+    let (_, landed) = person_decides(&client, &challenge, "deny").await;
     let back = query(&landed);
     assert_eq!(back["error"], "access_denied");
     assert_eq!(back["state"], "state-from-the-client");

@@ -3,6 +3,7 @@
 //! client makes, and the checks the authorization-server tests share.
 
 use super::browser::{pkce, query, AuthorizeRequest, Browser, Page};
+use super::oauth_client::OAuthClient;
 use super::{free_port, stateless_tool_call, status_headers_text, Gateway, Upstream};
 use mcp_oauth_gateway::authserver::passwords::hash_password;
 use serde_json::{json, Value};
@@ -88,6 +89,12 @@ impl Setup {
         self.gw.as_ref().expect("running").url(path)
     }
 
+    /// The registered client `client_id` (sent back to `REDIRECT`, tokens
+    /// for `/demo/mcp`).
+    pub fn client(&self, client_id: &str) -> OAuthClient {
+        OAuthClient::new(&self.url(""), &self.url("/demo/mcp"), client_id, REDIRECT)
+    }
+
     pub async fn register(&self, body: Value) -> (u16, Value) {
         let resp = self
             .http
@@ -141,15 +148,8 @@ impl Drop for Setup {
 }
 
 pub fn authorize_url(s: &Setup, client_id: &str, challenge: &str, scope: &str) -> String {
-    AuthorizeRequest {
-        client_id,
-        redirect_uri: REDIRECT,
-        challenge,
-        scope,
-        state: Some("xyz-state"),
-        resource: &s.url("/demo/mcp"),
-    }
-    .url(&s.url(""))
+    s.client(client_id)
+        .authorize_url(challenge, scope, Some("xyz-state"))
 }
 
 /// Authorize, log in (unless the browser is signed in), consent; returns the
@@ -195,15 +195,9 @@ pub async fn code_for(
 }
 
 pub async fn exchange(s: &Setup, client_id: &str, code: &str, verifier: &str) -> (u16, Value) {
-    s.token(&[
-        ("grant_type", "authorization_code"),
-        ("code", code),
-        ("redirect_uri", REDIRECT),
-        ("client_id", client_id),
-        ("code_verifier", verifier),
-        ("resource", &s.url("/demo/mcp")),
-    ])
-    .await
+    s.client(client_id)
+        .exchange_code(&s.http, code, verifier)
+        .await
 }
 
 pub async fn call_tool(
@@ -257,12 +251,7 @@ pub async fn fresh_tokens(s: &Setup, browser: &mut Browser, client_id: &str) -> 
 }
 
 pub async fn refresh_with(s: &Setup, client_id: &str, refresh: &str) -> (u16, Value) {
-    s.token(&[
-        ("grant_type", "refresh_token"),
-        ("refresh_token", refresh),
-        ("client_id", client_id),
-    ])
-    .await
+    s.client(client_id).refresh(&s.http, refresh).await
 }
 
 /// Every token of a family is dead: the access token is refused at the

@@ -3,7 +3,8 @@
 //! server-everything upstream as a child process, and the gateway with the
 //! built-in authorization server and a per-tool policy in front of it.
 
-use super::browser::{pkce, query, AuthorizeRequest, Browser};
+use super::browser::{pkce, query, Browser};
+use super::oauth_client::OAuthClient;
 use super::relay::Relay;
 use super::{free_port, Gateway};
 use serde_json::Value;
@@ -243,6 +244,12 @@ upstreams:
     pub fn mcp_url(&self) -> String {
         self.url("/everything/mcp")
     }
+
+    /// Registers a public client named `name` (DCR) for the MCP endpoint,
+    /// sent back to `redirect_uri`.
+    pub async fn register_client(&self, name: &str, redirect_uri: &str) -> OAuthClient {
+        OAuthClient::register(&self.url(""), &self.mcp_url(), name, redirect_uri).await
+    }
 }
 
 impl Drop for OAuthGateway {
@@ -264,93 +271,20 @@ pub async fn approve_in_browser(authorize_url: &str, user: &str, password: &str)
         .await
 }
 
-/// A registered public client.
-pub struct PublicClient {
-    pub id: String,
-    pub redirect_uri: String,
-}
-
-/// Registers a public client named `name` (DCR) that is redirected back to
-/// `redirect_uri`.
-pub async fn register_public_client(
-    oauth: &OAuthGateway,
-    name: &str,
-    redirect_uri: &str,
-) -> PublicClient {
-    let client: Value = reqwest::Client::new()
-        .post(oauth.url("/register"))
-        .json(&serde_json::json!({
-            "client_name": name,
-            "redirect_uris": [redirect_uri],
-            "token_endpoint_auth_method": "none",
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = client["client_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("registration failed: {client}"));
-    PublicClient {
-        id: id.to_owned(),
-        redirect_uri: redirect_uri.to_owned(),
-    }
-}
-
-/// The authorization request `client` sends the user to (PKCE S256,
-/// `resource` = the MCP endpoint).
-pub fn authorize_url(
-    oauth: &OAuthGateway,
-    client: &PublicClient,
-    challenge: &str,
-    scope: &str,
-    state: &str,
-) -> String {
-    AuthorizeRequest {
-        client_id: &client.id,
-        redirect_uri: &client.redirect_uri,
-        challenge,
-        scope,
-        state: Some(state),
-        resource: &oauth.mcp_url(),
-    }
-    .url(&oauth.url(""))
-}
-
-/// Exchanges an authorization code; returns the status and the JSON body.
-pub async fn exchange_code(
-    oauth: &OAuthGateway,
-    client: &PublicClient,
-    code: &str,
-    verifier: &str,
-) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .post(oauth.url("/token"))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", &client.redirect_uri),
-            ("client_id", &client.id),
-            ("code_verifier", verifier),
-            ("resource", &oauth.mcp_url()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap())
-}
-
 /// A user access token for `scope` at the gateway's `/everything/mcp`,
 /// obtained as a public client would: DCR, PKCE S256 authorize, login and
 /// consent in the browser, code exchange.
 pub async fn user_access_token(oauth: &OAuthGateway, scope: &str) -> String {
-    let client = register_public_client(oauth, "e2e token helper", "http://127.0.0.1:9/cb").await;
+    let client = oauth
+        .register_client("e2e token helper", "http://127.0.0.1:9/cb")
+        .await;
     let (verifier, challenge) = pkce();
-    let url = authorize_url(oauth, &client, &challenge, scope, "e2e");
+    let url = client.authorize_url(&challenge, scope, Some("e2e"));
     let back = approve_in_browser(&url, "alice", "pw").await;
-    let (status, tokens) = exchange_code(oauth, &client, &query(&back)["code"], &verifier).await;
+    let http = reqwest::Client::new();
+    let (status, tokens) = client
+        .exchange_code(&http, &query(&back)["code"], &verifier)
+        .await;
     assert_eq!(status, 200, "code exchange: {tokens}");
     tokens["access_token"].as_str().unwrap().to_owned()
 }

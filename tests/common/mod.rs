@@ -9,6 +9,7 @@ pub mod browser;
 pub mod e2e;
 pub mod http1;
 pub mod idp;
+pub mod oauth_client;
 pub mod relay;
 pub mod resource_server;
 
