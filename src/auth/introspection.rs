@@ -88,9 +88,16 @@ impl Introspector {
             Err(_) => "error",
         };
         m.introspections.with_label_values(&[outcome]).inc();
-        let r = answer.map_err(|e| {
+        let answer = answer.map_err(|e| {
             AuthFailure::IntrospectionUnavailable(format!("{}: {e}", self.config.url))
         })?;
+        self.outcome(answer)
+    }
+
+    /// What an answer says of the token: inactive (also when it is not an
+    /// access token or has expired), or whom it speaks for and how long
+    /// that may be cached.
+    fn outcome(&self, r: Response) -> Result<Outcome, AuthFailure> {
         let inactive = Ok(Outcome::Inactive(self.config.inactive_cache_ttl));
         // Some servers call refresh tokens active too: only access tokens
         // open an upstream.

@@ -170,16 +170,22 @@ async fn client_and_redirect(
     Ok((client, redirect))
 }
 
+/// An OAuth error (code, description) to redirect back to the client.
+type RedirectedError = (&'static str, String);
+
+fn refuse<T>(error: &'static str, description: &str) -> Result<T, RedirectedError> {
+    Err((error, description.to_owned()))
+}
+
 /// Stage two: response type, PKCE, resource and scopes. A failure is an
-/// OAuth error (code, description) redirected back to the client.
+/// OAuth error redirected back to the client.
 fn checked_request(
     state: &AsState,
     params: &HashMap<String, String>,
-) -> Result<(CodeChallenge, Resource, Vec<String>), (&'static str, String)> {
+) -> Result<(CodeChallenge, Resource, Vec<String>), RedirectedError> {
     let get = |k: &str| param(params, k);
-    let fail = |error: &'static str, description: &str| Err((error, description.to_owned()));
     if get("response_type") != Some("code") {
-        return fail(
+        return refuse(
             "unsupported_response_type",
             "only response_type=code is supported",
         );
@@ -188,37 +194,48 @@ fn checked_request(
     {
         Ok(c) => c,
         Err(ChallengeError::Malformed) => {
-            return fail(
+            return refuse(
                 "invalid_request",
                 "code_challenge is not a base64url SHA-256",
             )
         }
         Err(ChallengeError::S256Required) => {
-            return fail(
+            return refuse(
                 "invalid_request",
                 "PKCE with code_challenge_method=S256 is required",
             )
         }
     };
-    let resource = match (get("resource"), state.resources.as_slice()) {
+    let resource = requested_resource(state, get("resource"))?;
+    let scopes = requested_scopes(get("scope"), &resource)?;
+    Ok((challenge, resource, scopes))
+}
+
+/// RFC 8707: the protected resource named, or the only one served here.
+fn requested_resource(state: &AsState, named: Option<&str>) -> Result<Resource, RedirectedError> {
+    match (named, state.resources.as_slice()) {
         (Some(r), _) => match state.resource(r) {
-            Some(res) => res.clone(),
-            None => {
-                return fail(
-                    "invalid_target",
-                    "resource is not a protected resource of this server",
-                )
-            }
-        },
-        (None, [only]) => only.clone(),
-        (None, _) => {
-            return fail(
+            Some(res) => Ok(res.clone()),
+            None => refuse(
                 "invalid_target",
-                "resource is required: several resources are served here",
-            )
-        }
-    };
-    let scopes: Vec<String> = match get("scope") {
+                "resource is not a protected resource of this server",
+            ),
+        },
+        (None, [only]) => Ok(only.clone()),
+        (None, _) => refuse(
+            "invalid_target",
+            "resource is required: several resources are served here",
+        ),
+    }
+}
+
+/// The scopes asked for (each once), or the resource's base scopes when
+/// none are; every one must be known for the resource.
+fn requested_scopes(
+    asked: Option<&str>,
+    resource: &Resource,
+) -> Result<Vec<String>, RedirectedError> {
+    let scopes: Vec<String> = match asked {
         Some(s) => {
             let mut seen = BTreeSet::new();
             s.split(' ')
@@ -228,16 +245,16 @@ fn checked_request(
         }
         None => resource.base.clone(),
     };
-    if let Some(bad) = scopes
+    match scopes
         .iter()
         .find(|s| !resource.scopes.contains(s) && *s != OFFLINE_ACCESS)
     {
-        return fail(
+        Some(bad) => refuse(
             "invalid_scope",
             &format!("scope `{bad}` is not known for this resource"),
-        );
+        ),
+        None => Ok(scopes),
     }
-    Ok((challenge, resource, scopes))
 }
 
 /// A signed-in browser goes on to consent (or straight back when consent is

@@ -275,6 +275,16 @@ struct Issue<'a> {
     refresh_until: u64,
 }
 
+/// An RFC 9068 access token (`typ` `at+jwt`) signed with the key that
+/// signs now.
+fn sign_access_token(state: &AsState, claims: &serde_json::Value) -> Result<String, OAuthError> {
+    let keys = state.signing();
+    let mut header = Header::new(keys.algorithm);
+    header.kid = Some(keys.kid.clone());
+    header.typ = Some("at+jwt".into());
+    jsonwebtoken::encode(&header, claims, &keys.encoding).map_err(OAuthError::server_error)
+}
+
 async fn issue(
     state: &AsState,
     client: &Client,
@@ -295,12 +305,7 @@ async fn issue(
         "iss": state.issuer(), "sub": subject, "aud": resource, "client_id": client.id,
         "scope": scope, "iat": now, "exp": now + ttl, "jti": jti,
     });
-    let keys = state.signing();
-    let mut header = Header::new(keys.algorithm);
-    header.kid = Some(keys.kid.clone());
-    header.typ = Some("at+jwt".into());
-    let access_token =
-        jsonwebtoken::encode(&header, &claims, &keys.encoding).map_err(OAuthError::server_error)?;
+    let access_token = sign_access_token(state, &claims)?;
     let refresh = (refresh_until > 0 && client.may_use_grant(GrantType::RefreshToken))
         .then(|| random_token(32));
     let refresh_record = refresh.as_ref().map(|token| RefreshRecord {

@@ -300,24 +300,7 @@ fn read_message(value: &Value) -> Result<RpcMessage, McpError> {
         }
         _ => return Err(invalid("not a JSON-RPC request, notification or response")),
     };
-    let param_str = |field: &str| -> Result<String, McpError> {
-        params
-            .and_then(|p| p.get(field))
-            .and_then(Value::as_str)
-            .filter(|v| v.chars().count() <= MAX_NAME_CHARS)
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                McpError::InvalidParams(format!(
-                    "`{}` needs `params.{field}` as a string of at most {MAX_NAME_CHARS} characters",
-                    method.as_deref().unwrap_or_default()
-                ))
-            })
-    };
-    let named_by = NAMED_BY
-        .iter()
-        .find(|(m, _)| Some(*m) == method.as_deref())
-        .map(|(_, field)| *field);
-    let subject = named_by.map(param_str).transpose()?;
+    let subject = named_subject(method.as_deref(), params)?;
     let tool = subject
         .clone()
         .filter(|_| method.as_deref() == Some("tools/call"));
@@ -328,6 +311,25 @@ fn read_message(value: &Value) -> Result<RpcMessage, McpError> {
         tool,
         subject,
     })
+}
+
+/// What a method names, for the methods that name something (the tool of
+/// `tools/call`, the resource of `resources/read`, ...): `params.<field>`
+/// as a string of at most `MAX_NAME_CHARS` characters.
+fn named_subject(method: Option<&str>, params: Option<&Value>) -> Result<Option<String>, McpError> {
+    let Some((method, field)) = NAMED_BY.iter().find(|(m, _)| Some(*m) == method) else {
+        return Ok(None);
+    };
+    params
+        .and_then(|p| p.get(*field))
+        .and_then(Value::as_str)
+        .filter(|v| v.chars().count() <= MAX_NAME_CHARS)
+        .map(|v| Some(v.to_owned()))
+        .ok_or_else(|| {
+            McpError::InvalidParams(format!(
+                "`{method}` needs `params.{field}` as a string of at most {MAX_NAME_CHARS} characters"
+            ))
+        })
 }
 
 #[cfg(test)]

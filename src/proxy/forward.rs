@@ -70,7 +70,6 @@ pub async fn forward_buffered(
     hooks: ResponseHooks<'_>,
 ) -> Result<Delivered, GatewayError> {
     let peer = route.peer();
-    let timeouts = route.upstream.timeouts;
     let sent = std::time::Instant::now();
     let sending = send_with_retries(connector, &peer, route, &req, &body);
     // Watching reads nothing of a next request: pipelining is on, so pingora
@@ -79,23 +78,32 @@ pub async fn forward_buffered(
         sent = sending => sent?,
         _ = session.downstream_session.read_body_or_idle(true) => return Ok(Delivered::ClientGone),
     };
+    let delivered = relay_response(session, &mut upstream, route, hooks, sent).await;
+    if matches!(delivered, Ok(Delivered::Complete)) && upstream.response_done() {
+        connector
+            .release_http_session(upstream, &peer, route.pool_idle_timeout())
+            .await;
+    } else {
+        upstream.shutdown().await;
+    }
+    delivered
+}
+
+/// Relays the upstream's answer through the response path both forwarding
+/// ways share (`response`), telling `hooks` the session it creates.
+async fn relay_response(
+    session: &mut Session,
+    upstream: &mut HttpSession,
+    route: &Route,
+    hooks: ResponseHooks<'_>,
+    sent: std::time::Instant,
+) -> Result<Delivered, GatewayError> {
     let mut resp = upstream
         .response_header()
         .cloned()
         .ok_or_else(|| unavailable(route, "upstream sent no response header"))?;
-    let begun = response::begin(&mut resp, route, hooks.request_id, sent).and_then(|stream| {
-        Ok((
-            stream,
-            response::post_body(&mut resp, route, hooks.tools_filter)?,
-        ))
-    });
-    let (_open_stream, body) = match begun {
-        Ok(begun) => begun,
-        Err(e) => {
-            upstream.shutdown().await;
-            return Err(e);
-        }
-    };
+    let _open_stream = response::begin(&mut resp, route, hooks.request_id, sent)?;
+    let body = response::post_body(&mut resp, route, hooks.tools_filter)?;
     if let (Some(bind), Some(id), true) = (
         hooks.on_session,
         resp.headers.get("mcp-session-id"),
@@ -103,9 +111,9 @@ pub async fn forward_buffered(
     ) {
         bind(id.as_bytes());
     }
-    let delivered = match body {
+    match body {
         BodyMode::WholeJson(filter) => {
-            relay_filtered_json(session, &mut upstream, resp, &filter, route).await?
+            relay_filtered_json(session, upstream, resp, &filter, route).await
         }
         BodyMode::Stream(relay) => {
             if session
@@ -113,20 +121,12 @@ pub async fn forward_buffered(
                 .await
                 .is_err()
             {
-                upstream.shutdown().await;
                 return Ok(Delivered::ClientGone);
             }
-            stream_body(session, &mut upstream, timeouts.idle, relay).await
+            let idle = route.upstream.timeouts.idle;
+            Ok(stream_body(session, upstream, idle, relay).await)
         }
-    };
-    if delivered == Delivered::Complete && upstream.response_done() {
-        connector
-            .release_http_session(upstream, &peer, route.pool_idle_timeout())
-            .await;
-    } else {
-        upstream.shutdown().await;
     }
-    Ok(delivered)
 }
 
 /// Connects (or reuses a pooled connection), writes the request and waits for
