@@ -142,28 +142,49 @@ pub(super) fn validate_auth(
         ));
         return None;
     };
+    check_token_sources(raw, builtin_issuer, errors);
     if raw.disabled {
-        if !raw.jwt_issuers.is_empty() || !raw.introspection.is_empty() || builtin_issuer.is_some()
-        {
-            errors.push(ConfigError::new(
-                "auth.disabled",
-                "authentication is disabled but token sources (or the built-in authorization server) are configured",
-                "remove `disabled: true`, or the token sources",
-            ));
-        }
         return None;
     }
-    if raw.jwt_issuers.is_empty() && raw.introspection.is_empty() && builtin_issuer.is_none() {
+    let jwt_issuers = validate_issuers(&raw.jwt_issuers, errors);
+    let introspection = validate_introspection_endpoints(&raw.introspection, errors, warnings);
+    let authorization_servers =
+        published_authorization_servers(raw, builtin_issuer, &jwt_issuers, &introspection, errors);
+    check_cache_sizes(raw, errors);
+    Some(AuthConfig {
+        jwt_issuers,
+        introspection,
+        authorization_servers,
+        token_cache_entries: raw.token_cache.max_entries,
+        session_entries: raw.sessions.max_entries,
+        session_idle_timeout: raw.sessions.idle_timeout.0,
+    })
+}
+
+/// Token sources agree with `disabled`: none beside `disabled: true` (the
+/// built-in authorization server counts as one), at least one otherwise.
+fn check_token_sources(raw: &RawAuth, builtin_issuer: Option<&str>, errors: &mut Vec<ConfigError>) {
+    let any_source =
+        !raw.jwt_issuers.is_empty() || !raw.introspection.is_empty() || builtin_issuer.is_some();
+    if raw.disabled && any_source {
+        errors.push(ConfigError::new(
+            "auth.disabled",
+            "authentication is disabled but token sources (or the built-in authorization server) are configured",
+            "remove `disabled: true`, or the token sources",
+        ));
+    } else if !raw.disabled && !any_source {
         errors.push(ConfigError::new(
             "auth",
             "no token source is configured",
             "add `jwt_issuers` or `introspection` entries",
         ));
     }
+}
+
+/// Each JWT issuer, listed once; only the valid ones are returned.
+fn validate_issuers(raw: &[RawJwtIssuer], errors: &mut Vec<ConfigError>) -> Vec<JwtIssuer> {
     let mut seen = BTreeSet::new();
-    let jwt_issuers: Vec<JwtIssuer> = raw
-        .jwt_issuers
-        .iter()
+    raw.iter()
         .enumerate()
         .filter_map(|(i, r)| {
             let at = format!("auth.jwt_issuers[{i}]");
@@ -176,20 +197,45 @@ pub(super) fn validate_auth(
             }
             validate_issuer(r, &at, errors)
         })
-        .collect();
-    let introspection: Vec<IntrospectionEndpoint> = raw
-        .introspection
+        .collect()
+}
+
+/// Each introspection endpoint; only the valid ones are returned. Several
+/// endpoints not all scoped by a `token_prefix` are a warning: a token goes
+/// to every endpoint it may belong to.
+fn validate_introspection_endpoints(
+    raw: &[RawIntrospection],
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) -> Vec<IntrospectionEndpoint> {
+    let endpoints: Vec<IntrospectionEndpoint> = raw
         .iter()
         .enumerate()
         .filter_map(|(i, r)| validate_introspection(r, &format!("auth.introspection[{i}]"), errors))
         .collect();
-    if introspection.len() > 1 && introspection.iter().any(|e| e.token_prefix.is_none()) {
+    if endpoints.len() > 1 && endpoints.iter().any(|e| e.token_prefix.is_none()) {
         warnings.push(ConfigError::new(
             "auth.introspection",
             "several endpoints, not all with a `token_prefix`: a token is shown to every endpoint it may belong to, so one IdP can see another's tokens",
             "give each endpoint the `token_prefix` of its tokens",
         ));
     }
+    endpoints
+}
+
+/// The `authorization_servers` each PRM document publishes: the configured
+/// ones (each a valid issuer URL), or else the built-in server's issuer,
+/// then the JWT issuers, then the introspection endpoints' issuers, each
+/// once. An empty list is an error unless a token source is invalid or
+/// none is configured (both have errors of their own): clients could not
+/// learn where to get a token.
+fn published_authorization_servers(
+    raw: &RawAuth,
+    builtin_issuer: Option<&str>,
+    jwt_issuers: &[JwtIssuer],
+    introspection: &[IntrospectionEndpoint],
+    errors: &mut Vec<ConfigError>,
+) -> Vec<String> {
     let mut authorization_servers = raw.authorization_servers.clone();
     for (i, s) in authorization_servers.iter().enumerate() {
         if let Err(m) = check_endpoint_url(s) {
@@ -212,7 +258,6 @@ pub(super) fn validate_auth(
             }
         }
     }
-    // Only when every source is valid: an invalid issuer already says why.
     let all_valid = jwt_issuers.len() == raw.jwt_issuers.len()
         && introspection.len() == raw.introspection.len();
     if authorization_servers.is_empty()
@@ -225,6 +270,11 @@ pub(super) fn validate_auth(
             "list the issuer of your authorization server, or set `issuer` on the introspection endpoint",
         ));
     }
+    authorization_servers
+}
+
+/// The token cache and the session table must hold at least one entry.
+fn check_cache_sizes(raw: &RawAuth, errors: &mut Vec<ConfigError>) {
     for (field, n) in [
         ("auth.token_cache.max_entries", raw.token_cache.max_entries),
         ("auth.sessions.max_entries", raw.sessions.max_entries),
@@ -237,14 +287,6 @@ pub(super) fn validate_auth(
             ));
         }
     }
-    Some(AuthConfig {
-        jwt_issuers,
-        introspection,
-        authorization_servers,
-        token_cache_entries: raw.token_cache.max_entries,
-        session_entries: raw.sessions.max_entries,
-        session_idle_timeout: raw.sessions.idle_timeout.0,
-    })
 }
 
 /// `https`, or `http` to a loopback host (local IdPs and tests).
@@ -265,55 +307,11 @@ pub(crate) fn check_endpoint_url(text: &str) -> Result<(), String> {
     }
 }
 
+/// One JWT issuer; `None` when any of its values is invalid.
 fn validate_issuer(r: &RawJwtIssuer, at: &str, errors: &mut Vec<ConfigError>) -> Option<JwtIssuer> {
     let before = errors.len();
-    if let Err(m) = check_endpoint_url(&r.issuer) {
-        errors.push(ConfigError::new(
-            &format!("{at}.issuer"),
-            m,
-            "write the exact `iss` of the issuer's tokens",
-        ));
-    }
-    if let Some(Err(m)) = r.jwks_uri.as_deref().map(check_endpoint_url) {
-        errors.push(ConfigError::new(
-            &format!("{at}.jwks_uri"),
-            m,
-            "or leave it out to read it from the issuer's metadata",
-        ));
-    }
-    let algorithms = match &r.algorithms {
-        None if r.hmac_secret.is_some() => {
-            let mut all = ASYMMETRIC.to_vec();
-            all.extend([Algorithm::HS256, Algorithm::HS384, Algorithm::HS512]);
-            all
-        }
-        None => ASYMMETRIC.to_vec(),
-        Some(names) => names
-            .iter()
-            .enumerate()
-            .filter_map(|(i, name)| {
-                let path = format!("{at}.algorithms[{i}]");
-                match Algorithm::from_str(name) {
-                    Ok(a) if is_hmac(a) && r.hmac_secret.is_none() => {
-                        errors.push(ConfigError::new(&path, format!("`{name}` needs a shared secret"), "set `hmac_secret`, or use an asymmetric algorithm; HMAC keys are never taken from a JWKS"));
-                        None
-                    }
-                    Ok(a) => Some(a),
-                    Err(_) => {
-                        errors.push(ConfigError::new(&path, format!("`{name}` is not an accepted algorithm"), "use RS256/384/512, PS256/384/512, ES256/384, EdDSA, or HS256/384/512 with `hmac_secret`; `none` is never accepted"));
-                        None
-                    }
-                }
-            })
-            .collect(),
-    };
-    if r.algorithms.as_ref().is_some_and(Vec::is_empty) {
-        errors.push(ConfigError::new(
-            &format!("{at}.algorithms"),
-            "empty list",
-            "list at least one algorithm, or leave the field out",
-        ));
-    }
+    check_issuer_urls(r, at, errors);
+    let algorithms = validate_algorithms(r, at, errors);
     if r.hmac_secret.as_ref().is_some_and(|s| s.len() < 32) {
         errors.push(ConfigError::new(
             &format!("{at}.hmac_secret"),
@@ -359,6 +357,69 @@ fn validate_issuer(r: &RawJwtIssuer, at: &str, errors: &mut Vec<ConfigError>) ->
         fetch_timeout: r.fetch_timeout.0,
         token_types: r.token_types.clone(),
     })
+}
+
+/// The issuer and its `jwks_uri` (when given) are endpoint URLs: https, or
+/// http to a loopback host.
+fn check_issuer_urls(r: &RawJwtIssuer, at: &str, errors: &mut Vec<ConfigError>) {
+    if let Err(m) = check_endpoint_url(&r.issuer) {
+        errors.push(ConfigError::new(
+            &format!("{at}.issuer"),
+            m,
+            "write the exact `iss` of the issuer's tokens",
+        ));
+    }
+    if let Some(Err(m)) = r.jwks_uri.as_deref().map(check_endpoint_url) {
+        errors.push(ConfigError::new(
+            &format!("{at}.jwks_uri"),
+            m,
+            "or leave it out to read it from the issuer's metadata",
+        ));
+    }
+}
+
+/// The accepted `alg` values: the listed ones, each known and, for HMAC,
+/// backed by `hmac_secret`; by default every asymmetric algorithm, plus
+/// HS256/384/512 when a secret is set. An empty list is an error.
+fn validate_algorithms(
+    r: &RawJwtIssuer,
+    at: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Algorithm> {
+    let algorithms = match &r.algorithms {
+        None if r.hmac_secret.is_some() => {
+            let mut all = ASYMMETRIC.to_vec();
+            all.extend([Algorithm::HS256, Algorithm::HS384, Algorithm::HS512]);
+            all
+        }
+        None => ASYMMETRIC.to_vec(),
+        Some(names) => names
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| {
+                let path = format!("{at}.algorithms[{i}]");
+                match Algorithm::from_str(name) {
+                    Ok(a) if is_hmac(a) && r.hmac_secret.is_none() => {
+                        errors.push(ConfigError::new(&path, format!("`{name}` needs a shared secret"), "set `hmac_secret`, or use an asymmetric algorithm; HMAC keys are never taken from a JWKS"));
+                        None
+                    }
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        errors.push(ConfigError::new(&path, format!("`{name}` is not an accepted algorithm"), "use RS256/384/512, PS256/384/512, ES256/384, EdDSA, or HS256/384/512 with `hmac_secret`; `none` is never accepted"));
+                        None
+                    }
+                }
+            })
+            .collect(),
+    };
+    if r.algorithms.as_ref().is_some_and(Vec::is_empty) {
+        errors.push(ConfigError::new(
+            &format!("{at}.algorithms"),
+            "empty list",
+            "list at least one algorithm, or leave the field out",
+        ));
+    }
+    algorithms
 }
 
 fn validate_introspection(
@@ -431,79 +492,9 @@ pub(super) fn validate_policy(
 ) -> ScopePolicy {
     let raw: &RawPolicy = &up.policy;
     let at = format!("{up_at}.policy");
-    let mut used: Vec<(String, String)> = Vec::new();
-    let mut note = |path: String, scopes: &[String]| {
-        for s in scopes {
-            used.push((path.clone(), s.clone()));
-        }
-    };
-    note(format!("{at}.base_scopes"), &raw.base_scopes);
-    for (m, s) in &raw.methods {
-        note(format!("{at}.methods.{m}"), s);
-    }
-    for (t, s) in &raw.tools {
-        note(format!("{at}.tools.{t}"), s);
-    }
-    let declared = up.scopes.clone();
-    if let Some(declared) = &declared {
-        for (i, s) in declared.iter().enumerate() {
-            if !valid_scope(s) {
-                errors.push(ConfigError::new(
-                    &format!("{up_at}.scopes[{i}]"),
-                    format!("`{}` is not a valid scope name", s.escape_default()),
-                    "use printable ASCII without spaces, quotes or backslashes",
-                ));
-            }
-        }
-    }
-    let mut scopes: Vec<String> = declared.clone().unwrap_or_default();
-    for (path, s) in &used {
-        if !valid_scope(s) {
-            errors.push(ConfigError::new(
-                path,
-                format!("`{}` is not a valid scope name", s.escape_default()),
-                "use printable ASCII without spaces, quotes or backslashes",
-            ));
-        } else if declared.as_ref().is_some_and(|d| !d.contains(s)) {
-            errors.push(ConfigError::new(
-                path,
-                format!("scope `{s}` is not in the upstream's `scopes`"),
-                "fix the spelling, or add it to `scopes`",
-            ));
-        } else if s == OFFLINE_ACCESS {
-            warnings.push(ConfigError::new(
-                path,
-                "`offline_access` asks for refresh tokens; it is not a permission to require",
-                "remove it from the policy",
-            ));
-        } else if !scopes.contains(s) {
-            scopes.push(s.clone());
-        }
-    }
-    for m in raw.methods.keys() {
-        if !crate::mcp::CLIENT_METHODS.contains(&m.as_str()) {
-            warnings.push(ConfigError::new(
-                &format!("{at}.methods.{m}"),
-                format!("`{m}` is not a method MCP clients send; this rule never applies"),
-                "check the spelling (e.g. `resources/read`)",
-            ));
-        }
-    }
-    let mut tools = Vec::new();
-    for (pattern, scopes) in &raw.tools {
-        if pattern.is_empty() {
-            errors.push(ConfigError::new(
-                &format!("{at}.tools"),
-                "empty tool pattern",
-                "write a tool name or a glob such as `admin_*`",
-            ));
-            continue;
-        }
-        tools.push(ToolRule {
-            pattern: Glob::new(pattern),
-            scopes: scopes.clone(),
-        });
-    }
+    let scopes = policy_scopes(up, up_at, &at, errors, warnings);
+    check_methods_are_sent_by_clients(raw, &at, warnings);
+    let tools = tool_rules(raw, &at, errors);
     let unlisted = raw.unlisted_tools.unwrap_or(UnlistedTools::Deny);
     let policy = ScopePolicy::new(
         raw.base_scopes.clone(),
@@ -520,6 +511,118 @@ pub(super) fn validate_policy(
         raw.unlisted_methods.unwrap_or_default(),
         crate::mcp::CLIENT_METHODS,
     );
+    warn_unreachable_rules(&policy, raw, &at, warnings);
+    policy
+}
+
+/// Every scope the policy requires, with the path of the rule naming it:
+/// base scopes, then method rules, then tool rules.
+fn scope_references(raw: &RawPolicy, at: &str) -> Vec<(String, String)> {
+    let mut used = Vec::new();
+    let mut note = |path: String, scopes: &[String]| {
+        for s in scopes {
+            used.push((path.clone(), s.clone()));
+        }
+    };
+    note(format!("{at}.base_scopes"), &raw.base_scopes);
+    for (m, s) in &raw.methods {
+        note(format!("{at}.methods.{m}"), s);
+    }
+    for (t, s) in &raw.tools {
+        note(format!("{at}.tools.{t}"), s);
+    }
+    used
+}
+
+/// The upstream's scopes: the declared `scopes` (each a valid scope name),
+/// then every other scope its policy requires, once. A policy scope must be
+/// a valid name and, when `scopes` is given, one of them; `offline_access`
+/// is only a warning and is not added.
+fn policy_scopes(
+    up: &RawUpstream,
+    up_at: &str,
+    at: &str,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) -> Vec<String> {
+    let declared = up.scopes.as_deref();
+    for (i, s) in declared.unwrap_or_default().iter().enumerate() {
+        if !valid_scope(s) {
+            errors.push(ConfigError::new(
+                &format!("{up_at}.scopes[{i}]"),
+                format!("`{}` is not a valid scope name", s.escape_default()),
+                "use printable ASCII without spaces, quotes or backslashes",
+            ));
+        }
+    }
+    let mut scopes: Vec<String> = declared.map(<[String]>::to_vec).unwrap_or_default();
+    for (path, s) in scope_references(&up.policy, at) {
+        if !valid_scope(&s) {
+            errors.push(ConfigError::new(
+                &path,
+                format!("`{}` is not a valid scope name", s.escape_default()),
+                "use printable ASCII without spaces, quotes or backslashes",
+            ));
+        } else if declared.is_some_and(|d| !d.contains(&s)) {
+            errors.push(ConfigError::new(
+                &path,
+                format!("scope `{s}` is not in the upstream's `scopes`"),
+                "fix the spelling, or add it to `scopes`",
+            ));
+        } else if s == OFFLINE_ACCESS {
+            warnings.push(ConfigError::new(
+                &path,
+                "`offline_access` asks for refresh tokens; it is not a permission to require",
+                "remove it from the policy",
+            ));
+        } else if !scopes.contains(&s) {
+            scopes.push(s);
+        }
+    }
+    scopes
+}
+
+/// A method rule for a method no MCP client sends never applies: a warning.
+fn check_methods_are_sent_by_clients(raw: &RawPolicy, at: &str, warnings: &mut Vec<ConfigError>) {
+    for m in raw.methods.keys() {
+        if !crate::mcp::CLIENT_METHODS.contains(&m.as_str()) {
+            warnings.push(ConfigError::new(
+                &format!("{at}.methods.{m}"),
+                format!("`{m}` is not a method MCP clients send; this rule never applies"),
+                "check the spelling (e.g. `resources/read`)",
+            ));
+        }
+    }
+}
+
+/// The tool rules, in file order; an empty pattern is an error.
+fn tool_rules(raw: &RawPolicy, at: &str, errors: &mut Vec<ConfigError>) -> Vec<ToolRule> {
+    let mut tools = Vec::new();
+    for (pattern, scopes) in &raw.tools {
+        if pattern.is_empty() {
+            errors.push(ConfigError::new(
+                &format!("{at}.tools"),
+                "empty tool pattern",
+                "write a tool name or a glob such as `admin_*`",
+            ));
+            continue;
+        }
+        tools.push(ToolRule {
+            pattern: Glob::new(pattern),
+            scopes: scopes.clone(),
+        });
+    }
+    tools
+}
+
+/// Warnings for rules that can never apply: a glob every tool of which an
+/// earlier glob matches first, and `unlisted_tools` beside a `*` rule.
+fn warn_unreachable_rules(
+    policy: &ScopePolicy,
+    raw: &RawPolicy,
+    at: &str,
+    warnings: &mut Vec<ConfigError>,
+) {
     let globs = policy.globs();
     for (i, later) in globs.iter().enumerate() {
         if let Some(earlier) = globs[..i].iter().find(|e| e.pattern.covers(&later.pattern)) {
@@ -540,5 +643,4 @@ pub(super) fn validate_policy(
             "remove `unlisted_tools` or the `*` rule",
         ));
     }
-    policy
 }
