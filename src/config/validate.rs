@@ -274,6 +274,8 @@ fn policy_is_set(up: &RawUpstream) -> bool {
     !p.base_scopes.is_empty() || !p.methods.is_empty() || !p.tools.is_empty()
 }
 
+/// One upstream (name, path, URL, headers, timeouts) around its compiled
+/// policy; `Err` holds every error found.
 fn validate_upstream(
     up: &RawUpstream,
     at: &str,
@@ -281,28 +283,8 @@ fn validate_upstream(
     policy: crate::policy::ScopePolicy,
 ) -> Result<Upstream, Vec<ConfigError>> {
     let mut errors = Vec::new();
-    for (i, aud) in up.audiences.iter().enumerate() {
-        if aud.trim().is_empty() {
-            errors.push(ConfigError::new(
-                &format!("{at}.audiences[{i}]"),
-                "empty audience".to_owned(),
-                "write the extra `aud` value tokens for this upstream may carry",
-            ));
-        }
-    }
-    let valid_name = !up.name.is_empty()
-        && up.name.len() <= 64
-        && up
-            .name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if !valid_name {
-        errors.push(ConfigError::new(
-            &format!("{at}.name"),
-            format!("`{}` is not a valid name", up.name),
-            "use 1-64 characters of a-z, 0-9, `-` and `_`",
-        ));
-    }
+    check_audiences_not_blank(up, at, &mut errors);
+    check_upstream_name(&up.name, at, &mut errors);
     if let Err(m) = check_public_path(&up.path) {
         errors.push(ConfigError::new(
             &format!("{at}.path"),
@@ -319,6 +301,60 @@ fn validate_upstream(
             ))
         })
         .ok();
+    let headers = validate_headers(up, at, &mut errors);
+    let timeouts = validate_timeouts(up, at, &mut errors);
+    match target {
+        Some(target) if errors.is_empty() => Ok(Upstream {
+            name: up.name.clone(),
+            path: up.path.clone(),
+            target,
+            headers,
+            timeouts,
+            resource: format!("{public_url}{}", up.path),
+            extra_audiences: up.audiences.clone(),
+            resource_name: up.resource_name.clone().unwrap_or_else(|| up.name.clone()),
+            policy: std::sync::Arc::new(policy),
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// Extra audiences must not be blank.
+fn check_audiences_not_blank(up: &RawUpstream, at: &str, errors: &mut Vec<ConfigError>) {
+    for (i, aud) in up.audiences.iter().enumerate() {
+        if aud.trim().is_empty() {
+            errors.push(ConfigError::new(
+                &format!("{at}.audiences[{i}]"),
+                "empty audience".to_owned(),
+                "write the extra `aud` value tokens for this upstream may carry",
+            ));
+        }
+    }
+}
+
+/// An upstream name is 1-64 characters of `a-z`, `0-9`, `-` and `_`.
+fn check_upstream_name(name: &str, at: &str, errors: &mut Vec<ConfigError>) {
+    let valid_name = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !valid_name {
+        errors.push(ConfigError::new(
+            &format!("{at}.name"),
+            format!("`{name}` is not a valid name"),
+            "use 1-64 characters of a-z, 0-9, `-` and `_`",
+        ));
+    }
+}
+
+/// The extra headers sent upstream: valid names and values, none of the
+/// [`RESERVED_UPSTREAM_HEADERS`].
+fn validate_headers(
+    up: &RawUpstream,
+    at: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<(HeaderName, HeaderValue)> {
     let mut headers = Vec::new();
     for (name, value) in &up.headers {
         let path = format!("{at}.headers.{name}");
@@ -346,6 +382,11 @@ fn validate_upstream(
             )),
         }
     }
+    headers
+}
+
+/// The upstream's timeouts; none may be zero (`idle` may be left out).
+fn validate_timeouts(up: &RawUpstream, at: &str, errors: &mut Vec<ConfigError>) -> Timeouts {
     let t = &up.timeouts;
     for (field, d) in [
         ("connect", Some(t.connect.0)),
@@ -360,23 +401,10 @@ fn validate_upstream(
             ));
         }
     }
-    match target {
-        Some(target) if errors.is_empty() => Ok(Upstream {
-            name: up.name.clone(),
-            path: up.path.clone(),
-            target,
-            headers,
-            timeouts: Timeouts {
-                connect: t.connect.0,
-                response: t.response.0,
-                idle: t.idle.map(|d| d.0),
-            },
-            resource: format!("{public_url}{}", up.path),
-            extra_audiences: up.audiences.clone(),
-            resource_name: up.resource_name.clone().unwrap_or_else(|| up.name.clone()),
-            policy: std::sync::Arc::new(policy),
-        }),
-        _ => Err(errors),
+    Timeouts {
+        connect: t.connect.0,
+        response: t.response.0,
+        idle: t.idle.map(|d| d.0),
     }
 }
 
