@@ -60,6 +60,8 @@ pub struct User {
     pub scopes: BTreeSet<String>,
 }
 
+/// Validates the `authorization_server:` section. `None` when it is absent
+/// or disabled.
 pub(super) fn validate_authserver(
     raw: Option<&RawAuthServer>,
     issuer: &str,
@@ -67,6 +69,36 @@ pub(super) fn validate_authserver(
 ) -> Option<AuthServerConfig> {
     let raw = raw.filter(|r| r.enabled)?;
     let at = "authorization_server";
+    check_public_url_as_issuer(issuer, errors);
+    let users = validate_users(raw, at, errors);
+    check_initial_access_token(raw, at, errors);
+    check_lifetimes(raw, at, errors);
+    Some(AuthServerConfig {
+        issuer: issuer.to_owned(),
+        data_dir: PathBuf::from(&raw.data_dir),
+        access_token_ttl: raw.access_token_ttl.0,
+        refresh_token_ttl: raw.refresh_token_ttl.0,
+        code_ttl: raw.code_ttl.0,
+        registration: raw.registration,
+        registrations_per_hour: raw.registration_rate_limit.per_hour,
+        registration_exempts_loopback: raw.registration_rate_limit.exempt_loopback,
+        initial_access_token: raw.initial_access_token.clone().map(Secret::new),
+        users,
+        signing_algorithm: raw.signing_algorithm,
+        client_metadata_documents: raw.client_metadata_documents.enabled.then_some(
+            ClientMetadataDocuments {
+                allow_private_addresses: raw.client_metadata_documents.allow_private_addresses,
+                allow_http: raw.client_metadata_documents.allow_http,
+                timeout: raw.client_metadata_documents.timeout.0,
+            },
+        ),
+    })
+}
+
+/// The public URL is the server's issuer identifier: it must have no path
+/// (the endpoints and metadata live at the root) and use https, or http on
+/// a loopback address.
+fn check_public_url_as_issuer(issuer: &str, errors: &mut Vec<ConfigError>) {
     if url::Url::parse(issuer).is_ok_and(|u| u.path() != "/") {
         errors.push(ConfigError::new(
             "public_url",
@@ -81,6 +113,11 @@ pub(super) fn validate_authserver(
             "serve the gateway behind TLS and set public_url to its https:// address",
         ));
     }
+}
+
+/// The users of the login page: unique names of 1-128 characters, each
+/// with an argon2id password hash.
+fn validate_users(raw: &RawAuthServer, at: &str, errors: &mut Vec<ConfigError>) -> Vec<User> {
     let mut names = BTreeSet::new();
     let mut users = Vec::new();
     for (i, u) in raw.users.iter().enumerate() {
@@ -107,6 +144,12 @@ pub(super) fn validate_authserver(
             scopes: u.scopes.iter().cloned().collect(),
         });
     }
+    users
+}
+
+/// `registration: initial_access_token` needs a token of at least 32
+/// characters.
+fn check_initial_access_token(raw: &RawAuthServer, at: &str, errors: &mut Vec<ConfigError>) {
     if raw.registration == RegistrationPolicy::InitialAccessToken
         && raw
             .initial_access_token
@@ -119,6 +162,11 @@ pub(super) fn validate_authserver(
             "set a random token of at least 32 characters, e.g. from the environment",
         ));
     }
+}
+
+/// Access tokens, refresh-token families and authorization codes each live
+/// for a positive time, at most a day, a year and 10 minutes.
+fn check_lifetimes(raw: &RawAuthServer, at: &str, errors: &mut Vec<ConfigError>) {
     for (field, d, max) in [
         (
             "access_token_ttl",
@@ -140,24 +188,4 @@ pub(super) fn validate_authserver(
             ));
         }
     }
-    Some(AuthServerConfig {
-        issuer: issuer.to_owned(),
-        data_dir: PathBuf::from(&raw.data_dir),
-        access_token_ttl: raw.access_token_ttl.0,
-        refresh_token_ttl: raw.refresh_token_ttl.0,
-        code_ttl: raw.code_ttl.0,
-        registration: raw.registration,
-        registrations_per_hour: raw.registration_rate_limit.per_hour,
-        registration_exempts_loopback: raw.registration_rate_limit.exempt_loopback,
-        initial_access_token: raw.initial_access_token.clone().map(Secret::new),
-        users,
-        signing_algorithm: raw.signing_algorithm,
-        client_metadata_documents: raw.client_metadata_documents.enabled.then_some(
-            ClientMetadataDocuments {
-                allow_private_addresses: raw.client_metadata_documents.allow_private_addresses,
-                allow_http: raw.client_metadata_documents.allow_http,
-                timeout: raw.client_metadata_documents.timeout.0,
-            },
-        ),
-    })
 }
