@@ -9,7 +9,7 @@
 //! | `auth` | verifying bearer tokens (JWT against JWKS in `jwt`/`jwks`, RFC 7662 in `introspection`), the verdict cache, `WWW-Authenticate` challenges (`challenge`), PRM documents (`prm`), session-to-subject bindings |
 //! | `policy` | which scopes a message needs (a leaf: depends on nothing of the gateway); its tool-name glob in `policy::glob` |
 //! | `authserver` | the built-in OAuth 2.1 authorization server, an axum `Router` split by concept (registration, authorize, login, consent, flows and codes, throttling, token, revocation, introspection, keys, discovery) |
-//! | `store` | the AS's durable state behind one `Store` trait: SQLite (default) and memory |
+//! | `store` | the AS's durable state, one trait per concept (keys, clients, grants, consents) that a backend implements: SQLite (default) and memory |
 //! | `config` | the YAML schema (`raw`), every structural error in one pass (`structure`), validation into typed settings |
 //! | `metrics`, `telemetry` | every Prometheus metric, defined once; logging and the audit event |
 //! | `server` | the composition root: the authorization server, the proxy, the background jobs and the listeners, built in one place |
@@ -43,7 +43,8 @@
 //! - a grant type: a variant of `GrantType` in `authserver/grant.rs`, its
 //!   handler in `authserver/token.rs`, its registration rules in
 //!   `authserver/registration.rs`;
-//! - a store backend: `store/mod.rs` (the `Store` trait, and `store::open`
+//! - a store backend: `store/mod.rs` (the traits `KeyStore`, `ClientStore`, `GrantStore`,
+//!   `ConsentStore`, and `store::open`
 //!   which picks the backend), beside `store/sqlite.rs` (its schema in
 //!   `store/migrations/sqlite/*.sql`) and `store/memory.rs`;
 //! - an upstream kind: `proxy/route.rs` (where an upstream becomes a peer)

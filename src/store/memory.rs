@@ -1,7 +1,10 @@
 //! The in-memory backend: the same behaviour as SQLite, nothing durable.
 //! For tests and throwaway runs.
 
-use super::{ClientRecord, RefreshRecord, Store, StoreError, StoredKey};
+use super::{
+    ClientRecord, ClientStore, ConsentStore, GrantStore, KeyStore, RefreshRecord, StoreError,
+    StoredKey,
+};
 use async_trait::async_trait;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -30,7 +33,7 @@ impl MemoryStore {
 }
 
 #[async_trait]
-impl Store for MemoryStore {
+impl KeyStore for MemoryStore {
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         let mut keys = self.inner().keys.clone();
         keys.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
@@ -46,7 +49,10 @@ impl Store for MemoryStore {
         self.inner().keys.retain(|k| k.kid != kid);
         Ok(())
     }
+}
 
+#[async_trait]
+impl ClientStore for MemoryStore {
     async fn put_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
         let mut inner = self.inner();
         if inner.clients.contains_key(&client.client_id) {
@@ -61,7 +67,10 @@ impl Store for MemoryStore {
     async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
         Ok(self.inner().clients.get(client_id).cloned())
     }
+}
 
+#[async_trait]
+impl GrantStore for MemoryStore {
     async fn refresh_token(&self, hash: &[u8]) -> Result<Option<RefreshRecord>, StoreError> {
         let inner = self.inner();
         Ok(inner
@@ -146,6 +155,26 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    async fn purge_expired(&self, now: u64) -> Result<u64, StoreError> {
+        let mut inner = self.inner();
+        let before = inner.refresh.len()
+            + inner.revoked_families.len()
+            + inner.family_tokens.len()
+            + inner.revoked_tokens.len();
+        inner.refresh.retain(|_, r| r.expires_at > now);
+        inner.revoked_families.retain(|_, exp| *exp > now);
+        inner.family_tokens.retain(|_, (_, exp)| *exp > now);
+        inner.revoked_tokens.retain(|_, exp| *exp > now);
+        let after = inner.refresh.len()
+            + inner.revoked_families.len()
+            + inner.family_tokens.len()
+            + inner.revoked_tokens.len();
+        Ok((before - after) as u64)
+    }
+}
+
+#[async_trait]
+impl ConsentStore for MemoryStore {
     async fn has_consent(
         &self,
         subject: &str,
@@ -166,22 +195,5 @@ impl Store for MemoryStore {
             .consents
             .insert((subject.to_owned(), client_id.to_owned(), scope.to_owned()));
         Ok(())
-    }
-
-    async fn purge_expired(&self, now: u64) -> Result<u64, StoreError> {
-        let mut inner = self.inner();
-        let before = inner.refresh.len()
-            + inner.revoked_families.len()
-            + inner.family_tokens.len()
-            + inner.revoked_tokens.len();
-        inner.refresh.retain(|_, r| r.expires_at > now);
-        inner.revoked_families.retain(|_, exp| *exp > now);
-        inner.family_tokens.retain(|_, (_, exp)| *exp > now);
-        inner.revoked_tokens.retain(|_, exp| *exp > now);
-        let after = inner.refresh.len()
-            + inner.revoked_families.len()
-            + inner.family_tokens.len()
-            + inner.revoked_tokens.len();
-        Ok((before - after) as u64)
     }
 }

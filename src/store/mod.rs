@@ -1,11 +1,13 @@
-//! Durable state of the built-in authorization server behind one [`Store`]
-//! trait: signing keys, registered clients, refresh-token families,
-//! remembered consents and revoked access tokens.
+//! Durable state of the built-in authorization server, one interface per
+//! concept: signing keys ([`KeyStore`]), registered clients
+//! ([`ClientStore`]), refresh-token families and revoked access tokens
+//! ([`GrantStore`]), remembered consents ([`ConsentStore`]). A backend
+//! implements all four, which makes it a [`Store`].
 //!
 //! SQLite is the default backend (one file in the data directory); the
 //! memory backend behaves the same and keeps nothing (tests; the shared
-//! behaviour tests below run against both). Nothing outside this module sees SQL, and the
-//! trait uses only plain values, so a Postgres backend can be added without
+//! behaviour tests below run against both). Nothing outside this module
+//! sees SQL, and the traits use only plain values, so a Postgres backend can be added without
 //! touching callers. Secrets never reach the store in clear: client secrets
 //! and refresh tokens are stored as SHA-256 hashes (they are 256-bit random
 //! values, so a fast hash is enough).
@@ -84,25 +86,42 @@ pub struct RefreshRecord {
     pub rotated: bool,
 }
 
-/// The authorization server's storage.
+/// The authorization server's storage: one interface per concept, each
+/// used by the authorization-server module named on it. A backend
+/// implements all four; [`open`] picks it.
+pub trait Store: KeyStore + ClientStore + GrantStore + ConsentStore {}
+
+impl<T: KeyStore + ClientStore + GrantStore + ConsentStore> Store for T {}
+
+/// The signing keys (`keys`).
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait KeyStore: Send + Sync {
     /// Every signing key, oldest first.
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
     /// Adds a signing key.
     async fn add_signing_key(&self, key: &StoredKey) -> Result<(), StoreError>;
     /// Removes a retired signing key.
     async fn remove_signing_key(&self, kid: &str) -> Result<(), StoreError>;
+}
+
+/// Registered clients (`registration`, `clients`).
+#[async_trait]
+pub trait ClientStore: Send + Sync {
     /// Registers a client.
     async fn put_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
     /// A registered client.
     async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError>;
+}
+
+/// What grants issued: refresh-token families and revoked access tokens (`token`, `revocation`).
+#[async_trait]
+pub trait GrantStore: Send + Sync {
     /// The refresh token with this hash, if its family is not revoked.
     async fn refresh_token(&self, hash: &[u8]) -> Result<Option<RefreshRecord>, StoreError>;
     /// Marks a refresh token used; `false` if it already was (reuse).
     async fn rotate_refresh_token(&self, hash: &[u8]) -> Result<bool, StoreError>;
     /// Records what one grant issued, atomically with respect to
-    /// [`Store::revoke_family`]: the access token's id (so that revoking the
+    /// [`GrantStore::revoke_family`]: the access token's id (so that revoking the
     /// family revokes it) and, when there is one, the new refresh token.
     /// Returns `false` and records nothing when the family is revoked
     /// already (a concurrent code or refresh-token reuse): the caller must
@@ -122,6 +141,13 @@ pub trait Store: Send + Sync {
     async fn revoke_access_token(&self, jti: &str, expires_at: u64) -> Result<(), StoreError>;
     /// Every revoked access token still unexpired.
     async fn revoked_access_tokens(&self, now: u64) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Deletes expired refresh tokens and revocations; returns rows removed.
+    async fn purge_expired(&self, now: u64) -> Result<u64, StoreError>;
+}
+
+/// Consents users remembered (`consent`).
+#[async_trait]
+pub trait ConsentStore: Send + Sync {
     /// Whether `subject` has consented to `scope` for `client_id`.
     async fn has_consent(
         &self,
@@ -136,8 +162,6 @@ pub trait Store: Send + Sync {
         client_id: &str,
         scope: &str,
     ) -> Result<(), StoreError>;
-    /// Deletes expired refresh tokens and revocations; returns rows removed.
-    async fn purge_expired(&self, now: u64) -> Result<u64, StoreError>;
 }
 
 #[cfg(test)]

@@ -11,7 +11,10 @@
 //! covers another process (the `keys` command) holding the lock. Reads use
 //! their own connections and, in WAL mode, never wait for the writer.
 
-use super::{ClientRecord, RefreshRecord, Store, StoreError, StoredKey};
+use super::{
+    ClientRecord, ClientStore, ConsentStore, GrantStore, KeyStore, RefreshRecord, StoreError,
+    StoredKey,
+};
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Row, SqlitePool};
@@ -116,7 +119,7 @@ fn refresh_from(row: &sqlx::sqlite::SqliteRow) -> RefreshRecord {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl KeyStore for SqliteStore {
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         let rows = sqlx::query(
             "SELECT kid, alg, pkcs8, created_at FROM signing_keys ORDER BY created_at, kid",
@@ -152,7 +155,10 @@ impl Store for SqliteStore {
             .await?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl ClientStore for SqliteStore {
     async fn put_client(&self, c: &ClientRecord) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO clients (client_id, secret_hash, metadata, created_at) VALUES (?, ?, ?, ?)")
             .bind(&c.client_id)
@@ -178,7 +184,10 @@ impl Store for SqliteStore {
             created_at: r.get::<i64, _>("created_at") as u64,
         }))
     }
+}
 
+#[async_trait]
+impl GrantStore for SqliteStore {
     async fn refresh_token(&self, hash: &[u8]) -> Result<Option<RefreshRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT * FROM refresh_tokens WHERE token_hash = ? AND family_id NOT IN (SELECT family_id FROM revoked_families)",
@@ -295,6 +304,27 @@ impl Store for SqliteStore {
             .collect())
     }
 
+    async fn purge_expired(&self, now: u64) -> Result<u64, StoreError> {
+        let now = now as i64;
+        let mut removed = 0;
+        for sql in [
+            "DELETE FROM refresh_tokens WHERE expires_at <= ?",
+            "DELETE FROM revoked_families WHERE expires_at <= ?",
+            "DELETE FROM family_access_tokens WHERE expires_at <= ?",
+            "DELETE FROM revoked_access_tokens WHERE expires_at <= ?",
+        ] {
+            removed += sqlx::query(sql)
+                .bind(now)
+                .execute(&self.write)
+                .await?
+                .rows_affected();
+        }
+        Ok(removed)
+    }
+}
+
+#[async_trait]
+impl ConsentStore for SqliteStore {
     async fn has_consent(
         &self,
         subject: &str,
@@ -324,23 +354,5 @@ impl Store for SqliteStore {
             .execute(&self.write)
             .await?;
         Ok(())
-    }
-
-    async fn purge_expired(&self, now: u64) -> Result<u64, StoreError> {
-        let now = now as i64;
-        let mut removed = 0;
-        for sql in [
-            "DELETE FROM refresh_tokens WHERE expires_at <= ?",
-            "DELETE FROM revoked_families WHERE expires_at <= ?",
-            "DELETE FROM family_access_tokens WHERE expires_at <= ?",
-            "DELETE FROM revoked_access_tokens WHERE expires_at <= ?",
-        ] {
-            removed += sqlx::query(sql)
-                .bind(now)
-                .execute(&self.write)
-                .await?
-                .rows_affected();
-        }
-        Ok(removed)
     }
 }
