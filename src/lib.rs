@@ -43,9 +43,9 @@
 //! - a grant type: a variant of `GrantType` in `authserver/grant.rs`, its
 //!   handler in `authserver/token.rs`, its registration rules in
 //!   `authserver/registration.rs`;
-//! - a store backend: `store/mod.rs` (the traits `KeyStore`, `ClientStore`, `GrantStore`,
-//!   `ConsentStore`, and `store::open`
-//!   which picks the backend), beside `store/sqlite.rs` (its schema in
+//! - a store backend: `store/mod.rs` (the traits `KeyStore`,
+//!   `ClientStore`, `GrantStore`, `ConsentStore`, and `store::open`, which
+//!   picks the backend), beside `store/sqlite.rs` (its schema in
 //!   `store/migrations/sqlite/*.sql`) and `store/memory.rs`;
 //! - an upstream kind: `proxy/route.rs` (where an upstream becomes a peer)
 //!   and `proxy/forward.rs` (how a checked POST reaches it);
