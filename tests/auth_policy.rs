@@ -201,17 +201,27 @@ async fn tools_list_shows_only_callable_tools() {
     assert_eq!(tool_names(&messages), vec!["countdown", "echo", "get_time"]);
 }
 
+/// POSTs `body` to `url` with the bearer `token`.
+async fn post_with(
+    c: &reqwest::Client,
+    url: &str,
+    body: &'static str,
+    token: &str,
+) -> reqwest::Response {
+    mcp_post(c, url, body)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn tools_list_json_response_is_filtered_and_reframed() {
     let s = Setup::start().await;
     let token = s.token_for("/raw", "alice", "mcp");
     let c = client();
     let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
-    let resp = mcp_post(&c, &s.gw.url("/raw/tools-json"), list)
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_with(&c, &s.gw.url("/raw/tools-json"), list, &token).await;
     assert_eq!(resp.headers()["content-type"], "application/json");
     let length: usize = resp.headers()["content-length"]
         .to_str()
@@ -277,11 +287,7 @@ async fn tools_list_answer_that_cannot_be_filtered_is_refused() {
     let token = s.token_for("/raw", "alice", "mcp");
     let c = client();
     let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
-    let resp = mcp_post(&c, &s.gw.url("/raw/tools-gzip"), list)
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_with(&c, &s.gw.url("/raw/tools-gzip"), list, &token).await;
     assert_eq!(resp.status(), 502);
     let body = resp.text().await.unwrap();
     assert!(!body.contains("secret_admin"), "{body}");
