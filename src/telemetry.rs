@@ -41,7 +41,13 @@ pub fn request_id(header: Option<&http::HeaderValue>) -> String {
             let mut bytes = [0u8; 12];
             // On failure the id is all zeros: still a valid, if useless, id.
             let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes);
-            bytes.iter().map(|b| format!("{b:02x}")).collect()
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let mut id = String::with_capacity(2 * bytes.len());
+            for b in bytes {
+                id.push(char::from(HEX[usize::from(b >> 4)]));
+                id.push(char::from(HEX[usize::from(b & 0xf)]));
+            }
+            id
         }
     }
 }

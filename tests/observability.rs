@@ -68,6 +68,12 @@ upstreams:
         .unwrap()
         .to_owned();
     assert_eq!(generated.len(), 24);
+    assert!(
+        generated
+            .bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+        "lower-case hex: {generated}"
+    );
     let body: Value = missing.json().await.unwrap();
     assert_eq!(
         body["request_id"],
