@@ -315,14 +315,11 @@ impl ProxyHttp for Gateway {
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route chosen"))?;
         let sent = ctx.upstream_started.unwrap_or(ctx.started);
         let filter = Self::get_stream_filter(ctx);
-        let begun =
-            response::begin(upstream_response, &route, &ctx.request_id, sent).and_then(|stream| {
-                Ok((
-                    stream,
-                    response::get_stream(upstream_response, &route, filter)?,
-                ))
-            });
-        (ctx._stream, ctx.relay) = begun.map_err(|e| ctx.fail_with(e))?;
+        let open_stream = response::begin(upstream_response, &route, &ctx.request_id, sent)
+            .map_err(|e| ctx.fail_with(e))?;
+        ctx.relay = response::get_stream(upstream_response, &route, filter)
+            .map_err(|e| ctx.fail_with(e))?;
+        ctx._stream = open_stream;
         let req = session.req_header();
         if let (Some(access), Some(route), true, true) = (
             &self.access,
