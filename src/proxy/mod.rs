@@ -16,6 +16,7 @@ mod access;
 mod as_bridge;
 mod body;
 mod connections;
+mod cors;
 mod error;
 mod forward;
 mod headers;
@@ -43,6 +44,7 @@ use bytes::Bytes;
 use http::Method;
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
@@ -213,6 +215,13 @@ impl ProxyHttp for Gateway {
             started: Instant::now(),
             _in_flight: self.in_flight.enter(),
         }
+    }
+
+    /// Gives every request the CORS rule (`cors`), applied to each response
+    /// head the session writes. Pingora's default, a disabled compression
+    /// module, is left out: the gateway never compresses.
+    fn init_downstream_modules(&self, modules: &mut HttpModules) {
+        modules.add_module(Box::new(cors::CorsModuleBuilder));
     }
 
     /// Runs before anything reads the request: lets an HTTP/1.1 client

@@ -5,6 +5,7 @@
 //! accounted once (metrics, audit, log) in [`RequestCtx::account_refusal`].
 
 use super::access::Access;
+use super::cors::{self, Exposure, Sharing};
 use super::response::unavailable;
 use super::route::Route;
 use super::{
@@ -25,6 +26,13 @@ use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use std::sync::Arc;
 
+/// Whether `path` is a PRM document's: the well-known path, alone or with
+/// a resource path inserted after it.
+fn is_metadata_path(path: &str) -> bool {
+    path.strip_prefix(WELL_KNOWN)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// The authentication step's result: the checker and whom the token speaks
 /// for (`None` when auth is disabled).
 type Caller<'a> = Option<(&'a Access, &'a Principal)>;
@@ -37,6 +45,14 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<Admission, GatewayError> {
         ctx.request_id = telemetry::request_id(session.req_header().headers.get("x-request-id"));
+        if let Some(exposure) = self.exposure(session.req_header().uri.path()) {
+            if cors::share(session, exposure, &self.allowed_origins)? == Sharing::Preflight {
+                if let Err(e) = cors::answer_preflight(session, &ctx.request_id).await {
+                    tracing::debug!(error = %e, "could not answer a preflight");
+                }
+                return Ok(Admission::Done);
+            }
+        }
         headers::check_head_size(session.req_header(), self.limits.max_header_bytes)?;
         if let Some(done) = self.serve_locally(session, ctx).await? {
             return Ok(done);
@@ -60,6 +76,19 @@ impl Gateway {
         }
     }
 
+    /// How `path` is open to scripts on other origins (see `cors`): the
+    /// PRM documents, the authorization server's documents and endpoints a
+    /// web client calls, and the MCP paths.
+    fn exposure(&self, path: &str) -> Option<Exposure> {
+        if is_metadata_path(path) {
+            return Some(Exposure::Document);
+        }
+        self.authserver
+            .as_ref()
+            .and_then(|_| Exposure::of_authserver_path(path))
+            .or_else(|| self.routes.find(path).map(|_| Exposure::Mcp))
+    }
+
     /// PRM documents and the authorization server's paths are answered
     /// here; `None` for everything else.
     async fn serve_locally(
@@ -68,7 +97,7 @@ impl Gateway {
         ctx: &RequestCtx,
     ) -> Result<Option<Admission>, GatewayError> {
         let path = session.req_header().uri.path();
-        if path == WELL_KNOWN || path.starts_with(&format!("{WELL_KNOWN}/")) {
+        if is_metadata_path(path) {
             return self
                 .serve_metadata(session, &ctx.request_id)
                 .await
@@ -105,7 +134,6 @@ impl Gateway {
             .ok_or(GatewayError::NotFound)?;
         let headers = [
             ("cache-control", "public, max-age=300".to_owned()),
-            ("access-control-allow-origin", "*".to_owned()),
             ("x-request-id", request_id.to_owned()),
         ];
         let unread = !session.is_body_empty();

@@ -29,20 +29,28 @@ pub fn no_redirects() -> reqwest::Client {
         .unwrap()
 }
 
+/// The test gateway's configuration: `extra` goes into the
+/// `authorization_server` section (access tokens live 2 s unless it sets
+/// `access_token_ttl`), `top_level` after everything else.
 pub fn config(
     port: u16,
     upstream: std::net::SocketAddr,
     data_dir: &std::path::Path,
     extra: &str,
+    top_level: &str,
 ) -> String {
     let hash = hash_password(PASSWORD).unwrap();
+    let ttl = if extra.contains("access_token_ttl:") {
+        ""
+    } else {
+        "  access_token_ttl: 2s\n"
+    };
     format!(
         "public_url: http://127.0.0.1:{port}
 listen: 127.0.0.1:{port}
 authorization_server:
   data_dir: {dir}
-  access_token_ttl: 2s
-{extra}  users:
+{ttl}{extra}  users:
     - {{ username: alice, password_hash: '{hash}', scopes: [mcp, math, time] }}
     - {{ username: bob, password_hash: '{hash}', scopes: [mcp] }}
 upstreams:
@@ -53,7 +61,7 @@ upstreams:
     policy:
       base_scopes: [mcp]
       tools: {{ add: [math], 'get_*': [time], echo: [], countdown: [] }}
-",
+{top_level}",
         dir = data_dir.display()
     )
 }
@@ -64,10 +72,16 @@ impl Setup {
     }
 
     pub async fn start_with(extra: &str) -> Self {
+        Self::start_with_top_level(extra, "").await
+    }
+
+    /// Starts with `extra` in the `authorization_server` section and
+    /// `top_level` at the top level of the configuration.
+    pub async fn start_with_top_level(extra: &str, top_level: &str) -> Self {
         let upstream = Upstream::start().await;
         let port = free_port();
         let data_dir = std::env::temp_dir().join(format!("mcpgw-as-{}-{port}", std::process::id()));
-        let yaml = config(port, upstream.addr, &data_dir, extra);
+        let yaml = config(port, upstream.addr, &data_dir, extra, top_level);
         let gw = Gateway::start_yaml(&yaml).await;
         Self {
             upstream,

@@ -48,6 +48,7 @@ impl Upstream {
             .route("/tools-sse", get(tools_sse))
             .route("/tools-gzip", any(tools_gzip))
             .route("/paced/{pace}", any(paced))
+            .route("/own-cors", any(own_cors))
             .layer(middleware::from_fn_with_state(seen.clone(), record));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -204,6 +205,18 @@ async fn paced(axum::extract::Path(pace): axum::extract::Path<String>, body: Byt
     Response::builder()
         .header("content-type", "application/json")
         .body(Body::from(result))
+        .unwrap()
+}
+
+/// A JSON-RPC answer carrying the upstream's own, wide-open CORS fields.
+async fn own_cors() -> Response {
+    Response::builder()
+        .header("content-type", "application/json")
+        .header("access-control-allow-origin", "*")
+        .header("access-control-allow-credentials", "true")
+        .header("access-control-expose-headers", "x-upstream-secret")
+        .header("access-control-allow-methods", "PUT")
+        .body(Body::from(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#))
         .unwrap()
 }
 
