@@ -28,7 +28,7 @@ use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A validated gateway configuration.
@@ -133,6 +133,64 @@ pub struct Upstream {
     pub resource_name: String,
     /// Scopes each request needs.
     pub policy: Arc<ScopePolicy>,
+    /// TLS settings, for an `https://` upstream.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS to an `https://` upstream: certificate and host name verified
+/// against the system's roots or the upstream's own CA bundle.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// Sent as SNI and verified against the certificate: the URL's host
+    /// unless `server_name` is set.
+    pub server_name: String,
+    /// CA certificates (PEM) trusted for this upstream instead of the
+    /// system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Certificate chain and key (PEM) presented to the upstream (mTLS).
+    pub client_cert: Option<ClientCertFiles>,
+    /// Offer HTTP/2 by ALPN (HTTP/1.1 always).
+    pub http2: bool,
+    /// Verify the certificate and its name; off only by
+    /// `insecure_skip_verify`.
+    pub verify: bool,
+}
+
+impl UpstreamTls {
+    /// One line for `check-config`: what is verified against what.
+    pub fn describe(&self) -> String {
+        let trust = match (&self.ca_file, self.verify) {
+            (_, false) => "NOT VERIFIED (insecure_skip_verify)".to_owned(),
+            (Some(ca), true) => format!(
+                "certificate for `{}` verified against {}",
+                self.server_name,
+                ca.display()
+            ),
+            (None, true) => format!(
+                "certificate for `{}` verified against the system's roots",
+                self.server_name
+            ),
+        };
+        let client = match &self.client_cert {
+            Some(c) => format!("; client certificate {}", c.cert_file.display()),
+            None => String::new(),
+        };
+        let alpn = if self.http2 {
+            "h2, http/1.1"
+        } else {
+            "http/1.1"
+        };
+        format!("{trust}{client}; ALPN {alpn}")
+    }
+}
+
+/// A client certificate chain and its private key, both PEM files.
+#[derive(Debug, Clone)]
+pub struct ClientCertFiles {
+    /// Leaf first, then intermediates.
+    pub cert_file: PathBuf,
+    /// PKCS#8, PKCS#1 or SEC1.
+    pub key_file: PathBuf,
 }
 
 /// The parsed upstream `url`.
@@ -148,6 +206,8 @@ pub struct UpstreamTarget {
     pub authority: String,
     /// Path of the upstream endpoint, without a trailing slash (may be empty).
     pub path: String,
+    /// `https://`: reached over TLS (see [`UpstreamTls`]).
+    pub tls: bool,
 }
 
 /// Per-upstream timeouts.
@@ -237,7 +297,37 @@ impl Config {
         })?;
         let mut config = Self::from_yaml(&text)?;
         config.resolve_relative_paths(path);
+        config.check_files()?;
         Ok(config)
+    }
+
+    /// Reads the files the configuration names (TLS certificates and
+    /// keys), so a bad one is reported with its YAML path before anything
+    /// starts.
+    fn check_files(&self) -> Result<(), ConfigErrors> {
+        let errors: Vec<ConfigError> = self
+            .upstreams
+            .iter()
+            .enumerate()
+            .filter_map(|(i, u)| Some((i, u.tls.as_ref()?)))
+            .filter_map(|(i, tls)| {
+                crate::tls::UpstreamTlsMaterial::load(tls)
+                    .err()
+                    .map(|e| (i, e))
+            })
+            .map(|(i, e)| {
+                ConfigError::new(
+                    &format!("upstreams[{i}].tls.{}", e.field),
+                    e.problem,
+                    "give a readable PEM file (certificates, or a PKCS#8, PKCS#1 or SEC1 key)",
+                )
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
     }
 
     /// Relative paths in a configuration file mean relative to that file,
@@ -246,9 +336,22 @@ impl Config {
         let base = std::path::absolute(file)
             .ok()
             .and_then(|f| f.parent().map(Path::to_path_buf));
-        if let (Some(base), Some(a)) = (base, self.authorization_server.as_mut()) {
-            if a.data_dir.is_relative() {
-                a.data_dir = base.join(&a.data_dir);
+        let Some(base) = base else { return };
+        let resolve = |path: &mut PathBuf| {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        };
+        if let Some(a) = self.authorization_server.as_mut() {
+            resolve(&mut a.data_dir);
+        }
+        for tls in self.upstreams.iter_mut().filter_map(|u| u.tls.as_mut()) {
+            if let Some(ca_file) = tls.ca_file.as_mut() {
+                resolve(ca_file);
+            }
+            if let Some(c) = tls.client_cert.as_mut() {
+                resolve(&mut c.cert_file);
+                resolve(&mut c.key_file);
             }
         }
     }
@@ -304,6 +407,9 @@ impl Config {
                 t.idle.map_or("none".to_owned(), |d| format!("{d:?}")),
                 u.headers.len()
             ));
+            if let Some(tls) = &u.tls {
+                out.push_str(&format!("  {:<12} tls: {}\n", "", tls.describe()));
+            }
             let p = &u.policy;
             out.push_str(&format!(
                 "  {:<12} scopes: {}; base: {}; unlisted tools: {:?}; tools/list filtered: {}\n",

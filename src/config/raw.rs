@@ -216,6 +216,21 @@ pub(crate) struct RawUpstream {
     pub scopes: Option<Vec<String>>,
     #[serde(default)]
     pub policy: RawPolicy,
+    pub tls: Option<RawUpstreamTls>,
+}
+
+/// TLS to an `https://` upstream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstreamTls {
+    pub ca_file: Option<String>,
+    pub client_cert_file: Option<String>,
+    pub client_key_file: Option<String>,
+    pub server_name: Option<String>,
+    #[serde(default = "default_true")]
+    pub http2: bool,
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
 }
 
 /// Which scopes each request to an upstream needs.

@@ -84,7 +84,7 @@ listen: nowhere
 upstreams:
   - name: Bad Name
     path: demo
-    url: https://example.com/mcp
+    url: ws://example.com/mcp
   - name: two
     path: /b/
     url: http://127.0.0.1:1/mcp
@@ -337,4 +337,88 @@ upstreams:
     );
     assert_eq!(errs[0].hint, "did you mean `listen`?");
     assert_eq!(errs[1].hint, "did you mean `timeouts`?");
+}
+
+/// An upstream at `url` with `tls` (YAML mapping text, or nothing).
+fn upstream_at(url: &str, tls: &str) -> String {
+    format!(
+        "public_url: https://mcp.example.com/
+auth: {{ disabled: true }}
+upstreams:
+  - name: remote
+    path: /remote/mcp
+    url: {url}
+{tls}"
+    )
+}
+
+#[test]
+fn an_https_upstream_is_verified_against_its_host_by_default() {
+    let c = Config::from_yaml(&upstream_at("https://mcp.example.org/mcp", "")).unwrap();
+    let up = &c.upstreams[0];
+    assert_eq!(up.target.port, 443);
+    assert_eq!(up.target.authority, "mcp.example.org");
+    let tls = up.tls.as_ref().expect("https means TLS");
+    assert_eq!(tls.server_name, "mcp.example.org");
+    assert!(tls.verify && tls.http2);
+    assert!(tls.ca_file.is_none() && tls.client_cert.is_none());
+    let plain = Config::from_yaml(MINIMAL).unwrap();
+    assert!(plain.upstreams[0].tls.is_none());
+}
+
+#[test]
+fn tls_settings_are_refused_where_they_cannot_apply() {
+    let on_http = upstream_at(
+        "http://127.0.0.1:3001/mcp",
+        "    tls: { server_name: x.example }\n",
+    );
+    assert_eq!(paths_of(&on_http), vec!["upstreams[0].tls"]);
+    let half_cert = upstream_at(
+        "https://mcp.example.org/mcp",
+        "    tls: { client_cert_file: /etc/c.pem }\n",
+    );
+    assert_eq!(paths_of(&half_cert), vec!["upstreams[0].tls"]);
+    let bad_name = upstream_at(
+        "https://10.0.0.5/mcp",
+        "    tls: { server_name: 'not a name' }\n",
+    );
+    assert_eq!(paths_of(&bad_name), vec!["upstreams[0].tls.server_name"]);
+    let other_scheme = upstream_at("ftp://mcp.example.org/mcp", "");
+    assert_eq!(paths_of(&other_scheme), vec!["upstreams[0].url"]);
+}
+
+#[test]
+fn skipping_verification_is_a_warning() {
+    let c = Config::from_yaml(&upstream_at(
+        "https://10.0.0.5/mcp",
+        "    tls: { insecure_skip_verify: true }\n",
+    ))
+    .unwrap();
+    assert!(!c.upstreams[0].tls.as_ref().unwrap().verify);
+    assert_eq!(c.warnings[0].path, "upstreams[0].tls.insecure_skip_verify");
+}
+
+#[test]
+fn unreadable_tls_files_are_errors_naming_their_setting() {
+    let dir = std::env::temp_dir().join(format!("mcpgw-tls-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("not-a-cert.pem"), "hello").unwrap();
+    let file = dir.join("gateway.yaml");
+    std::fs::write(
+        &file,
+        upstream_at(
+            "https://mcp.example.org/mcp",
+            "    tls: { ca_file: not-a-cert.pem, client_cert_file: missing.pem, client_key_file: missing.key }\n",
+        ),
+    )
+    .unwrap();
+    let errors = Config::load(&file).expect_err("bad files").0;
+    let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, vec!["upstreams[0].tls.ca_file"], "{errors:?}");
+    assert!(
+        errors[0].message.contains("not-a-cert.pem"),
+        "relative to the config file, named: {}",
+        errors[0].message
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -3,7 +3,8 @@
 
 use super::raw::{RawConfig, RawUpstream};
 use super::{
-    Config, ConfigError, ConfigErrors, Limits, PublicUrl, Timeouts, Upstream, UpstreamTarget,
+    ClientCertFiles, Config, ConfigError, ConfigErrors, Limits, PublicUrl, Timeouts, Upstream,
+    UpstreamTarget, UpstreamTls,
 };
 use http::{HeaderName, HeaderValue};
 use std::collections::HashSet;
@@ -225,6 +226,13 @@ fn validate_upstreams(
                 "enable `auth` to enforce scopes",
             ));
         }
+        if up.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
+            warnings.push(ConfigError::new(
+                &format!("{at}.tls.insecure_skip_verify"),
+                "the upstream's certificate and name are not verified".to_owned(),
+                "anyone on the network path can impersonate it; trust its CA with `ca_file` instead",
+            ));
+        }
         match validate_upstream(up, &at, base, policy) {
             Ok(u) => upstreams.push(u),
             Err(mut e) => errors.append(&mut e),
@@ -303,6 +311,9 @@ fn validate_upstream(
         .ok();
     let headers = validate_headers(up, at, &mut errors);
     let timeouts = validate_timeouts(up, at, &mut errors);
+    let tls = target
+        .as_ref()
+        .and_then(|t| validate_tls(up, t, at, &mut errors));
     match target {
         Some(target) if errors.is_empty() => Ok(Upstream {
             name: up.name.clone(),
@@ -314,9 +325,64 @@ fn validate_upstream(
             extra_audiences: up.audiences.clone(),
             resource_name: up.resource_name.clone().unwrap_or_else(|| up.name.clone()),
             policy: std::sync::Arc::new(policy),
+            tls,
         }),
         _ => Err(errors),
     }
+}
+
+/// The TLS settings of an `https://` upstream (`None` for `http://`, where
+/// a `tls` section is an error).
+fn validate_tls(
+    up: &RawUpstream,
+    target: &UpstreamTarget,
+    at: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<UpstreamTls> {
+    if !target.tls {
+        if up.tls.is_some() {
+            errors.push(ConfigError::new(
+                &format!("{at}.tls"),
+                "TLS settings for an `http://` upstream".to_owned(),
+                "use an `https://` url, or remove `tls`",
+            ));
+        }
+        return None;
+    }
+    let raw = up.tls.as_ref();
+    let client_cert = match raw.map(|t| (&t.client_cert_file, &t.client_key_file)) {
+        Some((Some(cert), Some(key))) => Some(ClientCertFiles {
+            cert_file: cert.into(),
+            key_file: key.into(),
+        }),
+        Some((Some(_), None) | (None, Some(_))) => {
+            errors.push(ConfigError::new(
+                &format!("{at}.tls"),
+                "a client certificate needs both `client_cert_file` and `client_key_file`"
+                    .to_owned(),
+                "set both, or neither",
+            ));
+            None
+        }
+        _ => None,
+    };
+    let server_name = raw
+        .and_then(|t| t.server_name.clone())
+        .unwrap_or_else(|| target.host.clone());
+    if pingora::tls::ServerName::try_from(server_name.as_str()).is_err() {
+        errors.push(ConfigError::new(
+            &format!("{at}.tls.server_name"),
+            format!("`{server_name}` is not a DNS name or IP address"),
+            "write the name the upstream's certificate is issued for",
+        ));
+    }
+    Some(UpstreamTls {
+        server_name,
+        ca_file: raw.and_then(|t| t.ca_file.as_ref()).map(Into::into),
+        client_cert,
+        http2: raw.is_none_or(|t| t.http2),
+        verify: raw.is_none_or(|t| !t.insecure_skip_verify),
+    })
 }
 
 /// Extra audiences must not be blank.
@@ -434,10 +500,11 @@ fn check_public_path(path: &str) -> Result<(), String> {
 
 fn parse_target(text: &str) -> Result<UpstreamTarget, String> {
     let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL ({e})"))?;
-    match url.scheme() {
-        "http" => {}
-        "https" => return Err(format!("`{text}`: TLS to upstreams is not supported yet; use http:// (e.g. a sidecar on loopback)")),
-        other => return Err(format!("`{text}` uses `{other}`; only http is supported")),
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "`{text}` uses `{}`; only http and https are supported",
+            url.scheme()
+        ));
     }
     if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
         return Err(format!(
@@ -450,6 +517,7 @@ fn parse_target(text: &str) -> Result<UpstreamTarget, String> {
         None => return Err(format!("`{text}` has no host")),
     };
     let port = url.port_or_known_default().unwrap_or(80);
+    let tls = url.scheme() == "https";
     let authority = match url.port() {
         Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
         None => url.host_str().unwrap_or_default().to_owned(),
@@ -460,6 +528,7 @@ fn parse_target(text: &str) -> Result<UpstreamTarget, String> {
         port,
         authority,
         path: url.path().trim_end_matches('/').to_owned(),
+        tls,
     })
 }
 

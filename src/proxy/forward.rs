@@ -102,6 +102,9 @@ async fn relay_response(
         .response_header()
         .cloned()
         .ok_or_else(|| unavailable(route, "upstream sent no response header"))?;
+    if resp.version == http::Version::HTTP_2 {
+        as_http1_head(&mut resp).map_err(|e| unavailable(route, e))?;
+    }
     let _open_stream = response::begin(&mut resp, route, hooks.request_id, sent)?;
     let body = response::post_body(&mut resp, route, hooks.tools_filter)?;
     if let (Some(bind), Some(id), true) = (
@@ -127,6 +130,18 @@ async fn relay_response(
             Ok(stream_body(session, upstream, idle, relay).await)
         }
     }
+}
+
+/// An HTTP/2 upstream's response head made one the client's HTTP/1.1
+/// session can write, as pingora's own loop does: version 1.1, and a body
+/// without a length (h2 frames it; SSE never has one) sent chunked.
+fn as_http1_head(resp: &mut ResponseHeader) -> pingora::Result<()> {
+    resp.set_version(http::Version::HTTP_11);
+    let has_body = !matches!(resp.status.as_u16(), 100..=199 | 204 | 304);
+    if has_body && resp.headers.get(http::header::CONTENT_LENGTH).is_none() {
+        resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    }
+    Ok(())
 }
 
 /// Connects (or reuses a pooled connection), writes the request and waits for

@@ -1,7 +1,10 @@
 //! Which upstream a request path belongs to, and the path it has there.
 
-use crate::config::Upstream;
+use crate::config::{Upstream, UpstreamTls};
+use crate::tls::UpstreamTlsMaterial;
+use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +27,10 @@ impl Route {
             .ok_or_else(|| {
                 std::io::Error::other(format!("`{}` resolves to no address", target.host))
             })?;
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let mut peer = match &upstream.tls {
+            Some(tls) => tls_peer(addr, &upstream.name, tls)?,
+            None => HttpPeer::new(addr, false, String::new()),
+        };
         peer.options.connection_timeout = Some(upstream.timeouts.connect);
         peer.options.total_connection_timeout = Some(upstream.timeouts.connect);
         peer.options.read_timeout = upstream.timeouts.idle;
@@ -56,6 +62,28 @@ impl Route {
         }
         path
     }
+}
+
+/// A peer reached over TLS: SNI and the verified name are `server_name`
+/// (pingora skips verification without SNI, so it is always set), trust is
+/// the upstream's CA bundle or the system's roots, HTTP/2 offered by ALPN
+/// unless turned off.
+fn tls_peer(addr: SocketAddr, name: &str, tls: &UpstreamTls) -> std::io::Result<HttpPeer> {
+    let material = UpstreamTlsMaterial::load(tls)
+        .map_err(|e| std::io::Error::other(format!("tls.{}: {}", e.field, e.problem)))?;
+    let mut peer = HttpPeer::new(addr, true, tls.server_name.clone());
+    peer.options.alpn = if tls.http2 { ALPN::H2H1 } else { ALPN::H1 };
+    peer.options.ca = material.ca;
+    peer.client_cert_key = material.client_cert;
+    if !tls.verify {
+        tracing::warn!(
+            upstream = %name,
+            "TLS VERIFICATION IS OFF for this upstream (insecure_skip_verify): anyone on the network path can impersonate it and read every request, tokens and data included"
+        );
+        peer.options.verify_cert = false;
+        peer.options.verify_hostname = false;
+    }
+    Ok(peer)
 }
 
 /// The routing table: public path prefixes to upstreams.

@@ -12,6 +12,7 @@ pub mod idp;
 pub mod oauth_client;
 pub mod relay;
 pub mod resource_server;
+pub mod tls;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -19,6 +20,7 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use axum::Router;
 use mcp_oauth_gateway::config::Config;
 use mcp_oauth_gateway::{demo, proxy};
 use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
@@ -40,16 +42,7 @@ impl Upstream {
     pub async fn start() -> Self {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let shutdown = CancellationToken::new();
-        let app = demo::router(shutdown.clone())
-            .route("/inspect", any(inspect))
-            .route("/sse-gap", get(sse_gap))
-            .route("/slow", any(slow))
-            .route("/tools-json", any(tools_json))
-            .route("/tools-sse", get(tools_sse))
-            .route("/tools-gzip", any(tools_gzip))
-            .route("/paced/{pace}", any(paced))
-            .route("/own-cors", any(own_cors))
-            .layer(middleware::from_fn_with_state(seen.clone(), record));
+        let app = upstream_app(&seen, &shutdown);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = shutdown.clone();
@@ -82,6 +75,20 @@ impl Drop for Upstream {
     }
 }
 
+/// The upstream's routes (see [`Upstream`]), recording into `seen`.
+pub fn upstream_app(seen: &Arc<Mutex<Vec<String>>>, shutdown: &CancellationToken) -> Router {
+    demo::router(shutdown.clone())
+        .route("/inspect", any(inspect))
+        .route("/sse-gap", get(sse_gap))
+        .route("/slow", any(slow))
+        .route("/tools-json", any(tools_json))
+        .route("/tools-sse", get(tools_sse))
+        .route("/tools-gzip", any(tools_gzip))
+        .route("/paced/{pace}", any(paced))
+        .route("/own-cors", any(own_cors))
+        .layer(middleware::from_fn_with_state(seen.clone(), record))
+}
+
 async fn record(State(seen): State<Arc<Mutex<Vec<String>>>>, req: Request, next: Next) -> Response {
     seen.lock()
         .unwrap()
@@ -89,8 +96,15 @@ async fn record(State(seen): State<Arc<Mutex<Vec<String>>>>, req: Request, next:
     next.run(req).await
 }
 
-/// Echoes what arrived: method, path and query, headers, and the body.
-async fn inspect(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+/// Echoes what arrived: method, path and query, HTTP version, headers, and
+/// the body.
+async fn inspect(
+    method: Method,
+    version: axum::http::Version,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
     let headers: serde_json::Map<String, Value> = headers
         .iter()
         .map(|(k, v)| {
@@ -103,6 +117,7 @@ async fn inspect(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> i
     axum::Json(json!({
         "method": method.as_str(),
         "uri": uri.to_string(),
+        "version": format!("{version:?}"),
         "headers": headers,
         "body": String::from_utf8_lossy(&body),
     }))
