@@ -65,6 +65,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod ratelimit;
 pub mod server;
 pub mod store;
 pub mod telemetry;

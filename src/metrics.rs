@@ -59,6 +59,9 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     /// Clients that left before their response was complete, by upstream.
     pub client_disconnects: IntCounterVec,
+    /// Requests refused by a rate limit, by upstream (`-` outside one) and
+    /// limit (`subject`, `client`, `tool`, `address`).
+    pub rate_limited: IntCounterVec,
     /// Connections and requests the gateway cut off for a limit, by reason
     /// (`address_limit`, `header_timeout`, `body_timeout`).
     pub connections_closed: IntCounterVec,
@@ -124,7 +127,7 @@ impl Metrics {
             .set(1);
         Self {
             requests: counter(&r, "mcpgw_requests_total", "Requests by upstream, JSON-RPC method and HTTP status.", &["upstream", "method", "status"]),
-            tool_calls: counter(&r, "mcpgw_tool_calls_total", "tools/call by upstream, tool (configured name or pattern, else other) and outcome (allowed, denied, upstream_error).", &["upstream", "tool", "outcome"]),
+            tool_calls: counter(&r, "mcpgw_tool_calls_total", "tools/call by upstream, tool (configured name or pattern, else other) and outcome (allowed, denied, rate_limited, upstream_error).", &["upstream", "tool", "outcome"]),
             auth_failures: counter(&r, "mcpgw_auth_failures_total", "Requests refused by upstream and reason.", &["upstream", "reason"]),
             denied_by_client: counter(&r, "mcpgw_denied_requests_by_client_total", "Requests refused after the token was read, by upstream and client (the first 100 client ids seen, then other).", &["upstream", "client"]),
             auth_allowed: counter(&r, "mcpgw_auth_allowed_total", "Requests whose token and scopes were accepted, by upstream.", &["upstream"]),
@@ -137,6 +140,7 @@ impl Metrics {
             open_streams,
             upstream_errors: counter(&r, "mcpgw_upstream_errors_total", "Upstream failures by upstream and kind (unavailable, timeout).", &["upstream", "kind"]),
             client_disconnects: counter(&r, "mcpgw_client_disconnects_total", "Clients that closed the connection before their response was complete, by upstream (never counted as upstream errors).", &["upstream"]),
+            rate_limited: counter(&r, "mcpgw_rate_limited_total", "Requests refused by a rate limit, by upstream (- outside one) and limit (subject, client, tool, address).", &["upstream", "limit"]),
             connections_closed: counter(&r, "mcpgw_connections_closed_total", "Connections and requests cut off for a limit, by reason (address_limit, header_timeout, body_timeout).", &["reason"]),
             authserver_events: counter(&r, "mcpgw_authserver_events_total", "Authorization-server events (registration, authorization_approved, authorization_denied, login_failure, refresh_reuse, code_reuse, revocation).", &["event"]),
             tokens_issued: counter(&r, "mcpgw_tokens_issued_total", "Tokens issued by grant type.", &["grant_type"]),

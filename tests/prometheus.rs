@@ -224,6 +224,16 @@ async fn drive_traffic(gw: &Gateway, idp: &Idp, key: &TestKey) {
         .send()
         .await;
 
+    // Past a rate limit (the second round refuses both).
+    let limited = key.sign(&idp.claims("alice", &gw.url("/limited/mcp"), "mcp"));
+    for _ in 0..2 {
+        mcp_post(&http, &gw.url("/limited/mcp"), INITIALIZE)
+            .bearer_auth(&limited)
+            .send()
+            .await
+            .unwrap();
+    }
+
     // A client that leaves an SSE stream during a quiet gap, and a body
     // that never finishes (cut off after body_timeout: 408).
     let raw = key.sign(&idp.claims("alice", &gw.url("/raw"), "mcp"));
@@ -337,6 +347,7 @@ upstreams:
     policy: {{ base_scopes: [mcp], tools: {{ add: [math], 'get_*': [time] }} }}
   - {{ name: dead, path: /dead/mcp, url: 'http://127.0.0.1:{dead}/mcp', timeouts: {{ connect: 300ms }} }}
   - {{ name: raw, path: /raw, url: 'http://{up}', policy: {{ base_scopes: [mcp], unlisted_tools: base }} }}
+  - {{ name: limited, path: /limited/mcp, url: 'http://{up}/mcp', policy: {{ base_scopes: [mcp] }}, rate_limits: {{ per_subject: {{ rate: 1/h, burst: 1 }} }} }}
 ",
         dir = data_dir.display(),
         iss = idp.issuer,

@@ -10,6 +10,7 @@
 mod auth;
 mod authserver;
 mod env;
+mod rate_limits;
 mod raw;
 mod structure;
 mod validate;
@@ -18,6 +19,7 @@ pub use crate::policy::{UnlistedMethods, UnlistedTools};
 pub(crate) use auth::check_endpoint_url;
 pub use auth::{AuthConfig, IntrospectionEndpoint, JwtIssuer, Secret};
 pub use authserver::{AuthServerConfig, ClientMetadataDocuments, User};
+pub use rate_limits::RateLimits;
 pub use raw::{RegistrationPolicy, SigningAlgorithm};
 pub(crate) use validate::normalise_origin;
 
@@ -81,6 +83,10 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// Open connections per client address (0: no limit).
     pub max_connections_per_address: usize,
+    /// Requests without a valid token per client address (IPv6 by /64):
+    /// the authorization server's endpoints and documents, preflights, and
+    /// MCP requests whose token is missing or refused. `None`: no limit.
+    pub unauthenticated_per_address: Option<crate::ratelimit::Rate>,
 }
 
 /// The canonical external base URL, without a trailing slash.
@@ -135,6 +141,8 @@ pub struct Upstream {
     pub policy: Arc<ScopePolicy>,
     /// TLS settings, for an `https://` upstream.
     pub tls: Option<UpstreamTls>,
+    /// Token-bucket limits on its callers.
+    pub rate_limits: RateLimits,
 }
 
 /// TLS to an `https://` upstream: certificate and host name verified
@@ -419,6 +427,12 @@ impl Config {
                 p.unlisted,
                 p.filter_tools_list
             ));
+            for line in u.rate_limits.describe() {
+                out.push_str(&format!("  {:<12} rate limit {line}\n", ""));
+            }
+        }
+        if let Some(r) = &self.limits.unauthenticated_per_address {
+            out.push_str(&format!("unauthenticated requests per address: {r}\n"));
         }
         for w in &self.warnings {
             out.push_str(&format!("warning: {w}\n"));

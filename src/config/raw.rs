@@ -2,6 +2,7 @@
 //! errors). `validate` turns it into the typed [`super::Config`].
 
 use crate::policy::{UnlistedMethods, UnlistedTools};
+use crate::ratelimit::Rate;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -185,6 +186,7 @@ pub(crate) struct RawLimits {
     pub header_timeout: HumanDuration,
     pub body_timeout: HumanDuration,
     pub max_connections_per_address: usize,
+    pub unauthenticated_per_address: Option<RawRate>,
 }
 
 impl Default for RawLimits {
@@ -195,6 +197,7 @@ impl Default for RawLimits {
             header_timeout: HumanDuration(Duration::from_secs(10)),
             body_timeout: HumanDuration(Duration::from_secs(30)),
             max_connections_per_address: 256,
+            unauthenticated_per_address: None,
         }
     }
 }
@@ -217,6 +220,75 @@ pub(crate) struct RawUpstream {
     #[serde(default)]
     pub policy: RawPolicy,
     pub tls: Option<RawUpstreamTls>,
+    #[serde(default)]
+    pub rate_limits: RawRateLimits,
+}
+
+/// Token-bucket limits on one upstream's authenticated callers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRateLimits {
+    pub per_subject: Option<RawRate>,
+    pub per_client: Option<RawRate>,
+    #[serde(default)]
+    pub per_tool: BTreeMap<String, RawRate>,
+}
+
+/// A rate written as `10/s` (bursts of up to the count) or as
+/// `{ rate: 10/s, burst: 20 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RawRate(pub Rate);
+
+impl<'de> Deserialize<'de> for RawRate {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            rate: String,
+            burst: Option<u32>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Short(String),
+            Full(Full),
+        }
+        let (text, burst) = match Form::deserialize(de).map_err(|_| {
+            serde::de::Error::custom(
+                "a rate is written `10/s` or `{ rate: 10/s, burst: 20 }` (units s, min, h)",
+            )
+        })? {
+            Form::Short(text) => (text, None),
+            Form::Full(Full { rate, burst }) => (rate, burst),
+        };
+        parse_rate(&text, burst)
+            .map(Self)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// `count/unit` with an optional burst (default: the count).
+fn parse_rate(text: &str, burst: Option<u32>) -> Result<Rate, String> {
+    let (count, unit) = text
+        .split_once('/')
+        .ok_or_else(|| format!("`{text}` is not a rate; write e.g. `10/s`, `600/min`, `1000/h`"))?;
+    let count: u32 = count
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| (1..=1_000_000).contains(n))
+        .ok_or_else(|| format!("`{text}`: the count must be a number from 1 to 1000000"))?;
+    let period = match unit.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        other => return Err(format!("`{text}`: unknown unit `{other}`; use s, min or h")),
+    };
+    let burst = burst.unwrap_or(count);
+    if burst == 0 {
+        return Err("burst must be at least 1".to_owned());
+    }
+    Ok(Rate::new(count, period, burst))
 }
 
 /// TLS to an `https://` upstream.
@@ -448,7 +520,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{parse_duration, parse_rate};
+    use crate::ratelimit::Rate;
     use std::time::Duration;
 
     #[test]
@@ -458,6 +531,24 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
         assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+    }
+
+    #[test]
+    fn rates_take_a_count_a_unit_and_an_optional_burst() {
+        let per = |s| Duration::from_secs(s);
+        assert_eq!(parse_rate("10/s", None).unwrap(), Rate::new(10, per(1), 10));
+        assert_eq!(
+            parse_rate("600/min", Some(50)).unwrap(),
+            Rate::new(600, per(60), 50)
+        );
+        assert_eq!(
+            parse_rate(" 5 / h ", None).unwrap(),
+            Rate::new(5, per(3600), 5)
+        );
+        for bad in ["10", "0/s", "-1/s", "10/d", "ten/s", "10/s/s"] {
+            assert!(parse_rate(bad, None).is_err(), "{bad}");
+        }
+        assert!(parse_rate("10/s", Some(0)).is_err());
     }
 
     #[test]

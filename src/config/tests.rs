@@ -1,4 +1,5 @@
 use super::*;
+use crate::ratelimit::Rate;
 
 const MINIMAL: &str = "
 public_url: https://mcp.example.com/
@@ -421,4 +422,87 @@ fn unreadable_tls_files_are_errors_naming_their_setting() {
         errors[0].message
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+const WITH_JWT: &str = "
+public_url: https://mcp.example.com/
+auth: { jwt_issuers: [{ issuer: 'https://idp.example.com' }] }
+upstreams:
+  - name: demo
+    path: /demo/mcp
+    url: http://127.0.0.1:3001/mcp
+";
+
+#[test]
+fn rate_limits_compile_with_tool_rules_in_matching_order() {
+    let yaml = format!(
+        "{WITH_JWT}    rate_limits:
+      per_subject: 10/s
+      per_client: {{ rate: 600/min, burst: 50 }}
+      per_tool: {{ 'get-*': 5/s, get-sum: 1/s, '*': 100/h }}
+limits:
+  unauthenticated_per_address: {{ rate: 20/s, burst: 40 }}
+"
+    );
+    let c = Config::from_yaml(&yaml).unwrap();
+    let limits = &c.upstreams[0].rate_limits;
+    let sec = Duration::from_secs(1);
+    assert_eq!(limits.per_subject, Some(Rate::new(10, sec, 10)));
+    assert_eq!(limits.per_client, Some(Rate::new(600, 60 * sec, 50)));
+    let order: Vec<&str> = limits.per_tool.iter().map(|(g, _)| g.as_str()).collect();
+    assert_eq!(
+        order,
+        ["get-sum", "get-*", "*"],
+        "exact names first, then by specificity"
+    );
+    assert_eq!(
+        c.limits.unauthenticated_per_address,
+        Some(Rate::new(20, sec, 40))
+    );
+    let summary = c.summary();
+    assert!(
+        summary.contains("rate limit per subject: 10/s, burst 10"),
+        "{summary}"
+    );
+    assert!(summary.contains("per address: 20/s, burst 40"), "{summary}");
+}
+
+#[test]
+fn malformed_rates_are_errors_at_their_path() {
+    let yaml = format!(
+        "{WITH_JWT}    rate_limits:
+      per_subject: lots
+      per_client: {{ rate: 10/s, burst: 0 }}
+      per_tool: {{ add: {{ rate: 1/s, brust: 2 }}, '': 1/s }}
+limits: {{ unauthenticated_per_address: 5/fortnight }}
+"
+    );
+    let errs = errors_of(&yaml);
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    for path in [
+        "upstreams[0].rate_limits.per_subject",
+        "upstreams[0].rate_limits.per_client",
+        "upstreams[0].rate_limits.per_tool.add",
+        "limits.unauthenticated_per_address",
+    ] {
+        assert!(paths.contains(&path), "{path} missing from {paths:?}");
+    }
+    let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    assert!(
+        text.iter().any(|e| e.contains("`lots` is not a rate")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter().any(|e| e.contains("unknown unit `fortnight`")),
+        "{text:?}"
+    );
+}
+
+#[test]
+fn rate_limits_without_authentication_are_an_error() {
+    let yaml = format!("{MINIMAL}    rate_limits: {{ per_subject: 10/s }}\n");
+    assert_eq!(paths_of(&yaml), ["upstreams[0].rate_limits"]);
+    // The per-address limit needs no token.
+    let yaml = format!("{MINIMAL}limits: {{ unauthenticated_per_address: 10/s }}\n");
+    Config::from_yaml(&yaml).unwrap();
 }

@@ -180,6 +180,7 @@ fn validate_server_and_limits(raw: &RawConfig, errors: &mut Vec<ConfigError>) ->
         header_timeout: limits.header_timeout.0,
         body_timeout: limits.body_timeout.0,
         max_connections_per_address: limits.max_connections_per_address,
+        unauthenticated_per_address: limits.unauthenticated_per_address.map(|r| r.0),
     }
 }
 
@@ -233,7 +234,9 @@ fn validate_upstreams(
                 "anyone on the network path can impersonate it; trust its CA with `ca_file` instead",
             ));
         }
-        match validate_upstream(up, &at, base, policy) {
+        let rate_limits =
+            super::rate_limits::validate_rate_limits(&up.rate_limits, &at, auth_disabled, errors);
+        match validate_upstream(up, &at, base, policy, rate_limits) {
             Ok(u) => upstreams.push(u),
             Err(mut e) => errors.append(&mut e),
         }
@@ -289,6 +292,7 @@ fn validate_upstream(
     at: &str,
     public_url: &str,
     policy: crate::policy::ScopePolicy,
+    rate_limits: super::RateLimits,
 ) -> Result<Upstream, Vec<ConfigError>> {
     let mut errors = Vec::new();
     check_audiences_not_blank(up, at, &mut errors);
@@ -326,6 +330,7 @@ fn validate_upstream(
             resource_name: up.resource_name.clone().unwrap_or_else(|| up.name.clone()),
             policy: std::sync::Arc::new(policy),
             tls,
+            rate_limits,
         }),
         _ => Err(errors),
     }

@@ -72,6 +72,8 @@ pub mod codes {
     /// Gateway: the request was refused before reaching the upstream
     /// (origin, size, encoding, method).
     pub const REQUEST_REFUSED: i64 = -32003;
+    /// Gateway: a rate limit refused the request (HTTP 429, `Retry-After`).
+    pub const RATE_LIMITED: i64 = -32004;
 }
 
 /// Longest tool or prompt name (and resource URI) the gateway matches

@@ -48,14 +48,25 @@ impl Glob {
         self.tokens.iter().all(|t| matches!(t, Token::Char(_)))
     }
 
-    pub(super) fn literal_count(&self) -> usize {
+    /// The order in which patterns are tried, most specific first: more
+    /// literal characters, then fewer `*`, then the one sorting first. An
+    /// exact name is tried before every glob by its callers.
+    pub fn cmp_specificity(&self, other: &Glob) -> std::cmp::Ordering {
+        (other.literal_count(), self.star_count(), self.as_str()).cmp(&(
+            self.literal_count(),
+            other.star_count(),
+            other.as_str(),
+        ))
+    }
+
+    fn literal_count(&self) -> usize {
         self.tokens
             .iter()
             .filter(|t| matches!(t, Token::Char(_)))
             .count()
     }
 
-    pub(super) fn star_count(&self) -> usize {
+    fn star_count(&self) -> usize {
         self.tokens.iter().filter(|t| **t == Token::Star).count()
     }
 

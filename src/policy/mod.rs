@@ -122,18 +122,7 @@ impl ScopePolicy {
     ) -> Self {
         let (exact, mut globs): (Vec<ToolRule>, Vec<ToolRule>) =
             tools.into_iter().partition(|r| r.pattern.is_exact());
-        globs.sort_by(|a, b| {
-            (
-                b.pattern.literal_count(),
-                a.pattern.star_count(),
-                a.pattern.as_str(),
-            )
-                .cmp(&(
-                    a.pattern.literal_count(),
-                    b.pattern.star_count(),
-                    b.pattern.as_str(),
-                ))
-        });
+        globs.sort_by(|a, b| a.pattern.cmp_specificity(&b.pattern));
         Self {
             base,
             methods,

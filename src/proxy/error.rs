@@ -90,6 +90,17 @@ pub enum GatewayError {
         /// What was wrong.
         detail: String,
     },
+    /// A rate limit has no tokens left for this request.
+    #[error("{detail}")]
+    RateLimited {
+        /// Which limit: `subject`, `client`, `tool` or `address`.
+        limit: &'static str,
+        /// What was exceeded and when to retry.
+        detail: String,
+        /// When the request would pass; `None` when it never can (it
+        /// costs more than the whole burst).
+        retry_after: Option<std::time::Duration>,
+    },
     /// The upstream did not answer in time.
     #[error("upstream `{upstream}` did not respond in time: {detail}")]
     UpstreamTimeout {
@@ -122,6 +133,7 @@ impl GatewayError {
             Self::UpstreamTimeout { .. } => 504,
             Self::Auth(r) => r.status,
             Self::SessionNotFound => 404,
+            Self::RateLimited { .. } => 429,
         }
     }
 
@@ -138,6 +150,7 @@ impl GatewayError {
                 codes::UPSTREAM_UNAVAILABLE
             }
             Self::UpstreamTimeout { .. } => codes::UPSTREAM_TIMEOUT,
+            Self::RateLimited { .. } => codes::RATE_LIMITED,
             Self::Auth(_)
             | Self::SessionNotFound
             | Self::NotFound
@@ -175,6 +188,7 @@ impl GatewayError {
             Self::UnfilterableResponse { .. } => "unfilterable_response",
             Self::Auth(r) => r.reason,
             Self::SessionNotFound => "session_mismatch",
+            Self::RateLimited { .. } => "rate_limited",
         }
     }
 
@@ -183,6 +197,10 @@ impl GatewayError {
     pub fn body(&self, on_mcp_path: bool, id: Value, request_id: &str) -> Bytes {
         let value = if let Self::Auth(r) = self {
             json!({"error": r.error, "error_description": r.description, "request_id": request_id})
+        } else if let (Self::RateLimited { .. }, false) = (self, on_mcp_path) {
+            // The authorization server's clients read OAuth error codes
+            // (RFC 6749 §4.1.2.1): this is the one for "not now".
+            json!({"error": "temporarily_unavailable", "error_description": self.to_string(), "request_id": request_id})
         } else if on_mcp_path {
             json!({"jsonrpc": "2.0", "id": id, "error": {"code": self.jsonrpc_code(), "message": self.to_string(), "data": {"request_id": request_id}}})
         } else {
@@ -212,6 +230,10 @@ pub async fn respond(
             www_authenticate: Some(challenge),
             ..
         }) => headers.push(("www-authenticate", challenge.clone())),
+        GatewayError::RateLimited {
+            retry_after: Some(wait),
+            ..
+        } => headers.push(("retry-after", retry_after_seconds(*wait).to_string())),
         _ => {}
     }
     write_json(
@@ -222,6 +244,12 @@ pub async fn respond(
         body_unread,
     )
     .await
+}
+
+/// `Retry-After` in whole seconds, rounded up: a client that waits that
+/// long finds the tokens it needs.
+pub fn retry_after_seconds(wait: std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 /// Writes a complete JSON response the gateway produced itself. `close`

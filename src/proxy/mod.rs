@@ -23,6 +23,7 @@ mod headers;
 mod lifecycle;
 mod path_rules;
 mod pipeline;
+mod rate_limit;
 mod response;
 mod route;
 
@@ -61,6 +62,8 @@ pub struct Gateway {
     routes: Routes,
     allowed_origins: HashSet<String>,
     limits: Limits,
+    /// Requests without a valid token per client address, when limited.
+    anonymous_limit: Option<rate_limit::AddressLimit>,
     connector: Connector,
     in_flight: Arc<InFlight>,
     /// `None` when authentication is disabled.
@@ -114,6 +117,10 @@ impl Gateway {
             routes: Routes::new(&config.upstreams)?,
             allowed_origins,
             limits: config.limits,
+            anonymous_limit: config
+                .limits
+                .unauthenticated_per_address
+                .map(rate_limit::AddressLimit::new),
             connector: Connector::new(None),
             in_flight,
             access: config.auth.as_ref().map(|a| {

@@ -47,6 +47,7 @@ impl Gateway {
         ctx.request_id = telemetry::request_id(session.req_header().headers.get("x-request-id"));
         if let Some(exposure) = self.exposure(session.req_header().uri.path()) {
             if cors::share(session, exposure, &self.allowed_origins)? == Sharing::Preflight {
+                self.limit_anonymous(session)?;
                 if let Err(e) = cors::answer_preflight(session, &ctx.request_id).await {
                     tracing::debug!(error = %e, "could not answer a preflight");
                 }
@@ -59,8 +60,14 @@ impl Gateway {
         }
         let route = self.route(session, ctx)?;
         let principal = match &self.access {
-            Some(access) => Some(access.authenticate(session, &route).await?),
-            None => None,
+            Some(access) => match access.authenticate(session, &route).await {
+                Ok(principal) => Some(principal),
+                Err(refused) => return Err(self.limit_anonymous(session).err().unwrap_or(refused)),
+            },
+            None => {
+                self.limit_anonymous(session)?;
+                None
+            }
         };
         ctx.principal = principal.clone();
         let caller = self.access.as_ref().zip(principal.as_deref());
@@ -89,6 +96,15 @@ impl Gateway {
             .or_else(|| self.routes.find(path).map(|_| Exposure::Mcp))
     }
 
+    /// Spends one request of the client's address from the bucket for
+    /// requests without a valid token, when there is one.
+    fn limit_anonymous(&self, session: &Session) -> Result<(), GatewayError> {
+        match &self.anonymous_limit {
+            Some(limit) => limit.check(super::client_ip(session)),
+            None => Ok(()),
+        }
+    }
+
     /// PRM documents and the authorization server's paths are answered
     /// here; `None` for everything else.
     async fn serve_locally(
@@ -98,6 +114,7 @@ impl Gateway {
     ) -> Result<Option<Admission>, GatewayError> {
         let path = session.req_header().uri.path();
         if is_metadata_path(path) {
+            self.limit_anonymous(session)?;
             return self
                 .serve_metadata(session, &ctx.request_id)
                 .await
@@ -109,6 +126,7 @@ impl Gateway {
             .filter(|_| AS_PATHS.contains(&path))
         {
             Some(router) => {
+                self.limit_anonymous(session)?;
                 as_bridge::serve(router, session, &ctx.request_id, self.limits.body_timeout)
                     .await?;
                 Ok(Some(Admission::Done))
@@ -246,6 +264,7 @@ fn admit_stream(
     if let Some((access, principal)) = caller {
         access.authorize(route, principal, None)?;
         access.check_session(session, route, principal)?;
+        spend_rate_limits(route, principal, None)?;
         ctx.audit("allowed", "-", None);
     }
     Ok(Admission::Proxy)
@@ -290,8 +309,13 @@ fn authorize_post(
     };
     let checked = access
         .authorize(route, principal, Some(&post))
-        .and_then(|()| access.check_session(session, route, principal));
-    let outcome = if checked.is_ok() { "allowed" } else { "denied" };
+        .and_then(|()| access.check_session(session, route, principal))
+        .and_then(|()| spend_rate_limits(route, principal, Some(&post)));
+    let outcome = match &checked {
+        Ok(()) => "allowed",
+        Err(GatewayError::RateLimited { .. }) => "rate_limited",
+        Err(_) => "denied",
+    };
     for tool in post.messages.iter().filter_map(|m| m.tool.as_deref()) {
         count_tool_call(route, tool, outcome);
     }
@@ -301,6 +325,18 @@ fn authorize_post(
     }
     ctx.audit("allowed", "-", Some(&post));
     Ok(post)
+}
+
+/// Spends what an allowed request costs from its upstream's rate limits.
+fn spend_rate_limits(
+    route: &Route,
+    principal: &Principal,
+    post: Option<&McpPost>,
+) -> Result<(), GatewayError> {
+    match &route.limits {
+        Some(limits) => limits.check(principal, post),
+        None => Ok(()),
+    }
 }
 
 /// Counts one `tools/call` under its configured tool label.
@@ -352,6 +388,10 @@ impl RequestCtx {
                         .inc();
                 }
                 self.audit("denied", reason, self.post.as_ref());
+            }
+            GatewayError::RateLimited { limit, .. } => {
+                m.rate_limited.with_label_values(&[upstream, limit]).inc();
+                self.audit("denied", err.kind(), self.post.as_ref());
             }
             _ => {
                 tracing::info!(upstream, request_id = %self.request_id, reason = err.kind(), error = %err, "request refused")

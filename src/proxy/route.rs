@@ -1,5 +1,6 @@
 //! Which upstream a request path belongs to, and the path it has there.
 
+use super::rate_limit::CallerLimits;
 use crate::config::{Upstream, UpstreamTls};
 use crate::tls::UpstreamTlsMaterial;
 use pingora::protocols::ALPN;
@@ -17,6 +18,8 @@ pub struct Route {
     /// The configured upstream.
     pub upstream: Upstream,
     peer: HttpPeer,
+    /// Its rate limits, when it has any.
+    pub limits: Option<CallerLimits>,
 }
 
 impl Route {
@@ -35,7 +38,12 @@ impl Route {
         peer.options.total_connection_timeout = Some(upstream.timeouts.connect);
         peer.options.read_timeout = upstream.timeouts.idle;
         peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
-        Ok(Self { upstream, peer })
+        let limits = CallerLimits::new(&upstream.rate_limits);
+        Ok(Self {
+            upstream,
+            peer,
+            limits,
+        })
     }
 
     /// The upstream as a pingora peer (connection pool key and options).
