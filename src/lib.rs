@@ -11,6 +11,9 @@
 //! | `authserver` | the built-in OAuth 2.1 authorization server, an axum `Router` split by concept (registration, authorize, login, consent, flows and codes, throttling, token, revocation, introspection, keys, discovery) |
 //! | `store` | the AS's durable state, one trait per concept (keys, clients, grants, consents) that a backend implements: SQLite (default) and memory |
 //! | `config` | the YAML schema (`raw`), every structural error in one pass (`structure`), validation into typed settings |
+//! | `ratelimit` | token buckets (a leaf); what they count is `proxy::rate_limit` |
+//! | `identity` | caller identity for upstreams: header values, the gateway's identity key and JWKS, signed assertions |
+//! | `tls` | TLS material for `https://` upstreams |
 //! | `metrics`, `telemetry` | every Prometheus metric, defined once; logging and the audit event |
 //! | `server` | the composition root: the authorization server, the proxy, the background jobs and the listeners, built in one place |
 //! | `demo` | the built-in MCP server of `mcp-oauth-gateway demo` and the tests |
@@ -61,6 +64,7 @@ pub mod auth;
 pub mod authserver;
 pub mod config;
 pub mod demo;
+pub mod identity;
 pub mod mcp;
 pub mod metrics;
 pub mod policy;

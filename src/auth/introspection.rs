@@ -17,7 +17,7 @@ use url::form_urlencoded::byte_serialize;
 
 /// What the endpoint said about a token, and for how long it may be reused.
 pub(super) enum Outcome {
-    Active(Principal, Duration),
+    Active(Box<Principal>, Duration),
     Inactive(Duration),
 }
 
@@ -49,6 +49,8 @@ struct Response {
     aud: Option<OneOrMany>,
     #[serde(default)]
     jti: Option<String>,
+    #[serde(flatten)]
+    profile: super::ProfileClaims,
 }
 
 impl Introspector {
@@ -133,8 +135,9 @@ impl Introspector {
             Some(exp) => self.config.cache_ttl.min(Duration::from_secs(exp - now)),
             None => self.config.cache_ttl,
         };
+        let (email, groups) = r.profile.into_parts();
         Ok(Outcome::Active(
-            Principal {
+            Box::new(Principal {
                 issuer,
                 subject,
                 client_id: r.client_id,
@@ -142,7 +145,9 @@ impl Introspector {
                 expires_at: r.exp,
                 token_id: r.jti,
                 audiences: r.aud.map(OneOrMany::into_vec).unwrap_or_default(),
-            },
+                email,
+                groups,
+            }),
             ttl,
         ))
     }

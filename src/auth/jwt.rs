@@ -71,6 +71,8 @@ struct Claims {
     scope: Option<String>,
     #[serde(default)]
     scp: Option<OneOrMany>,
+    #[serde(flatten)]
+    profile: super::ProfileClaims,
 }
 
 #[derive(Deserialize)]
@@ -188,6 +190,7 @@ impl IssuerVerifier {
         if claims.sub.is_empty() {
             return Err(AuthFailure::InvalidClaims("`sub` is empty".into()));
         }
+        let (email, groups) = claims.profile.into_parts();
         Ok(Principal {
             issuer: claims.iss,
             subject: claims.sub,
@@ -196,6 +199,8 @@ impl IssuerVerifier {
             expires_at: Some(claims.exp),
             token_id: claims.jti,
             audiences: claims.aud.map(OneOrMany::into_vec).unwrap_or_default(),
+            email,
+            groups,
         })
     }
 

@@ -46,6 +46,10 @@ pub struct Principal {
     pub token_id: Option<String>,
     /// Audiences (`aud`).
     pub audiences: Vec<String>,
+    /// `email`, when the token (or introspection answer) has a string one.
+    pub email: Option<String>,
+    /// `groups`, the strings of a string or list claim; empty when absent.
+    pub groups: Vec<String>,
 }
 
 impl Principal {
@@ -55,6 +59,40 @@ impl Principal {
         self.audiences
             .iter()
             .any(|a| *a == upstream.resource || upstream.extra_audiences.contains(a))
+    }
+}
+
+/// The optional profile claims of a token (`email`, `groups`), read
+/// leniently: a claim of an unexpected type is ignored, never a reason to
+/// refuse a token that is otherwise valid.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct ProfileClaims {
+    #[serde(default)]
+    email: Option<serde_json::Value>,
+    #[serde(default)]
+    groups: Option<serde_json::Value>,
+}
+
+impl ProfileClaims {
+    /// `(email, groups)`.
+    pub(crate) fn into_parts(self) -> (Option<String>, Vec<String>) {
+        use serde_json::Value;
+        let email = match self.email {
+            Some(Value::String(e)) if !e.is_empty() => Some(e),
+            _ => None,
+        };
+        let groups = match self.groups {
+            Some(Value::String(g)) => vec![g],
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .filter_map(|v| match v {
+                    Value::String(s) => Some(s),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        (email, groups)
     }
 }
 
@@ -324,7 +362,9 @@ impl Authenticator {
         let mut unavailable = None;
         for endpoint in self.introspectors.iter().filter(|e| e.takes(token)) {
             match endpoint.introspect(token).await {
-                Ok(introspection::Outcome::Active(p, ttl)) => return cache::Verdict::valid(p, ttl),
+                Ok(introspection::Outcome::Active(p, ttl)) => {
+                    return cache::Verdict::valid(*p, ttl)
+                }
                 Ok(introspection::Outcome::Inactive(ttl)) => inactive_for = Some(ttl),
                 Err(e) if e.is_unavailable() => unavailable = Some(e),
                 Err(e) => return cache::Verdict::failed(e),

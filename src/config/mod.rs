@@ -10,6 +10,7 @@
 mod auth;
 mod authserver;
 mod env;
+mod identity;
 mod rate_limits;
 mod raw;
 mod structure;
@@ -19,6 +20,7 @@ pub use crate::policy::{UnlistedMethods, UnlistedTools};
 pub(crate) use auth::check_endpoint_url;
 pub use auth::{AuthConfig, IntrospectionEndpoint, JwtIssuer, Secret};
 pub use authserver::{AuthServerConfig, ClientMetadataDocuments, User};
+pub use identity::{ForwardIdentity, IdentityJwt};
 pub use rate_limits::RateLimits;
 pub use raw::{RegistrationPolicy, SigningAlgorithm};
 pub(crate) use validate::normalise_origin;
@@ -66,6 +68,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Default log filter (`RUST_LOG` overrides it).
     pub log_level: String,
+    /// The P-256 key signing identity JWTs for upstreams; `None`: one is
+    /// generated at start.
+    pub identity_key_file: Option<PathBuf>,
 }
 
 /// Limits on what one client may send and hold open.
@@ -143,6 +148,8 @@ pub struct Upstream {
     pub tls: Option<UpstreamTls>,
     /// Token-bucket limits on its callers.
     pub rate_limits: RateLimits,
+    /// What it is told about its caller, when anything.
+    pub identity: Option<ForwardIdentity>,
 }
 
 /// TLS to an `https://` upstream: certificate and host name verified
@@ -313,7 +320,7 @@ impl Config {
     /// keys), so a bad one is reported with its YAML path before anything
     /// starts.
     fn check_files(&self) -> Result<(), ConfigErrors> {
-        let errors: Vec<ConfigError> = self
+        let mut errors: Vec<ConfigError> = self
             .upstreams
             .iter()
             .enumerate()
@@ -331,6 +338,17 @@ impl Config {
                 )
             })
             .collect();
+        if let Some(path) = &self.identity_key_file {
+            if let Err(e) =
+                crate::identity::IdentitySigner::new(self.public_url.as_str(), Some(path))
+            {
+                errors.push(ConfigError::new(
+                    "identity_key_file",
+                    e.to_string(),
+                    "give a PEM file with a PKCS#8 P-256 key (`openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`)",
+                ));
+            }
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -352,6 +370,9 @@ impl Config {
         };
         if let Some(a) = self.authorization_server.as_mut() {
             resolve(&mut a.data_dir);
+        }
+        if let Some(key) = self.identity_key_file.as_mut() {
+            resolve(key);
         }
         for tls in self.upstreams.iter_mut().filter_map(|u| u.tls.as_mut()) {
             if let Some(ca_file) = tls.ca_file.as_mut() {
@@ -427,9 +448,33 @@ impl Config {
                 p.unlisted,
                 p.filter_tools_list
             ));
+            if let Some(identity) = &u.identity {
+                let names: Vec<&str> = identity.header_names().map(|n| n.as_str()).collect();
+                out.push_str(&format!(
+                    "  {:<12} caller identity in: {}\n",
+                    "",
+                    names.join(", ")
+                ));
+            }
             for line in u.rate_limits.describe() {
                 out.push_str(&format!("  {:<12} rate limit {line}\n", ""));
             }
+        }
+        if self
+            .upstreams
+            .iter()
+            .any(|u| u.identity.as_ref().is_some_and(|i| i.jwt.is_some()))
+        {
+            let key = self
+                .identity_key_file
+                .as_ref()
+                .map_or("generated at start (one per process)".to_owned(), |p| {
+                    p.display().to_string()
+                });
+            out.push_str(&format!(
+                "identity JWT key: {key}; JWKS at {}\n",
+                self.public_url.join(crate::identity::IDENTITY_JWKS_PATH)
+            ));
         }
         if let Some(r) = &self.limits.unauthenticated_per_address {
             out.push_str(&format!("unauthenticated requests per address: {r}\n"));

@@ -1,6 +1,7 @@
 //! The YAML schema exactly as operators write it (serde, unknown fields are
 //! errors). `validate` turns it into the typed [`super::Config`].
 
+use crate::identity::IdentityField;
 use crate::policy::{UnlistedMethods, UnlistedTools};
 use crate::ratelimit::Rate;
 use serde::Deserialize;
@@ -26,6 +27,7 @@ pub(crate) struct RawConfig {
     pub metrics: Option<RawMetrics>,
     #[serde(default)]
     pub logging: RawLogging,
+    pub identity_key_file: Option<String>,
 }
 
 /// The Prometheus metrics listener.
@@ -222,6 +224,35 @@ pub(crate) struct RawUpstream {
     pub tls: Option<RawUpstreamTls>,
     #[serde(default)]
     pub rate_limits: RawRateLimits,
+    pub forward_identity: Option<RawForwardIdentity>,
+}
+
+/// What an upstream is told about its caller.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawForwardIdentity {
+    #[serde(default)]
+    pub headers: BTreeMap<IdentityField, String>,
+    pub jwt: Option<RawIdentityJwt>,
+}
+
+/// The gateway-signed identity JWT sent to an upstream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIdentityJwt {
+    #[serde(default = "default_identity_header")]
+    pub header: String,
+    pub audience: Option<String>,
+    #[serde(default = "default_identity_ttl")]
+    pub ttl: HumanDuration,
+}
+
+fn default_identity_header() -> String {
+    "x-gateway-identity".to_owned()
+}
+
+fn default_identity_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
 }
 
 /// Token-bucket limits on one upstream's authenticated callers.

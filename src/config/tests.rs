@@ -506,3 +506,140 @@ fn rate_limits_without_authentication_are_an_error() {
     let yaml = format!("{MINIMAL}limits: {{ unauthenticated_per_address: 10/s }}\n");
     Config::from_yaml(&yaml).unwrap();
 }
+
+#[test]
+fn forwarded_identity_compiles_with_defaults_and_is_summarised() {
+    let yaml = format!(
+        "{WITH_JWT}    forward_identity:
+      headers: {{ subject: X-Auth-Subject, groups: x-auth-groups }}
+      jwt: {{}}
+"
+    );
+    let c = Config::from_yaml(&yaml).unwrap();
+    let identity = c.upstreams[0].identity.as_ref().unwrap();
+    let names: Vec<&str> = identity.header_names().map(|n| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["x-auth-subject", "x-auth-groups", "x-gateway-identity"]
+    );
+    let jwt = identity.jwt.as_ref().unwrap();
+    assert_eq!(
+        jwt.audience, "http://127.0.0.1:3001/mcp",
+        "the upstream's URL"
+    );
+    assert_eq!(jwt.ttl, Duration::from_secs(60));
+    let summary = c.summary();
+    assert!(
+        summary.contains("caller identity in: x-auth-subject, x-auth-groups, x-gateway-identity"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("identity JWT key: generated at start"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn identity_headers_that_could_be_confused_with_credentials_are_refused() {
+    let yaml = format!(
+        "{WITH_JWT}    headers: {{ X-Tenant: acme }}
+    forward_identity:
+      headers:
+        subject: authorization
+        issuer: cookie
+        client_id: mcp-session-id
+        scopes: x-tenant
+        email: 'bad header'
+        groups: x-auth
+      jwt: {{ header: X-Auth, ttl: 2h, audience: '' }}
+"
+    );
+    let errs = errors_of(&yaml);
+    let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    for (path, says) in [
+        (
+            "upstreams[0].forward_identity.headers.subject",
+            "only the identity JWT may go in `authorization`",
+        ),
+        (
+            "upstreams[0].forward_identity.headers.issuer",
+            "`cookie` is a header the gateway or the transport owns",
+        ),
+        (
+            "upstreams[0].forward_identity.headers.client_id",
+            "`mcp-session-id` is a header the gateway or the transport owns",
+        ),
+        (
+            "upstreams[0].forward_identity.headers.scopes",
+            "`x-tenant` is also one of this upstream's `headers`",
+        ),
+        (
+            "upstreams[0].forward_identity.headers.email",
+            "`bad header` is not a header name",
+        ),
+        (
+            "upstreams[0].forward_identity.jwt.header",
+            "`x-auth` carries another identity field already",
+        ),
+    ] {
+        assert!(
+            text.iter().any(|t| t.contains(path) && t.contains(says)),
+            "{path}: {says} missing from {text:#?}"
+        );
+    }
+}
+
+#[test]
+fn identity_jwt_lifetime_and_audience_are_checked() {
+    let yaml = format!(
+        "{WITH_JWT}    forward_identity: {{ jwt: {{ header: authorization, ttl: 2h, audience: ' ' }} }}\n"
+    );
+    let mut paths = paths_of(&yaml);
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "upstreams[0].forward_identity.jwt.audience",
+            "upstreams[0].forward_identity.jwt.ttl"
+        ]
+    );
+    let yaml = format!("{WITH_JWT}    forward_identity: {{ jwt: {{ header: authorization }} }}\n");
+    Config::from_yaml(&yaml).expect("the JWT may replace Authorization");
+}
+
+#[test]
+fn identity_without_authentication_or_with_an_unknown_field_is_an_error() {
+    let yaml = format!("{MINIMAL}    forward_identity: {{ headers: {{ subject: x-sub }} }}\n");
+    assert_eq!(paths_of(&yaml), ["upstreams[0].forward_identity"]);
+    let yaml = format!("{WITH_JWT}    forward_identity: {{ headers: {{ phone: x-phone }} }}\n");
+    let errs = errors_of(&yaml);
+    assert!(
+        errs[0].to_string().contains("phone"),
+        "the unknown field is named: {}",
+        errs[0]
+    );
+}
+
+#[test]
+fn an_unusable_identity_key_file_is_named() {
+    let dir = std::env::temp_dir().join(format!("mcpgw-identity-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("identity.pem"), "not a key").unwrap();
+    let file = dir.join("gateway.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "{WITH_JWT}    forward_identity: {{ jwt: {{}} }}\nidentity_key_file: identity.pem\n"
+        ),
+    )
+    .unwrap();
+    let errors = Config::load(&file).expect_err("bad key").0;
+    let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, vec!["identity_key_file"], "{errors:?}");
+    assert!(
+        errors[0].message.contains("identity.pem"),
+        "{}",
+        errors[0].message
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

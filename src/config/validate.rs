@@ -14,7 +14,7 @@ use std::time::Duration;
 /// Headers the gateway owns on upstream requests: framing, routing and the
 /// client's credentials. Configuring them would break the proxy or its
 /// security guarantees.
-const RESERVED_UPSTREAM_HEADERS: &[&str] = &[
+pub(super) const RESERVED_UPSTREAM_HEADERS: &[&str] = &[
     "host",
     "content-length",
     "transfer-encoding",
@@ -70,6 +70,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             warnings,
             log_format: raw.logging.format,
             log_level: raw.logging.level,
+            identity_key_file: raw.identity_key_file.map(std::path::PathBuf::from),
         }),
         _ => Err(ConfigErrors(errors)),
     }
@@ -236,7 +237,8 @@ fn validate_upstreams(
         }
         let rate_limits =
             super::rate_limits::validate_rate_limits(&up.rate_limits, &at, auth_disabled, errors);
-        match validate_upstream(up, &at, base, policy, rate_limits) {
+        let identity = super::identity::validate_forward_identity(up, &at, auth_disabled, errors);
+        match validate_upstream(up, &at, base, policy, (rate_limits, identity)) {
             Ok(u) => upstreams.push(u),
             Err(mut e) => errors.append(&mut e),
         }
@@ -292,7 +294,7 @@ fn validate_upstream(
     at: &str,
     public_url: &str,
     policy: crate::policy::ScopePolicy,
-    rate_limits: super::RateLimits,
+    (rate_limits, identity): (super::RateLimits, Option<super::ForwardIdentity>),
 ) -> Result<Upstream, Vec<ConfigError>> {
     let mut errors = Vec::new();
     check_audiences_not_blank(up, at, &mut errors);
@@ -331,6 +333,7 @@ fn validate_upstream(
             policy: std::sync::Arc::new(policy),
             tls,
             rate_limits,
+            identity,
         }),
         _ => Err(errors),
     }

@@ -7,6 +7,7 @@
 
 use super::error::GatewayError;
 use super::route::Route;
+use crate::auth::Principal;
 use http::header::{self, HeaderName};
 use pingora::http::{RequestHeader, ResponseHeader};
 use std::collections::HashSet;
@@ -54,12 +55,13 @@ fn connection_tokens<'a>(values: impl Iterator<Item = &'a http::HeaderValue>) ->
 /// path under the upstream URL, the upstream's `Host`, no hop-by-hop fields,
 /// no client credentials, `X-Forwarded-For` appended, `X-Request-Id` the one
 /// the client gets back (never the client's raw value when it was not
-/// usable), configured headers set.
+/// usable), configured headers set, the caller's identity as configured.
 pub fn rewrite_for_upstream(
     req: &mut RequestHeader,
     route: &Route,
     client_ip: Option<IpAddr>,
     request_id: &str,
+    caller: Option<&Principal>,
 ) -> pingora::Result<()> {
     let tokens = connection_tokens(req.headers.get_all(header::CONNECTION).iter());
     strip_hop_by_hop(tokens.into_iter(), |name| {
@@ -88,6 +90,42 @@ pub fn rewrite_for_upstream(
     }
     for (name, value) in &route.upstream.headers {
         req.insert_header(name.clone(), value.clone())?;
+    }
+    set_caller_identity(req, route, caller)
+}
+
+/// The upstream's identity headers: whatever the client sent under their
+/// names is removed, then each fact the gateway verified is set (a fact
+/// the token does not carry stays absent), and the signed JWT.
+fn set_caller_identity(
+    req: &mut RequestHeader,
+    route: &Route,
+    caller: Option<&Principal>,
+) -> pingora::Result<()> {
+    let Some(identity) = &route.upstream.identity else {
+        return Ok(());
+    };
+    for name in identity.header_names() {
+        req.remove_header(name);
+    }
+    let Some(caller) = caller else { return Ok(()) };
+    for (field, name) in &identity.headers {
+        if let Some(value) = field.header_value(caller) {
+            req.insert_header(name.clone(), value)?;
+        }
+    }
+    if let (Some(jwt), Some(assertions)) = (&identity.jwt, &route.assertions) {
+        let token = assertions.for_caller(caller).ok_or_else(|| {
+            pingora::Error::explain(
+                pingora::ErrorType::InternalError,
+                "cannot sign the caller's identity",
+            )
+        })?;
+        if jwt.header == header::AUTHORIZATION {
+            req.insert_header(header::AUTHORIZATION, format!("Bearer {token}"))?;
+        } else {
+            req.insert_header(jwt.header.clone(), &*token)?;
+        }
     }
     Ok(())
 }

@@ -34,6 +34,7 @@ use crate::auth::prm::ProtectedResources;
 use crate::auth::{KeyRefresher, Principal};
 use crate::authserver::AuthServer;
 use crate::config::{Config, Limits};
+use crate::identity::IdentitySigner;
 use crate::mcp::tools_list::{KeepTool, ToolsListFilter};
 use crate::mcp::McpPost;
 use crate::metrics::metrics;
@@ -71,6 +72,9 @@ pub struct Gateway {
     /// The built-in authorization server's endpoints, when enabled.
     authserver: Option<axum::Router>,
     prm: ProtectedResources,
+    /// Signs the identity JWTs of upstreams that get them; its key is
+    /// published at `identity::IDENTITY_JWKS_PATH`.
+    identity_signer: Option<Arc<IdentitySigner>>,
 }
 
 /// Per-request state carried between phases.
@@ -111,10 +115,24 @@ impl Gateway {
         in_flight: Arc<InFlight>,
         builtin: Option<&AuthServer>,
     ) -> std::io::Result<Self> {
+        let signs_identity = config
+            .upstreams
+            .iter()
+            .any(|u| u.identity.as_ref().is_some_and(|i| i.jwt.is_some()));
+        let identity_signer = signs_identity
+            .then(|| {
+                IdentitySigner::new(
+                    config.public_url.as_str(),
+                    config.identity_key_file.as_deref(),
+                )
+                .map(Arc::new)
+                .map_err(|e| std::io::Error::other(format!("identity_key_file: {e}")))
+            })
+            .transpose()?;
         let mut allowed_origins: HashSet<String> = config.allowed_origins.iter().cloned().collect();
         allowed_origins.insert(config.public_url.origin());
         Ok(Self {
-            routes: Routes::new(&config.upstreams)?,
+            routes: Routes::new(&config.upstreams, identity_signer.as_ref())?,
             allowed_origins,
             limits: config.limits,
             anonymous_limit: config
@@ -132,6 +150,7 @@ impl Gateway {
             }),
             authserver: builtin.map(AuthServer::router),
             prm: ProtectedResources::new(config),
+            identity_signer,
         })
     }
 
@@ -307,6 +326,7 @@ impl ProxyHttp for Gateway {
             route,
             client_ip(session),
             &ctx.request_id,
+            ctx.principal.as_deref(),
         )?;
         ctx.upstream_started = Some(Instant::now());
         if ctx.principal.is_some() {

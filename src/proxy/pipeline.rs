@@ -16,6 +16,7 @@ use crate::auth::prm::WELL_KNOWN;
 use crate::auth::Principal;
 use crate::authserver::PATHS as AS_PATHS;
 use crate::config::Limits;
+use crate::identity::IDENTITY_JWKS_PATH;
 use crate::mcp::tools_list::ToolsListFilter;
 use crate::mcp::{McpError, McpPost};
 use crate::metrics::metrics;
@@ -115,8 +116,21 @@ impl Gateway {
         let path = session.req_header().uri.path();
         if is_metadata_path(path) {
             self.limit_anonymous(session)?;
+            let doc = self.prm.get(path).cloned().ok_or(GatewayError::NotFound)?;
             return self
-                .serve_metadata(session, &ctx.request_id)
+                .serve_document(session, &ctx.request_id, doc)
+                .await
+                .map(Some);
+        }
+        if let Some(signer) = self
+            .identity_signer
+            .as_ref()
+            .filter(|_| path == IDENTITY_JWKS_PATH)
+        {
+            self.limit_anonymous(session)?;
+            let doc = signer.jwks();
+            return self
+                .serve_document(session, &ctx.request_id, doc)
                 .await
                 .map(Some);
         }
@@ -135,21 +149,18 @@ impl Gateway {
         }
     }
 
-    /// Answers `GET /.well-known/oauth-protected-resource[/<path>]`.
-    async fn serve_metadata(
+    /// Answers a `GET` of a public JSON document: a PRM document, the
+    /// identity JWKS.
+    async fn serve_document(
         &self,
         session: &mut Session,
         request_id: &str,
+        doc: Bytes,
     ) -> Result<Admission, GatewayError> {
         let req = session.req_header();
         if req.method != Method::GET && req.method != Method::HEAD {
             return Err(GatewayError::MethodNotAllowed(req.method.to_string()));
         }
-        let doc = self
-            .prm
-            .get(req.uri.path())
-            .cloned()
-            .ok_or(GatewayError::NotFound)?;
         let headers = [
             ("cache-control", "public, max-age=300".to_owned()),
             ("x-request-id", request_id.to_owned()),
@@ -192,7 +203,8 @@ impl Gateway {
         post: McpPost,
     ) -> Result<Admission, GatewayError> {
         let policy = &route.upstream.policy;
-        let mut req = self.upstream_request(session, route, &ctx.request_id)?;
+        let mut req =
+            self.upstream_request(session, route, &ctx.request_id, ctx.principal.as_deref())?;
         headers::set_fixed_length(&mut req, body.len()).map_err(|e| unavailable(route, &e))?;
         let bind = |id: &[u8]| {
             if let Some((access, principal)) = caller {
@@ -240,9 +252,11 @@ impl Gateway {
         session: &Session,
         route: &Route,
         request_id: &str,
+        caller: Option<&Principal>,
     ) -> Result<RequestHeader, GatewayError> {
         let mut req = session.req_header().clone();
-        headers::rewrite_for_upstream(&mut req, route, super::client_ip(session), request_id)
+        let ip = super::client_ip(session);
+        headers::rewrite_for_upstream(&mut req, route, ip, request_id, caller)
             .map_err(|e| unavailable(route, &e))?;
         Ok(req)
     }

@@ -2,6 +2,7 @@
 
 use super::rate_limit::CallerLimits;
 use crate::config::{Upstream, UpstreamTls};
+use crate::identity::{Assertions, IdentitySigner};
 use crate::tls::UpstreamTlsMaterial;
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
@@ -20,10 +21,12 @@ pub struct Route {
     peer: HttpPeer,
     /// Its rate limits, when it has any.
     pub limits: Option<CallerLimits>,
+    /// Its signed identity JWTs, when it gets them.
+    pub assertions: Option<Assertions>,
 }
 
 impl Route {
-    fn new(upstream: Upstream) -> std::io::Result<Self> {
+    fn new(upstream: Upstream, signer: Option<&Arc<IdentitySigner>>) -> std::io::Result<Self> {
         let target = &upstream.target;
         let addr = std::net::ToSocketAddrs::to_socket_addrs(&(target.host.as_str(), target.port))?
             .next()
@@ -39,10 +42,15 @@ impl Route {
         peer.options.read_timeout = upstream.timeouts.idle;
         peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
         let limits = CallerLimits::new(&upstream.rate_limits);
+        let jwt = upstream.identity.as_ref().and_then(|i| i.jwt.as_ref());
+        let assertions = jwt
+            .zip(signer)
+            .map(|(jwt, signer)| Assertions::new(signer.clone(), jwt.audience.clone(), jwt.ttl));
         Ok(Self {
             upstream,
             peer,
             limits,
+            assertions,
         })
     }
 
@@ -99,12 +107,16 @@ fn tls_peer(addr: SocketAddr, name: &str, tls: &UpstreamTls) -> std::io::Result<
 pub struct Routes(Vec<Arc<Route>>);
 
 impl Routes {
-    /// Builds the table, resolving each upstream host once.
-    pub fn new(upstreams: &[Upstream]) -> std::io::Result<Self> {
+    /// Builds the table, resolving each upstream host once; `signer`
+    /// signs the identity JWTs of the upstreams that get them.
+    pub fn new(
+        upstreams: &[Upstream],
+        signer: Option<&Arc<IdentitySigner>>,
+    ) -> std::io::Result<Self> {
         upstreams
             .iter()
             .map(|u| {
-                Route::new(u.clone()).map(Arc::new).map_err(|e| {
+                Route::new(u.clone(), signer).map(Arc::new).map_err(|e| {
                     std::io::Error::other(format!("upstream `{}` ({}): {e}", u.name, u.target.url))
                 })
             })
@@ -138,7 +150,7 @@ upstreams:
 ",
         )
         .unwrap();
-        Routes::new(&c.upstreams).unwrap()
+        Routes::new(&c.upstreams, None).unwrap()
     }
 
     #[test]
