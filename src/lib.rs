@@ -14,6 +14,7 @@
 //! | `ratelimit` | token buckets (a leaf); what they count is `proxy::rate_limit` |
 //! | `identity` | caller identity for upstreams: header values, the gateway's identity key and JWKS, signed assertions |
 //! | `tls` | TLS material for `https://` upstreams |
+//! | `reload` | live configuration reloads (SIGHUP, file changes): validate, keep what needs a restart, swap `proxy::Live` and the AS settings; it also runs the JWKS refresh of the current token sources |
 //! | `metrics`, `telemetry` | every Prometheus metric, defined once; logging and the audit event |
 //! | `server` | the composition root: the authorization server, the proxy, the background jobs and the listeners, built in one place |
 //! | `demo` | the built-in MCP server of `mcp-oauth-gateway demo` and the tests |
@@ -70,6 +71,7 @@ pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod ratelimit;
+pub mod reload;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -62,6 +62,9 @@ pub struct Metrics {
     /// Requests refused by a rate limit, by upstream (`-` outside one) and
     /// limit (`subject`, `client`, `tool`, `address`).
     pub rate_limited: IntCounterVec,
+    /// Configuration reloads by outcome (`applied`, `unchanged`, `invalid`,
+    /// `failed`).
+    pub config_reloads: IntCounterVec,
     /// Connections and requests the gateway cut off for a limit, by reason
     /// (`address_limit`, `header_timeout`, `body_timeout`).
     pub connections_closed: IntCounterVec,
@@ -141,6 +144,7 @@ impl Metrics {
             upstream_errors: counter(&r, "mcpgw_upstream_errors_total", "Upstream failures by upstream and kind (unavailable, timeout).", &["upstream", "kind"]),
             client_disconnects: counter(&r, "mcpgw_client_disconnects_total", "Clients that closed the connection before their response was complete, by upstream (never counted as upstream errors).", &["upstream"]),
             rate_limited: counter(&r, "mcpgw_rate_limited_total", "Requests refused by a rate limit, by upstream (- outside one) and limit (subject, client, tool, address).", &["upstream", "limit"]),
+            config_reloads: counter(&r, "mcpgw_config_reloads_total", "Configuration reloads (SIGHUP or a change of the file) by outcome: applied, unchanged, invalid (refused by validation; the running configuration stays), failed (valid but could not be built; it stays too).", &["outcome"]),
             connections_closed: counter(&r, "mcpgw_connections_closed_total", "Connections and requests cut off for a limit, by reason (address_limit, header_timeout, body_timeout).", &["reason"]),
             authserver_events: counter(&r, "mcpgw_authserver_events_total", "Authorization-server events (registration, authorization_approved, authorization_denied, login_failure, refresh_reuse, code_reuse, revocation).", &["event"]),
             tokens_issued: counter(&r, "mcpgw_tokens_issued_total", "Tokens issued by grant type.", &["grant_type"]),

@@ -1,13 +1,15 @@
 //! The composition root: every part of a running gateway is built here and
 //! handed to the others. The authorization server (when configured) is
 //! started first and given to the proxy, which serves its paths and trusts
-//! its tokens; its upkeep (key reloads, purges), the proxy's key refresher
-//! and the metrics listener run as background services; the proxy listens behind the connection limits.
+//! its tokens; its upkeep (key reloads, purges), the configuration reloader (which
+//! also refreshes the proxy's JWKS) and the metrics listener run as
+//! background services; the proxy listens behind the connection limits.
 
 use crate::authserver::AuthServer;
 use crate::config::Config;
 use crate::metrics::MetricsEndpoint;
 use crate::proxy::{proxy_service, Gateway, InFlight};
+use crate::reload::Reloader;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -34,9 +36,11 @@ pub fn build(config: &Config, in_flight: Arc<InFlight>) -> std::io::Result<Serve
         server.add_service(background_service("authserver upkeep", upkeep));
     }
     let gateway = Gateway::new(config, in_flight, authserver.as_ref())?;
-    if let Some(refresher) = gateway.key_refresher() {
-        server.add_service(background_service("jwks refresh", refresher));
-    }
+    let reloader = Reloader::new(config, gateway.live(), authserver.clone());
+    server.add_service(background_service(
+        "config reload and jwks refresh",
+        reloader,
+    ));
     if let Some(addr) = config.metrics_listen {
         server.add_service(background_service("metrics", MetricsEndpoint(addr)));
     }

@@ -11,11 +11,8 @@
 use super::fetch;
 use super::AuthFailure;
 use crate::config::JwtIssuer;
-use async_trait::async_trait;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::{Arc, RwLock};
@@ -281,16 +278,26 @@ impl KeyRefresher {
     }
 }
 
-#[async_trait]
-impl BackgroundService for KeyRefresher {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let tasks: Vec<_> = self
-            .stores
-            .iter()
-            .map(|s| tokio::spawn(Self::run(s.clone())))
-            .collect();
-        let _ = shutdown.changed().await;
-        for t in tasks {
+impl KeyRefresher {
+    /// Starts refreshing on the current runtime, until the tasks are
+    /// dropped.
+    pub fn spawn(&self) -> RefreshTasks {
+        RefreshTasks(
+            self.stores
+                .iter()
+                .map(|s| tokio::spawn(Self::run(s.clone())))
+                .collect(),
+        )
+    }
+}
+
+/// Running refreshes, stopped when dropped (a reload replacing the token
+/// sources, shutdown).
+pub struct RefreshTasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for RefreshTasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
             t.abort();
         }
     }

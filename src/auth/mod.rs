@@ -21,7 +21,7 @@ pub mod sessions;
 
 pub use cache::TokenCache;
 pub use challenge::Refusal;
-pub use jwks::KeyRefresher;
+pub use jwks::{KeyRefresher, RefreshTasks};
 pub use local::{LocalKeys, RevokedTokens};
 
 use crate::config::{AuthConfig, Upstream};

@@ -24,7 +24,8 @@ pub enum SessionRefusal {
     OtherSubject,
 }
 
-/// The session table.
+/// The session table (a clone shares it).
+#[derive(Clone)]
 pub struct SessionBindings(Cache<[u8; 32], Arc<(String, String)>>);
 
 fn key(upstream: &str, session_id: &[u8]) -> [u8; 32] {

@@ -213,8 +213,9 @@ fn checked_request(
 
 /// RFC 8707: the protected resource named, or the only one served here.
 fn requested_resource(state: &AsState, named: Option<&str>) -> Result<Resource, RedirectedError> {
-    match (named, state.resources.as_slice()) {
-        (Some(r), _) => match state.resource(r) {
+    let settings = state.settings();
+    match (named, settings.resources.as_slice()) {
+        (Some(r), _) => match settings.resource(r) {
             Some(res) => Ok(res.clone()),
             None => refuse(
                 "invalid_target",

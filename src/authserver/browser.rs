@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 fn cookie_name(state: &AsState, base: &str) -> String {
-    if state.config.issuer.starts_with("https://") {
+    if state.issuer().starts_with("https://") {
         format!("__Host-{base}")
     } else {
         base.to_owned()
@@ -21,7 +21,7 @@ fn cookie_name(state: &AsState, base: &str) -> String {
 }
 
 pub(super) fn set_cookie(state: &AsState, base: &str, value: &str, max_age: u64) -> HeaderValue {
-    let secure = if state.config.issuer.starts_with("https://") {
+    let secure = if state.issuer().starts_with("https://") {
         "; Secure"
     } else {
         ""

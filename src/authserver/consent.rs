@@ -32,7 +32,8 @@ pub async fn consent_again(
 
 /// The scopes a user may grant from a flow's request.
 fn grantable(state: &AsState, flow: &Flow, user: &str) -> Vec<String> {
-    let allowed: BTreeSet<&String> = state
+    let settings = state.settings();
+    let allowed: BTreeSet<&String> = settings
         .users
         .get(user)
         .map(|u| u.scopes.iter().collect())

@@ -20,7 +20,7 @@ pub async fn metadata(State(state): State<Arc<AsState>>) -> impl IntoResponse {
         "revocation_endpoint": url("/revoke"),
         "introspection_endpoint": url("/introspect"),
         "jwks_uri": url("/jwks.json"),
-        "scopes_supported": state.scopes_supported(),
+        "scopes_supported": state.settings().scopes_supported(),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": GrantType::ALL.map(GrantType::as_str),

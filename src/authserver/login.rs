@@ -98,7 +98,8 @@ async fn check_password(
     peer: Option<std::net::IpAddr>,
 ) -> Result<(), String> {
     // Unknown names share one bucket, so random names cannot fill the table.
-    let user_key = if state.users.contains_key(username) {
+    let settings = state.settings();
+    let user_key = if settings.users.contains_key(username) {
         format!("user:{username}")
     } else {
         "user:(unknown)".to_owned()
@@ -125,7 +126,7 @@ async fn check_password(
     let Ok(_permit) = state.login_limiter.checks.try_acquire() else {
         return Err("Too many sign-ins at once. Try again in a moment.".to_owned());
     };
-    let hash = state
+    let hash = settings
         .users
         .get(username)
         .map(|u| u.password_hash.expose().to_owned());

@@ -38,6 +38,7 @@ mod token;
 use crate::auth::{now_secs, BuiltinIssuer, LocalKeys, RevokedTokens};
 use crate::config::{AuthServerConfig, Config, PublicUrl, User};
 use crate::store::{Store, StoreError};
+use arc_swap::ArcSwap;
 use axum::routing::{get, post};
 use axum::Router;
 use std::collections::HashMap;
@@ -69,31 +70,17 @@ pub(crate) struct Resource {
     pub base: Vec<String>,
 }
 
-/// Everything the handlers share.
-pub(crate) struct AsState {
+/// What a configuration reload may change: the settings, the resources
+/// (from the upstreams) and the users. Handlers take one snapshot per
+/// request ([`AsState::settings`]).
+pub(crate) struct AsSettings {
     pub config: AuthServerConfig,
-    pub public_url: PublicUrl,
-    pub store: Arc<dyn Store>,
-    pub local_keys: Arc<LocalKeys>,
-    keys: std::sync::RwLock<Arc<keys::SigningKeys>>,
-    pub revoked: Arc<RevokedTokens>,
     pub resources: Vec<Resource>,
     pub users: HashMap<String, User>,
-    pub codes: flows::CodeStore,
-    pub flows: flows::FlowStore,
-    pub login_limiter: throttling::LoginLimiter,
-    pub documents: Option<cimd::MetadataDocuments>,
-    /// Declared last: dropped after the store it keeps working.
-    _runtime: StoreRuntime,
 }
 
-impl AsState {
-    fn new(
-        config: &Config,
-        as_config: AuthServerConfig,
-        opened: Opened,
-        runtime: StoreRuntime,
-    ) -> Self {
+impl AsSettings {
+    fn new(config: &Config, as_config: AuthServerConfig) -> Self {
         let resources = config
             .upstreams
             .iter()
@@ -109,36 +96,10 @@ impl AsState {
             .map(|u| (u.username.clone(), u.clone()))
             .collect();
         Self {
-            public_url: config.public_url.clone(),
-            store: opened.store,
-            local_keys: opened.local,
-            keys: std::sync::RwLock::new(Arc::new(opened.keys)),
-            revoked: opened.revoked,
+            config: as_config,
             resources,
             users,
-            codes: flows::CodeStore::new(as_config.code_ttl),
-            flows: flows::FlowStore::new(),
-            login_limiter: throttling::LoginLimiter::new(),
-            documents: as_config.client_metadata_documents.map(|c| {
-                cimd::MetadataDocuments::new(cimd::FetchPolicy {
-                    allow_private_addresses: c.allow_private_addresses,
-                    allow_http: c.allow_http,
-                    timeout: c.timeout,
-                })
-            }),
-            config: as_config,
-            _runtime: runtime,
         }
-    }
-
-    /// The key that signs now, and the JWKS.
-    pub fn signing(&self) -> Arc<keys::SigningKeys> {
-        self.keys.read().expect("keys lock").clone()
-    }
-
-    /// The issuer identifier, exactly as the PRM documents publish it.
-    pub fn issuer(&self) -> &str {
-        &self.config.issuer
     }
 
     /// Every scope any resource knows, plus `offline_access`.
@@ -153,12 +114,78 @@ impl AsState {
         all
     }
 
+    /// The resource at `url`.
     pub fn resource(&self, url: &str) -> Option<&Resource> {
         self.resources.iter().find(|r| r.url == url)
     }
 }
 
-/// The running authorization server.
+/// Everything the handlers share.
+pub(crate) struct AsState {
+    /// The issuer identifier (from `public_url`: fixed while running).
+    issuer: String,
+    settings: ArcSwap<AsSettings>,
+    pub public_url: PublicUrl,
+    pub store: Arc<dyn Store>,
+    pub local_keys: Arc<LocalKeys>,
+    keys: std::sync::RwLock<Arc<keys::SigningKeys>>,
+    pub revoked: Arc<RevokedTokens>,
+    pub codes: flows::CodeStore,
+    pub flows: flows::FlowStore,
+    pub login_limiter: throttling::LoginLimiter,
+    pub documents: Option<cimd::MetadataDocuments>,
+    /// Declared last: dropped after the store it keeps working.
+    _runtime: StoreRuntime,
+}
+
+impl AsState {
+    fn new(
+        config: &Config,
+        as_config: AuthServerConfig,
+        opened: Opened,
+        runtime: StoreRuntime,
+    ) -> Self {
+        Self {
+            issuer: as_config.issuer.clone(),
+            public_url: config.public_url.clone(),
+            store: opened.store,
+            local_keys: opened.local,
+            keys: std::sync::RwLock::new(Arc::new(opened.keys)),
+            revoked: opened.revoked,
+            codes: flows::CodeStore::new(as_config.code_ttl),
+            flows: flows::FlowStore::new(),
+            login_limiter: throttling::LoginLimiter::new(),
+            documents: as_config.client_metadata_documents.map(|c| {
+                cimd::MetadataDocuments::new(cimd::FetchPolicy {
+                    allow_private_addresses: c.allow_private_addresses,
+                    allow_http: c.allow_http,
+                    timeout: c.timeout,
+                })
+            }),
+            settings: ArcSwap::from_pointee(AsSettings::new(config, as_config)),
+            _runtime: runtime,
+        }
+    }
+
+    /// The key that signs now, and the JWKS.
+    pub fn signing(&self) -> Arc<keys::SigningKeys> {
+        self.keys.read().expect("keys lock").clone()
+    }
+
+    /// The issuer identifier, exactly as the PRM documents publish it.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The settings now (a reload swaps them; a request keeps the ones it
+    /// read).
+    pub fn settings(&self) -> Arc<AsSettings> {
+        self.settings.load_full()
+    }
+}
+
+/// The running authorization server (a clone is a handle to the same).
+#[derive(Clone)]
 pub struct AuthServer {
     state: Arc<AsState>,
 }
@@ -255,6 +282,16 @@ impl AuthServer {
         Maintenance(self.state.clone())
     }
 
+    /// Takes the users, settings and resources of a reloaded `config`
+    /// (which has an `authorization_server`, with the settings that need a
+    /// restart unchanged). Requests under way finish with the old ones.
+    pub fn reload(&self, config: &Config) {
+        if let Some(as_config) = &config.authorization_server {
+            let settings = AsSettings::new(config, as_config.clone());
+            self.state.settings.store(Arc::new(settings));
+        }
+    }
+
     /// What the proxy needs to trust this server's tokens.
     pub fn issuer(&self) -> BuiltinIssuer {
         BuiltinIssuer {
@@ -317,8 +354,9 @@ impl pingora::services::background::BackgroundService for Maintenance {
 }
 
 async fn reload_keys(state: &AsState) {
-    let ttl = state.config.access_token_ttl.as_secs();
-    let alg = state.config.signing_algorithm;
+    let settings = state.settings();
+    let ttl = settings.config.access_token_ttl.as_secs();
+    let alg = settings.config.signing_algorithm;
     match keys::load(state.store.as_ref(), &state.local_keys, ttl, alg).await {
         Ok(k) => *state.keys.write().expect("keys lock") = Arc::new(k),
         Err(e) => tracing::warn!(error = %e, "reloading signing keys failed"),

@@ -185,14 +185,15 @@ pub async fn register(
 /// `initial_access_token`, only with that token as the bearer token
 /// (compared in constant time).
 fn check_registration_policy(state: &AsState, headers: &HeaderMap) -> Result<(), OAuthError> {
-    match state.config.registration {
+    let settings = state.settings();
+    match settings.config.registration {
         RegistrationPolicy::Disabled => Err(OAuthError::new(
             StatusCode::FORBIDDEN,
             "access_denied",
             "dynamic client registration is disabled here",
         )),
         RegistrationPolicy::InitialAccessToken => {
-            let expected = state
+            let expected = settings
                 .config
                 .initial_access_token
                 .as_ref()
@@ -220,8 +221,9 @@ fn check_registration_policy(state: &AsState, headers: &HeaderMap) -> Result<(),
 /// The per-address hourly registration limit; none when it is 0, when the
 /// peer's address is unknown, or for loopback when loopback is exempt.
 fn check_registration_rate(state: &AsState, peer: Option<IpAddr>) -> Result<(), OAuthError> {
-    let limit = state.config.registrations_per_hour;
-    let exempt = |ip: IpAddr| state.config.registration_exempts_loopback && ip.is_loopback();
+    let settings = state.settings();
+    let limit = settings.config.registrations_per_hour;
+    let exempt = |ip: IpAddr| settings.config.registration_exempts_loopback && ip.is_loopback();
     if let Some(ip) = peer.filter(|ip| limit > 0 && !exempt(*ip)) {
         if let Err(wait) = state.login_limiter.allow_registration(ip, limit) {
             // RFC 7591 §3.2.2 shape; `temporarily_unavailable` is the RFC
@@ -259,7 +261,7 @@ fn check_client_credentials_allowed(
     meta: &ClientMetadata,
 ) -> Result<(), OAuthError> {
     if meta.grant_types.contains(&GrantType::ClientCredentials)
-        && state.config.registration != RegistrationPolicy::InitialAccessToken
+        && state.settings().config.registration != RegistrationPolicy::InitialAccessToken
     {
         return Err(invalid_metadata("client_credentials clients can only be registered with `registration: initial_access_token`"));
     }
@@ -268,7 +270,7 @@ fn check_client_credentials_allowed(
 
 /// Every scope in the metadata's `scope` is one this server supports.
 fn check_scopes_known(state: &AsState, meta: &ClientMetadata) -> Result<(), OAuthError> {
-    let known = state.scopes_supported();
+    let known = state.settings().scopes_supported();
     if let Some(bad) = meta
         .scope
         .iter()

@@ -49,9 +49,10 @@ pub async fn token(
 pub(super) async fn revoke_family(state: &AsState, family_id: &str) -> Result<(), OAuthError> {
     let now = now_secs();
     for jti in state.store.revoke_family(family_id, now).await? {
-        state
-            .revoked
-            .revoke(jti, now + state.config.access_token_ttl.as_secs());
+        state.revoked.revoke(
+            jti,
+            now + state.settings().config.access_token_ttl.as_secs(),
+        );
     }
     Ok(())
 }
@@ -101,7 +102,7 @@ async fn code_grant(
             "resource differs from the authorization request's",
         ));
     }
-    let refresh_until = now_secs() + state.config.refresh_token_ttl.as_secs();
+    let refresh_until = now_secs() + state.settings().config.refresh_token_ttl.as_secs();
     let issued = Issue {
         grant: GrantType::AuthorizationCode,
         subject: &grant.subject,
@@ -139,7 +140,8 @@ async fn refresh_grant(
         ));
     }
     // The user must still exist and may have lost scopes since the grant.
-    let Some(user) = state.users.get(&record.subject) else {
+    let settings = state.settings();
+    let Some(user) = settings.users.get(&record.subject) else {
         revoke_family(state, &record.family_id).await?;
         return Err(OAuthError::invalid_grant(
             "the user of this grant no longer exists",
@@ -213,8 +215,9 @@ async fn client_credentials_grant(
             "this client did not register the client_credentials grant",
         ));
     }
-    let resource = match (form.get("resource"), state.resources.as_slice()) {
-        (Some(r), _) => state.resource(r).ok_or_else(|| {
+    let settings = state.settings();
+    let resource = match (form.get("resource"), settings.resources.as_slice()) {
+        (Some(r), _) => settings.resource(r).ok_or_else(|| {
             OAuthError::invalid_target("resource is not a protected resource of this server")
         })?,
         (None, [only]) => only,
@@ -299,7 +302,7 @@ async fn issue(
         refresh_until,
     } = issued;
     let now = now_secs();
-    let ttl = state.config.access_token_ttl.as_secs();
+    let ttl = state.settings().config.access_token_ttl.as_secs();
     let jti = random_token(16);
     let claims = json!({
         "iss": state.issuer(), "sub": subject, "aud": resource, "client_id": client.id,

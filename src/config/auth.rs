@@ -13,7 +13,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// How requests are authenticated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AuthConfig {
     /// JWT issuers, tried first for JWT-shaped tokens whose `iss` they own.
     pub jwt_issuers: Vec<JwtIssuer>,
@@ -52,7 +52,7 @@ impl fmt::Debug for Secret {
 }
 
 /// An issuer of JWT access tokens.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JwtIssuer {
     /// The exact `iss` value of its tokens.
     pub issuer: String,
@@ -83,7 +83,7 @@ impl JwtIssuer {
 }
 
 /// An RFC 7662 introspection endpoint.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct IntrospectionEndpoint {
     /// Endpoint URL.
     pub url: String,

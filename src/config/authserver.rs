@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The built-in authorization server, when enabled.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AuthServerConfig {
     /// Its issuer identifier: the public URL, byte for byte as published in
     /// every PRM's `authorization_servers`.
@@ -39,7 +39,7 @@ pub struct AuthServerConfig {
 }
 
 /// How `client_id` URLs are fetched.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ClientMetadataDocuments {
     /// Allow loopback and private-network targets (development, tests).
     pub allow_private_addresses: bool,
@@ -50,7 +50,7 @@ pub struct ClientMetadataDocuments {
 }
 
 /// A user of the login page.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct User {
     /// Login name.
     pub username: String,

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 /// What one upstream is told about its caller.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ForwardIdentity {
     /// Each fact under its header name; a client's own copies of these
     /// headers are always removed.
@@ -31,7 +31,7 @@ impl ForwardIdentity {
 }
 
 /// The gateway-signed identity JWT of one upstream.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct IdentityJwt {
     /// The header carrying it (`Authorization` gets `Bearer <jwt>`).
     pub header: HeaderName,

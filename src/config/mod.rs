@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A validated gateway configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Canonical external URL (scheme, host, optional port and path, no
     /// trailing slash). Every public URL the gateway prints or publishes is
@@ -71,10 +71,16 @@ pub struct Config {
     /// The P-256 key signing identity JWTs for upstreams; `None`: one is
     /// generated at start.
     pub identity_key_file: Option<PathBuf>,
+    /// How often the file is checked for changes to reload (zero: only on
+    /// SIGHUP).
+    pub config_watch_interval: Duration,
+    /// The file it was loaded from (`None` when built from text): the one
+    /// a reload reads.
+    pub source: Option<PathBuf>,
 }
 
 /// Limits on what one client may send and hold open.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
     /// Largest request body accepted, in bytes (413 above).
     pub max_body_bytes: usize,
@@ -123,7 +129,7 @@ impl fmt::Display for PublicUrl {
 }
 
 /// One upstream MCP server behind a public path.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
     /// Short name used in logs and as the `upstream` metric label.
     pub name: String,
@@ -154,7 +160,7 @@ pub struct Upstream {
 
 /// TLS to an `https://` upstream: certificate and host name verified
 /// against the system's roots or the upstream's own CA bundle.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamTls {
     /// Sent as SNI and verified against the certificate: the URL's host
     /// unless `server_name` is set.
@@ -200,7 +206,7 @@ impl UpstreamTls {
 }
 
 /// A client certificate chain and its private key, both PEM files.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClientCertFiles {
     /// Leaf first, then intermediates.
     pub cert_file: PathBuf,
@@ -209,7 +215,7 @@ pub struct ClientCertFiles {
 }
 
 /// The parsed upstream `url`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamTarget {
     /// The URL as configured.
     pub url: String,
@@ -226,7 +232,7 @@ pub struct UpstreamTarget {
 }
 
 /// Per-upstream timeouts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timeouts {
     /// TCP connect.
     pub connect: Duration,
@@ -313,6 +319,7 @@ impl Config {
         let mut config = Self::from_yaml(&text)?;
         config.resolve_relative_paths(path);
         config.check_files()?;
+        config.source = Some(path.to_path_buf());
         Ok(config)
     }
 

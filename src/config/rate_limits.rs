@@ -9,7 +9,7 @@ use crate::ratelimit::Rate;
 
 /// Token-bucket limits on one upstream's authenticated callers. Each
 /// JSON-RPC message of a request counts one (a GET or DELETE counts one).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RateLimits {
     /// Messages per subject (issuer and `sub`).
     pub per_subject: Option<Rate>,

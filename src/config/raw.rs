@@ -168,6 +168,7 @@ fn default_listen() -> String {
 pub(crate) struct RawServer {
     pub worker_threads: usize,
     pub shutdown_grace_period: HumanDuration,
+    pub config_watch_interval: HumanDuration,
 }
 
 impl Default for RawServer {
@@ -175,6 +176,7 @@ impl Default for RawServer {
         Self {
             worker_threads: 2,
             shutdown_grace_period: HumanDuration(Duration::from_secs(30)),
+            config_watch_interval: HumanDuration(Duration::from_secs(2)),
         }
     }
 }

@@ -71,6 +71,8 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             log_format: raw.logging.format,
             log_level: raw.logging.level,
             identity_key_file: raw.identity_key_file.map(std::path::PathBuf::from),
+            config_watch_interval: raw.server.config_watch_interval.0,
+            source: None,
         }),
         _ => Err(ConfigErrors(errors)),
     }
@@ -146,6 +148,16 @@ fn validate_server_and_limits(raw: &RawConfig, errors: &mut Vec<ConfigError>) ->
             "server.shutdown_grace_period",
             "longer than an hour".to_owned(),
             "use at most `1h`",
+        );
+    }
+    let watch = raw.server.config_watch_interval.0;
+    if !watch.is_zero()
+        && !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&watch)
+    {
+        err(
+            "server.config_watch_interval",
+            format!("{watch:?} is out of range"),
+            "use `100ms` to `1h`, or `0s` to reload on SIGHUP only (default `2s`)",
         );
     }
     let limits = &raw.limits;

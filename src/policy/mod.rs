@@ -54,7 +54,7 @@ pub enum UnlistedTools {
 pub const OFFLINE_ACCESS: &str = "offline_access";
 
 /// One tool rule: a pattern and the scopes a call of a matching tool needs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ToolRule {
     /// The pattern.
     pub pattern: Glob,
@@ -89,7 +89,7 @@ pub enum PolicyDenial {
 }
 
 /// The compiled policy of one upstream.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ScopePolicy {
     /// Scopes every request needs.
     pub base: Vec<String>,

@@ -23,13 +23,26 @@ pub struct Access {
 }
 
 impl Access {
-    /// Builds the auth state for `config`.
-    pub fn new(config: &AuthConfig, public_url: PublicUrl, builtin: Option<BuiltinIssuer>) -> Self {
+    /// Builds the auth state for `config`; `sessions` carries the
+    /// session bindings over a reload (a new table when `None`).
+    pub fn new(
+        config: &AuthConfig,
+        public_url: PublicUrl,
+        builtin: Option<BuiltinIssuer>,
+        sessions: Option<SessionBindings>,
+    ) -> Self {
         Self {
             authenticator: Authenticator::new(config, builtin),
-            sessions: SessionBindings::new(config.session_entries, config.session_idle_timeout),
+            sessions: sessions.unwrap_or_else(|| {
+                SessionBindings::new(config.session_entries, config.session_idle_timeout)
+            }),
             public_url,
         }
+    }
+
+    /// The session bindings, to keep over a reload.
+    pub fn sessions(&self) -> SessionBindings {
+        self.sessions.clone()
     }
 
     /// The background job refreshing JWKS keys.

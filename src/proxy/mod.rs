@@ -21,6 +21,7 @@ mod error;
 mod forward;
 mod headers;
 mod lifecycle;
+mod live;
 mod path_rules;
 mod pipeline;
 mod rate_limit;
@@ -29,18 +30,17 @@ mod route;
 
 pub use error::GatewayError;
 pub use lifecycle::{proxy_service, run_until_terminated, InFlight};
+pub use live::{Live, LiveState};
 
-use crate::auth::prm::ProtectedResources;
-use crate::auth::{KeyRefresher, Principal};
+use crate::auth::Principal;
 use crate::authserver::AuthServer;
-use crate::config::{Config, Limits};
-use crate::identity::IdentitySigner;
+use crate::config::Config;
 use crate::mcp::tools_list::{KeepTool, ToolsListFilter};
 use crate::mcp::McpPost;
 use crate::metrics::metrics;
 use crate::policy::ScopePolicy;
 use crate::telemetry;
-use access::Access;
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::Method;
@@ -51,34 +51,26 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
 use response::StreamRelay;
-use route::{Route, Routes};
+use route::Route;
 use serde_json::Value;
-use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The gateway's request pipeline.
 pub struct Gateway {
-    routes: Routes,
-    allowed_origins: HashSet<String>,
-    limits: Limits,
-    /// Requests without a valid token per client address, when limited.
-    anonymous_limit: Option<rate_limit::AddressLimit>,
+    /// What the configuration decides, swapped whole on a reload.
+    live: LiveState,
     connector: Connector,
     in_flight: Arc<InFlight>,
-    /// `None` when authentication is disabled.
-    access: Option<Access>,
     /// The built-in authorization server's endpoints, when enabled.
     authserver: Option<axum::Router>,
-    prm: ProtectedResources,
-    /// Signs the identity JWTs of upstreams that get them; its key is
-    /// published at `identity::IDENTITY_JWKS_PATH`.
-    identity_signer: Option<Arc<IdentitySigner>>,
 }
 
 /// Per-request state carried between phases.
 pub struct RequestCtx {
+    /// The configuration this request started on, kept to its end.
+    live: Arc<Live>,
     route: Option<Arc<Route>>,
     principal: Option<Arc<Principal>>,
     post: Option<McpPost>,
@@ -115,43 +107,18 @@ impl Gateway {
         in_flight: Arc<InFlight>,
         builtin: Option<&AuthServer>,
     ) -> std::io::Result<Self> {
-        let signs_identity = config
-            .upstreams
-            .iter()
-            .any(|u| u.identity.as_ref().is_some_and(|i| i.jwt.is_some()));
-        let identity_signer = signs_identity
-            .then(|| {
-                IdentitySigner::new(
-                    config.public_url.as_str(),
-                    config.identity_key_file.as_deref(),
-                )
-                .map(Arc::new)
-                .map_err(|e| std::io::Error::other(format!("identity_key_file: {e}")))
-            })
-            .transpose()?;
-        let mut allowed_origins: HashSet<String> = config.allowed_origins.iter().cloned().collect();
-        allowed_origins.insert(config.public_url.origin());
+        let live = Live::build(config, builtin, None)?;
         Ok(Self {
-            routes: Routes::new(&config.upstreams, identity_signer.as_ref())?,
-            allowed_origins,
-            limits: config.limits,
-            anonymous_limit: config
-                .limits
-                .unauthenticated_per_address
-                .map(rate_limit::AddressLimit::new),
+            live: Arc::new(ArcSwap::from_pointee(live)),
             connector: Connector::new(None),
             in_flight,
-            access: config.auth.as_ref().map(|a| {
-                Access::new(
-                    a,
-                    config.public_url.clone(),
-                    builtin.map(AuthServer::issuer),
-                )
-            }),
             authserver: builtin.map(AuthServer::router),
-            prm: ProtectedResources::new(config),
-            identity_signer,
         })
+    }
+
+    /// The configuration state, for the reloader to swap.
+    pub fn live(&self) -> LiveState {
+        self.live.clone()
     }
 
     /// An authenticated GET stream is filtered like a POST's `tools/list`
@@ -162,11 +129,6 @@ impl Gateway {
         policy.filter_tools_list.then(|| {
             ToolsListFilter::any_response(keep_callable(policy.clone(), principal.clone()))
         })
-    }
-
-    /// The background job keeping JWKS keys fresh, when auth is enabled.
-    pub fn key_refresher(&self) -> Option<KeyRefresher> {
-        self.access.as_ref().map(Access::key_refresher)
     }
 }
 
@@ -228,6 +190,7 @@ impl ProxyHttp for Gateway {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
+            live: self.live.load_full(),
             route: None,
             principal: None,
             post: None,
@@ -358,7 +321,7 @@ impl ProxyHttp for Gateway {
         ctx._stream = open_stream;
         let req = session.req_header();
         if let (Some(access), Some(route), true, true) = (
-            &self.access,
+            &ctx.live.access,
             &ctx.route,
             req.method == Method::DELETE,
             upstream_response.status.is_success(),

@@ -10,7 +10,7 @@ use super::response::unavailable;
 use super::route::Route;
 use super::{
     as_bridge, body, error, forward, headers, keep_callable, path_rules, Admission, Gateway,
-    GatewayError, RequestCtx,
+    GatewayError, Live, RequestCtx,
 };
 use crate::auth::prm::WELL_KNOWN;
 use crate::auth::Principal;
@@ -38,6 +38,35 @@ fn is_metadata_path(path: &str) -> bool {
 /// for (`None` when auth is disabled).
 type Caller<'a> = Option<(&'a Access, &'a Principal)>;
 
+/// The upstream a path belongs to, once the path and the head pass the
+/// rules no upstream could read differently (dot segments, repeated
+/// fields, a foreign `Origin`).
+fn route(live: &Live, session: &Session, ctx: &mut RequestCtx) -> Result<Arc<Route>, GatewayError> {
+    let head = session.req_header();
+    path_rules::check_request_path(head.uri.path()).map_err(GatewayError::AmbiguousPath)?;
+    let route = live
+        .routes
+        .find(head.uri.path())
+        .cloned()
+        .ok_or(GatewayError::NotFound)?;
+    ctx.route = Some(route.clone());
+    headers::refuse_repeated(&head.headers).map_err(GatewayError::RepeatedHeader)?;
+    let origin = head.headers.get(http::header::ORIGIN).map(|v| v.as_bytes());
+    headers::origin_allowed(origin, &live.allowed_origins).map_err(GatewayError::OriginRefused)?;
+    Ok(route)
+}
+
+impl Live {
+    /// Spends one request of the client's address from the bucket for
+    /// requests without a valid token, when there is one.
+    fn limit_anonymous(&self, session: &Session) -> Result<(), GatewayError> {
+        match &self.anonymous_limit {
+            Some(limit) => limit.check(super::client_ip(session)),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Gateway {
     /// Decides what to do with a request, and does the POST forwarding.
     pub(super) async fn admit(
@@ -46,36 +75,37 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<Admission, GatewayError> {
         ctx.request_id = telemetry::request_id(session.req_header().headers.get("x-request-id"));
-        if let Some(exposure) = self.exposure(session.req_header().uri.path()) {
-            if cors::share(session, exposure, &self.allowed_origins)? == Sharing::Preflight {
-                self.limit_anonymous(session)?;
+        let live = ctx.live.clone();
+        if let Some(exposure) = self.exposure(&live, session.req_header().uri.path()) {
+            if cors::share(session, exposure, &live.allowed_origins)? == Sharing::Preflight {
+                live.limit_anonymous(session)?;
                 if let Err(e) = cors::answer_preflight(session, &ctx.request_id).await {
                     tracing::debug!(error = %e, "could not answer a preflight");
                 }
                 return Ok(Admission::Done);
             }
         }
-        headers::check_head_size(session.req_header(), self.limits.max_header_bytes)?;
-        if let Some(done) = self.serve_locally(session, ctx).await? {
+        headers::check_head_size(session.req_header(), live.limits.max_header_bytes)?;
+        if let Some(done) = self.serve_locally(&live, session, ctx).await? {
             return Ok(done);
         }
-        let route = self.route(session, ctx)?;
-        let principal = match &self.access {
+        let route = route(&live, session, ctx)?;
+        let principal = match &live.access {
             Some(access) => match access.authenticate(session, &route).await {
                 Ok(principal) => Some(principal),
-                Err(refused) => return Err(self.limit_anonymous(session).err().unwrap_or(refused)),
+                Err(refused) => return Err(live.limit_anonymous(session).err().unwrap_or(refused)),
             },
             None => {
-                self.limit_anonymous(session)?;
+                live.limit_anonymous(session)?;
                 None
             }
         };
         ctx.principal = principal.clone();
-        let caller = self.access.as_ref().zip(principal.as_deref());
+        let caller = live.access.as_deref().zip(principal.as_deref());
         match session.req_header().method.clone() {
             Method::GET | Method::DELETE => admit_stream(session, ctx, &route, caller),
             Method::POST => {
-                let (body, post) = read_post(session, ctx, &self.limits).await?;
+                let (body, post) = read_post(session, ctx, &live.limits).await?;
                 let post = authorize_post(session, ctx, &route, caller, post)?;
                 self.forward_post(session, ctx, &route, caller, body, post)
                     .await
@@ -87,47 +117,39 @@ impl Gateway {
     /// How `path` is open to scripts on other origins (see `cors`): the
     /// PRM documents, the authorization server's documents and endpoints a
     /// web client calls, and the MCP paths.
-    fn exposure(&self, path: &str) -> Option<Exposure> {
+    fn exposure(&self, live: &Live, path: &str) -> Option<Exposure> {
         if is_metadata_path(path) {
             return Some(Exposure::Document);
         }
         self.authserver
             .as_ref()
             .and_then(|_| Exposure::of_authserver_path(path))
-            .or_else(|| self.routes.find(path).map(|_| Exposure::Mcp))
-    }
-
-    /// Spends one request of the client's address from the bucket for
-    /// requests without a valid token, when there is one.
-    fn limit_anonymous(&self, session: &Session) -> Result<(), GatewayError> {
-        match &self.anonymous_limit {
-            Some(limit) => limit.check(super::client_ip(session)),
-            None => Ok(()),
-        }
+            .or_else(|| live.routes.find(path).map(|_| Exposure::Mcp))
     }
 
     /// PRM documents and the authorization server's paths are answered
     /// here; `None` for everything else.
     async fn serve_locally(
         &self,
+        live: &Live,
         session: &mut Session,
         ctx: &RequestCtx,
     ) -> Result<Option<Admission>, GatewayError> {
         let path = session.req_header().uri.path();
         if is_metadata_path(path) {
-            self.limit_anonymous(session)?;
-            let doc = self.prm.get(path).cloned().ok_or(GatewayError::NotFound)?;
+            live.limit_anonymous(session)?;
+            let doc = live.prm.get(path).cloned().ok_or(GatewayError::NotFound)?;
             return self
                 .serve_document(session, &ctx.request_id, doc)
                 .await
                 .map(Some);
         }
-        if let Some(signer) = self
+        if let Some(signer) = live
             .identity_signer
             .as_ref()
             .filter(|_| path == IDENTITY_JWKS_PATH)
         {
-            self.limit_anonymous(session)?;
+            live.limit_anonymous(session)?;
             let doc = signer.jwks();
             return self
                 .serve_document(session, &ctx.request_id, doc)
@@ -140,8 +162,8 @@ impl Gateway {
             .filter(|_| AS_PATHS.contains(&path))
         {
             Some(router) => {
-                self.limit_anonymous(session)?;
-                as_bridge::serve(router, session, &ctx.request_id, self.limits.body_timeout)
+                live.limit_anonymous(session)?;
+                as_bridge::serve(router, session, &ctx.request_id, live.limits.body_timeout)
                     .await?;
                 Ok(Some(Admission::Done))
             }
@@ -170,25 +192,6 @@ impl Gateway {
             tracing::debug!(error = %e, "could not write the metadata document");
         }
         Ok(Admission::Done)
-    }
-
-    /// The upstream a path belongs to, once the path and the head pass the
-    /// rules no upstream could read differently (dot segments, repeated
-    /// fields, a foreign `Origin`).
-    fn route(&self, session: &Session, ctx: &mut RequestCtx) -> Result<Arc<Route>, GatewayError> {
-        let head = session.req_header();
-        path_rules::check_request_path(head.uri.path()).map_err(GatewayError::AmbiguousPath)?;
-        let route = self
-            .routes
-            .find(head.uri.path())
-            .cloned()
-            .ok_or(GatewayError::NotFound)?;
-        ctx.route = Some(route.clone());
-        headers::refuse_repeated(&head.headers).map_err(GatewayError::RepeatedHeader)?;
-        let origin = head.headers.get(http::header::ORIGIN).map(|v| v.as_bytes());
-        headers::origin_allowed(origin, &self.allowed_origins)
-            .map_err(GatewayError::OriginRefused)?;
-        Ok(route)
     }
 
     /// Sends a checked POST and relays the answer (see `forward`), with the

@@ -108,24 +108,39 @@ pub struct Routes(Vec<Arc<Route>>);
 
 impl Routes {
     /// Builds the table, resolving each upstream host once; `signer`
-    /// signs the identity JWTs of the upstreams that get them.
+    /// signs the identity JWTs of the upstreams that get them. A route of
+    /// `previous` (a reload) whose upstream is configured exactly the same,
+    /// and signed by the same key when it gets JWTs, is kept as it is, with
+    /// its rate-limit buckets and identity assertions.
     pub fn new(
         upstreams: &[Upstream],
         signer: Option<&Arc<IdentitySigner>>,
+        previous: Option<(&Routes, Option<&Arc<IdentitySigner>>)>,
     ) -> std::io::Result<Self> {
+        let same_signer = previous.is_some_and(|(_, old)| match (old, signer) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        });
         upstreams
             .iter()
             .map(|u| {
+                let signs = u.identity.as_ref().is_some_and(|i| i.jwt.is_some());
+                let kept = previous
+                    .filter(|_| same_signer || !signs)
+                    .and_then(|(routes, _)| routes.0.iter().find(|r| r.upstream == *u));
+                if let Some(route) = kept {
+                    return Ok(route.clone());
+                }
                 Route::new(u.clone(), signer).map(Arc::new).map_err(|e| {
                     std::io::Error::other(format!("upstream `{}` ({}): {e}", u.name, u.target.url))
                 })
             })
-            .collect::<Result<_, _>>()
+            .collect::<std::io::Result<_>>()
             .map(Self)
     }
 
-    /// The route whose path is `path` or a prefix of it on a segment
-    /// boundary (`/a/mcp` serves `/a/mcp` and `/a/mcp/x`, not `/a/mcpx`).
+    /// The route whose path `path` is or is under.
     pub fn find(&self, path: &str) -> Option<&Arc<Route>> {
         self.0.iter().find(|r| {
             let prefix = r.upstream.path.as_str();
@@ -150,7 +165,7 @@ upstreams:
 ",
         )
         .unwrap();
-        Routes::new(&c.upstreams, None).unwrap()
+        Routes::new(&c.upstreams, None, None).unwrap()
     }
 
     #[test]

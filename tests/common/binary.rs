@@ -10,6 +10,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_mcp-oauth-gateway");
 pub struct Binary {
     child: Child,
     config: std::path::PathBuf,
+    /// Its log (stderr at `RUST_LOG=warn`), unless `MCPGW_TEST_LOG` shows it.
+    log: std::path::PathBuf,
     pub addr: std::net::SocketAddr,
 }
 
@@ -18,12 +20,13 @@ impl Binary {
         let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
         let config = dir.join(format!("gateway-{}-{port}.yaml", std::process::id()));
         std::fs::write(&config, yaml).unwrap();
+        let log_file = dir.join(format!("gateway-{}-{port}.log", std::process::id()));
         // MCPGW_TEST_LOG=<filter> shows the binary's log (e.g. `debug`).
         let filter = std::env::var("MCPGW_TEST_LOG").ok();
         let log = if filter.is_some() {
             Stdio::inherit()
         } else {
-            Stdio::null()
+            Stdio::from(std::fs::File::create(&log_file).unwrap())
         };
         let child = Command::new(BIN)
             .args(["serve", "--config"])
@@ -38,8 +41,38 @@ impl Binary {
         Self {
             child,
             config,
+            log: log_file,
             addr,
         }
+    }
+
+    /// Replaces its configuration file with `yaml`.
+    pub fn rewrite(&self, yaml: &str) {
+        // Written aside and renamed, as deployment tools do: the gateway
+        // never reads half a file.
+        let next = self.config.with_extension("next");
+        std::fs::write(&next, yaml).unwrap();
+        std::fs::rename(&next, &self.config).unwrap();
+    }
+
+    /// Sends it `signal` (`HUP`, `TERM`...).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// What it has logged so far (empty under `MCPGW_TEST_LOG`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 }
 
@@ -48,6 +81,7 @@ impl Drop for Binary {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.config);
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 

@@ -31,18 +31,20 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// The upstream: demo MCP at `/mcp`, raw helpers at `/inspect`, `/sse-gap`,
-/// `/slow`. Every request it receives is recorded.
+/// `/slow`, `/held`. Every request it receives is recorded.
 pub struct Upstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<String>>>,
     shutdown: CancellationToken,
+    release: CancellationToken,
 }
 
 impl Upstream {
     pub async fn start() -> Self {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let shutdown = CancellationToken::new();
-        let app = upstream_app(&seen, &shutdown);
+        let release = CancellationToken::new();
+        let app = upstream_app(&seen, &shutdown, &release);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = shutdown.clone();
@@ -56,7 +58,13 @@ impl Upstream {
             addr,
             seen,
             shutdown,
+            release,
         }
+    }
+
+    /// Lets every `/held` stream send its second event and end.
+    pub fn release_held(&self) {
+        self.release.cancel();
     }
 
     /// Every request received so far, as `METHOD /path`.
@@ -76,8 +84,14 @@ impl Drop for Upstream {
 }
 
 /// The upstream's routes (see [`Upstream`]), recording into `seen`.
-pub fn upstream_app(seen: &Arc<Mutex<Vec<String>>>, shutdown: &CancellationToken) -> Router {
+pub fn upstream_app(
+    seen: &Arc<Mutex<Vec<String>>>,
+    shutdown: &CancellationToken,
+    release: &CancellationToken,
+) -> Router {
+    let release = release.clone();
     demo::router(shutdown.clone())
+        .route("/held", get(move || held(release.clone())))
         .route("/inspect", any(inspect))
         .route("/sse-gap", get(sse_gap))
         .route("/slow", any(slow))
@@ -121,6 +135,31 @@ async fn inspect(
         "headers": headers,
         "body": String::from_utf8_lossy(&body),
     }))
+}
+
+/// An SSE stream whose second event waits for [`Upstream::release_held`].
+async fn held(release: CancellationToken) -> Response {
+    let stream = futures_util::stream::unfold(0, move |step| {
+        let release = release.clone();
+        async move {
+            let text = match step {
+                0 => "event: one\ndata: 1\n\n",
+                1 => {
+                    release.cancelled().await;
+                    "event: two\ndata: 2\n\n"
+                }
+                _ => return None,
+            };
+            Some((
+                Ok::<_, std::io::Error>(Bytes::from_static(text.as_bytes())),
+                step + 1,
+            ))
+        }
+    });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(stream))
+        .unwrap()
 }
 
 /// An SSE stream with a quiet gap between two events.
@@ -319,6 +358,16 @@ impl Gateway {
     pub async fn start_yaml(yaml: &str) -> Self {
         let config =
             Config::from_yaml(yaml).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        Self::start_config(config).await
+    }
+
+    /// Starts from the file `path`, which it then watches for reloads.
+    pub async fn start_file(path: &std::path::Path) -> Self {
+        let config = Config::load(path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        Self::start_config(config).await
+    }
+
+    async fn start_config(config: Config) -> Self {
         if std::env::var_os("MCPGW_TEST_LOG").is_some() {
             mcp_oauth_gateway::telemetry::init(config.log_format, "info");
         }

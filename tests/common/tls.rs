@@ -155,7 +155,7 @@ impl TlsUpstream {
         };
         let seen = Arc::new(Mutex::new(Vec::new()));
         let shutdown = CancellationToken::new();
-        let app = upstream_app(&seen, &shutdown);
+        let app = upstream_app(&seen, &shutdown, &CancellationToken::new());
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
         let listener = TlsListener {

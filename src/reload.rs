@@ -1,0 +1,469 @@
+//! Live configuration reloads: on SIGHUP, and when the file's content
+//! changes (checked every `server.config_watch_interval`), the file is
+//! loaded and validated in full; an invalid one changes nothing. A valid
+//! one is built into a new [`Live`] for the proxy and new settings for the
+//! authorization server, each swapped whole: requests and streams under
+//! way finish on the configuration they started with.
+//!
+//! The listeners, the store, the process settings and the caches sized at
+//! start are not rebuilt: a change to those is logged as needing a
+//! restart and the running value kept ([`keep_restart_only`]).
+//!
+//! The same background service keeps the JWKS of the current token
+//! sources fresh, so a reload that changes `auth` moves the refresh to
+//! the new issuers.
+
+use crate::auth::RefreshTasks;
+use crate::authserver::AuthServer;
+use crate::config::Config;
+use crate::metrics::metrics;
+use crate::proxy::{Live, LiveState};
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Mutex;
+
+/// The reload service (see the module docs).
+pub struct Reloader {
+    live: LiveState,
+    authserver: Option<AuthServer>,
+    /// The configuration running now, and what the file held when it was
+    /// last read.
+    running: Mutex<Running>,
+}
+
+struct Running {
+    config: Config,
+    fingerprint: Option<[u8; 32]>,
+}
+
+/// What a reload did, the label of `mcpgw_config_reloads_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    Unchanged,
+    Invalid,
+    Failed,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Unchanged => "unchanged",
+            Self::Invalid => "invalid",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl Reloader {
+    /// The reloader of `config` (reloads need its `source` file), swapping
+    /// `live` and the settings of `authserver`.
+    pub fn new(config: &Config, live: LiveState, authserver: Option<AuthServer>) -> Self {
+        for outcome in [
+            Outcome::Applied,
+            Outcome::Unchanged,
+            Outcome::Invalid,
+            Outcome::Failed,
+        ] {
+            // Every outcome is a series from the start, at 0.
+            metrics()
+                .config_reloads
+                .with_label_values(&[outcome.label()]);
+        }
+        let fingerprint = config.source.as_deref().and_then(fingerprint);
+        Self {
+            live,
+            authserver,
+            running: Mutex::new(Running {
+                config: config.clone(),
+                fingerprint,
+            }),
+        }
+    }
+
+    /// Loads the file again and applies it if it is valid; `trigger` is
+    /// for the log.
+    pub async fn reload(&self, trigger: &str) -> Outcome {
+        let mut running = self.running.lock().await;
+        let outcome = self.reload_locked(&mut running, trigger);
+        metrics()
+            .config_reloads
+            .with_label_values(&[outcome.label()])
+            .inc();
+        outcome
+    }
+
+    fn reload_locked(&self, running: &mut Running, trigger: &str) -> Outcome {
+        let Some(path) = running.config.source.clone() else {
+            return Outcome::Unchanged;
+        };
+        running.fingerprint = fingerprint(&path);
+        let mut config = match Config::load(&path) {
+            Ok(c) => c,
+            Err(errors) => {
+                for e in &errors.0 {
+                    tracing::error!(file = %path.display(), trigger, path = %e.path, error = %e, "configuration reload refused; the running configuration stays");
+                }
+                return Outcome::Invalid;
+            }
+        };
+        if let Some((field, why)) = needs_restart_whole(&running.config, &config) {
+            tracing::error!(file = %path.display(), trigger, path = field, "configuration reload refused: {why}, so it changes only with a restart; the running configuration stays");
+            return Outcome::Invalid;
+        }
+        for field in keep_restart_only(&running.config, &mut config) {
+            tracing::warn!(file = %path.display(), path = field, "this change needs a restart; the running value stays until then");
+        }
+        if config == running.config {
+            tracing::info!(file = %path.display(), trigger, "configuration unchanged");
+            return Outcome::Unchanged;
+        }
+        let previous = self.live.load_full();
+        let live = match Live::build(&config, self.authserver.as_ref(), Some(&previous)) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(file = %path.display(), trigger, error = %e, "configuration reload failed; the running configuration stays");
+                return Outcome::Failed;
+            }
+        };
+        if let Some(a) = &self.authserver {
+            a.reload(&config);
+        }
+        let changed = changed_sections(&running.config, &config);
+        self.live.store(Arc::new(live));
+        for w in &config.warnings {
+            tracing::warn!(path = %w.path, "{w}");
+        }
+        tracing::info!(file = %path.display(), trigger, changed = %changed.join(", "), "configuration reloaded");
+        running.config = config;
+        Outcome::Applied
+    }
+
+    /// Whether the file's content differs from what was last read.
+    async fn file_changed(&self) -> bool {
+        let running = self.running.lock().await;
+        let Some(path) = running.config.source.as_deref() else {
+            return false;
+        };
+        fingerprint(path) != running.fingerprint
+    }
+}
+
+/// The SHA-256 of the file's content (`None` when unreadable: a file being
+/// replaced is read again on the next check).
+fn fingerprint(path: &Path) -> Option<[u8; 32]> {
+    std::fs::read(path).ok().map(|b| Sha256::digest(b).into())
+}
+
+/// A change that other settings derive from, which a restart must apply:
+/// its YAML path and why.
+fn needs_restart_whole(running: &Config, new: &Config) -> Option<(&'static str, &'static str)> {
+    if running.public_url != new.public_url {
+        return Some((
+            "public_url",
+            "public_url is in every published URL and token audience",
+        ));
+    }
+    if running.authorization_server.is_some() != new.authorization_server.is_some() {
+        return Some((
+            "authorization_server",
+            "the authorization server's store and keys open at start, and the resource metadata names it",
+        ));
+    }
+    None
+}
+
+/// Puts the running value back into `new` wherever a change needs a
+/// restart (listeners, process settings, the store and keys, caches sized
+/// at start); the YAML paths of those changes.
+pub fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
+    let mut kept = Vec::new();
+    let k = &mut kept;
+    restore(k, "listen", &running.listen, &mut new.listen);
+    restore(
+        k,
+        "metrics.listen",
+        &running.metrics_listen,
+        &mut new.metrics_listen,
+    );
+    restore(
+        k,
+        "server.worker_threads",
+        &running.worker_threads,
+        &mut new.worker_threads,
+    );
+    restore(
+        k,
+        "server.shutdown_grace_period",
+        &running.shutdown_grace_period,
+        &mut new.shutdown_grace_period,
+    );
+    restore(
+        k,
+        "server.config_watch_interval",
+        &running.config_watch_interval,
+        &mut new.config_watch_interval,
+    );
+    let (old, limits) = (&running.limits, &mut new.limits);
+    restore(
+        k,
+        "limits.header_timeout",
+        &old.header_timeout,
+        &mut limits.header_timeout,
+    );
+    restore(
+        k,
+        "limits.max_connections_per_address",
+        &old.max_connections_per_address,
+        &mut limits.max_connections_per_address,
+    );
+    restore(
+        k,
+        "logging.format",
+        &running.log_format,
+        &mut new.log_format,
+    );
+    restore(k, "logging.level", &running.log_level, &mut new.log_level);
+    if let (Some(old), Some(auth)) = (&running.auth, &mut new.auth) {
+        restore(
+            k,
+            "auth.token_cache.max_entries",
+            &old.token_cache_entries,
+            &mut auth.token_cache_entries,
+        );
+        restore(
+            k,
+            "auth.sessions.max_entries",
+            &old.session_entries,
+            &mut auth.session_entries,
+        );
+        restore(
+            k,
+            "auth.sessions.idle_timeout",
+            &old.session_idle_timeout,
+            &mut auth.session_idle_timeout,
+        );
+    }
+    if let (Some(old), Some(a)) = (&running.authorization_server, &mut new.authorization_server) {
+        restore(
+            k,
+            "authorization_server.data_dir",
+            &old.data_dir,
+            &mut a.data_dir,
+        );
+        restore(
+            k,
+            "authorization_server.signing_algorithm",
+            &old.signing_algorithm,
+            &mut a.signing_algorithm,
+        );
+        restore(
+            k,
+            "authorization_server.code_ttl",
+            &old.code_ttl,
+            &mut a.code_ttl,
+        );
+        restore(
+            k,
+            "authorization_server.client_metadata_documents",
+            &old.client_metadata_documents,
+            &mut a.client_metadata_documents,
+        );
+    }
+    kept
+}
+
+/// Sets `new` back to `running`, noting `path` when they differed.
+fn restore<T: PartialEq + Clone>(
+    kept: &mut Vec<&'static str>,
+    path: &'static str,
+    running: &T,
+    new: &mut T,
+) {
+    if running != new {
+        kept.push(path);
+        new.clone_from(running);
+    }
+}
+
+/// The top-level sections that differ, for the log.
+fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if old.upstreams != new.upstreams {
+        changed.push("upstreams");
+    }
+    if old.auth != new.auth {
+        changed.push("auth");
+    }
+    if old.authorization_server != new.authorization_server {
+        changed.push("authorization_server");
+    }
+    if old.allowed_origins != new.allowed_origins {
+        changed.push("allowed_origins");
+    }
+    if old.limits != new.limits {
+        changed.push("limits");
+    }
+    if old.identity_key_file != new.identity_key_file {
+        changed.push("identity_key_file");
+    }
+    changed
+}
+
+/// Runs the JWKS refresh of the current token sources.
+struct Refresh {
+    live: Arc<Live>,
+    _tasks: Option<RefreshTasks>,
+}
+
+impl Refresh {
+    fn of(live: Arc<Live>) -> Self {
+        let tasks = live.key_refresher().map(|r| r.spawn());
+        Self {
+            live,
+            _tasks: tasks,
+        }
+    }
+
+    /// Moves the refresh to `current`'s sources when they are new.
+    fn follow(&mut self, current: Arc<Live>) {
+        if !self.live.same_token_sources(&current) {
+            *self = Self::of(current);
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut refresh = Refresh::of(self.live.load_full());
+        let (watch, source) = {
+            let running = self.running.lock().await;
+            (
+                running.config.config_watch_interval,
+                running.config.source.clone(),
+            )
+        };
+        let Some(source) = source else {
+            let _ = shutdown.changed().await;
+            return;
+        };
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; reloads follow file changes only");
+                None
+            }
+        };
+        let mut tick = tokio::time::interval(if watch.is_zero() {
+            Duration::from_secs(3600)
+        } else {
+            watch
+        });
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        log_watch(&source, watch);
+        loop {
+            let forced = tokio::select! {
+                Some(()) = recv(&mut hangup) => true,
+                _ = tick.tick(), if !watch.is_zero() => false,
+                _ = shutdown.changed() => return,
+            };
+            if !(forced || self.file_changed().await) {
+                continue;
+            }
+            let trigger = if forced { "SIGHUP" } else { "file change" };
+            if self.reload(trigger).await == Outcome::Applied {
+                refresh.follow(self.live.load_full());
+            }
+        }
+    }
+}
+
+/// The next SIGHUP; never, without a handler.
+async fn recv(hangup: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match hangup {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn log_watch(source: &Path, watch: Duration) {
+    if watch.is_zero() {
+        tracing::info!(file = %source.display(), "configuration reloads on SIGHUP");
+    } else {
+        tracing::info!(file = %source.display(), every = ?watch, "configuration reloads on SIGHUP and when the file changes");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "
+public_url: https://mcp.example.com
+listen: 127.0.0.1:8080
+auth: { jwt_issuers: [{ issuer: 'https://idp.example.com' }] }
+upstreams:
+  - { name: demo, path: /demo/mcp, url: 'http://127.0.0.1:3001/mcp' }
+";
+
+    fn config(extra: &str) -> Config {
+        Config::from_yaml(&format!("{BASE}{extra}")).unwrap()
+    }
+
+    #[test]
+    fn restart_only_changes_are_named_and_put_back_the_rest_kept() {
+        let running = config("");
+        let mut new = Config::from_yaml(
+            &BASE.replace("127.0.0.1:8080", "0.0.0.0:9090").replace(
+                "auth: {",
+                "server: { worker_threads: 4 }\nlimits: { header_timeout: 5s, max_body_bytes: 2048 }\nlogging: { level: debug }\nauth: { sessions: { max_entries: 10 }, ",
+            ),
+        )
+        .unwrap();
+        let kept = keep_restart_only(&running, &mut new);
+        assert_eq!(
+            kept,
+            [
+                "listen",
+                "server.worker_threads",
+                "limits.header_timeout",
+                "logging.level",
+                "auth.sessions.max_entries"
+            ]
+        );
+        assert_eq!(new.listen, running.listen);
+        assert_eq!(new.worker_threads, running.worker_threads);
+        assert_eq!(new.limits.header_timeout, running.limits.header_timeout);
+        assert_eq!(new.limits.max_body_bytes, 2048, "reloadable: kept new");
+        assert_eq!(changed_sections(&running, &new), ["limits"]);
+    }
+
+    #[test]
+    fn a_new_public_url_or_authorization_server_refuses_the_whole_reload() {
+        let running = config("");
+        let with_as = config("authorization_server: { users: [] }\n");
+        let path = |a: &Config, b: &Config| needs_restart_whole(a, b).map(|(path, _)| path);
+        assert_eq!(path(&running, &with_as), Some("authorization_server"));
+        assert_eq!(path(&with_as, &running), Some("authorization_server"));
+        let moved = Config::from_yaml(&BASE.replace("mcp.example.com", "mcp.example.org")).unwrap();
+        assert_eq!(path(&running, &moved), Some("public_url"));
+        assert_eq!(path(&running, &config("")), None);
+    }
+
+    #[test]
+    fn an_unchanged_file_changes_nothing() {
+        let running = config("");
+        let mut new = config("");
+        assert!(keep_restart_only(&running, &mut new).is_empty());
+        assert_eq!(new, running);
+        assert!(changed_sections(&running, &new).is_empty());
+    }
+}
