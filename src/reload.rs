@@ -18,6 +18,7 @@ use crate::authserver::AuthServer;
 use crate::config::Config;
 use crate::metrics::metrics;
 use crate::proxy::{Live, LiveState};
+use crate::tls::ServerCertificate;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -32,6 +33,8 @@ use tokio::sync::Mutex;
 pub struct Reloader {
     live: LiveState,
     authserver: Option<AuthServer>,
+    /// The listener's certificate, read again when its files change.
+    certificate: Option<Arc<ServerCertificate>>,
     /// The configuration running now, and what the file held when it was
     /// last read.
     running: Mutex<Running>,
@@ -64,8 +67,14 @@ impl Outcome {
 
 impl Reloader {
     /// The reloader of `config` (reloads need its `source` file), swapping
-    /// `live` and the settings of `authserver`.
-    pub fn new(config: &Config, live: LiveState, authserver: Option<AuthServer>) -> Self {
+    /// `live` and the settings of `authserver`, and re-reading the files of
+    /// the listener's `certificate`.
+    pub fn new(
+        config: &Config,
+        live: LiveState,
+        authserver: Option<AuthServer>,
+        certificate: Option<Arc<ServerCertificate>>,
+    ) -> Self {
         for outcome in [
             Outcome::Applied,
             Outcome::Unchanged,
@@ -81,6 +90,7 @@ impl Reloader {
         Self {
             live,
             authserver,
+            certificate,
             running: Mutex::new(Running {
                 config: config.clone(),
                 fingerprint,
@@ -144,6 +154,32 @@ impl Reloader {
         tracing::info!(file = %path.display(), trigger, changed = %changed.join(", "), "configuration reloaded");
         running.config = config;
         Outcome::Applied
+    }
+
+    /// Serves the listener's certificate files anew when they changed
+    /// (`force`: read them regardless); unusable files leave the served
+    /// certificate in place.
+    fn reload_certificate(&self, force: bool) {
+        let Some(certificate) = &self.certificate else {
+            return;
+        };
+        let outcome = match certificate.reload(force) {
+            Ok(false) => return,
+            Ok(true) => {
+                tracing::info!(
+                    "TLS certificate reloaded; new connections get it, open ones keep theirs"
+                );
+                "applied"
+            }
+            Err(e) => {
+                tracing::error!(path = %format!("tls.{}", e.field), error = %e.problem, "TLS certificate reload refused; the served certificate stays");
+                "invalid"
+            }
+        };
+        metrics()
+            .tls_certificate_reloads
+            .with_label_values(&[outcome])
+            .inc();
     }
 
     /// Whether the file's content differs from what was last read.
@@ -231,6 +267,7 @@ pub fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str
         &mut new.log_format,
     );
     restore(k, "logging.level", &running.log_level, &mut new.log_level);
+    restore(k, "tls", &running.listen_tls, &mut new.listen_tls);
     if let (Some(old), Some(auth)) = (&running.auth, &mut new.auth) {
         restore(
             k,
@@ -351,10 +388,10 @@ impl BackgroundService for Reloader {
                 running.config.source.clone(),
             )
         };
-        let Some(source) = source else {
+        if source.is_none() && self.certificate.is_none() {
             let _ = shutdown.changed().await;
             return;
-        };
+        }
         let mut hangup = match signal(SignalKind::hangup()) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -368,14 +405,17 @@ impl BackgroundService for Reloader {
             watch
         });
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        log_watch(&source, watch);
+        if let Some(source) = &source {
+            log_watch(source, watch);
+        }
         loop {
             let forced = tokio::select! {
                 Some(()) = recv(&mut hangup) => true,
                 _ = tick.tick(), if !watch.is_zero() => false,
                 _ = shutdown.changed() => return,
             };
-            if !(forced || self.file_changed().await) {
+            self.reload_certificate(forced);
+            if source.is_none() || !(forced || self.file_changed().await) {
                 continue;
             }
             let trigger = if forced { "SIGHUP" } else { "file change" };

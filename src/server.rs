@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::metrics::MetricsEndpoint;
 use crate::proxy::{proxy_service, Gateway, InFlight};
 use crate::reload::Reloader;
+use crate::tls::ServerCertificate;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -35,8 +36,22 @@ pub fn build(config: &Config, in_flight: Arc<InFlight>) -> std::io::Result<Serve
         let upkeep = authserver.maintenance();
         server.add_service(background_service("authserver upkeep", upkeep));
     }
+    let certificate = config
+        .listen_tls
+        .as_ref()
+        .map(|tls| {
+            ServerCertificate::load(tls)
+                .map(Arc::new)
+                .map_err(|e| std::io::Error::other(format!("tls.{}: {}", e.field, e.problem)))
+        })
+        .transpose()?;
     let gateway = Gateway::new(config, in_flight, authserver.as_ref())?;
-    let reloader = Reloader::new(config, gateway.live(), authserver.clone());
+    let reloader = Reloader::new(
+        config,
+        gateway.live(),
+        authserver.clone(),
+        certificate.clone(),
+    );
     server.add_service(background_service(
         "config reload and jwks refresh",
         reloader,
@@ -44,6 +59,11 @@ pub fn build(config: &Config, in_flight: Arc<InFlight>) -> std::io::Result<Serve
     if let Some(addr) = config.metrics_listen {
         server.add_service(background_service("metrics", MetricsEndpoint(addr)));
     }
-    server.add_service(proxy_service(&server.configuration, config, gateway));
+    server.add_service(proxy_service(
+        &server.configuration,
+        config,
+        gateway,
+        certificate,
+    )?);
     Ok(server)
 }

@@ -1,18 +1,22 @@
 //! TLS material read from PEM files: the CA bundle and client certificate
-//! an `https://` upstream is reached with. Read by `check-config` (through
-//! [`crate::config::Config::load`]) and again when the routes are built,
-//! and checked here, so a bad file is an error naming it, never a panic in
-//! the connector.
+//! an `https://` upstream is reached with, and the listener's own
+//! certificate ([`ServerCertificate`]). Read by `check-config` (through
+//! [`crate::config::Config::load`]) and again when the routes and the
+//! listener are built, and checked here, so a bad file is an error naming
+//! it, never a panic in the connector or the acceptor.
 
-use crate::config::UpstreamTls;
+use crate::config::{ListenTls, UpstreamTls};
+use arc_swap::ArcSwap;
+use pingora::tls::sign::CertifiedKey;
 use pingora::tls::{
-    install_default_crypto_provider, version, CertificateDer, ClientConfig, PrivateKeyDer,
-    RootCertStore,
+    install_default_crypto_provider, version, CertificateDer, ClientConfig, ClientHello,
+    CryptoProvider, PrivateKeyDer, ResolvesServerCert, RootCertStore,
 };
 use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
 use rustls_pki_types::pem::PemObject;
-use std::path::Path;
-use std::sync::Arc;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// What pingora's connector needs for one upstream, loaded.
 pub struct UpstreamTlsMaterial {
@@ -101,4 +105,93 @@ fn read_certs(
         return Err(failed("no CERTIFICATE block found".to_owned()));
     }
     Ok(certs)
+}
+
+/// The listener's certificate chain and key: every handshake takes the one
+/// current when it starts, and [`ServerCertificate::reload`] swaps in what
+/// the files hold now, so a renewed certificate is served without a
+/// restart while open connections and streams carry on.
+pub struct ServerCertificate {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    current: ArcSwap<CertifiedKey>,
+    /// What the two files held when last read.
+    fingerprint: Mutex<Option<[u8; 32]>>,
+}
+
+impl ServerCertificate {
+    /// Reads and checks the files `tls` names.
+    pub fn load(tls: &ListenTls) -> Result<Self, TlsFileError> {
+        let key = load_certified_key(&tls.cert_file, &tls.key_file)?;
+        Ok(Self {
+            fingerprint: Mutex::new(files_fingerprint(&tls.cert_file, &tls.key_file)),
+            cert_file: tls.cert_file.clone(),
+            key_file: tls.key_file.clone(),
+            current: ArcSwap::from_pointee(key),
+        })
+    }
+
+    /// Reads the files again when their content changed since the last
+    /// read (always, with `force`) and serves them if they are usable;
+    /// `Ok(true)` when a new certificate is served. Unusable files leave
+    /// the current one in place; they are not read again until they change.
+    pub fn reload(&self, force: bool) -> Result<bool, TlsFileError> {
+        let now = files_fingerprint(&self.cert_file, &self.key_file);
+        {
+            let mut seen = self.fingerprint.lock().expect("fingerprint lock");
+            if !force && *seen == now {
+                return Ok(false);
+            }
+            *seen = now;
+        }
+        let key = load_certified_key(&self.cert_file, &self.key_file)?;
+        self.current.store(Arc::new(key));
+        Ok(true)
+    }
+}
+
+impl ResolvesServerCert for ServerCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+impl std::fmt::Debug for ServerCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerCertificate")
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .finish()
+    }
+}
+
+/// The SHA-256 of both files' content; `None` while one is unreadable.
+fn files_fingerprint(cert_file: &Path, key_file: &Path) -> Option<[u8; 32]> {
+    let mut h = Sha256::new();
+    h.update(std::fs::read(cert_file).ok()?);
+    h.update([0]);
+    h.update(std::fs::read(key_file).ok()?);
+    Some(h.finalize().into())
+}
+
+/// A server certificate chain and the key of its first certificate.
+fn load_certified_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsFileError> {
+    let certs = read_certs(cert_file, "cert_file")?;
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| TlsFileError {
+        field: "key_file",
+        problem: format!("{}: no private key read ({e})", key_file.display()),
+    })?;
+    install_default_crypto_provider();
+    let provider = CryptoProvider::get_default().ok_or_else(|| TlsFileError {
+        field: "key_file",
+        problem: "no TLS crypto provider is installed".to_owned(),
+    })?;
+    CertifiedKey::from_der(certs, key, provider).map_err(|e| TlsFileError {
+        field: "key_file",
+        problem: format!(
+            "{} does not fit the certificate in {} ({e})",
+            key_file.display(),
+            cert_file.display()
+        ),
+    })
 }

@@ -77,6 +77,19 @@ pub struct Config {
     /// The file it was loaded from (`None` when built from text): the one
     /// a reload reads.
     pub source: Option<PathBuf>,
+    /// HTTPS on the public listener, when configured.
+    pub listen_tls: Option<ListenTls>,
+}
+
+/// The public listener's certificate: reloaded when the files change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenTls {
+    /// Certificate chain (PEM), the server's certificate first.
+    pub cert_file: PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// Offer HTTP/2 by ALPN (HTTP/1.1 always).
+    pub http2: bool,
 }
 
 /// Limits on what one client may send and hold open.
@@ -345,6 +358,17 @@ impl Config {
                 )
             })
             .collect();
+        if let Some(e) = self
+            .listen_tls
+            .as_ref()
+            .and_then(|tls| crate::tls::ServerCertificate::load(tls).err())
+        {
+            errors.push(ConfigError::new(
+                &format!("tls.{}", e.field),
+                e.problem,
+                "give the certificate chain (server certificate first) and its key as PEM files",
+            ));
+        }
         if let Some(path) = &self.identity_key_file {
             if let Err(e) =
                 crate::identity::IdentitySigner::new(self.public_url.as_str(), Some(path))
@@ -381,6 +405,10 @@ impl Config {
         if let Some(key) = self.identity_key_file.as_mut() {
             resolve(key);
         }
+        if let Some(tls) = self.listen_tls.as_mut() {
+            resolve(&mut tls.cert_file);
+            resolve(&mut tls.key_file);
+        }
         for tls in self.upstreams.iter_mut().filter_map(|u| u.tls.as_mut()) {
             if let Some(ca_file) = tls.ca_file.as_mut() {
                 resolve(ca_file);
@@ -416,6 +444,18 @@ impl Config {
             "public URL: {}\nlisten:     {}\nbody limit: {} bytes; worker threads: {}; shutdown grace: {:?}\n",
             self.public_url, self.listen, self.limits.max_body_bytes, self.worker_threads, self.shutdown_grace_period
         );
+        if let Some(tls) = &self.listen_tls {
+            out.push_str(&format!(
+                "listener TLS: {} + {} (TLS 1.2/1.3, {}; reloaded when the files change)\n",
+                tls.cert_file.display(),
+                tls.key_file.display(),
+                if tls.http2 {
+                    "h2 and http/1.1"
+                } else {
+                    "http/1.1"
+                }
+            ));
+        }
         out.push_str(&format!(
             "allowed origins: {} (always) {}\n",
             self.public_url.origin(),

@@ -28,6 +28,17 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub logging: RawLogging,
     pub identity_key_file: Option<String>,
+    pub tls: Option<RawListenTls>,
+}
+
+/// HTTPS on the public listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawListenTls {
+    pub cert_file: String,
+    pub key_file: String,
+    #[serde(default = "default_true")]
+    pub http2: bool,
 }
 
 /// The Prometheus metrics listener.

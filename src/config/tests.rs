@@ -643,3 +643,51 @@ fn an_unusable_identity_key_file_is_named() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_tls_listener_needs_an_https_public_url_and_usable_files() {
+    let dir = std::env::temp_dir().join(format!("mcpgw-listen-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cert.pem"), "not a certificate").unwrap();
+    let file = dir.join("gateway.yaml");
+    let yaml = |public_url: &str, tls: &str| {
+        MINIMAL.replace("https://mcp.example.com/", public_url) + &format!("tls: {tls}\n")
+    };
+    std::fs::write(
+        &file,
+        yaml(
+            "https://mcp.example.com",
+            "{ cert_file: cert.pem, key_file: key.pem }",
+        ),
+    )
+    .unwrap();
+    let errors = Config::load(&file).expect_err("bad files").0;
+    let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["tls.cert_file"], "{errors:?}");
+    assert!(
+        errors[0].message.contains("cert.pem"),
+        "{}",
+        errors[0].message
+    );
+    let errs = errors_of(&yaml(
+        "http://mcp.example.com",
+        "{ cert_file: a, key_file: b }",
+    ));
+    assert_eq!(errs[0].path, "public_url");
+    assert!(errs[0].message.contains("serves HTTPS"), "{}", errs[0]);
+    let errs = errors_of(&yaml(
+        "https://mcp.example.com",
+        "{ cert_file: a, key_file: b, http3: true }",
+    ));
+    assert!(errs[0].to_string().contains("http3"), "{}", errs[0]);
+    let c = Config::from_yaml(&yaml(
+        "https://mcp.example.com",
+        "{ cert_file: a, key_file: b }",
+    ))
+    .unwrap();
+    assert!(c.listen_tls.as_ref().unwrap().http2, "h2 on by default");
+    assert!(c
+        .summary()
+        .contains("listener TLS: a + b (TLS 1.2/1.3, h2 and http/1.1"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

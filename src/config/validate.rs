@@ -73,6 +73,11 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             identity_key_file: raw.identity_key_file.map(std::path::PathBuf::from),
             config_watch_interval: raw.server.config_watch_interval.0,
             source: None,
+            listen_tls: raw.tls.as_ref().map(|t| super::ListenTls {
+                cert_file: t.cert_file.clone().into(),
+                key_file: t.key_file.clone().into(),
+                http2: t.http2,
+            }),
         }),
         _ => Err(ConfigErrors(errors)),
     }
@@ -97,6 +102,15 @@ fn validate_addresses(
             None
         }
     };
+    if let (Some(url), Some(_)) = (&public_url, &raw.tls) {
+        if url.as_str().starts_with("http://") {
+            err(
+                "public_url",
+                format!("`{url}` is http:// but the listener serves HTTPS (`tls`)"),
+                "write the https:// URL clients use, e.g. `https://mcp.example.com`",
+            );
+        }
+    }
     let listen = match raw.listen.parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {

@@ -10,7 +10,9 @@
 use super::connections::{ConnectionLimits, Limited};
 use super::Gateway;
 use crate::config::Config;
+use crate::tls::ServerCertificate;
 use async_trait::async_trait;
+use pingora::listeners::tls::TlsSettings;
 use pingora::proxy::http_proxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
@@ -51,20 +53,40 @@ impl Drop for InFlightGuard {
 }
 
 /// The public listener's service: the gateway behind the connection limits
-/// (`connections`), listening on `config.listen`.
+/// (`connections`), listening on `config.listen`, over TLS with
+/// `certificate` when `config.listen_tls` is set (TLS 1.2 and 1.3 only, as
+/// rustls implements nothing older; HTTP/2 by ALPN unless turned off).
 pub fn proxy_service(
     server_conf: &Arc<ServerConf>,
     config: &Config,
     gateway: Gateway,
-) -> impl pingora::services::Service + 'static {
+    certificate: Option<Arc<ServerCertificate>>,
+) -> std::io::Result<impl pingora::services::Service + 'static> {
     let limits = ConnectionLimits {
         header_timeout: config.limits.header_timeout,
         max_per_address: config.limits.max_connections_per_address,
     };
     let proxy = http_proxy(server_conf, gateway);
     let mut service = Service::new("mcp gateway".into(), Limited::new(proxy, limits));
-    service.add_tcp(&config.listen.to_string());
-    service
+    let listen = config.listen.to_string();
+    match (&config.listen_tls, certificate) {
+        (Some(tls), Some(certificate)) => {
+            let mut settings = TlsSettings::intermediate("", "")
+                .map_err(|e| std::io::Error::other(format!("tls: {e}")))?;
+            settings.set_cert_resolver(certificate);
+            if tls.http2 {
+                settings.enable_h2();
+            }
+            service.add_tls_with_settings(&listen, None, settings);
+        }
+        (None, _) => service.add_tcp(&listen),
+        (Some(_), None) => {
+            return Err(std::io::Error::other(
+                "tls is configured but no certificate was loaded",
+            ))
+        }
+    }
+    Ok(service)
 }
 
 /// Runs `server` until SIGTERM (drain, then exit 0) or SIGINT (stop now).

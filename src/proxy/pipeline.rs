@@ -258,6 +258,10 @@ impl Gateway {
         caller: Option<&Principal>,
     ) -> Result<RequestHeader, GatewayError> {
         let mut req = session.req_header().clone();
+        // An HTTP/2 client's request goes out as HTTP/1.1 (its `Host` set
+        // by the rewrite); an HTTP/2 upstream's session converts it again,
+        // as pingora's own loop does.
+        req.set_version(http::Version::HTTP_11);
         let ip = super::client_ip(session);
         headers::rewrite_for_upstream(&mut req, route, ip, request_id, caller)
             .map_err(|e| unavailable(route, &e))?;

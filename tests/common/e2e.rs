@@ -66,9 +66,19 @@ const CLIENT_DEADLINE: Duration = Duration::from_secs(180);
 /// stdout and stderr, or fails the test if it runs past the deadline. A
 /// bearer token in the arguments is not repeated in messages.
 pub async fn run_program(program: PathBuf, args: Vec<String>) -> (bool, String, String) {
+    run_program_with(program, args, &[]).await
+}
+
+/// [`run_program`] with `env` added to the program's environment.
+pub async fn run_program_with(
+    program: PathBuf,
+    args: Vec<String>,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (bool, String, String) {
     let shown = shown_command(&program, &args);
     let child = tokio::process::Command::new(&program)
         .args(&args)
+        .envs(env.iter().copied())
         .current_dir(clients_dir())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -104,8 +114,17 @@ fn shown_command(program: &Path, args: &[String]) -> String {
 /// (all of its output, or else its last line), or fails with everything it
 /// printed (the scripts print the HTTP exchanges that led to a failure).
 pub async fn run_client(program: PathBuf, args: Vec<String>) -> Value {
+    run_client_with(program, args, &[]).await
+}
+
+/// [`run_client`] with `env` added to the client's environment.
+pub async fn run_client_with(
+    program: PathBuf,
+    args: Vec<String>,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Value {
     let shown = shown_command(&program, &args);
-    let (ok, stdout, stderr) = run_program(program, args).await;
+    let (ok, stdout, stderr) = run_program_with(program, args, env).await;
     assert!(ok, "client `{shown}` failed:\n{stdout}\n{stderr}");
     let last = stdout.lines().rev().find(|l| !l.trim().is_empty());
     serde_json::from_str(&stdout)
@@ -174,39 +193,56 @@ pub const EVERYTHING_POLICY: &str = "{ base_scopes: [mcp], tools: { get-sum: [ma
 /// their own HTTP exchanges); `behind_relay` puts the recording relay in
 /// front (as its `public_url`) for clients that cannot record their own.
 pub struct OAuthGateway {
+    /// The public URL (the relay's, the gateway's, https when over TLS).
+    public: String,
     relay: Option<Relay>,
-    gw: Gateway,
+    _gw: Gateway,
     data_dir: PathBuf,
 }
 
 impl OAuthGateway {
     pub async fn start(upstream: &Everything, authorization_server_extra: &str) -> Self {
-        Self::launch(upstream, authorization_server_extra, false).await
+        Self::launch(upstream, authorization_server_extra, false, None).await
     }
 
     pub async fn behind_relay(upstream: &Everything, authorization_server_extra: &str) -> Self {
-        Self::launch(upstream, authorization_server_extra, true).await
+        Self::launch(upstream, authorization_server_extra, true, None).await
+    }
+
+    /// Serving HTTPS itself with `cert` (issued for `127.0.0.1`).
+    pub async fn over_tls(upstream: &Everything, cert: &super::tls::Issued) -> Self {
+        Self::launch(upstream, "  access_token_ttl: 2s\n", false, Some(cert)).await
     }
 
     async fn launch(
         upstream: &Everything,
         authorization_server_extra: &str,
         relayed: bool,
+        tls: Option<&super::tls::Issued>,
     ) -> Self {
         let port = free_port();
         let (relay_listener, public) = if relayed {
             let (listener, addr) = Relay::bind().await;
-            (Some(listener), addr.to_string())
+            (Some(listener), format!("http://{addr}"))
+        } else if tls.is_some() {
+            (None, format!("https://127.0.0.1:{port}"))
         } else {
-            (None, format!("127.0.0.1:{port}"))
+            (None, format!("http://127.0.0.1:{port}"))
         };
+        let tls_yaml = tls.map_or(String::new(), |c| {
+            format!(
+                "tls: {{ cert_file: {}, key_file: {} }}\n",
+                super::tls::yaml_path(&c.cert_file),
+                super::tls::yaml_path(&c.key_file)
+            )
+        });
         let data_dir =
             std::env::temp_dir().join(format!("mcpgw-e2e-{}-{port}", std::process::id()));
         let hash = mcp_oauth_gateway::authserver::passwords::hash_password("pw").unwrap();
         let gw = Gateway::start_yaml(&format!(
-            "public_url: http://{public}
+            "public_url: {public}
 listen: 127.0.0.1:{port}
-authorization_server:
+{tls_yaml}authorization_server:
   data_dir: '{dir}'
 {authorization_server_extra}  users: [{{ username: alice, password_hash: '{hash}', scopes: [mcp, math] }}]
 upstreams:
@@ -221,18 +257,16 @@ upstreams:
         ))
         .await;
         Self {
+            public,
             relay: relay_listener.map(|l| Relay::start(l, gw.addr)),
-            gw,
+            _gw: gw,
             data_dir,
         }
     }
 
     /// `path` at the gateway's public URL.
     pub fn url(&self, path: &str) -> String {
-        match &self.relay {
-            Some(relay) => format!("http://{}{path}", relay.addr),
-            None => self.gw.url(path),
-        }
+        format!("{}{path}", self.public)
     }
 
     /// The HTTP exchanges the relay saw (`behind_relay` only).
