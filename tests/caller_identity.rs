@@ -7,7 +7,7 @@
 mod common;
 
 use common::idp::{Idp, TestKey, INTROSPECTION_CLIENT};
-use common::{client, free_port, status_headers_text, Gateway, Upstream};
+use common::{client, free_port, get_json, status_headers_text, Gateway, Upstream};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use mcp_oauth_gateway::identity::IDENTITY_JWKS_PATH;
@@ -279,14 +279,7 @@ async fn the_identity_jwks_is_a_public_get_only_document() {
     let jwks = s.jwks().await;
     let jwk = &jwks.keys[0];
     assert!(jwk.common.key_id.is_some());
-    let raw: Value = client()
-        .get(s.gw.url(IDENTITY_JWKS_PATH))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let raw = get_json(&s.gw.url(IDENTITY_JWKS_PATH)).await;
     assert_eq!(raw["keys"][0]["alg"], "ES256");
     assert!(raw["keys"][0].get("d").is_none(), "no private part");
     let (status, headers, body) =

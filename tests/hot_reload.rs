@@ -11,7 +11,10 @@ use common::authserver::{self, exchange, fresh_tokens, no_redirects, refresh_wit
 use common::binary::Binary;
 use common::browser::{pkce, query, Browser};
 use common::idp::{Idp, TestKey};
-use common::{client, free_port, status_headers_text, wait_for_port, Gateway, Upstream};
+use common::{
+    await_metric, client, free_port, get_json, metric, status_headers_text, wait_for_port, Gateway,
+    Upstream,
+};
 use futures_util::StreamExt;
 use mcp_oauth_gateway::metrics::metrics;
 use serde_json::json;
@@ -115,32 +118,20 @@ upstreams:
 impl Setup {
     /// `mcpgw_config_reloads_total{outcome}`.
     async fn reloads(&self, outcome: &str) -> u64 {
-        let text = client()
-            .get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let series = format!("mcpgw_config_reloads_total{{outcome=\"{outcome}\"}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&series))
-            .map_or(0, |v| v.trim().parse().unwrap())
+        metric(self.metrics_port, &reload_series(outcome)).await as u64
     }
 
     /// Waits until `outcome` has been counted `n` times.
     async fn await_reloads(&self, outcome: &str, n: u64) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.reloads(outcome).await < n {
-            assert!(
-                Instant::now() < deadline,
-                "no {outcome} reload; log:\n{}",
-                self.gw.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        await_metric(self.metrics_port, &reload_series(outcome), n as f64, || {
+            self.gw.log()
+        })
+        .await;
     }
+}
+
+fn reload_series(outcome: &str) -> String {
+    format!("mcpgw_config_reloads_total{{outcome=\"{outcome}\"}}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,14 +299,7 @@ async fn a_reload_keeps_sessions_and_verified_tokens_and_adds_upstreams() {
     )
     .await;
     assert_eq!(status, 200, "the new upstream serves: {body}");
-    let prm: serde_json::Value = client()
-        .get(s.gw_url("/.well-known/oauth-protected-resource/second"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let prm = get_json(&s.gw_url("/.well-known/oauth-protected-resource/second")).await;
     assert_eq!(prm["resource"], json!(s.gw_url("/second")));
     assert_eq!(s.idp.jwks_fetches(), fetches, "token sources kept");
 }

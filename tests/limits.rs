@@ -23,13 +23,6 @@ async fn limited_gateway(up: &Upstream, limits: &str) -> (Binary, u16) {
     Binary::serve_with_metrics(&yaml, port).await
 }
 
-async fn metric(metrics_port: u16, series: &str) -> f64 {
-    let text = get_text(&format!("http://127.0.0.1:{metrics_port}/metrics")).await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Sends `head` one byte every 100 ms; returns how long until the gateway
 /// closed the connection (or `None` if it never did within 10 s).
 async fn trickle(addr: std::net::SocketAddr, head: &[u8]) -> Option<Duration> {

@@ -11,12 +11,12 @@ use common::binary::Binary;
 use common::e2e::{ensure_setup, node22, run_client_with, Everything, OAuthGateway};
 use common::idp::{Idp, TestKey};
 use common::tls::{yaml_path, Issued, Pki, ServerCert};
-use common::{free_port, wait_for_port, Upstream};
+use common::{await_metric, free_port, wait_for_port, Upstream};
 use futures_util::StreamExt;
 use reqwest::tls::Version as TlsVersion;
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#;
 
@@ -133,30 +133,10 @@ upstreams:
         (status, version, cert)
     }
 
-    /// `mcpgw_tls_certificate_reloads_total{outcome}`.
-    async fn certificate_reloads(&self, outcome: &str) -> u64 {
-        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let series = format!("mcpgw_tls_certificate_reloads_total{{outcome=\"{outcome}\"}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&series))
-            .map_or(0, |v| v.trim().parse().unwrap())
-    }
-
+    /// Waits until `mcpgw_tls_certificate_reloads_total{outcome}` is `n`.
     async fn await_certificate_reloads(&self, outcome: &str, n: u64) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.certificate_reloads(outcome).await < n {
-            assert!(
-                Instant::now() < deadline,
-                "no {outcome} certificate reload; log:\n{}",
-                self.gw.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let series = format!("mcpgw_tls_certificate_reloads_total{{outcome=\"{outcome}\"}}");
+        await_metric(self.metrics_port, &series, n as f64, || self.gw.log()).await;
     }
 
     /// Replaces the certificate files with `next`'s, each by a rename.

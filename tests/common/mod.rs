@@ -399,6 +399,29 @@ impl Drop for Gateway {
     }
 }
 
+/// The value of `series` (a metric name with its labels, as `/metrics`
+/// prints it) at the metrics listener on `metrics_port`; 0 when absent.
+pub async fn metric(metrics_port: u16, series: &str) -> f64 {
+    let text = get_text(&format!("http://127.0.0.1:{metrics_port}/metrics")).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits (20 s at most) until `series` reaches `n`; `context` is shown
+/// when it does not (a log, say).
+pub async fn await_metric(metrics_port: u16, series: &str, n: f64, context: impl Fn() -> String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while metric(metrics_port, series).await < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{series} never reached {n}:\n{}",
+            context()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub async fn wait_for_port(addr: SocketAddr) {
     for _ in 0..200 {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
@@ -426,6 +449,12 @@ pub async fn get_text(url: &str) -> String {
         .text()
         .await
         .unwrap()
+}
+
+/// GETs `url` and reads its body as JSON.
+pub async fn get_json(url: &str) -> Value {
+    serde_json::from_str(&get_text(url).await)
+        .unwrap_or_else(|e| panic!("{url} answered no JSON: {e}"))
 }
 
 /// A JSON-RPC POST as MCP clients send it.
