@@ -45,14 +45,11 @@ pub async fn token(
     }
 }
 
-/// Revokes everything a family issued (refresh tokens and access tokens).
+/// Revokes everything a family issued (refresh tokens and access tokens);
+/// the proxy refuses each access token until its own expiry.
 pub(super) async fn revoke_family(state: &AsState, family_id: &str) -> Result<(), OAuthError> {
-    let now = now_secs();
-    for jti in state.store.revoke_family(family_id, now).await? {
-        state.revoked.revoke(
-            jti,
-            now + state.settings().config.access_token_ttl.as_secs(),
-        );
+    for (jti, expires_at) in state.store.revoke_family(family_id, now_secs()).await? {
+        state.revoked.revoke(jti, expires_at);
     }
     Ok(())
 }

@@ -112,7 +112,11 @@ impl GrantStore for MemoryStore {
         Ok(true)
     }
 
-    async fn revoke_family(&self, family_id: &str, now: u64) -> Result<Vec<String>, StoreError> {
+    async fn revoke_family(
+        &self,
+        family_id: &str,
+        now: u64,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
         let mut inner = self.inner();
         let until = inner
             .refresh
@@ -134,7 +138,7 @@ impl GrantStore for MemoryStore {
         for (jti, exp) in &live {
             inner.revoked_tokens.entry(jti.clone()).or_insert(*exp);
         }
-        Ok(live.into_iter().map(|(jti, _)| jti).collect())
+        Ok(live)
     }
 
     async fn revoke_access_token(&self, jti: &str, expires_at: u64) -> Result<(), StoreError> {

@@ -134,9 +134,14 @@ pub trait GrantStore: Send + Sync {
         access_expires_at: u64,
         refresh: Option<&RefreshRecord>,
     ) -> Result<bool, StoreError>;
-    /// Revokes a family: its refresh tokens stop working and the ids of its
-    /// unexpired access tokens are returned (and recorded as revoked).
-    async fn revoke_family(&self, family_id: &str, now: u64) -> Result<Vec<String>, StoreError>;
+    /// Revokes a family: its refresh tokens stop working and its unexpired
+    /// access tokens are returned, each id with its expiry (and recorded as
+    /// revoked).
+    async fn revoke_family(
+        &self,
+        family_id: &str,
+        now: u64,
+    ) -> Result<Vec<(String, u64)>, StoreError>;
     /// Records one revoked access token until it expires.
     async fn revoke_access_token(&self, jti: &str, expires_at: u64) -> Result<(), StoreError>;
     /// Every revoked access token still unexpired.

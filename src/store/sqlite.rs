@@ -249,7 +249,11 @@ impl GrantStore for SqliteStore {
         Ok(true)
     }
 
-    async fn revoke_family(&self, family_id: &str, now: u64) -> Result<Vec<String>, StoreError> {
+    async fn revoke_family(
+        &self,
+        family_id: &str,
+        now: u64,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
         let mut tx = self.write_tx().await?;
         let until: Option<i64> =
             sqlx::query("SELECT MAX(expires_at) FROM refresh_tokens WHERE family_id = ?")
@@ -267,20 +271,21 @@ impl GrantStore for SqliteStore {
             .bind(now as i64)
             .fetch_all(&mut *tx)
             .await?;
-        let mut jtis = Vec::new();
+        let mut revoked = Vec::new();
         for r in &rows {
             let jti: String = r.get("jti");
+            let expires_at: i64 = r.get("expires_at");
             sqlx::query(
                 "INSERT OR IGNORE INTO revoked_access_tokens (jti, expires_at) VALUES (?, ?)",
             )
             .bind(&jti)
-            .bind(r.get::<i64, _>("expires_at"))
+            .bind(expires_at)
             .execute(&mut *tx)
             .await?;
-            jtis.push(jti);
+            revoked.push((jti, u64::try_from(expires_at).unwrap_or(0)));
         }
         tx.commit().await?;
-        Ok(jtis)
+        Ok(revoked)
     }
 
     async fn revoke_access_token(&self, jti: &str, expires_at: u64) -> Result<(), StoreError> {
