@@ -5,9 +5,10 @@
 //! trusting a header. Never the client's token.
 //!
 //! Header values are the claims as they are, except that a byte outside
-//! printable ASCII and `%` itself are percent-encoded (`%25`), so any
-//! value fits a header and decodes back unambiguously; group names are
-//! joined by `,` after encoding `,` in them (`%2C`).
+//! printable ASCII, a space at either end and `%` itself are
+//! percent-encoded (`%25`), so any value fits a header and decodes back
+//! unambiguously; group names are joined by `,` after encoding `,` in them
+//! (`%2C`).
 
 use crate::auth::{now_secs, Principal};
 use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
@@ -70,11 +71,15 @@ impl IdentityField {
 }
 
 /// Percent-encodes what a header value cannot hold as is (bytes outside
-/// printable ASCII and space), `%`, and with `list` also `,`.
+/// printable ASCII and space, a space at either end), `%`, and with `list`
+/// also `,`.
 fn encode(value: &str, list: bool) -> String {
     let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if (b' '..=b'~').contains(&b) && b != b'%' && !(list && b == b',') {
+    let last = value.len().saturating_sub(1);
+    for (i, b) in value.bytes().enumerate() {
+        // A space at either end would be trimmed by the upstream's parser.
+        let edge_space = b == b' ' && (i == 0 || i == last);
+        if (b' '..=b'~').contains(&b) && b != b'%' && !(list && b == b',') && !edge_space {
             out.push(char::from(b));
         } else {
             let _ = write!(out, "%{b:02X}");
@@ -263,6 +268,15 @@ mod tests {
             "ops,CN=a%2COU=b"
         );
         assert_eq!(encode("José 100%\n", false), "Jos%C3%A9 100%25%0A");
+        // Spaces at either end would be trimmed by the upstream's parser.
+        assert_eq!(encode(" alice ", false), "%20alice%20");
+        assert_eq!(encode("a b", false), "a b");
+        let mut spaced = p.clone();
+        spaced.groups = vec![" admins".into(), "ops ".into()];
+        assert_eq!(
+            IdentityField::Groups.header_value(&spaced).unwrap(),
+            "%20admins,ops%20"
+        );
         let mut anonymous = p.clone();
         anonymous.email = None;
         anonymous.groups.clear();

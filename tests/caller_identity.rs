@@ -208,14 +208,30 @@ async fn facts_a_token_does_not_carry_stay_absent_even_when_a_client_sends_them(
         json!({"active": true, "sub": "bob", "client_id": "c9", "scope": "mcp",
                "aud": s.gw.url("/facts"), "exp": common::idp::now() + 600}),
     );
-    let h = s.seen("/facts", "opaque-bob", FORGED).await;
+    // Underscored look-alikes too: CGI-style servers read `X_Auth_Email`
+    // as `HTTP_X_AUTH_EMAIL`, the same variable as `x-auth-email`.
+    let forged: Vec<(&str, &str)> = FORGED
+        .iter()
+        .copied()
+        .chain([
+            ("X_Auth_Email", "ceo@example.com"),
+            ("x_auth-groups", "admins"),
+        ])
+        .collect();
+    let h = s.seen("/facts", "opaque-bob", &forged).await;
     assert_eq!(h["x-auth-subject"], "bob");
     assert_eq!(
         h["x-auth-issuer"],
         json!(format!("{}/opaque", s.idp.issuer))
     );
     assert_eq!(h["x-auth-client"], "c9");
-    for absent in ["x-auth-email", "x-auth-groups", "authorization"] {
+    for absent in [
+        "x-auth-email",
+        "x-auth-groups",
+        "authorization",
+        "x_auth_email",
+        "x_auth-groups",
+    ] {
         assert!(h.get(absent).is_none(), "{absent} in {h:#}");
     }
     // Introspection answers carry them too when the IdP knows them.

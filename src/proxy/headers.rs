@@ -95,8 +95,10 @@ pub fn rewrite_for_upstream(
 }
 
 /// The upstream's identity headers: whatever the client sent under their
-/// names is removed, then each fact the gateway verified is set (a fact
-/// the token does not carry stays absent), and the signed JWT.
+/// names is removed (and under look-alikes with `_` for `-`, which
+/// CGI-style servers read as the same variable), then each fact the
+/// gateway verified is set (a fact the token does not carry stays absent),
+/// and the signed JWT.
 fn set_caller_identity(
     req: &mut RequestHeader,
     route: &Route,
@@ -105,7 +107,16 @@ fn set_caller_identity(
     let Some(identity) = &route.upstream.identity else {
         return Ok(());
     };
-    for name in identity.header_names() {
+    let owned: HashSet<&str> = identity.header_names().map(HeaderName::as_str).collect();
+    let look_alikes: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|n| {
+            n.as_str().contains('_') && owned.contains(n.as_str().replace('_', "-").as_str())
+        })
+        .cloned()
+        .collect();
+    for name in identity.header_names().chain(&look_alikes) {
         req.remove_header(name);
     }
     let Some(caller) = caller else { return Ok(()) };
