@@ -18,7 +18,7 @@ use crate::authserver::AuthServer;
 use crate::config::Config;
 use crate::metrics::metrics;
 use crate::proxy::{Live, LiveState};
-use crate::tls::ServerCertificate;
+use crate::tls::{files_fingerprint, upstream_files, ServerCertificate};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -43,6 +43,9 @@ pub struct Reloader {
 struct Running {
     config: Config,
     fingerprint: Option<[u8; 32]>,
+    /// What the key files it names (identity key, upstream TLS files)
+    /// held when last read.
+    material: Option<[u8; 32]>,
 }
 
 /// What a reload did, the label of `mcpgw_config_reloads_total`.
@@ -87,6 +90,7 @@ impl Reloader {
                 .with_label_values(&[outcome.label()]);
         }
         let fingerprint = config.source.as_deref().and_then(fingerprint);
+        let material = key_material(config);
         Self {
             live,
             authserver,
@@ -94,6 +98,7 @@ impl Reloader {
             running: Mutex::new(Running {
                 config: config.clone(),
                 fingerprint,
+                material,
             }),
         }
     }
@@ -115,6 +120,8 @@ impl Reloader {
             return Outcome::Unchanged;
         };
         running.fingerprint = fingerprint(&path);
+        let material_before = running.material;
+        running.material = key_material(&running.config);
         let mut config = match Config::load(&path) {
             Ok(c) => c,
             Err(errors) => {
@@ -131,7 +138,8 @@ impl Reloader {
         for field in keep_restart_only(&running.config, &mut config) {
             tracing::warn!(file = %path.display(), path = field, "this change needs a restart; the running value stays until then");
         }
-        if config == running.config {
+        let material = key_material(&config);
+        if config == running.config && material == material_before {
             tracing::info!(file = %path.display(), trigger, "configuration unchanged");
             return Outcome::Unchanged;
         }
@@ -153,6 +161,7 @@ impl Reloader {
         }
         tracing::info!(file = %path.display(), trigger, changed = %changed.join(", "), "configuration reloaded");
         running.config = config;
+        running.material = material;
         Outcome::Applied
     }
 
@@ -182,14 +191,33 @@ impl Reloader {
             .inc();
     }
 
-    /// Whether the file's content differs from what was last read.
+    /// Whether the file, or a key file it names, differs from what was
+    /// last read.
     async fn file_changed(&self) -> bool {
         let running = self.running.lock().await;
         let Some(path) = running.config.source.as_deref() else {
             return false;
         };
         fingerprint(path) != running.fingerprint
+            || key_material(&running.config) != running.material
     }
+}
+
+/// The fingerprint of the key files `config` names: the identity key and
+/// every upstream's CA bundle and client certificate.
+fn key_material(config: &Config) -> Option<[u8; 32]> {
+    let upstream_files = config
+        .upstreams
+        .iter()
+        .filter_map(|u| u.tls.as_ref())
+        .flat_map(upstream_files);
+    files_fingerprint(
+        config
+            .identity_key_file
+            .as_deref()
+            .into_iter()
+            .chain(upstream_files),
+    )
 }
 
 /// The SHA-256 of the file's content (`None` when unreadable: a file being
@@ -205,6 +233,12 @@ fn needs_restart_whole(running: &Config, new: &Config) -> Option<(&'static str, 
         return Some((
             "public_url",
             "public_url is in every published URL and token audience",
+        ));
+    }
+    if running.auth.is_some() != new.auth.is_some() {
+        return Some((
+            "auth",
+            "turning authentication on or off opens or closes every upstream at once",
         ));
     }
     if running.authorization_server.is_some() != new.authorization_server.is_some() {
@@ -495,6 +529,17 @@ upstreams:
         assert_eq!(path(&with_as, &running), Some("authorization_server"));
         let moved = Config::from_yaml(&BASE.replace("mcp.example.com", "mcp.example.org")).unwrap();
         assert_eq!(path(&running, &moved), Some("public_url"));
+        let open = Config::from_yaml(&BASE.replace(
+            "auth: { jwt_issuers: [{ issuer: 'https://idp.example.com' }] }",
+            "auth: { disabled: true }",
+        ))
+        .unwrap();
+        assert_eq!(
+            path(&running, &open),
+            Some("auth"),
+            "never opened by a reload"
+        );
+        assert_eq!(path(&open, &running), Some("auth"));
         assert_eq!(path(&running, &config("")), None);
     }
 

@@ -122,9 +122,12 @@ pub struct ServerCertificate {
 impl ServerCertificate {
     /// Reads and checks the files `tls` names.
     pub fn load(tls: &ListenTls) -> Result<Self, TlsFileError> {
+        // Taken before reading: files renewed in between are read again at
+        // the next check.
+        let fingerprint = files_fingerprint([tls.cert_file.as_path(), tls.key_file.as_path()]);
         let key = load_certified_key(&tls.cert_file, &tls.key_file)?;
         Ok(Self {
-            fingerprint: Mutex::new(files_fingerprint(&tls.cert_file, &tls.key_file)),
+            fingerprint: Mutex::new(fingerprint),
             cert_file: tls.cert_file.clone(),
             key_file: tls.key_file.clone(),
             current: ArcSwap::from_pointee(key),
@@ -136,7 +139,7 @@ impl ServerCertificate {
     /// `Ok(true)` when a new certificate is served. Unusable files leave
     /// the current one in place; they are not read again until they change.
     pub fn reload(&self, force: bool) -> Result<bool, TlsFileError> {
-        let now = files_fingerprint(&self.cert_file, &self.key_file);
+        let now = files_fingerprint([self.cert_file.as_path(), self.key_file.as_path()]);
         {
             let mut seen = self.fingerprint.lock().expect("fingerprint lock");
             if !force && *seen == now {
@@ -165,13 +168,26 @@ impl std::fmt::Debug for ServerCertificate {
     }
 }
 
-/// The SHA-256 of both files' content; `None` while one is unreadable.
-fn files_fingerprint(cert_file: &Path, key_file: &Path) -> Option<[u8; 32]> {
+/// The SHA-256 of the files' content, in order; `None` while one is
+/// unreadable. What a reload compares to see whether key material changed.
+pub fn files_fingerprint<'a>(files: impl IntoIterator<Item = &'a Path>) -> Option<[u8; 32]> {
     let mut h = Sha256::new();
-    h.update(std::fs::read(cert_file).ok()?);
-    h.update([0]);
-    h.update(std::fs::read(key_file).ok()?);
+    for file in files {
+        h.update(std::fs::read(file).ok()?);
+        h.update([0]);
+    }
     Some(h.finalize().into())
+}
+
+/// The files an upstream's TLS settings name: CA bundle, client
+/// certificate and key.
+pub fn upstream_files(tls: &UpstreamTls) -> impl Iterator<Item = &Path> {
+    let client = tls.client_cert.as_ref();
+    tls.ca_file
+        .as_deref()
+        .into_iter()
+        .chain(client.map(|c| c.cert_file.as_path()))
+        .chain(client.map(|c| c.key_file.as_path()))
 }
 
 /// A server certificate chain and the key of its first certificate.

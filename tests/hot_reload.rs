@@ -341,6 +341,37 @@ async fn issuers_swap_tokens_of_a_new_one_pass_and_of_a_removed_one_stop() {
     assert_eq!(call(second()).await, 200);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_identity_key_file_is_picked_up() {
+    let s = Setup::start("200ms").await;
+    let keys = format!("{}/tests/fixtures/keys", env!("CARGO_MANIFEST_DIR"));
+    let key_file = std::env::temp_dir().join(format!("mcpgw-identity-{}.pem", s.port));
+    std::fs::copy(format!("{keys}/ec3.pem"), &key_file).unwrap();
+    let yaml = s
+        .yaml(
+            "echo: []",
+            &format!("identity_key_file: '{}'\n", key_file.display()),
+        )
+        .replace(
+            "    policy:\n",
+            "    forward_identity: { jwt: {} }\n    policy:\n",
+        );
+    s.gw.rewrite(&yaml);
+    s.await_reloads("applied", 1).await;
+    let jwks_url = s.gw_url(mcp_oauth_gateway::identity::IDENTITY_JWKS_PATH);
+    let first = get_json(&jwks_url).await["keys"][0]["kid"].clone();
+    // The file is replaced; the configuration is not touched.
+    std::fs::copy(format!("{keys}/ec2.pem"), &key_file).unwrap();
+    s.await_reloads("applied", 2).await;
+    let second = get_json(&jwks_url).await["keys"][0]["kid"].clone();
+    assert_ne!(first, second, "the new key is published");
+    let seen: serde_json::Value = serde_json::from_str(&s.echo().await.1).unwrap();
+    let jwt = seen["headers"]["x-gateway-identity"].as_str().unwrap();
+    let kid = jsonwebtoken::decode_header(jwt).unwrap().kid.unwrap();
+    assert_eq!(json!(kid), second, "and signs");
+    let _ = std::fs::remove_file(&key_file);
+}
+
 /// Users swap with the rest: a removed user's grants stop refreshing, a
 /// new user signs in, all without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,7 @@ use crate::auth::KeyRefresher;
 use crate::authserver::AuthServer;
 use crate::config::{Config, Limits};
 use crate::identity::IdentitySigner;
+use crate::tls::files_fingerprint;
 use arc_swap::ArcSwap;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub struct Live {
     /// Signs the identity JWTs of upstreams that get them; its key is
     /// published at `identity::IDENTITY_JWKS_PATH`.
     pub(super) identity_signer: Option<Arc<IdentitySigner>>,
+    /// What `identity_key_file` held when the signer was made.
+    identity_key: Option<[u8; 32]>,
 }
 
 /// The current [`Live`], shared by the proxy and the reloader.
@@ -48,7 +51,11 @@ impl Live {
         builtin: Option<&AuthServer>,
         previous: Option<&Live>,
     ) -> std::io::Result<Self> {
-        let identity_signer = identity_signer(config, previous)?;
+        let identity_key = config
+            .identity_key_file
+            .as_deref()
+            .and_then(|f| files_fingerprint([f]));
+        let identity_signer = identity_signer(config, identity_key, previous)?;
         let old_routes = previous.map(|p| (&p.routes, p.identity_signer.as_ref()));
         let routes = Routes::new(&config.upstreams, identity_signer.as_ref(), old_routes)?;
         let mut allowed_origins: HashSet<String> = config.allowed_origins.iter().cloned().collect();
@@ -82,6 +89,7 @@ impl Live {
             access,
             prm: ProtectedResources::new(config),
             identity_signer,
+            identity_key,
         })
     }
 
@@ -103,9 +111,11 @@ impl Live {
 }
 
 /// The identity key, when some upstream gets JWTs: the previous one while
-/// `identity_key_file` is unchanged, else read (or generated) now.
+/// `identity_key_file` names the same file with the same content
+/// (`key_file_content`), else read (or generated) now.
 fn identity_signer(
     config: &Config,
+    key_file_content: Option<[u8; 32]>,
     previous: Option<&Live>,
 ) -> std::io::Result<Option<Arc<IdentitySigner>>> {
     let signs = config
@@ -117,6 +127,7 @@ fn identity_signer(
     }
     let kept = previous
         .filter(|p| p.config.identity_key_file == config.identity_key_file)
+        .filter(|p| p.identity_key == key_file_content)
         .and_then(|p| p.identity_signer.clone());
     if kept.is_some() {
         return Ok(kept);

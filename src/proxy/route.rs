@@ -3,7 +3,7 @@
 use super::rate_limit::CallerLimits;
 use crate::config::{Upstream, UpstreamTls};
 use crate::identity::{Assertions, IdentitySigner};
-use crate::tls::UpstreamTlsMaterial;
+use crate::tls::{files_fingerprint, upstream_files, UpstreamTlsMaterial};
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
 use std::net::SocketAddr;
@@ -23,10 +23,16 @@ pub struct Route {
     pub limits: Option<CallerLimits>,
     /// Its signed identity JWTs, when it gets them.
     pub assertions: Option<Assertions>,
+    /// What its TLS files held when the route was built.
+    tls_files: Option<[u8; 32]>,
 }
 
 impl Route {
     fn new(upstream: Upstream, signer: Option<&Arc<IdentitySigner>>) -> std::io::Result<Self> {
+        let tls_files = upstream
+            .tls
+            .as_ref()
+            .and_then(|t| files_fingerprint(upstream_files(t)));
         let target = &upstream.target;
         let addr = std::net::ToSocketAddrs::to_socket_addrs(&(target.host.as_str(), target.port))?
             .next()
@@ -51,6 +57,7 @@ impl Route {
             peer,
             limits,
             assertions,
+            tls_files,
         })
     }
 
@@ -110,8 +117,9 @@ impl Routes {
     /// Builds the table, resolving each upstream host once; `signer`
     /// signs the identity JWTs of the upstreams that get them. A route of
     /// `previous` (a reload) whose upstream is configured exactly the same,
-    /// and signed by the same key when it gets JWTs, is kept as it is, with
-    /// its rate-limit buckets and identity assertions.
+    /// with TLS files of the same content, and signed by the same key when
+    /// it gets JWTs, is kept as it is, with its rate-limit buckets and
+    /// identity assertions.
     pub fn new(
         upstreams: &[Upstream],
         signer: Option<&Arc<IdentitySigner>>,
@@ -126,9 +134,18 @@ impl Routes {
             .iter()
             .map(|u| {
                 let signs = u.identity.as_ref().is_some_and(|i| i.jwt.is_some());
+                let tls_files = u
+                    .tls
+                    .as_ref()
+                    .and_then(|t| files_fingerprint(upstream_files(t)));
                 let kept = previous
                     .filter(|_| same_signer || !signs)
-                    .and_then(|(routes, _)| routes.0.iter().find(|r| r.upstream == *u));
+                    .and_then(|(routes, _)| {
+                        routes
+                            .0
+                            .iter()
+                            .find(|r| r.upstream == *u && r.tls_files == tls_files)
+                    });
                 if let Some(route) = kept {
                     return Ok(route.clone());
                 }
