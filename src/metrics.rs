@@ -150,7 +150,7 @@ impl Metrics {
             config_reloads: counter(&r, "mcpgw_config_reloads_total", "Configuration reloads (SIGHUP or a change of the file) by outcome: applied, unchanged, invalid (refused by validation; the running configuration stays), failed (valid but could not be built; it stays too).", &["outcome"]),
             tls_certificate_reloads: counter(&r, "mcpgw_tls_certificate_reloads_total", "Reloads of the listener's certificate files (changed, or SIGHUP) by outcome: applied, invalid (unusable files: the served certificate stays).", &["outcome"]),
             connections_closed: counter(&r, "mcpgw_connections_closed_total", "Connections and requests cut off for a limit, by reason (address_limit, header_timeout, body_timeout).", &["reason"]),
-            authserver_events: counter(&r, "mcpgw_authserver_events_total", "Authorization-server events (registration, authorization_approved, authorization_denied, login_failure, refresh_reuse, code_reuse, revocation).", &["event"]),
+            authserver_events: counter(&r, "mcpgw_authserver_events_total", "Authorization-server events (registration, authorization_approved, authorization_denied, login_failure, refresh_reuse, code_reuse, revocation, federated_login, federated_login_refused, federated_login_failure).", &["event"]),
             tokens_issued: counter(&r, "mcpgw_tokens_issued_total", "Tokens issued by grant type.", &["grant_type"]),
             build_info,
             registry: r,

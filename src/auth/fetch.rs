@@ -10,7 +10,7 @@ use std::time::Duration;
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 
 /// The HTTP client shared by every token source.
-pub(super) fn client() -> Client {
+pub(crate) fn client() -> Client {
     Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("mcp-oauth-gateway/", env!("CARGO_PKG_VERSION")))
@@ -20,7 +20,7 @@ pub(super) fn client() -> Client {
 
 /// Sends `request` and reads a JSON answer of at most 1 MiB within
 /// `limit`; any other outcome is an error text naming what went wrong.
-pub(super) async fn json<T: DeserializeOwned>(
+pub(crate) async fn json<T: DeserializeOwned>(
     request: RequestBuilder,
     limit: Duration,
 ) -> Result<T, String> {

@@ -58,7 +58,7 @@ impl KeySet {
 }
 
 /// The keys of one issuer.
-pub(super) struct KeyStore {
+pub(crate) struct KeyStore {
     config: JwtIssuer,
     http: reqwest::Client,
     jwks_uri: RwLock<Option<String>>,
@@ -69,7 +69,7 @@ pub(super) struct KeyStore {
 }
 
 impl KeyStore {
-    pub(super) fn new(config: JwtIssuer, http: reqwest::Client) -> Self {
+    pub(crate) fn new(config: JwtIssuer, http: reqwest::Client) -> Self {
         Self {
             jwks_uri: RwLock::new(config.jwks_uri.clone()),
             config,
@@ -86,7 +86,7 @@ impl KeyStore {
     /// The keys a token may be signed with (see `KeySet::candidates`). An
     /// unknown `kid` triggers one (rate-limited) refresh; keys never loaded
     /// at all mean the JWKS is unavailable.
-    pub(super) async fn keys_for(
+    pub(crate) async fn keys_for(
         &self,
         kid: Option<&str>,
         alg: Algorithm,

@@ -11,9 +11,9 @@
 
 mod cache;
 pub mod challenge;
-mod fetch;
+pub(crate) mod fetch;
 mod introspection;
-mod jwks;
+pub(crate) mod jwks;
 mod jwt;
 pub mod local;
 pub mod prm;

@@ -118,6 +118,9 @@ pub async fn authorize(
         binding: Sha256::digest(binding.as_bytes()).to_vec(),
         user: None,
         notice: None,
+        login_hint: param(&params, "login_hint").map(str::to_owned),
+        force_login: param(&params, "prompt").is_some_and(|p| p.split(' ').any(|v| v == "login")),
+        display: None,
     };
     let mut resp = match start_flow(&state, &headers, flow).await {
         Ok(page) => page,
@@ -266,7 +269,8 @@ async fn start_flow(
     flow: Flow,
 ) -> Result<Response, Response> {
     let flow_id = random_token(24);
-    let Some(user) = signed_in_user(state, headers) else {
+    let signed_in = signed_in_user(state, headers).filter(|_| !flow.force_login);
+    let Some(user) = signed_in else {
         let page = login_page(state, &flow_id, &flow);
         state.flows.flows.insert(flow_id, Arc::new(flow));
         return Ok(page);

@@ -30,17 +30,24 @@ pub async fn consent_again(
     }
 }
 
-/// The scopes a user may grant from a flow's request.
+/// The scopes a user may grant from a flow's request: a local user's, or
+/// what the access rules gave a person of an identity provider at their
+/// sign-in.
 fn grantable(state: &AsState, flow: &Flow, user: &str) -> Vec<String> {
     let settings = state.settings();
-    let allowed: BTreeSet<&String> = settings
-        .users
-        .get(user)
-        .map(|u| u.scopes.iter().collect())
-        .unwrap_or_default();
+    let federated = super::federation::provider_of(user)
+        .and_then(|_| state.federation.scopes_of(user))
+        .map(|s| (*s).clone());
+    let allowed: BTreeSet<String> = federated.unwrap_or_else(|| {
+        settings
+            .users
+            .get(user)
+            .map(|u| u.scopes.clone())
+            .unwrap_or_default()
+    });
     flow.scopes
         .iter()
-        .filter(|s| allowed.contains(s) || *s == OFFLINE_ACCESS)
+        .filter(|s| allowed.contains(*s) || *s == OFFLINE_ACCESS)
         .cloned()
         .collect()
 }
@@ -88,7 +95,7 @@ pub(super) fn consent_page(state: &AsState, flow_id: &str, flow: &Flow, user: &s
         StatusCode::OK,
         &ConsentPage {
             client_name: &flow.client_name,
-            username: user,
+            username: flow.display.as_deref().unwrap_or(user),
             redirect_host: &redirect_host,
             loopback,
             scopes: &scopes,

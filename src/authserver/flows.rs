@@ -28,6 +28,13 @@ pub struct Flow {
     pub(super) user: Option<String>,
     /// Shown on the login page the failed attempt redirects to.
     pub(super) notice: Option<String>,
+    /// The client's `login_hint`, passed on to an identity provider.
+    pub(super) login_hint: Option<String>,
+    /// `prompt=login`: a new sign-in even where the browser has a session.
+    pub(super) force_login: bool,
+    /// How the signed-in person is shown (their email, for a person of an
+    /// identity provider).
+    pub(super) display: Option<String>,
 }
 
 /// A code waiting to be exchanged.

@@ -9,11 +9,27 @@ use super::{random_token, AsState, PeerAddr};
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::Extension;
 use std::sync::Arc;
 
+/// The login page of a flow: a button per identity provider, and the
+/// password form when there are local users. With one provider and no
+/// local users, the browser goes straight to the provider.
 pub(super) fn login_page(state: &AsState, flow_id: &str, flow: &Flow) -> Response {
+    let providers: Vec<(String, String)> = super::federation::buttons(state)
+        .into_iter()
+        .map(|(id, label)| {
+            let mut url = state.public_url.join(&format!("/login/{id}"));
+            url.push_str("?flow=");
+            url.push_str(flow_id);
+            (url, label)
+        })
+        .collect();
+    let password = !state.settings().users.is_empty();
+    if let ([(url, _)], false, None) = (providers.as_slice(), password, &flow.notice) {
+        return Redirect::to(url).into_response();
+    }
     let action = state.public_url.join("/login");
     pages::render(
         StatusCode::OK,
@@ -23,6 +39,8 @@ pub(super) fn login_page(state: &AsState, flow_id: &str, flow: &Flow) -> Respons
             flow: flow_id,
             csrf: &flow.csrf,
             error: flow.notice.as_deref(),
+            providers: &providers,
+            password,
         },
     )
 }

@@ -21,6 +21,7 @@ mod clients;
 mod consent;
 mod discovery;
 mod errors;
+mod federation;
 mod flows;
 mod grant;
 mod introspection;
@@ -44,6 +45,16 @@ use axum::Router;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Whether the authorization server answers `path`: one of [`PATHS`], or
+/// an identity provider's sign-in start or callback.
+pub fn serves(path: &str) -> bool {
+    PATHS.contains(&path)
+        || ["/login/", "/callback/"].iter().any(|prefix| {
+            path.strip_prefix(prefix)
+                .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+        })
+}
 
 /// Paths the authorization server answers (exact matches).
 pub const PATHS: &[&str] = &[
@@ -77,6 +88,8 @@ pub(crate) struct AsSettings {
     pub config: AuthServerConfig,
     pub resources: Vec<Resource>,
     pub users: HashMap<String, User>,
+    /// The identity providers, each with its metadata once discovered.
+    pub providers: Vec<federation::oidc::Provider>,
 }
 
 impl AsSettings {
@@ -95,11 +108,23 @@ impl AsSettings {
             .iter()
             .map(|u| (u.username.clone(), u.clone()))
             .collect();
+        let http = crate::auth::fetch::client();
+        let providers = as_config
+            .identity_providers
+            .iter()
+            .map(|p| federation::oidc::Provider::new(p.clone(), http.clone()))
+            .collect();
         Self {
             config: as_config,
             resources,
             users,
+            providers,
         }
+    }
+
+    /// The identity provider `id`.
+    pub fn provider(&self, id: &str) -> Option<&federation::oidc::Provider> {
+        self.providers.iter().find(|p| p.config.id == id)
     }
 
     /// Every scope any resource knows, plus `offline_access`.
@@ -134,6 +159,7 @@ pub(crate) struct AsState {
     pub flows: flows::FlowStore,
     pub login_limiter: throttling::LoginLimiter,
     pub documents: Option<cimd::MetadataDocuments>,
+    pub federation: federation::Federation,
     /// Declared last: dropped after the store it keeps working.
     _runtime: StoreRuntime,
 }
@@ -155,6 +181,7 @@ impl AsState {
             codes: flows::CodeStore::new(as_config.code_ttl),
             flows: flows::FlowStore::new(),
             login_limiter: throttling::LoginLimiter::new(),
+            federation: federation::Federation::new(),
             documents: as_config.client_metadata_documents.map(|c| {
                 cimd::MetadataDocuments::new(cimd::FetchPolicy {
                     allow_private_addresses: c.allow_private_addresses,
@@ -316,6 +343,8 @@ impl AuthServer {
             .route("/register", post(registration::register))
             .route("/authorize", get(authorize::authorize))
             .route("/login", get(login::login_again).post(login::login))
+            .route("/login/{provider}", get(federation::start))
+            .route("/callback/{provider}", get(federation::callback))
             .route(
                 "/consent",
                 get(consent::consent_again).post(consent::consent),

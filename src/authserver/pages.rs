@@ -18,6 +18,10 @@ pub struct LoginPage<'a> {
     pub flow: &'a str,
     pub csrf: &'a str,
     pub error: Option<&'a str>,
+    /// A button per identity provider: its sign-in URL and label.
+    pub providers: &'a [(String, String)],
+    /// Whether the password form is shown (there are local users).
+    pub password: bool,
 }
 
 #[derive(Template)]

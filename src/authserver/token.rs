@@ -136,15 +136,15 @@ async fn refresh_grant(
             "resource differs from the one the refresh token was issued for",
         ));
     }
-    // The user must still exist and may have lost scopes since the grant.
-    let settings = state.settings();
-    let Some(user) = settings.users.get(&record.subject) else {
+    // The user must still exist (a person of an identity provider: still
+    // be admitted by the rules) and may have lost scopes since the grant.
+    let Some(user_scopes) = grantable_now(state, &record.subject).await else {
         revoke_family(state, &record.family_id).await?;
         return Err(OAuthError::invalid_grant(
-            "the user of this grant no longer exists",
+            "the user of this grant no longer exists or is no longer admitted",
         ));
     };
-    let scope = refreshed_scope(&record.scope, &user.scopes, form.get("scope"))?;
+    let scope = refreshed_scope(&record.scope, &user_scopes, form.get("scope"))?;
     // Rotated only now that a new token will be issued (RFC 6749 §6): a
     // refused request leaves the token usable for the corrected retry.
     if !state.store.rotate_refresh_token(&hash).await? {
@@ -164,6 +164,15 @@ async fn refresh_grant(
         refresh_until: record.expires_at,
     };
     issue(state, client, issued).await
+}
+
+/// What `subject` may grant now: a local user's scopes, or what the access
+/// rules give a person of an identity provider; `None` when neither.
+async fn grantable_now(state: &AsState, subject: &str) -> Option<BTreeSet<String>> {
+    match state.settings().users.get(subject) {
+        Some(user) => Some(user.scopes.clone()),
+        None => super::federation::admitted_now(state, subject).await,
+    }
 }
 
 /// The scope a refresh issues: the granted scopes the user still holds, or

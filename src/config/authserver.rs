@@ -2,6 +2,7 @@
 //! storage, token lifetimes, registration policy and users.
 
 use super::auth::Secret;
+use super::federation::{validate_federation, AccessRule, IdentityProvider};
 use super::raw::{RawAuthServer, RegistrationPolicy, SigningAlgorithm};
 use super::ConfigError;
 use std::collections::BTreeSet;
@@ -36,6 +37,10 @@ pub struct AuthServerConfig {
     pub signing_algorithm: SigningAlgorithm,
     /// Client ID Metadata Documents, when enabled.
     pub client_metadata_documents: Option<ClientMetadataDocuments>,
+    /// Identity providers people sign in with.
+    pub identity_providers: Vec<IdentityProvider>,
+    /// Who of them is admitted, with which scopes.
+    pub access: Vec<AccessRule>,
 }
 
 /// How `client_id` URLs are fetched.
@@ -71,6 +76,7 @@ pub(super) fn validate_authserver(
     let at = "authorization_server";
     check_public_url_as_issuer(issuer, errors);
     let users = validate_users(raw, at, errors);
+    let (identity_providers, access) = validate_federation(raw, at, errors);
     check_initial_access_token(raw, at, errors);
     check_lifetimes(raw, at, errors);
     Some(AuthServerConfig {
@@ -84,6 +90,8 @@ pub(super) fn validate_authserver(
         registration_exempts_loopback: raw.registration_rate_limit.exempt_loopback,
         initial_access_token: raw.initial_access_token.clone().map(Secret::new),
         users,
+        identity_providers,
+        access,
         signing_algorithm: raw.signing_algorithm,
         client_metadata_documents: raw.client_metadata_documents.enabled.then_some(
             ClientMetadataDocuments {
@@ -127,6 +135,16 @@ fn validate_users(raw: &RawAuthServer, at: &str, errors: &mut Vec<ConfigError>) 
                 &format!("{path}.username"),
                 format!("`{}` is empty, too long or listed twice", u.username),
                 "give each user a unique name of 1-128 characters",
+            ));
+        }
+        if u.username.contains('|') {
+            errors.push(ConfigError::new(
+                &format!("{path}.username"),
+                format!(
+                    "`{}` contains `|`, which marks people of identity providers (`corp|<sub>`)",
+                    u.username
+                ),
+                "pick a name without `|`",
             ));
         }
         let hash_ok = u.password_hash.starts_with("$argon2id$")

@@ -10,6 +10,7 @@
 mod auth;
 mod authserver;
 mod env;
+mod federation;
 mod identity;
 mod rate_limits;
 mod raw;
@@ -20,9 +21,10 @@ pub use crate::policy::{UnlistedMethods, UnlistedTools};
 pub(crate) use auth::check_endpoint_url;
 pub use auth::{AuthConfig, IntrospectionEndpoint, JwtIssuer, Secret};
 pub use authserver::{AuthServerConfig, ClientMetadataDocuments, User};
+pub use federation::{AccessRule, IdentityProvider};
 pub use identity::{ForwardIdentity, IdentityJwt};
 pub use rate_limits::RateLimits;
-pub use raw::{RegistrationPolicy, SigningAlgorithm};
+pub use raw::{ProviderKind, RegistrationPolicy, SigningAlgorithm};
 pub(crate) use validate::normalise_origin;
 
 use crate::policy::ScopePolicy;
@@ -469,6 +471,22 @@ impl Config {
                 a.introspection.len(),
                 a.authorization_servers.join(" ")
             )),
+        }
+        if let Some(a) = &self.authorization_server {
+            out.push_str(&format!(
+                "authorization server: {} local user(s), {} access rule(s)\n",
+                a.users.len(),
+                a.access.len()
+            ));
+            for p in &a.identity_providers {
+                out.push_str(&format!(
+                    "  sign in with {} ({}): issuer {}, callback {}\n",
+                    p.display_name,
+                    p.id,
+                    p.issuer,
+                    self.public_url.join(&format!("/callback/{}", p.id))
+                ));
+            }
         }
         out.push_str("routes:\n");
         for u in &self.upstreams {

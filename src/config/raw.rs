@@ -73,6 +73,66 @@ pub(crate) struct RawAuthServer {
     pub client_metadata_documents: RawClientMetadataDocuments,
     #[serde(default)]
     pub signing_algorithm: SigningAlgorithm,
+    #[serde(default)]
+    pub identity_providers: Vec<RawIdentityProvider>,
+    #[serde(default)]
+    pub access: Vec<RawAccessRule>,
+}
+
+/// An upstream identity provider people sign in with.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIdentityProvider {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: ProviderKind,
+    pub issuer: Option<String>,
+    /// Entra ID: the directory (tenant id or domain), or `organizations` /
+    /// `common` for any work account.
+    pub tenant: Option<String>,
+    pub client_id: String,
+    pub client_secret: String,
+    pub scopes: Option<Vec<String>>,
+    pub display_name: Option<String>,
+}
+
+/// What kind of identity provider, and so which defaults apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Any OpenID Connect provider, discovered from its issuer.
+    Oidc,
+    /// Google (accounts.google.com).
+    Google,
+    /// Microsoft Entra ID (v2 endpoints of one tenant, or many).
+    Microsoft,
+    /// Okta (the issuer of an org or a custom authorization server).
+    Okta,
+    /// Keycloak (the issuer of a realm).
+    Keycloak,
+    /// Auth0 (the issuer of a tenant).
+    Auth0,
+    /// GitHub (OAuth 2.0 without OpenID Connect).
+    Github,
+}
+
+/// One admission rule: who it matches and what they may grant.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAccessRule {
+    pub when: RawAccessCondition,
+    pub scopes: Vec<String>,
+}
+
+/// Conditions of a rule; all of the given ones must hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAccessCondition {
+    pub idp: Option<String>,
+    pub email_domain: Option<String>,
+    pub email_verified: Option<bool>,
+    #[serde(default)]
+    pub claim: BTreeMap<String, String>,
 }
 
 /// Algorithm of the authorization server's keys.

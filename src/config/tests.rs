@@ -691,3 +691,125 @@ fn a_tls_listener_needs_an_https_public_url_and_usable_files() {
         .contains("listener TLS: a + b (TLS 1.2/1.3, h2 and http/1.1"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+const WITH_AS: &str = "
+public_url: https://mcp.example.com
+auth: { jwt_issuers: [] }
+upstreams:
+  - { name: demo, path: /demo/mcp, url: 'http://127.0.0.1:3001/mcp', scopes: [mcp], policy: { base_scopes: [mcp] } }
+authorization_server:
+";
+
+#[test]
+fn identity_provider_presets_fill_in_what_operators_leave_out() {
+    let yaml = format!(
+        "{WITH_AS}  identity_providers:
+    - {{ id: g, type: google, client_id: a, client_secret: b }}
+    - {{ id: ms, type: microsoft, tenant: organizations, client_id: a, client_secret: b }}
+    - {{ id: contoso, type: microsoft, tenant: contoso.onmicrosoft.com, client_id: a, client_secret: b }}
+    - {{ id: kc, type: keycloak, issuer: 'https://sso.example.com/realms/corp', client_id: a, client_secret: b, scopes: [openid, email, groups] }}
+  access:
+    - {{ when: {{ email_domain: example.com, email_verified: true }}, scopes: [mcp] }}
+"
+    );
+    let c = Config::from_yaml(&yaml).unwrap();
+    let idps = &c.authorization_server.as_ref().unwrap().identity_providers;
+    assert_eq!(idps[0].issuer, "https://accounts.google.com");
+    assert_eq!(idps[0].display_name, "Google");
+    assert_eq!(idps[0].scopes, ["openid", "email", "profile"]);
+    assert_eq!(
+        idps[1].issuer,
+        "https://login.microsoftonline.com/{tenantid}/v2.0"
+    );
+    assert_eq!(
+        idps[1].discovery_url,
+        "https://login.microsoftonline.com/organizations/v2.0/.well-known/openid-configuration"
+    );
+    assert_eq!(
+        idps[2].issuer,
+        "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0"
+    );
+    assert_eq!(
+        idps[3].discovery_url,
+        "https://sso.example.com/realms/corp/.well-known/openid-configuration"
+    );
+    assert_eq!(idps[3].display_name, "Keycloak");
+    let summary = c.summary();
+    assert!(
+        summary.contains("sign in with Keycloak (kc): issuer https://sso.example.com/realms/corp, callback https://mcp.example.com/callback/kc"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn identity_provider_mistakes_are_explained_at_their_path() {
+    let yaml = format!(
+        "{WITH_AS}  identity_providers:
+    - {{ id: Corp, type: oidc, client_id: a, client_secret: b, scopes: [email] }}
+    - {{ id: gh, type: github, client_id: a, client_secret: b }}
+    - {{ id: ms, type: microsoft, client_id: a, client_secret: b }}
+    - {{ id: plain, type: okta, issuer: 'http://okta.example.com', client_id: a, client_secret: '' }}
+  access:
+    - {{ when: {{ idp: nobody, email_domain: example.com }}, scopes: [] }}
+"
+    );
+    let errs = errors_of(&yaml);
+    let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    for (path, says) in [
+        ("identity_providers[0].id", "not a valid id"),
+        ("identity_providers[0].issuer", "missing"),
+        ("identity_providers[1].type", "not supported by this build"),
+        ("identity_providers[2].tenant", "needs the directory"),
+        ("identity_providers[3].issuer", "https"),
+        ("identity_providers[3].client_secret", "required"),
+        (
+            "access[0].when.idp",
+            "`nobody` is not one of identity_providers",
+        ),
+        (
+            "access[0].when.email_verified",
+            "admits anyone who can type",
+        ),
+        ("access[0].scopes", "empty"),
+    ] {
+        assert!(
+            text.iter().any(|t| t.contains(path) && t.contains(says)),
+            "{path}: {says} missing from {text:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_provider_no_rule_admits_and_rules_without_providers_are_errors() {
+    let yaml = format!(
+        "{WITH_AS}  identity_providers:
+    - {{ id: corp, type: oidc, issuer: 'https://idp.example.com', client_id: a, client_secret: b, scopes: [email] }}
+  access:
+    - {{ when: {{ idp: other }}, scopes: [mcp] }}
+"
+    );
+    let text: Vec<String> = errors_of(&yaml).iter().map(ToString::to_string).collect();
+    assert!(
+        text.iter().any(|t| t.contains("`openid` is missing")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.contains("no rule admits anyone signing in with `corp`")),
+        "{text:#?}"
+    );
+    let yaml = format!("{WITH_AS}  access:\n    - {{ when: {{}}, scopes: [mcp] }}\n");
+    let text: Vec<String> = errors_of(&yaml).iter().map(ToString::to_string).collect();
+    assert!(text.iter().any(|t| t.contains("admit no one")), "{text:#?}");
+}
+
+#[test]
+fn a_local_user_cannot_take_a_federated_subject() {
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$UBHCNCIK5m5tn0MaguLf1g$GHSDuyM3LuUbrY6Qpc3RgMpSmYYfxns8bAPuutXO5TQ";
+    let yaml = format!("{WITH_AS}  users: [{{ username: 'corp|alice', password_hash: '{hash}', scopes: [mcp] }}]\n");
+    let errs = errors_of(&yaml);
+    assert_eq!(
+        errs[0].path, "authorization_server.users[0].username",
+        "{errs:?}"
+    );
+}

@@ -14,7 +14,6 @@ use super::{
 };
 use crate::auth::prm::WELL_KNOWN;
 use crate::auth::Principal;
-use crate::authserver::PATHS as AS_PATHS;
 use crate::config::Limits;
 use crate::identity::IDENTITY_JWKS_PATH;
 use crate::mcp::tools_list::ToolsListFilter;
@@ -159,7 +158,7 @@ impl Gateway {
         match self
             .authserver
             .as_ref()
-            .filter(|_| AS_PATHS.contains(&path))
+            .filter(|_| crate::authserver::serves(path))
         {
             Some(router) => {
                 live.limit_anonymous(session)?;

@@ -2,8 +2,8 @@
 //! For tests and throwaway runs.
 
 use super::{
-    ClientRecord, ClientStore, ConsentStore, GrantStore, KeyStore, RefreshRecord, StoreError,
-    StoredKey,
+    ClientRecord, ClientStore, ConsentStore, GrantStore, KeyStore, PersonStore, RefreshRecord,
+    StoreError, StoredKey,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeSet, HashMap};
@@ -18,6 +18,7 @@ struct Inner {
     family_tokens: HashMap<String, (String, u64)>,
     revoked_tokens: HashMap<String, u64>,
     consents: BTreeSet<(String, String, String)>,
+    people: HashMap<String, String>,
 }
 
 /// The in-memory store.
@@ -199,5 +200,19 @@ impl ConsentStore for MemoryStore {
             .consents
             .insert((subject.to_owned(), client_id.to_owned(), scope.to_owned()));
         Ok(())
+    }
+}
+
+#[async_trait]
+impl PersonStore for MemoryStore {
+    async fn put_person(&self, subject: &str, claims: &str, _now: u64) -> Result<(), StoreError> {
+        self.inner()
+            .people
+            .insert(subject.to_owned(), claims.to_owned());
+        Ok(())
+    }
+
+    async fn person(&self, subject: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.inner().people.get(subject).cloned())
     }
 }

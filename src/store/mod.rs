@@ -88,10 +88,10 @@ pub struct RefreshRecord {
 
 /// The authorization server's storage: one interface per concept, each
 /// used by the authorization-server module named on it. A backend
-/// implements all four; [`open`] picks it.
-pub trait Store: KeyStore + ClientStore + GrantStore + ConsentStore {}
+/// implements all five; [`open`] picks it.
+pub trait Store: KeyStore + ClientStore + GrantStore + ConsentStore + PersonStore {}
 
-impl<T: KeyStore + ClientStore + GrantStore + ConsentStore> Store for T {}
+impl<T: KeyStore + ClientStore + GrantStore + ConsentStore + PersonStore> Store for T {}
 
 /// The signing keys (`keys`).
 #[async_trait]
@@ -167,6 +167,15 @@ pub trait ConsentStore: Send + Sync {
         client_id: &str,
         scope: &str,
     ) -> Result<(), StoreError>;
+}
+
+/// People signed in through an identity provider (`federation`).
+#[async_trait]
+pub trait PersonStore: Send + Sync {
+    /// Records the claims (JSON) of `subject`'s latest sign-in.
+    async fn put_person(&self, subject: &str, claims: &str, now: u64) -> Result<(), StoreError>;
+    /// The claims of `subject`'s latest sign-in.
+    async fn person(&self, subject: &str) -> Result<Option<String>, StoreError>;
 }
 
 #[cfg(test)]

@@ -12,8 +12,8 @@
 //! their own connections and, in WAL mode, never wait for the writer.
 
 use super::{
-    ClientRecord, ClientStore, ConsentStore, GrantStore, KeyStore, RefreshRecord, StoreError,
-    StoredKey,
+    ClientRecord, ClientStore, ConsentStore, GrantStore, KeyStore, PersonStore, RefreshRecord,
+    StoreError, StoredKey,
 };
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -25,7 +25,10 @@ use std::time::Duration;
 /// Schema versions, one `.sql` file each under `migrations/sqlite/`;
 /// version N is `MIGRATIONS[N - 1]`. Never edit one that has shipped: add
 /// the next file.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/sqlite/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/sqlite/0001_initial.sql"),
+    include_str!("migrations/sqlite/0002_people.sql"),
+];
 
 /// How long a write waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -359,5 +362,29 @@ impl ConsentStore for SqliteStore {
             .execute(&self.write)
             .await?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl PersonStore for SqliteStore {
+    async fn put_person(&self, subject: &str, claims: &str, now: u64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO people (subject, claims, updated_at) VALUES (?, ?, ?) \
+             ON CONFLICT (subject) DO UPDATE SET claims = excluded.claims, updated_at = excluded.updated_at",
+        )
+        .bind(subject)
+        .bind(claims)
+        .bind(now as i64)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn person(&self, subject: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT claims FROM people WHERE subject = ?")
+            .bind(subject)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(|r| r.get("claims")))
     }
 }

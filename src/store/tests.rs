@@ -145,3 +145,21 @@ async fn sqlite_data_survives_reopening_the_file() {
     assert!(!s.has_consent("bob", "c", "mcp").await.unwrap());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_persons_latest_claims_are_kept() {
+    for (name, s) in backends().await {
+        assert_eq!(s.person("corp|1").await.unwrap(), None, "{name}");
+        s.put_person("corp|1", r#"{"groups":["a"]}"#, 10)
+            .await
+            .unwrap();
+        s.put_person("corp|1", r#"{"groups":[]}"#, 20)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.person("corp|1").await.unwrap().as_deref(),
+            Some(r#"{"groups":[]}"#),
+            "{name}"
+        );
+    }
+}

@@ -10,6 +10,7 @@ pub mod e2e;
 pub mod http1;
 pub mod idp;
 pub mod oauth_client;
+pub mod oidc_idp;
 pub mod relay;
 pub mod resource_server;
 pub mod tls;

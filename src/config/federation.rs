@@ -1,0 +1,269 @@
+//! `authorization_server.identity_providers` and `.access`: the identity
+//! providers people sign in with (the built-in server is their relying
+//! party) and the rules deciding who is admitted with which scopes.
+
+use super::auth::{check_endpoint_url, Secret};
+use super::raw::{ProviderKind, RawAccessRule, RawAuthServer, RawIdentityProvider};
+use super::ConfigError;
+use std::collections::BTreeSet;
+
+/// One identity provider, with its preset's defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityProvider {
+    /// Its name in subjects (`<id>|<sub>`), URLs (`/callback/<id>`), logs.
+    pub id: String,
+    pub kind: ProviderKind,
+    /// The `iss` its ID tokens carry; for Entra ID's multi-tenant
+    /// endpoints a template with `{tenantid}`, filled from the `tid` claim.
+    pub issuer: String,
+    /// Where its OpenID Connect metadata is.
+    pub discovery_url: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// Scopes asked of it (always with `openid`).
+    pub scopes: Vec<String>,
+    /// The button's label on the login page.
+    pub display_name: String,
+}
+
+/// A rule of `access`: whom it matches and the scopes they may grant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessRule {
+    /// Only people of this provider.
+    pub idp: Option<String>,
+    /// Only emails at this domain (case-insensitive, exact).
+    pub email_domain: Option<String>,
+    /// Only when `email_verified` is this.
+    pub email_verified: Option<bool>,
+    /// Only when each claim is this string, or a list holding it.
+    pub claims: Vec<(String, String)>,
+    /// What a matching person may grant (the union over matching rules).
+    pub scopes: BTreeSet<String>,
+}
+
+/// Entra ID directories that stand for many tenants.
+const MULTI_TENANT: &[&str] = &["common", "organizations", "consumers"];
+
+/// Validates the providers and rules of `raw` (at `at`).
+pub(super) fn validate_federation(
+    raw: &RawAuthServer,
+    at: &str,
+    errors: &mut Vec<ConfigError>,
+) -> (Vec<IdentityProvider>, Vec<AccessRule>) {
+    let mut ids = BTreeSet::new();
+    let providers: Vec<IdentityProvider> = raw
+        .identity_providers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            let path = format!("{at}.identity_providers[{i}]");
+            let valid_id = !p.id.is_empty()
+                && p.id.len() <= 32
+                && p.id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+            if !valid_id || !ids.insert(p.id.as_str()) {
+                errors.push(ConfigError::new(
+                    &format!("{path}.id"),
+                    format!("`{}` is not a valid id, or is used twice", p.id),
+                    "use 1-32 of a-z, 0-9, - and _, unique (it appears in subjects and the callback URL)",
+                ));
+            }
+            provider(p, &path, errors)
+        })
+        .collect();
+    let rules = raw
+        .access
+        .iter()
+        .enumerate()
+        .map(|(i, r)| rule(r, &format!("{at}.access[{i}]"), &ids, errors))
+        .collect::<Vec<_>>();
+    for p in &providers {
+        if !rules
+            .iter()
+            .any(|r| r.idp.as_ref().is_none_or(|i| *i == p.id))
+        {
+            errors.push(ConfigError::new(
+                &format!("{at}.access"),
+                format!("no rule admits anyone signing in with `{}`", p.id),
+                "add a rule, e.g. `- when: { idp: corp, email_domain: example.com, email_verified: true }` with the scopes they may grant",
+            ));
+        }
+    }
+    if providers.is_empty() && !rules.is_empty() {
+        errors.push(ConfigError::new(
+            &format!("{at}.access"),
+            "rules without identity_providers admit no one (local users have their own scopes)",
+            "add identity_providers, or remove access",
+        ));
+    }
+    (providers, rules)
+}
+
+/// One provider with its preset applied.
+fn provider(
+    p: &RawIdentityProvider,
+    path: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<IdentityProvider> {
+    let mut err = |field: &str, message: String, hint: &str| {
+        errors.push(ConfigError::new(&format!("{path}.{field}"), message, hint));
+    };
+    let (issuer, discovery_url, display) = match p.kind {
+        ProviderKind::Github => {
+            err(
+                "type",
+                "`github` (OAuth 2.0 without OpenID Connect) is not supported by this build".into(),
+                "sign in through an OpenID Connect provider (oidc, google, microsoft, okta, keycloak, auth0), or a local user",
+            );
+            return None;
+        }
+        ProviderKind::Google => {
+            let google = "https://accounts.google.com";
+            if p.issuer.as_deref().is_some_and(|i| i != google) {
+                err(
+                    "issuer",
+                    "Google's issuer is fixed".into(),
+                    "leave `issuer` out for `type: google`",
+                );
+            }
+            (google.to_owned(), None, "Google")
+        }
+        ProviderKind::Microsoft => {
+            let Some(tenant) = p
+                .tenant
+                .as_deref()
+                .filter(|t| !t.is_empty() && !t.contains('/'))
+            else {
+                err(
+                    "tenant",
+                    "Entra ID needs the directory to sign in to".into(),
+                    "set `tenant` to the tenant id or domain, or `organizations` for any work account",
+                );
+                return None;
+            };
+            let base = format!("https://login.microsoftonline.com/{tenant}/v2.0");
+            let issuer = if MULTI_TENANT.contains(&tenant) {
+                "https://login.microsoftonline.com/{tenantid}/v2.0".to_owned()
+            } else {
+                base.clone()
+            };
+            (
+                issuer,
+                Some(format!("{base}/.well-known/openid-configuration")),
+                "Microsoft",
+            )
+        }
+        kind => {
+            let Some(issuer) = p.issuer.clone() else {
+                err(
+                    "issuer",
+                    "missing".into(),
+                    "set the provider's issuer URL, exactly as its metadata publishes it",
+                );
+                return None;
+            };
+            let display = match kind {
+                ProviderKind::Okta => "Okta",
+                ProviderKind::Keycloak => "Keycloak",
+                ProviderKind::Auth0 => "Auth0",
+                _ => p.id.as_str(),
+            };
+            (issuer, None, display)
+        }
+    };
+    if p.kind != ProviderKind::Microsoft {
+        if let Err(e) = check_endpoint_url(&issuer) {
+            err(
+                "issuer",
+                e,
+                "use https (plain http only on a loopback address)",
+            );
+        }
+    }
+    if p.client_id.is_empty() || p.client_secret.is_empty() {
+        err(
+            "client_secret",
+            "client_id and client_secret are required".into(),
+            "register the gateway at the provider as a confidential web client and copy both here (the secret from `${ENV}`)",
+        );
+    }
+    let scopes = p
+        .scopes
+        .clone()
+        .unwrap_or_else(|| ["openid", "email", "profile"].map(String::from).to_vec());
+    if !scopes.iter().any(|s| s == "openid") {
+        err(
+            "scopes",
+            "`openid` is missing".into(),
+            "OpenID Connect needs the `openid` scope; add it",
+        );
+    }
+    let discovery_url = discovery_url.unwrap_or_else(|| {
+        format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        )
+    });
+    Some(IdentityProvider {
+        id: p.id.clone(),
+        kind: p.kind,
+        issuer,
+        discovery_url,
+        client_id: p.client_id.clone(),
+        client_secret: Secret::new(p.client_secret.clone()),
+        scopes,
+        display_name: p.display_name.clone().unwrap_or_else(|| display.to_owned()),
+    })
+}
+
+/// One access rule.
+fn rule(
+    r: &RawAccessRule,
+    path: &str,
+    ids: &BTreeSet<&str>,
+    errors: &mut Vec<ConfigError>,
+) -> AccessRule {
+    let when = &r.when;
+    if let Some(idp) = when.idp.as_deref().filter(|i| !ids.contains(i)) {
+        errors.push(ConfigError::new(
+            &format!("{path}.when.idp"),
+            format!("`{idp}` is not one of identity_providers"),
+            "name a provider by its `id`",
+        ));
+    }
+    if let Some(domain) = when.email_domain.as_deref() {
+        if domain.is_empty() || domain.contains('@') || domain.starts_with('.') {
+            errors.push(ConfigError::new(
+                &format!("{path}.when.email_domain"),
+                format!("`{domain}` is not a domain"),
+                "write the domain alone, e.g. `example.com`",
+            ));
+        }
+        if when.email_verified != Some(true) {
+            errors.push(ConfigError::new(
+                &format!("{path}.when.email_verified"),
+                "a domain rule without `email_verified: true` admits anyone who can type an address at that domain into an IdP profile",
+                "add `email_verified: true`",
+            ));
+        }
+    }
+    if r.scopes.is_empty() {
+        errors.push(ConfigError::new(
+            &format!("{path}.scopes"),
+            "empty",
+            "list the scopes a matching person may grant",
+        ));
+    }
+    AccessRule {
+        idp: when.idp.clone(),
+        email_domain: when.email_domain.as_ref().map(|d| d.to_ascii_lowercase()),
+        email_verified: when.email_verified,
+        claims: when
+            .claim
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        scopes: r.scopes.iter().cloned().collect(),
+    }
+}

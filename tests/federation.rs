@@ -1,0 +1,439 @@
+//! Sign-in through an identity provider (issue 13): the built-in
+//! authorization server as the relying party of a real OpenID Provider
+//! (`oidc-provider` from npm), people admitted by the `access` rules with
+//! the scopes they give, subjects namespaced per provider, and every
+//! hostile answer at the callback refused with a page and nothing issued.
+
+mod common;
+
+use common::browser::{pkce, query, Browser, Page};
+use common::oauth_client::OAuthClient;
+use common::oidc_idp::OidcIdp;
+use common::{free_port, stateless_tool_call, status_headers_text, Gateway, Upstream};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const REDIRECT: &str = "http://127.0.0.1:9/callback";
+
+struct Setup {
+    idp: OidcIdp,
+    _upstream: Upstream,
+    gw: Gateway,
+    http: reqwest::Client,
+    data_dir: std::path::PathBuf,
+}
+
+impl Setup {
+    /// The IdP with four people, and the gateway with two providers on it
+    /// (`corp`, and `twin`, the same IdP under another id) and no local
+    /// users: `example.com` addresses get `mcp`, `mcp-admins` also `math`.
+    async fn start() -> Self {
+        let port = free_port();
+        let gw_url = format!("http://127.0.0.1:{port}");
+        let idp = OidcIdp::start(json!({
+            "port": 0,
+            "clients": [{
+                "client_id": "gateway",
+                "client_secret": "idp secret/with odd:chars",
+                "redirect_uris": [format!("{gw_url}/callback/corp"), format!("{gw_url}/callback/twin")],
+            }],
+            "accounts": {
+                "alice": {"email": "alice@example.com", "email_verified": true, "groups": ["mcp-admins"], "name": "Alice"},
+                "bob": {"email": "bob@example.com", "email_verified": true, "groups": []},
+                "eve": {"email": "eve@other.org", "email_verified": true},
+                "mallory": {"email": "mallory@example.com", "email_verified": false},
+            },
+        }))
+        .await;
+        let upstream = Upstream::start().await;
+        let data_dir =
+            std::env::temp_dir().join(format!("mcpgw-fed-{}-{port}", std::process::id()));
+        let provider = |id: &str| {
+            format!(
+                "    - {{ id: {id}, type: oidc, issuer: '{iss}', client_id: gateway, client_secret: 'idp secret/with odd:chars', scopes: [openid, email, profile, groups], display_name: Corp SSO }}\n",
+                iss = idp.issuer
+            )
+        };
+        let yaml = format!(
+            "public_url: {gw_url}
+listen: 127.0.0.1:{port}
+authorization_server:
+  data_dir: '{dir}'
+  identity_providers:
+{corp}{twin}  access:
+    - when: {{ email_domain: example.com, email_verified: true }}
+      scopes: [mcp]
+    - when: {{ idp: corp, claim: {{ groups: mcp-admins }} }}
+      scopes: [mcp, math]
+upstreams:
+  - name: demo
+    path: /demo/mcp
+    url: http://{up}/mcp
+    scopes: [mcp, math]
+    policy: {{ base_scopes: [mcp], tools: {{ add: [math], echo: [] }} }}
+",
+            dir = data_dir.display(),
+            corp = provider("corp"),
+            twin = provider("twin"),
+            up = upstream.addr,
+        );
+        let gw = Gateway::start_yaml(&yaml).await;
+        Self {
+            idp,
+            _upstream: upstream,
+            gw,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            data_dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        self.gw.url(path)
+    }
+
+    /// A public client that may refresh.
+    async fn client(&self) -> OAuthClient {
+        let doc: Value = self
+            .http
+            .post(self.url("/register"))
+            .json(&json!({"client_name": "Fed <b>App</b>", "redirect_uris": [REDIRECT],
+                "token_endpoint_auth_method": "none", "grant_types": ["authorization_code", "refresh_token"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = doc["client_id"].as_str().expect("registered");
+        OAuthClient::new(&self.url(""), &self.url("/demo/mcp"), id, REDIRECT)
+    }
+
+    /// GET `url`, following redirects with `browser` until a page, the
+    /// client's redirect URI, or a gateway callback (`stop_at_callback`).
+    async fn follow(
+        &self,
+        browser: &mut Browser,
+        mut url: String,
+        stop_at_callback: bool,
+    ) -> (String, Page) {
+        for _ in 0..10 {
+            if url.starts_with(REDIRECT) || (stop_at_callback && url.contains("/callback/")) {
+                return (url, empty_page());
+            }
+            let page = browser.send(self.http.get(&url)).await;
+            if !(300..400).contains(&page.status) {
+                return (url, page);
+            }
+            let location = page.headers["location"].to_str().unwrap();
+            url = url::Url::parse(&url)
+                .unwrap()
+                .join(location)
+                .unwrap()
+                .to_string();
+        }
+        panic!("too many redirects at {url}");
+    }
+
+    /// Through the gateway's authorize to the IdP's login form and past
+    /// it as `who`; the URL the IdP sends back to the gateway's callback.
+    async fn to_callback(
+        &self,
+        browser: &mut Browser,
+        app: &OAuthClient,
+        challenge: &str,
+        scope: &str,
+        who: &str,
+    ) -> String {
+        let (at, page) = self
+            .follow(
+                browser,
+                app.authorize_url(challenge, scope, Some("app-state")),
+                true,
+            )
+            .await;
+        assert_eq!(page.status, 200, "a login page: {at} {}", page.body);
+        if page.body.contains("Sign in with") {
+            // Two providers: pick corp's button.
+            let start = page.body.find("/login/corp?flow=").expect("corp's button");
+            let href: String = page.body[start..]
+                .split('"')
+                .next()
+                .unwrap()
+                .replace("&amp;", "&");
+            let (at, login) = self.follow(browser, self.url(&href), true).await;
+            return self.log_in(browser, &at, &login, who).await;
+        }
+        self.log_in(browser, &at, &page, who).await
+    }
+
+    /// Submits the IdP's login form at `at`.
+    async fn log_in(&self, browser: &mut Browser, at: &str, page: &Page, who: &str) -> String {
+        assert!(
+            page.body.contains("name=\"login\""),
+            "the IdP's form at {at}: {}",
+            page.body
+        );
+        let action = url::Url::parse(at)
+            .unwrap()
+            .join(&format!("{}/login", url::Url::parse(at).unwrap().path()))
+            .unwrap();
+        let sent = browser
+            .send(
+                self.http
+                    .post(action.clone())
+                    .form(&[("login", who), ("password", "pw")]),
+            )
+            .await;
+        assert_eq!(sent.status, 303, "{}", sent.body);
+        let next = action
+            .join(sent.headers["location"].to_str().unwrap())
+            .unwrap()
+            .to_string();
+        let (callback, _) = self.follow(browser, next, true).await;
+        callback
+    }
+
+    /// The whole way for `who`: returns the tokens.
+    async fn tokens_for(&self, who: &str, scope: &str) -> (OAuthClient, Value) {
+        let app = self.client().await;
+        let mut browser = Browser::default();
+        let (verifier, challenge) = pkce();
+        let callback = self
+            .to_callback(&mut browser, &app, &challenge, scope, who)
+            .await;
+        let (at, consent) = self.follow(&mut browser, callback, false).await;
+        assert_eq!(
+            consent.status, 200,
+            "consent page at {at}: {}",
+            consent.body
+        );
+        let approved = browser
+            .send(
+                self.http
+                    .post(self.url("/consent"))
+                    .form(&consent.consent_form("approve")),
+            )
+            .await;
+        let back = approved.location();
+        let (status, tokens) = app
+            .exchange_code(&self.http, &query(&back)["code"], &verifier)
+            .await;
+        assert_eq!(status, 200, "{tokens}");
+        (app, tokens)
+    }
+
+    async fn call(&self, token: &str, tool: &str) -> u16 {
+        let req = stateless_tool_call(
+            &self.http,
+            &self.url("/demo/mcp"),
+            3,
+            tool,
+            json!({"a": 1, "b": 2}),
+            json!({}),
+        );
+        status_headers_text(req.bearer_auth(token)).await.0
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+fn empty_page() -> Page {
+    Page {
+        status: 0,
+        headers: reqwest::header::HeaderMap::new(),
+        body: String::new(),
+    }
+}
+
+/// The `sub` of an access token.
+fn subject_of(token: &str) -> String {
+    let payload = token.split('.').nth(1).unwrap();
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice::<Value>(&bytes).unwrap()["sub"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_sign_in_at_their_provider_with_the_scopes_the_rules_give() {
+    let s = Setup::start().await;
+    let (_, alice) = s.tokens_for("alice", "mcp math").await;
+    assert_eq!(alice["scope"], "mcp math");
+    let token = alice["access_token"].as_str().unwrap();
+    assert_eq!(subject_of(token), "corp|alice", "namespaced per provider");
+    assert_eq!(s.call(token, "add").await, 200);
+
+    // bob is in no admin group: `math` is not his to grant.
+    let (app, bob) = s.tokens_for("bob", "mcp").await;
+    assert_eq!(bob["scope"], "mcp");
+    let token = bob["access_token"].as_str().unwrap();
+    assert_eq!(s.call(token, "echo").await, 200);
+    assert_eq!(s.call(token, "add").await, 403);
+    let (status, refreshed) = app
+        .refresh(&s.http, bob["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        status, 200,
+        "a refresh applies the rules to the stored claims: {refreshed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_no_rule_admits_are_refused_with_a_page_and_nothing_issued() {
+    let s = Setup::start().await;
+    for (who, why) in [
+        ("eve", "another domain"),
+        ("mallory", "an unverified address"),
+    ] {
+        let app = s.client().await;
+        let mut browser = Browser::default();
+        let (_, challenge) = pkce();
+        let callback = s
+            .to_callback(&mut browser, &app, &challenge, "mcp", who)
+            .await;
+        let (_, page) = s.follow(&mut browser, callback, false).await;
+        assert_eq!(page.status, 403, "{who} ({why}): {}", page.body);
+        assert!(
+            page.body.contains("not allowed to use this server"),
+            "{}",
+            page.body
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_answers_at_the_callback_are_refused() {
+    let s = Setup::start().await;
+    let app = s.client().await;
+
+    // A replayed answer: the first use signs in, the second is refused.
+    let mut browser = Browser::default();
+    let (_, challenge) = pkce();
+    let callback = s
+        .to_callback(&mut browser, &app, &challenge, "mcp", "alice")
+        .await;
+    let (_, first) = s.follow(&mut browser, callback.clone(), false).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let (_, replay) = s.follow(&mut browser, callback, false).await;
+    assert_eq!(replay.status, 400);
+    assert!(replay.body.contains("already used"), "{}", replay.body);
+
+    // Provider A's answer at provider B's callback (mix-up).
+    let mut browser = Browser::default();
+    let callback = s
+        .to_callback(&mut browser, &app, &challenge, "mcp", "alice")
+        .await;
+    assert!(callback.contains("/callback/corp"));
+    let mixed = callback.replace("/callback/corp", "/callback/twin");
+    let (_, page) = s.follow(&mut browser, mixed, false).await;
+    assert_eq!(page.status, 400);
+    assert!(page.body.contains("another provider"), "{}", page.body);
+
+    // An answer naming another issuer (RFC 9207).
+    let mut browser = Browser::default();
+    let callback = s
+        .to_callback(&mut browser, &app, &challenge, "mcp", "alice")
+        .await;
+    let mut url = url::Url::parse(&callback).unwrap();
+    let params: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == "iss" {
+                "https://evil.example".to_owned()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    url.query_pairs_mut().clear().extend_pairs(params);
+    let (_, page) = s.follow(&mut browser, url.to_string(), false).await;
+    assert_eq!(page.status, 400);
+    assert!(page.body.contains("another issuer"), "{}", page.body);
+
+    // An answer for another browser: the flow cookie is not this one's.
+    let mut browser = Browser::default();
+    let callback = s
+        .to_callback(&mut browser, &app, &challenge, "mcp", "alice")
+        .await;
+    let (_, page) = s.follow(&mut Browser::default(), callback, false).await;
+    assert_eq!(page.status, 400);
+    assert!(page.body.contains("another browser"), "{}", page.body);
+
+    // A made-up state.
+    let (_, page) = s
+        .follow(
+            &mut Browser::default(),
+            s.url("/callback/corp?code=x&state=made-up"),
+            false,
+        )
+        .await;
+    assert_eq!(page.status, 400);
+    // The IdP refusing (the person cancelled) is a page too.
+    let (_, page) = s
+        .follow(
+            &mut Browser::default(),
+            s.url("/callback/corp?error=access_denied&state=made-up"),
+            false,
+        )
+        .await;
+    assert_eq!(page.status, 400, "unknown state first: {}", page.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_is_down_gets_a_page_and_issued_tokens_keep_working() {
+    let mut s = Setup::start().await;
+    let (_, alice) = s.tokens_for("alice", "mcp").await;
+    s.idp.stop().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let token = alice["access_token"].as_str().unwrap();
+    assert_eq!(
+        s.call(token, "echo").await,
+        200,
+        "issued tokens do not depend on the IdP"
+    );
+    // A new gateway has not discovered the provider yet: its login page
+    // says the provider cannot be reached.
+    let port = free_port();
+    let yaml = format!(
+        "public_url: http://127.0.0.1:{port}
+listen: 127.0.0.1:{port}
+authorization_server:
+  data_dir: '{dir}-2'
+  identity_providers:
+    - {{ id: corp, type: oidc, issuer: '{iss}', client_id: gateway, client_secret: s }}
+  access:
+    - {{ when: {{ idp: corp }}, scopes: [mcp] }}
+upstreams:
+  - {{ name: demo, path: /demo/mcp, url: 'http://127.0.0.1:9/mcp', scopes: [mcp], policy: {{ base_scopes: [mcp] }} }}
+",
+        dir = s.data_dir.display(),
+        iss = s.idp.issuer
+    );
+    let gw = Gateway::start_yaml(&yaml).await;
+    let app = OAuthClient::register(&gw.url(""), &gw.url("/demo/mcp"), "app", REDIRECT).await;
+    let (_, challenge) = pkce();
+    let mut browser = Browser::default();
+    let (_, page) = s
+        .follow(
+            &mut browser,
+            app.authorize_url(&challenge, "mcp", None),
+            true,
+        )
+        .await;
+    assert_eq!(page.status, 502, "{}", page.body);
+    assert!(page.body.contains("cannot be reached"), "{}", page.body);
+    let _ = std::fs::remove_dir_all(format!("{}-2", s.data_dir.display()));
+}
