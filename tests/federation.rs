@@ -284,10 +284,47 @@ async fn people_sign_in_at_their_provider_with_the_scopes_the_rules_give() {
     let (status, refreshed) = app
         .refresh(&s.http, bob["refresh_token"].as_str().unwrap())
         .await;
+    assert_eq!(status, 200, "{refreshed}");
+}
+
+/// At every refresh the provider is asked again (with its own refresh
+/// token) and the rules applied to what it says now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_asks_the_provider_again() {
+    let s = Setup::start().await;
+    let (app, alice) = s.tokens_for("alice", "mcp math").await;
+    assert_eq!(alice["scope"], "mcp math");
+    // alice leaves the admin group at the provider: `math` goes at the
+    // next refresh.
+    s.idp
+        .control(
+            reqwest::Method::PATCH,
+            "/accounts/alice",
+            json!({"groups": []}),
+        )
+        .await;
+    let (status, refreshed) = app
+        .refresh(&s.http, alice["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(status, 200, "{refreshed}");
     assert_eq!(
-        status, 200,
-        "a refresh applies the rules to the stored claims: {refreshed}"
+        refreshed["scope"], "mcp",
+        "the group rule no longer applies"
     );
+    let token = refreshed["access_token"].as_str().unwrap();
+    assert_eq!(s.call(token, "add").await, 403);
+    assert_eq!(s.call(token, "echo").await, 200);
+
+    // bob's account is removed at the provider: his grant ends.
+    let (app, bob) = s.tokens_for("bob", "mcp").await;
+    s.idp
+        .control(reqwest::Method::DELETE, "/accounts/bob", json!({}))
+        .await;
+    let (status, err) = app
+        .refresh(&s.http, bob["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"], "invalid_grant");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

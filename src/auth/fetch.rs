@@ -24,28 +24,68 @@ pub(crate) async fn json<T: DeserializeOwned>(
     request: RequestBuilder,
     limit: Duration,
 ) -> Result<T, String> {
+    json_or_status(request, limit).await.map_err(|e| e.text)
+}
+
+/// Why a JSON fetch failed, with the OAuth `error` code of an unsuccessful
+/// answer (a refusal to tell apart from an outage).
+#[derive(Debug)]
+pub(crate) struct FetchError {
+    pub text: String,
+    /// The OAuth `error` code of an unsuccessful JSON answer, if any.
+    pub oauth_error: Option<String>,
+}
+
+/// [`json`], keeping the status of an unsuccessful answer.
+pub(crate) async fn json_or_status<T: DeserializeOwned>(
+    request: RequestBuilder,
+    limit: Duration,
+) -> Result<T, FetchError> {
+    let failed = |text: String| FetchError {
+        text,
+        oauth_error: None,
+    };
     tokio::time::timeout(limit, async {
         let mut resp = request
             .header("accept", "application/json")
             .send()
             .await
-            .map_err(|e| format!("request failed: {e}"))?;
+            .map_err(|e| failed(format!("request failed: {e}")))?;
         if !resp.status().is_success() {
-            return Err(format!("HTTP status {}", resp.status()));
+            let status = resp.status();
+            let body = resp.bytes().await.unwrap_or_default();
+            let oauth_error = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .filter(|e| {
+                    e.len() <= 64 && e.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                });
+            return Err(FetchError {
+                text: format!(
+                    "HTTP status {status}{}",
+                    oauth_error
+                        .as_deref()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                ),
+                oauth_error,
+            });
         }
         let mut body = Vec::new();
         while let Some(chunk) = resp
             .chunk()
             .await
-            .map_err(|e| format!("reading the body: {e}"))?
+            .map_err(|e| failed(format!("reading the body: {e}")))?
         {
             if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-                return Err(format!("answer larger than {MAX_DOCUMENT_BYTES} bytes"));
+                return Err(failed(format!(
+                    "answer larger than {MAX_DOCUMENT_BYTES} bytes"
+                )));
             }
             body.extend_from_slice(&chunk);
         }
-        serde_json::from_slice(&body).map_err(|e| format!("not the expected JSON: {e}"))
+        serde_json::from_slice(&body).map_err(|e| failed(format!("not the expected JSON: {e}")))
     })
     .await
-    .map_err(|_| format!("no answer within {limit:?}"))?
+    .map_err(|_| failed(format!("no answer within {limit:?}")))?
 }

@@ -35,9 +35,12 @@ pub async fn consent_again(
 /// sign-in.
 fn grantable(state: &AsState, flow: &Flow, user: &str) -> Vec<String> {
     let settings = state.settings();
-    let federated = super::federation::provider_of(user)
-        .and_then(|_| state.federation.scopes_of(user))
-        .map(|s| (*s).clone());
+    let federated = super::federation::provider_of(user).map(|_| {
+        state
+            .federation
+            .scopes_of(&settings, user)
+            .unwrap_or_default()
+    });
     let allowed: BTreeSet<String> = federated.unwrap_or_else(|| {
         settings
             .users

@@ -41,6 +41,9 @@ pub struct AuthServerConfig {
     pub identity_providers: Vec<IdentityProvider>,
     /// Who of them is admitted, with which scopes.
     pub access: Vec<AccessRule>,
+    /// How long a sign-in at a provider carries refreshes before the person
+    /// must sign in there again.
+    pub max_session_age: Duration,
 }
 
 /// How `client_id` URLs are fetched.
@@ -92,6 +95,7 @@ pub(super) fn validate_authserver(
         users,
         identity_providers,
         access,
+        max_session_age: raw.max_session_age.0,
         signing_algorithm: raw.signing_algorithm,
         client_metadata_documents: raw.client_metadata_documents.enabled.then_some(
             ClientMetadataDocuments {
@@ -197,6 +201,11 @@ fn check_lifetimes(raw: &RawAuthServer, at: &str, errors: &mut Vec<ConfigError>)
             Duration::from_secs(365 * 24 * 3600),
         ),
         ("code_ttl", raw.code_ttl.0, Duration::from_secs(600)),
+        (
+            "max_session_age",
+            raw.max_session_age.0,
+            Duration::from_secs(365 * 24 * 3600),
+        ),
     ] {
         if d.is_zero() || d > max {
             errors.push(ConfigError::new(

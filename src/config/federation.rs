@@ -79,6 +79,25 @@ pub(super) fn validate_federation(
         .map(|(i, r)| rule(r, &format!("{at}.access[{i}]"), &ids, errors))
         .collect::<Vec<_>>();
     for p in &providers {
+        // Anyone can have a Google or a Microsoft account: a rule must say
+        // which organisation's.
+        let open = p.kind == ProviderKind::Google || p.issuer.contains("{tenantid}");
+        let pin = if p.kind == ProviderKind::Google {
+            "hd"
+        } else {
+            "tid"
+        };
+        for (i, r) in rules.iter().enumerate() {
+            let applies = r.idp.as_ref().is_none_or(|id| *id == p.id);
+            let pinned = r.email_domain.is_some() || r.claims.iter().any(|(k, _)| k == pin);
+            if open && applies && !pinned {
+                errors.push(ConfigError::new(
+                    &format!("{at}.access[{i}].when"),
+                    format!("this rule admits anyone with an account at `{}`", p.id),
+                    format!("restrict it to your organisation: `email_domain` (with `email_verified: true`) or `claim: {{ {pin}: ... }}`"),
+                ));
+            }
+        }
         if !rules
             .iter()
             .any(|r| r.idp.as_ref().is_none_or(|i| *i == p.id))
@@ -142,6 +161,14 @@ fn provider(
                 );
                 return None;
             };
+            if !MULTI_TENANT.contains(&tenant) && !is_guid(tenant) {
+                err(
+                    "tenant",
+                    format!("`{tenant}` is not a tenant id"),
+                    "use the directory's tenant id (a GUID: Entra's issuer names it, not the domain), or `organizations`",
+                );
+                return None;
+            }
             let base = format!("https://login.microsoftonline.com/{tenant}/v2.0");
             let issuer = if MULTI_TENANT.contains(&tenant) {
                 "https://login.microsoftonline.com/{tenantid}/v2.0".to_owned()
@@ -248,6 +275,13 @@ fn rule(
             ));
         }
     }
+    if when.claim.contains_key("email") && when.email_verified != Some(true) {
+        errors.push(ConfigError::new(
+            &format!("{path}.when.email_verified"),
+            "an `email` claim rule without `email_verified: true` trusts an address nobody checked",
+            "add `email_verified: true`",
+        ));
+    }
     if r.scopes.is_empty() {
         errors.push(ConfigError::new(
             &format!("{path}.scopes"),
@@ -266,4 +300,14 @@ fn rule(
             .collect(),
         scopes: r.scopes.iter().cloned().collect(),
     }
+}
+
+/// Whether `text` is a GUID (`8-4-4-4-12` hex digits).
+fn is_guid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }

@@ -75,6 +75,8 @@ pub(crate) struct RawAuthServer {
     pub signing_algorithm: SigningAlgorithm,
     #[serde(default)]
     pub identity_providers: Vec<RawIdentityProvider>,
+    #[serde(default = "default_max_session_age")]
+    pub max_session_age: HumanDuration,
     #[serde(default)]
     pub access: Vec<RawAccessRule>,
 }
@@ -227,6 +229,10 @@ pub(crate) struct RawUser {
     pub password_hash: String,
     #[serde(default)]
     pub scopes: Vec<String>,
+}
+
+fn default_max_session_age() -> HumanDuration {
+    HumanDuration(Duration::from_secs(7 * 24 * 3600))
 }
 
 fn default_listen() -> String {

@@ -706,7 +706,7 @@ fn identity_provider_presets_fill_in_what_operators_leave_out() {
         "{WITH_AS}  identity_providers:
     - {{ id: g, type: google, client_id: a, client_secret: b }}
     - {{ id: ms, type: microsoft, tenant: organizations, client_id: a, client_secret: b }}
-    - {{ id: contoso, type: microsoft, tenant: contoso.onmicrosoft.com, client_id: a, client_secret: b }}
+    - {{ id: contoso, type: microsoft, tenant: 72f988bf-86f1-41af-91ab-2d7cd011db47, client_id: a, client_secret: b }}
     - {{ id: kc, type: keycloak, issuer: 'https://sso.example.com/realms/corp', client_id: a, client_secret: b, scopes: [openid, email, groups] }}
   access:
     - {{ when: {{ email_domain: example.com, email_verified: true }}, scopes: [mcp] }}
@@ -727,7 +727,7 @@ fn identity_provider_presets_fill_in_what_operators_leave_out() {
     );
     assert_eq!(
         idps[2].issuer,
-        "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0"
+        "https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0"
     );
     assert_eq!(
         idps[3].discovery_url,
@@ -811,5 +811,40 @@ fn a_local_user_cannot_take_a_federated_subject() {
     assert_eq!(
         errs[0].path, "authorization_server.users[0].username",
         "{errs:?}"
+    );
+}
+
+#[test]
+fn rules_must_pin_open_providers_to_an_organisation() {
+    let yaml = format!(
+        "{WITH_AS}  identity_providers:
+    - {{ id: g, type: google, client_id: a, client_secret: b }}
+    - {{ id: ms, type: microsoft, tenant: organizations, client_id: a, client_secret: b }}
+    - {{ id: dom, type: microsoft, tenant: contoso.com, client_id: a, client_secret: b }}
+  access:
+    - {{ when: {{ idp: g }}, scopes: [mcp] }}
+    - {{ when: {{ idp: ms, claim: {{ roles: admin }} }}, scopes: [mcp] }}
+    - {{ when: {{ idp: g, claim: {{ email: boss@example.com }} }}, scopes: [mcp] }}
+    - {{ when: {{ idp: ms, claim: {{ tid: 72f988bf-86f1-41af-91ab-2d7cd011db47 }} }}, scopes: [mcp] }}
+"
+    );
+    let text: Vec<String> = errors_of(&yaml).iter().map(ToString::to_string).collect();
+    for (path, says) in [
+        ("access[0].when", "admits anyone with an account at `g`"),
+        ("access[1].when", "admits anyone with an account at `ms`"),
+        (
+            "access[2].when.email_verified",
+            "trusts an address nobody checked",
+        ),
+        ("identity_providers[2].tenant", "not a tenant id"),
+    ] {
+        assert!(
+            text.iter().any(|t| t.contains(path) && t.contains(says)),
+            "{path}: {says} missing from {text:#?}"
+        );
+    }
+    assert!(
+        !text.iter().any(|t| t.contains("access[3]")),
+        "a tid-pinned rule is fine: {text:#?}"
     );
 }

@@ -2,8 +2,8 @@
 //! For tests and throwaway runs.
 
 use super::{
-    ClientRecord, ClientStore, ConsentStore, GrantStore, KeyStore, PersonStore, RefreshRecord,
-    StoreError, StoredKey,
+    ClientRecord, ClientStore, ConsentStore, GrantStore, KeyStore, PersonRecord, PersonStore,
+    RefreshRecord, StoreError, StoredKey,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeSet, HashMap};
@@ -18,7 +18,7 @@ struct Inner {
     family_tokens: HashMap<String, (String, u64)>,
     revoked_tokens: HashMap<String, u64>,
     consents: BTreeSet<(String, String, String)>,
-    people: HashMap<String, String>,
+    people: HashMap<String, PersonRecord>,
 }
 
 /// The in-memory store.
@@ -205,14 +205,14 @@ impl ConsentStore for MemoryStore {
 
 #[async_trait]
 impl PersonStore for MemoryStore {
-    async fn put_person(&self, subject: &str, claims: &str, _now: u64) -> Result<(), StoreError> {
+    async fn put_person(&self, subject: &str, person: &PersonRecord) -> Result<(), StoreError> {
         self.inner()
             .people
-            .insert(subject.to_owned(), claims.to_owned());
+            .insert(subject.to_owned(), person.clone());
         Ok(())
     }
 
-    async fn person(&self, subject: &str) -> Result<Option<String>, StoreError> {
+    async fn person(&self, subject: &str) -> Result<Option<PersonRecord>, StoreError> {
         Ok(self.inner().people.get(subject).cloned())
     }
 }

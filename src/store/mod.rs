@@ -169,13 +169,24 @@ pub trait ConsentStore: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
+/// A person signed in through an identity provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonRecord {
+    /// Their claims (JSON) as last vouched for by the provider.
+    pub claims: String,
+    /// The provider's refresh token, when it gave one.
+    pub idp_refresh_token: Option<String>,
+    /// When they last signed in at the provider (seconds).
+    pub signed_in_at: u64,
+}
+
 /// People signed in through an identity provider (`federation`).
 #[async_trait]
 pub trait PersonStore: Send + Sync {
-    /// Records the claims (JSON) of `subject`'s latest sign-in.
-    async fn put_person(&self, subject: &str, claims: &str, now: u64) -> Result<(), StoreError>;
-    /// The claims of `subject`'s latest sign-in.
-    async fn person(&self, subject: &str) -> Result<Option<String>, StoreError>;
+    /// Records (replaces) `subject`'s record.
+    async fn put_person(&self, subject: &str, person: &PersonRecord) -> Result<(), StoreError>;
+    /// `subject`'s record.
+    async fn person(&self, subject: &str) -> Result<Option<PersonRecord>, StoreError>;
 }
 
 #[cfg(test)]

@@ -12,8 +12,8 @@
 //! their own connections and, in WAL mode, never wait for the writer.
 
 use super::{
-    ClientRecord, ClientStore, ConsentStore, GrantStore, KeyStore, PersonStore, RefreshRecord,
-    StoreError, StoredKey,
+    ClientRecord, ClientStore, ConsentStore, GrantStore, KeyStore, PersonRecord, PersonStore,
+    RefreshRecord, StoreError, StoredKey,
 };
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -367,24 +367,32 @@ impl ConsentStore for SqliteStore {
 
 #[async_trait]
 impl PersonStore for SqliteStore {
-    async fn put_person(&self, subject: &str, claims: &str, now: u64) -> Result<(), StoreError> {
+    async fn put_person(&self, subject: &str, person: &PersonRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO people (subject, claims, updated_at) VALUES (?, ?, ?) \
-             ON CONFLICT (subject) DO UPDATE SET claims = excluded.claims, updated_at = excluded.updated_at",
+            "INSERT INTO people (subject, claims, idp_refresh_token, signed_in_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (subject) DO UPDATE SET claims = excluded.claims, \
+             idp_refresh_token = excluded.idp_refresh_token, signed_in_at = excluded.signed_in_at",
         )
         .bind(subject)
-        .bind(claims)
-        .bind(now as i64)
+        .bind(&person.claims)
+        .bind(&person.idp_refresh_token)
+        .bind(person.signed_in_at as i64)
         .execute(&self.write)
         .await?;
         Ok(())
     }
 
-    async fn person(&self, subject: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT claims FROM people WHERE subject = ?")
-            .bind(subject)
-            .fetch_optional(&self.read)
-            .await?;
-        Ok(row.map(|r| r.get("claims")))
+    async fn person(&self, subject: &str) -> Result<Option<PersonRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT claims, idp_refresh_token, signed_in_at FROM people WHERE subject = ?",
+        )
+        .bind(subject)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(|r| PersonRecord {
+            claims: r.get("claims"),
+            idp_refresh_token: r.get("idp_refresh_token"),
+            signed_in_at: r.get::<i64, _>("signed_in_at") as u64,
+        }))
     }
 }

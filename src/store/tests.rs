@@ -147,19 +147,21 @@ async fn sqlite_data_survives_reopening_the_file() {
 }
 
 #[tokio::test]
-async fn a_persons_latest_claims_are_kept() {
+async fn a_persons_latest_record_is_kept() {
     for (name, s) in backends().await {
         assert_eq!(s.person("corp|1").await.unwrap(), None, "{name}");
-        s.put_person("corp|1", r#"{"groups":["a"]}"#, 10)
-            .await
-            .unwrap();
-        s.put_person("corp|1", r#"{"groups":[]}"#, 20)
-            .await
-            .unwrap();
-        assert_eq!(
-            s.person("corp|1").await.unwrap().as_deref(),
-            Some(r#"{"groups":[]}"#),
-            "{name}"
-        );
+        let first = PersonRecord {
+            claims: r#"{"groups":["a"]}"#.into(),
+            idp_refresh_token: Some("rt-1".into()),
+            signed_in_at: 10,
+        };
+        s.put_person("corp|1", &first).await.unwrap();
+        let later = PersonRecord {
+            claims: r#"{"groups":[]}"#.into(),
+            idp_refresh_token: None,
+            signed_in_at: 10,
+        };
+        s.put_person("corp|1", &later).await.unwrap();
+        assert_eq!(s.person("corp|1").await.unwrap(), Some(later), "{name}");
     }
 }

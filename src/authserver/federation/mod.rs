@@ -10,9 +10,10 @@
 //! flow cookie and to that provider, so an answer of provider A arriving at
 //! B's callback is refused), `iss` must be the provider's, then the code
 //! is exchanged and the ID token checked. The person's subject is
-//! `<id>|<sub>`, so two providers never share one; their claims are kept
-//! (not the provider's tokens) so the rules can be applied again at every
-//! refresh.
+//! `<id>|<sub>`, so two providers never share one. Their claims are kept,
+//! and the provider's refresh token when it gives one: at every refresh of
+//! the gateway's tokens the provider is asked again and the rules applied
+//! to what it says now.
 
 pub mod oidc;
 pub mod rules;
@@ -20,7 +21,8 @@ pub mod rules;
 use super::browser::{flow_of_this_browser, set_cookie, to_page};
 use super::consent::decide_without_asking;
 use super::flows::Flow;
-use super::{pages, random_token, AsState};
+use super::{pages, random_token, AsSettings, AsState};
+use crate::store::PersonRecord;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -43,9 +45,11 @@ struct Pending {
 pub(crate) struct Federation {
     /// By `state`; ten minutes to come back.
     pending: Cache<String, Arc<Pending>>,
-    /// Subject to the scopes the rules gave at their latest sign-in, for
-    /// as long as a browser session lasts.
-    people: Cache<String, Arc<BTreeSet<String>>>,
+    /// Subject to the claims of their latest check, for as long as a
+    /// browser session lasts (the rules are applied to them on each use).
+    people: Cache<String, Arc<Value>>,
+    /// One check with the provider per person at a time.
+    checks: Cache<String, Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl Federation {
@@ -59,12 +63,19 @@ impl Federation {
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(8 * 3600))
                 .build(),
+            checks: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(Duration::from_secs(600))
+                .build(),
         }
     }
 
-    /// What `subject` (signed in through a provider) may grant.
-    pub fn scopes_of(&self, subject: &str) -> Option<Arc<BTreeSet<String>>> {
-        self.people.get(subject)
+    /// What `subject` (signed in through a provider still configured) may
+    /// grant under today's rules, from the claims of their latest check.
+    pub fn scopes_of(&self, settings: &AsSettings, subject: &str) -> Option<BTreeSet<String>> {
+        let idp = provider_of(subject)?;
+        settings.provider(idp)?;
+        rules::admitted(&settings.config.access, idp, &*self.people.get(subject)?)
     }
 }
 
@@ -73,22 +84,71 @@ pub fn provider_of(subject: &str) -> Option<&str> {
     subject.split_once('|').map(|(id, _)| id)
 }
 
-/// What `subject` may grant now: the rules applied to the claims of their
-/// latest sign-in (a provider removed from the configuration admits no
-/// one). `None`: not admitted.
+/// What `subject` may grant now, asked at each refresh: the provider is
+/// asked again about them with its refresh token (when it gave one; its
+/// answer replaces the stored claims, and a refusal ends the grant), then
+/// the rules are applied. A provider that cannot be reached leaves the
+/// claims of the last check. `None`: not admitted (not a person of a
+/// configured provider, signed in longer ago than `max_session_age`, no
+/// longer vouched for, or no rule admits them).
 pub(crate) async fn admitted_now(state: &AsState, subject: &str) -> Option<BTreeSet<String>> {
-    let idp = provider_of(subject)?;
+    let (idp, sub) = subject.split_once('|')?;
     let settings = state.settings();
-    settings.provider(idp)?;
-    let claims = match state.store.person(subject).await {
-        Ok(Some(c)) => serde_json::from_str::<Value>(&c).ok()?,
+    let provider = settings.provider(idp)?;
+    // One check per person at a time: the provider may rotate its refresh
+    // token, and a second check with the old one would be refused.
+    let lock = state
+        .federation
+        .checks
+        .get_with(subject.to_owned(), || Arc::new(tokio::sync::Mutex::new(())));
+    let _held = lock.lock().await;
+    let mut person = match state.store.person(subject).await {
+        Ok(Some(p)) => p,
         Ok(None) => return None,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot read a person's claims");
+            tracing::warn!(error = %e, "cannot read a person's record");
             return None;
         }
     };
-    rules::admitted(&settings.config.access, idp, &claims)
+    let age = crate::auth::now_secs().saturating_sub(person.signed_in_at);
+    if age > settings.config.max_session_age.as_secs() {
+        tracing::info!(target: "audit", decision = "denied", reason = "max_session_age", provider = %idp, subject = %subject.escape_debug(), "sign-in too old; the person must sign in at the provider again");
+        return None;
+    }
+    if let Some(token) = person.idp_refresh_token.clone() {
+        match provider.recheck(&token, sub).await {
+            Ok(fresh) => {
+                person.claims = kept_claims(&fresh.claims).to_string();
+                person.idp_refresh_token = fresh.refresh_token;
+                if let Err(e) = state.store.put_person(subject, &person).await {
+                    tracing::warn!(error = %e, "cannot record a person's claims");
+                }
+            }
+            Err(RpError::Unreachable(e)) => {
+                tracing::warn!(provider = %idp, error = %e, "cannot ask the provider about a person; using the claims of the last check");
+            }
+            Err(RpError::Refused(e)) => {
+                super::count_event("federated_login_refused");
+                tracing::info!(target: "audit", decision = "denied", reason = "provider_refused", provider = %idp, subject = %subject.escape_debug(), detail = %e, "the provider no longer vouches for the person");
+                return None;
+            }
+        }
+    }
+    let claims: Value = serde_json::from_str(&person.claims).ok()?;
+    // The subject is bound to the issuer it was first vouched for by: a
+    // provider whose issuer was changed under the same id admits no one
+    // of the old one.
+    let iss = claims["iss"].as_str().unwrap_or_default();
+    if !provider.issuer_matches(iss, claims["tid"].as_str()) {
+        tracing::info!(target: "audit", decision = "denied", reason = "issuer_changed", provider = %idp, subject = %subject.escape_debug(), "the provider's issuer changed since the person signed in");
+        return None;
+    }
+    let scopes = rules::admitted(&settings.config.access, idp, &claims)?;
+    state
+        .federation
+        .people
+        .insert(subject.to_owned(), Arc::new(claims));
+    Some(scopes)
 }
 
 /// `GET /login/<id>?flow=…`: on to the provider.
@@ -151,7 +211,7 @@ pub async fn callback(
         Ok(resp) => resp,
         Err((status, message)) => {
             super::count_event("federated_login_failure");
-            tracing::info!(target: "audit", decision = "denied", reason = "federated_login", provider = %id, detail = %message, "sign-in through an identity provider refused");
+            tracing::info!(target: "audit", decision = "denied", reason = "federated_login", provider = %id.escape_debug(), detail = %message.escape_debug(), "sign-in through an identity provider refused");
             pages::error(status, &message)
         }
     }
@@ -184,25 +244,30 @@ async fn sign_in(
     let provider = settings
         .provider(id)
         .ok_or_else(|| bad("This sign-in provider is no longer configured here."))?;
-    if let Some(error) = params.get("error") {
-        let detail = params.get("error_description").map_or("", String::as_str);
-        return Err((
-            StatusCode::FORBIDDEN,
-            format!(
-                "{} did not sign you in: {error} {detail}",
-                provider.config.display_name
-            ),
-        ));
-    }
     let (metadata, _) = provider
         .discover()
         .await
         .map_err(|e| failure_of(provider, &e))?;
+    // RFC 9207 §2.4: error answers carry `iss` too.
     check_iss(provider, &metadata, params.get("iss").map(String::as_str))?;
+    if let Some(error) = params.get("error") {
+        // Only a well-formed code is shown: the description is the
+        // provider's (or an attacker's) free text.
+        let code = Some(error.as_str())
+            .filter(|e| e.len() <= 64 && e.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+            .unwrap_or("unknown error");
+        return Err((
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} did not sign you in ({code}).",
+                provider.config.display_name
+            ),
+        ));
+    }
     let code = params
         .get("code")
         .ok_or_else(|| bad("The identity provider sent no authorization code."))?;
-    let claims = provider
+    let signed_in = provider
         .sign_in(
             code,
             &callback_url(state, id),
@@ -211,9 +276,10 @@ async fn sign_in(
         )
         .await
         .map_err(|e| failure_of(provider, &e))?;
+    let claims = signed_in.claims.clone();
     let sub = claims["sub"].as_str().unwrap_or_default();
     let subject = format!("{id}|{sub}");
-    let Some(scopes) = rules::admitted(&settings.config.access, id, &claims) else {
+    if rules::admitted(&settings.config.access, id, &claims).is_none() {
         super::count_event("federated_login_refused");
         tracing::info!(target: "audit", decision = "denied", reason = "no_access_rule", provider = %id, subject = %subject.escape_debug(), "person not admitted by the access rules");
         return Err((
@@ -223,8 +289,8 @@ async fn sign_in(
                 provider.config.display_name
             ),
         ));
-    };
-    remember(state, &subject, &claims, scopes).await?;
+    }
+    remember(state, &subject, signed_in).await?;
     super::count_event("federated_login");
     tracing::info!(target: "audit", decision = "allowed", reason = "federated_login", provider = %id, subject = %subject.escape_debug(), "signed in through an identity provider");
     let display = ["email", "name", "preferred_username"]
@@ -291,14 +357,9 @@ fn fits_template(template: &str, iss: &str) -> bool {
         .is_some_and(|tid| !tid.is_empty() && !tid.contains('/'))
 }
 
-/// Keeps the person's claims (for the rules at refresh; never the
-/// provider's tokens) and what they may grant now.
-async fn remember(
-    state: &AsState,
-    subject: &str,
-    claims: &Value,
-    scopes: BTreeSet<String>,
-) -> Result<(), Refusal> {
+/// The claims worth keeping: what the rules read, not the token's
+/// envelope.
+fn kept_claims(claims: &Value) -> Value {
     let mut kept = claims.clone();
     if let Value::Object(map) = &mut kept {
         for transient in [
@@ -316,9 +377,26 @@ async fn remember(
             map.remove(transient);
         }
     }
+    kept
+}
+
+/// Keeps the person's claims and the provider's refresh token (to ask it
+/// again at each refresh; never forwarded anywhere) and what they may
+/// grant now.
+async fn remember(
+    state: &AsState,
+    subject: &str,
+    signed_in: oidc::SignedIn,
+) -> Result<(), Refusal> {
+    let claims_of_sign_in = signed_in.claims;
+    let person = PersonRecord {
+        claims: kept_claims(&claims_of_sign_in).to_string(),
+        idp_refresh_token: signed_in.refresh_token,
+        signed_in_at: crate::auth::now_secs(),
+    };
     state
         .store
-        .put_person(subject, &kept.to_string(), crate::auth::now_secs())
+        .put_person(subject, &person)
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "cannot record a person's sign-in");
@@ -327,10 +405,10 @@ async fn remember(
                 "The sign-in could not be recorded; try again in a moment.".to_owned(),
             )
         })?;
-    state
-        .federation
-        .people
-        .insert(subject.to_owned(), Arc::new(scopes));
+    state.federation.people.insert(
+        subject.to_owned(),
+        Arc::new(kept_claims(&claims_of_sign_in)),
+    );
     Ok(())
 }
 

@@ -78,8 +78,9 @@ impl Provider {
             fetch::json(self.http.get(&self.config.discovery_url), CALL_TIMEOUT)
                 .await
                 .map_err(|e| RpError::Unreachable(format!("{}: {e}", self.config.discovery_url)))?;
-        if !self.issuer_matches(&metadata.issuer, None)
-            && !self.config.issuer.contains("{tenantid}")
+        let template = self.config.issuer.contains("{tenantid}");
+        if (template && metadata.issuer != self.config.issuer)
+            || (!template && !self.issuer_matches(&metadata.issuer, None))
         {
             return Err(RpError::Refused(format!(
                 "its metadata names issuer `{}`, not `{}`",
@@ -100,6 +101,19 @@ impl Provider {
             },
             self.http.clone(),
         ));
+        for (name, url) in [
+            (
+                "authorization_endpoint",
+                Some(&metadata.authorization_endpoint),
+            ),
+            ("token_endpoint", Some(&metadata.token_endpoint)),
+            ("userinfo_endpoint", metadata.userinfo_endpoint.as_ref()),
+            ("jwks_uri", Some(&metadata.jwks_uri)),
+        ] {
+            if let Some(Err(e)) = url.map(|u| crate::config::check_endpoint_url(u)) {
+                return Err(RpError::Refused(format!("its {name}: {e}")));
+            }
+        }
         let found = (Arc::new(metadata), keys);
         *discovered = Some(found.clone());
         Ok(found)
@@ -159,15 +173,17 @@ impl Provider {
         Ok(url.into())
     }
 
-    /// Exchanges `code` and checks the ID token; the person's claims (ID
-    /// token, completed from userinfo when it lacks `email`).
+    /// Exchanges `code` and checks the ID token: the person's claims (ID
+    /// token, completed from userinfo when it lacks `email`), and the
+    /// provider's refresh token when it gave one (kept to check the person
+    /// again at each refresh).
     pub async fn sign_in(
         &self,
         code: &str,
         redirect_uri: &str,
         verifier: &str,
         nonce: &str,
-    ) -> Result<Value, RpError> {
+    ) -> Result<SignedIn, RpError> {
         let (metadata, keys) = self.discover().await?;
         let form = [
             ("grant_type", "authorization_code"),
@@ -175,6 +191,95 @@ impl Provider {
             ("redirect_uri", redirect_uri),
             ("code_verifier", verifier),
         ];
+        let tokens = self
+            .token_request(&metadata, &form)
+            .await
+            .map_err(|e| RpError::Refused(format!("code exchange: {}", e.text)))?;
+        let id_token = tokens
+            .id_token
+            .ok_or_else(|| RpError::Refused("no id_token in the token response".into()))?;
+        let mut claims = self.verify_id_token(&id_token, &keys, Some(nonce)).await?;
+        self.complete(&metadata, &mut claims, tokens.access_token.as_deref())
+            .await?;
+        Ok(SignedIn {
+            claims,
+            refresh_token: tokens.refresh_token,
+        })
+    }
+
+    /// The person's claims now, asked of the provider with its refresh
+    /// token: `Refused` when the provider no longer vouches for them (the
+    /// grant was revoked, the account removed), `Unreachable` when it
+    /// cannot be asked. The subject must stay `sub`.
+    pub async fn recheck(&self, refresh_token: &str, sub: &str) -> Result<SignedIn, RpError> {
+        let (metadata, keys) = self.discover().await?;
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ];
+        let tokens = self
+            .token_request(&metadata, &form)
+            .await
+            // Only `invalid_grant` means the provider no longer vouches for
+            // the person; a rate limit or a misconfigured secret is an outage.
+            .map_err(|e| match e.oauth_error.as_deref() {
+                Some("invalid_grant") => RpError::Refused(format!("refresh: {}", e.text)),
+                _ => RpError::Unreachable(format!("refresh: {}", e.text)),
+            })?;
+        let mut claims = match &tokens.id_token {
+            Some(id_token) => self.verify_id_token(id_token, &keys, None).await?,
+            None => serde_json::json!({ "sub": sub }),
+        };
+        if claims["sub"] != sub {
+            return Err(RpError::Refused(
+                "the provider speaks of another subject".into(),
+            ));
+        }
+        let access = tokens.access_token.as_deref();
+        if tokens.id_token.is_none() {
+            let userinfo = metadata.userinfo_endpoint.as_deref().ok_or_else(|| {
+                RpError::Refused("no ID token on refresh and no userinfo endpoint".into())
+            })?;
+            let token =
+                access.ok_or_else(|| RpError::Refused("no access token on refresh".into()))?;
+            self.complete_from_userinfo(&mut claims, userinfo, token)
+                .await?;
+        } else {
+            self.complete(&metadata, &mut claims, access).await?;
+        }
+        Ok(SignedIn {
+            claims,
+            refresh_token: tokens
+                .refresh_token
+                .or_else(|| Some(refresh_token.to_owned())),
+        })
+    }
+
+    /// Userinfo fills in when the ID token has no `email`.
+    async fn complete(
+        &self,
+        metadata: &Metadata,
+        claims: &mut Value,
+        access: Option<&str>,
+    ) -> Result<(), RpError> {
+        if claims.get("email").is_some() {
+            return Ok(());
+        }
+        match (&metadata.userinfo_endpoint, access) {
+            (Some(userinfo), Some(access)) => {
+                self.complete_from_userinfo(claims, userinfo, access).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A request to the token endpoint, authenticated as the confidential
+    /// client (Basic, or the form where only that is supported).
+    async fn token_request(
+        &self,
+        metadata: &Metadata,
+        form: &[(&str, &str)],
+    ) -> Result<Tokens, fetch::FetchError> {
         let request = self.http.post(&metadata.token_endpoint);
         let post_only = !metadata.token_endpoint_auth_methods_supported.is_empty()
             && !metadata
@@ -195,29 +300,9 @@ impl Provider {
                     enc(&self.config.client_id),
                     Some(enc(self.config.client_secret.expose())),
                 )
-                .form(&form)
+                .form(form)
         };
-        #[derive(Deserialize)]
-        struct Tokens {
-            id_token: Option<String>,
-            access_token: Option<String>,
-        }
-        let tokens: Tokens = fetch::json(request, CALL_TIMEOUT)
-            .await
-            .map_err(|e| RpError::Refused(format!("code exchange: {e}")))?;
-        let id_token = tokens
-            .id_token
-            .ok_or_else(|| RpError::Refused("no id_token in the token response".into()))?;
-        let mut claims = self.verify_id_token(&id_token, &keys, nonce).await?;
-        if claims.get("email").is_none() {
-            if let (Some(userinfo), Some(access)) =
-                (&metadata.userinfo_endpoint, &tokens.access_token)
-            {
-                self.complete_from_userinfo(&mut claims, userinfo, access)
-                    .await?;
-            }
-        }
-        Ok(claims)
+        fetch::json_or_status(request, CALL_TIMEOUT).await
     }
 
     /// The ID token's claims, once every check passed.
@@ -225,7 +310,7 @@ impl Provider {
         &self,
         token: &str,
         keys: &KeyStore,
-        nonce: &str,
+        nonce: Option<&str>,
     ) -> Result<Value, RpError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| RpError::Refused(format!("unreadable ID token: {e}")))?;
@@ -262,8 +347,9 @@ impl Provider {
         )))
     }
 
-    /// What the signature check leaves: `iss`, `azp`, `iat`, `nonce`, `sub`.
-    fn check_claims(&self, claims: &Value, nonce: &str) -> Result<(), RpError> {
+    /// What the signature check leaves: `iss`, `azp`, `iat`, `nonce` (at
+    /// sign-in; a refreshed ID token need not repeat it), `sub`.
+    fn check_claims(&self, claims: &Value, nonce: Option<&str>) -> Result<(), RpError> {
         let iss = claims["iss"].as_str().unwrap_or_default();
         if !self.issuer_matches(iss, claims["tid"].as_str()) {
             return Err(RpError::Refused(format!("ID token from issuer `{iss}`")));
@@ -286,7 +372,7 @@ impl Provider {
             return Err(RpError::Refused("ID token issued in the future".into()));
         }
         let got = claims["nonce"].as_str().unwrap_or_default();
-        if verify_slices_are_equal(nonce.as_bytes(), got.as_bytes()).is_err() {
+        if nonce.is_some_and(|n| verify_slices_are_equal(n.as_bytes(), got.as_bytes()).is_err()) {
             return Err(RpError::Refused(
                 "ID token for another sign-in (nonce)".into(),
             ));
@@ -320,6 +406,21 @@ impl Provider {
         }
         Ok(())
     }
+}
+
+/// The token endpoint's answer (the fields the gateway uses).
+#[derive(Deserialize)]
+struct Tokens {
+    id_token: Option<String>,
+    access_token: Option<String>,
+    refresh_token: Option<String>,
+}
+
+/// A person as the provider vouches for them.
+pub struct SignedIn {
+    pub claims: Value,
+    /// The provider's refresh token, to ask again at the next refresh.
+    pub refresh_token: Option<String>,
 }
 
 /// One authorization request to the provider.
