@@ -663,3 +663,52 @@ async fn login_and_consent_pages_survive_back_reload_and_bookmarks() {
     assert_eq!(again.status, 400);
     assert!(again.body.contains("connect again"), "{}", again.body);
 }
+
+/// OpenID Connect `prompt`: `none` answers without a page (a code when the
+/// browser is signed in and consent remembered, else `login_required` or
+/// `consent_required`), `consent` shows the consent page anyway, `login`
+/// asks for the password again, and `none` with another value is refused.
+#[tokio::test]
+async fn prompt_none_consent_and_login_are_honoured() {
+    let s = Setup::start().await;
+    let client_id = s.public_client().await;
+    let (_, challenge) = pkce();
+    let url = |scope: &str, prompt: &str| {
+        format!(
+            "{}&prompt={prompt}",
+            authorize_url(&s, &client_id, &challenge, scope)
+        )
+    };
+    let error_of = |page: &common::browser::Page| query(&page.location())["error"].clone();
+
+    let mut browser = Browser::default();
+    let page = browser.send(s.http.get(url("mcp", "none"))).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    assert_eq!(error_of(&page), "login_required");
+
+    code_for(&s, &mut browser, &client_id, "mcp").await;
+    let page = browser.send(s.http.get(url("mcp", "none"))).await;
+    assert_eq!(page.status, 303);
+    assert!(
+        query(&page.location()).contains_key("code"),
+        "signed in, consent remembered"
+    );
+    let page = browser.send(s.http.get(url("mcp math", "none"))).await;
+    assert_eq!(
+        error_of(&page),
+        "consent_required",
+        "math was never consented to"
+    );
+
+    let page = browser.send(s.http.get(url("mcp", "consent"))).await;
+    assert_eq!(page.status, 200, "the consent page, though remembered");
+    assert!(page.body.contains("name=\"action\""), "{}", page.body);
+    let page = browser.send(s.http.get(url("mcp", "login"))).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("name=\"password\""),
+        "asked to sign in again"
+    );
+    let page = browser.send(s.http.get(url("mcp", "none%20login"))).await;
+    assert_eq!(error_of(&page), "invalid_request");
+}

@@ -474,3 +474,60 @@ upstreams:
     assert!(page.body.contains("cannot be reached"), "{}", page.body);
     let _ = std::fs::remove_dir_all(format!("{}-2", s.data_dir.display()));
 }
+
+/// `prompt=login` reaches the provider: a browser signed in at both the
+/// gateway and the provider is asked for the password again, and the
+/// answer's `auth_time` must be new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_login_sends_the_person_through_the_provider_again() {
+    let s = Setup::start().await;
+    let app = s.client().await;
+    let mut browser = Browser::default();
+    let (_, challenge) = pkce();
+    let callback = s
+        .to_callback(&mut browser, &app, &challenge, "mcp", "alice")
+        .await;
+    let (_, consent) = s.follow(&mut browser, callback, false).await;
+    let approved = browser
+        .send(
+            s.http
+                .post(s.url("/consent"))
+                .form(&consent.consent_form("approve")),
+        )
+        .await;
+    assert_eq!(approved.status, 303);
+    // Signed in everywhere: without a prompt the gateway answers at once.
+    let (back, _) = s
+        .follow(
+            &mut browser,
+            app.authorize_url(&challenge, "mcp", None),
+            false,
+        )
+        .await;
+    assert!(
+        back.starts_with(REDIRECT) && back.contains("code="),
+        "{back}"
+    );
+    // With prompt=login the provider's login form comes again (to_callback
+    // fails if the provider signs the browser in silently).
+    let mut app_prompt = app.authorize_url(&challenge, "mcp", None);
+    app_prompt.push_str("&prompt=login");
+    let (at, page) = s.follow(&mut browser, app_prompt, true).await;
+    let start = page.body.find("/login/corp?flow=").expect("corp's button");
+    let href: String = page.body[start..]
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&");
+    let (at2, login) = s.follow(&mut browser, s.url(&href), true).await;
+    assert!(
+        at2.contains("/interaction/"),
+        "the provider asks again, from {at}: {at2}"
+    );
+    let callback = s.log_in(&mut browser, &at2, &login, "alice").await;
+    let (back, _) = s.follow(&mut browser, callback, false).await;
+    assert!(
+        back.starts_with(REDIRECT) && back.contains("code="),
+        "{back}"
+    );
+}

@@ -105,6 +105,20 @@ pub async fn authorize(
             return redirect_error(&state, &redirect, flow_state, error, &description)
         }
     };
+    // OpenID Connect `prompt`: `none` (answer without any page), `login`,
+    // `consent`; other values ask nothing of this server.
+    let prompt: Vec<&str> = param(&params, "prompt")
+        .map(|p| p.split(' ').filter(|v| !v.is_empty()).collect())
+        .unwrap_or_default();
+    if prompt.contains(&"none") && prompt.len() > 1 {
+        return redirect_error(
+            &state,
+            &redirect,
+            flow_state,
+            "invalid_request",
+            "prompt=none cannot be combined with other values",
+        );
+    }
     let binding = random_token(32);
     let flow = Flow {
         client_id: client.id.clone(),
@@ -119,10 +133,11 @@ pub async fn authorize(
         user: None,
         notice: None,
         login_hint: param(&params, "login_hint").map(str::to_owned),
-        force_login: param(&params, "prompt").is_some_and(|p| p.split(' ').any(|v| v == "login")),
+        force_login: prompt.contains(&"login"),
+        force_consent: prompt.contains(&"consent"),
         display: None,
     };
-    let mut resp = match start_flow(&state, &headers, flow).await {
+    let mut resp = match start_flow(&state, &headers, flow, prompt.contains(&"none")).await {
         Ok(page) => page,
         Err(r) => return r,
     };
@@ -267,9 +282,38 @@ async fn start_flow(
     state: &AsState,
     headers: &HeaderMap,
     flow: Flow,
+    prompt_none: bool,
 ) -> Result<Response, Response> {
     let flow_id = random_token(24);
     let signed_in = signed_in_user(state, headers).filter(|_| !flow.force_login);
+    if prompt_none {
+        let refuse = |error, description| {
+            redirect_error(
+                state,
+                &flow.redirect_uri,
+                flow.state.as_deref(),
+                error,
+                description,
+            )
+        };
+        let Some(user) = signed_in else {
+            return Ok(refuse(
+                "login_required",
+                "no one is signed in in this browser",
+            ));
+        };
+        let flow = Flow {
+            user: Some(user.clone()),
+            ..flow.clone()
+        };
+        return Ok(match decide_without_asking(state, &flow, &user).await? {
+            Some(done) => done,
+            None => refuse(
+                "consent_required",
+                "the user has not consented to this request",
+            ),
+        });
+    }
     let Some(user) = signed_in else {
         let page = login_page(state, &flow_id, &flow);
         state.flows.flows.insert(flow_id, Arc::new(flow));

@@ -73,6 +73,9 @@ pub(super) async fn decide_without_asking(
             "the user may grant none of the requested scopes",
         )));
     }
+    if flow.force_consent {
+        return Ok(None);
+    }
     match state
         .store
         .has_consent(user, &flow.client_id, &scopes.join(" "))

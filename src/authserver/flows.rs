@@ -32,6 +32,8 @@ pub struct Flow {
     pub(super) login_hint: Option<String>,
     /// `prompt=login`: a new sign-in even where the browser has a session.
     pub(super) force_login: bool,
+    /// `prompt=consent`: the consent page even where consent is remembered.
+    pub(super) force_consent: bool,
     /// How the signed-in person is shown (their email, for a person of an
     /// identity provider).
     pub(super) display: Option<String>,

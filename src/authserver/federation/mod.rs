@@ -39,6 +39,8 @@ struct Pending {
     flow_id: String,
     nonce: String,
     verifier: String,
+    /// `prompt=login`: when it was sent (the sign-in must be newer).
+    fresh_since: Option<u64>,
 }
 
 /// Sign-ins under way, and what the people signed in may grant.
@@ -177,6 +179,7 @@ pub async fn start(
         flow_id,
         nonce: random_token(24),
         verifier: random_token(32),
+        fresh_since: flow.force_login.then(crate::auth::now_secs),
     };
     let state_param = random_token(24);
     let redirect_uri = callback_url(&state, &id);
@@ -273,6 +276,7 @@ async fn sign_in(
             &callback_url(state, id),
             &pending.verifier,
             &pending.nonce,
+            pending.fresh_since,
         )
         .await
         .map_err(|e| failure_of(provider, &e))?;

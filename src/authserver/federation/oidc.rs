@@ -167,7 +167,7 @@ impl Provider {
                 q.append_pair("login_hint", hint);
             }
             if request.force_login {
-                q.append_pair("prompt", "login");
+                q.append_pair("prompt", "login").append_pair("max_age", "0");
             }
         }
         Ok(url.into())
@@ -183,6 +183,7 @@ impl Provider {
         redirect_uri: &str,
         verifier: &str,
         nonce: &str,
+        fresh_since: Option<u64>,
     ) -> Result<SignedIn, RpError> {
         let (metadata, keys) = self.discover().await?;
         let form = [
@@ -199,6 +200,15 @@ impl Provider {
             .id_token
             .ok_or_else(|| RpError::Refused("no id_token in the token response".into()))?;
         let mut claims = self.verify_id_token(&id_token, &keys, Some(nonce)).await?;
+        // prompt=login: the provider must have signed the person in anew.
+        if let Some(since) = fresh_since {
+            let auth_time = claims["auth_time"].as_u64().unwrap_or(0);
+            if auth_time + LEEWAY_SECS < since {
+                return Err(RpError::Refused(
+                    "the provider did not sign the person in again (auth_time)".into(),
+                ));
+            }
+        }
         self.complete(&metadata, &mut claims, tokens.access_token.as_deref())
             .await?;
         Ok(SignedIn {
