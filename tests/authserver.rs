@@ -642,7 +642,7 @@ async fn login_and_consent_pages_survive_back_reload_and_bookmarks() {
     for _ in 0..2 {
         let page = browser.send(s.http.get(consent_url.as_str())).await;
         assert_eq!(page.status, 200);
-        assert!(page.body.contains("wants to access your MCP tools"));
+        assert!(page.body.contains("wants to use"), "{}", page.body);
     }
     let stranger = Browser::default()
         .send(s.http.get(consent_url.as_str()))
@@ -711,4 +711,37 @@ async fn prompt_none_consent_and_login_are_honoured() {
     );
     let page = browser.send(s.http.get(url("mcp", "none%20login"))).await;
     assert_eq!(error_of(&page), "invalid_request");
+}
+
+/// "Not you? Sign out" on the consent page ends the browser's session and
+/// shows the flow's login page; the session no longer signs anyone in.
+#[tokio::test]
+async fn signing_out_from_the_consent_page_shows_the_login_page() {
+    let s = Setup::start().await;
+    let client_id = s.public_client().await;
+    let mut browser = Browser::default();
+    code_for(&s, &mut browser, &client_id, "mcp").await;
+    let (_, challenge) = pkce();
+    let consent = browser
+        .send(s.http.get(format!(
+            "{}&prompt=consent",
+            authorize_url(&s, &client_id, &challenge, "mcp")
+        )))
+        .await;
+    assert_eq!(consent.status, 200);
+    let start = consent.body.find("/logout?flow=").expect("a sign-out link");
+    let href: String = consent.body[start..].split('"').next().unwrap().to_owned();
+    let out = browser.send(s.http.get(s.url(&href))).await;
+    assert_eq!(out.status, 303, "{}", out.body);
+    let login = browser.send(s.http.get(out.location().as_str())).await;
+    assert_eq!(login.status, 200);
+    assert!(login.body.contains("name=\"password\""), "{}", login.body);
+    // The old session signs in no one: prompt=none needs a login now.
+    let page = browser
+        .send(s.http.get(format!(
+            "{}&prompt=none",
+            authorize_url(&s, &client_id, &challenge, "mcp")
+        )))
+        .await;
+    assert_eq!(query(&page.location())["error"], "login_required");
 }

@@ -17,6 +17,18 @@ fn artifacts(name: &str) -> String {
     dir.join(name).display().to_string()
 }
 
+/// The operator's branding: a product name (markup in it stays text) and
+/// a logo.
+fn branding() -> String {
+    let logo = artifacts("logo.svg");
+    std::fs::write(
+        &logo,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="32" height="32"><rect width="32" height="32" rx="6" fill="#1f5fd1"/></svg>"##,
+    )
+    .unwrap();
+    format!("  branding: {{ product_name: 'Acme <Notes>', logo_file: '{logo}' }}\n")
+}
+
 /// A loopback redirect URI on a free port, where the script listens as the
 /// native client would.
 fn redirect_uri() -> String {
@@ -35,7 +47,15 @@ async fn person_decides(
     let args = ["browser_consent.mjs", &url, "alice", "pw", decision, &shots];
     let seen = run_client(node22(), args.iter().map(|s| s.to_string()).collect()).await;
     println!("{seen}");
-    for page in ["1-login", "2-consent", "3-redirect"] {
+    for page in [
+        "1-login",
+        "1-login-phone",
+        "2-consent",
+        "2-consent-phone",
+        "3-redirect",
+        "4-error",
+        "4-error-phone",
+    ] {
         let shot = format!("{shots}-{page}.png");
         let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
         assert!(size > 1000, "screenshot {shot} saved ({size} bytes)");
@@ -45,14 +65,35 @@ async fn person_decides(
         serde_json::json!([]),
         "no console errors"
     );
-    assert_eq!(seen["loginTitle"], "Sign in");
-    assert_eq!(seen["consentTitle"], "Allow access?");
+    for page in ["1-login", "2-consent", "4-error"] {
+        assert_eq!(
+            seen["violations"][page],
+            serde_json::json!([]),
+            "axe-core: no serious or critical accessibility violations on {page}"
+        );
+    }
+    assert_eq!(
+        seen["product"], "Acme <Notes>",
+        "the operator's product, as text"
+    );
+    assert_eq!(seen["loginTitle"], "Sign in · Acme <Notes>");
+    assert_eq!(seen["consentTitle"], "Allow access? · Acme <Notes>");
+    assert_eq!(seen["errorTitle"], "Cannot continue · Acme <Notes>");
+    assert_eq!(seen["resourceName"], "everything");
+    assert_eq!(
+        seen["approveFocused"], true,
+        "Allow is the focused, primary action"
+    );
     assert_eq!(
         seen["clientName"], "Claude <Desktop> & Co",
         "shown as text, not markup"
     );
     assert_eq!(seen["redirectHost"], "127.0.0.1");
-    assert_eq!(seen["scopes"], serde_json::json!(["mcp", "math"]));
+    assert_eq!(
+        seen["scopes"],
+        serde_json::json!(["mcp", "Do arithmetic with your numbers\nmath"]),
+        "scope descriptions from the configuration"
+    );
     let landed = url::Url::parse(seen["landedOn"].as_str().expect("back at the client")).unwrap();
     assert!(
         landed.as_str().starts_with(&client.redirect_uri),
@@ -67,7 +108,7 @@ async fn person_decides(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_signs_in_and_allows_in_chromium() {
     let everything = Everything::start().await;
-    let oauth = OAuthGateway::behind_relay(&everything, "").await;
+    let oauth = OAuthGateway::behind_relay(&everything, &branding()).await;
     let client = oauth
         .register_client("Claude <Desktop> & Co", &redirect_uri())
         .await;
@@ -88,7 +129,7 @@ async fn a_person_signs_in_and_allows_in_chromium() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_denies_in_chromium_and_the_client_gets_access_denied() {
     let everything = Everything::start().await;
-    let oauth = OAuthGateway::behind_relay(&everything, "").await;
+    let oauth = OAuthGateway::behind_relay(&everything, &branding()).await;
     let client = oauth
         .register_client("Claude <Desktop> & Co", &redirect_uri())
         .await;

@@ -86,13 +86,14 @@ pub async fn authorize(
     let query = query.unwrap_or_default();
     if query.len() > MAX_AUTHORIZE_QUERY {
         return pages::error(
+            &state,
             StatusCode::BAD_REQUEST,
             "the authorization request is too long",
         );
     }
     let params = match super::errors::parse_form(query.as_bytes()) {
         Ok(p) => p,
-        Err(e) => return pages::error(StatusCode::BAD_REQUEST, &e.description),
+        Err(e) => return pages::error(&state, StatusCode::BAD_REQUEST, &e.description),
     };
     let (client, redirect) = match client_and_redirect(&state, &params).await {
         Ok(found) => found,
@@ -162,7 +163,7 @@ async fn client_and_redirect(
     state: &AsState,
     params: &HashMap<String, String>,
 ) -> Result<(Client, String), Box<Response>> {
-    let page = |message: &str| Box::new(pages::error(StatusCode::BAD_REQUEST, message));
+    let page = |message: &str| Box::new(pages::error(state, StatusCode::BAD_REQUEST, message));
     let client = match param(params, "client_id") {
         None => return Err(page("the request names no client")),
         Some(id) => match clients::find(state, id).await {

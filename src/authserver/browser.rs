@@ -47,9 +47,8 @@ pub(super) fn cookie<'a>(state: &AsState, headers: &'a HeaderMap, base: &str) ->
 
 /// The page for a sign-in that cannot go on here (ended, expired, or
 /// started in another browser).
-pub(super) fn start_over() -> Response {
-    pages::error(
-        StatusCode::BAD_REQUEST,
+pub(super) fn start_over(state: &AsState) -> Response {
+    pages::error(state, StatusCode::BAD_REQUEST,
         "This sign-in has ended or was started in another browser. Go back to your application and connect again; it will bring you back here.",
     )
 }
@@ -118,10 +117,9 @@ pub(super) fn posted_form(
     body: &[u8],
 ) -> Result<PostedForm, Box<Response>> {
     let form = super::errors::parse_form(body)
-        .map_err(|e| Box::new(pages::error(StatusCode::BAD_REQUEST, &e.description)))?;
+        .map_err(|e| Box::new(pages::error(state, StatusCode::BAD_REQUEST, &e.description)))?;
     let (flow_id, flow) = posted_flow(state, headers, &form).ok_or_else(|| {
-        Box::new(pages::error(
-            StatusCode::BAD_REQUEST,
+        Box::new(pages::error(state, StatusCode::BAD_REQUEST,
             "this form has expired or was not sent by this browser; start again from your application",
         ))
     })?;

@@ -26,7 +26,7 @@ pub async fn consent_again(
         (Some((flow_id, flow)), Some(user)) if flow.user.as_ref() == Some(&user) => {
             consent_page(&state, &flow_id, &flow, &user)
         }
-        _ => start_over(),
+        _ => start_over(&state),
     }
 }
 
@@ -97,14 +97,33 @@ pub(super) fn consent_page(state: &AsState, flow_id: &str, flow: &Flow, user: &s
         .unwrap_or_else(|| flow.redirect_uri.clone());
     let loopback = redirect.as_ref().is_some_and(redirect_uri::is_loopback);
     let action = state.public_url.join("/consent");
+    let settings = state.settings();
+    let resource = settings.resource(&flow.resource);
+    let resource_host = url::Url::parse(&flow.resource)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    let described: Vec<(String, Option<String>)> = scopes
+        .into_iter()
+        .map(|s| {
+            let text = resource.and_then(|r| r.descriptions.get(&s).cloned());
+            (s, text)
+        })
+        .collect();
+    let sign_out = format!("{}?flow={flow_id}", state.public_url.join("/logout"));
     pages::render(
         StatusCode::OK,
         &ConsentPage {
+            product: &settings.config.product_name,
+            logo: settings.logo.as_deref(),
             client_name: &flow.client_name,
+            resource_name: resource.map_or("its tools", |r| r.name.as_str()),
+            resource_host: &resource_host,
             username: flow.display.as_deref().unwrap_or(user),
+            sign_out: &sign_out,
             redirect_host: &redirect_host,
             loopback,
-            scopes: &scopes,
+            scopes: &described,
             action: &action,
             flow: flow_id,
             csrf: &flow.csrf,
@@ -145,7 +164,7 @@ pub async fn consent(
     };
     let user = match (signed_in_user(&state, &headers), &flow.user) {
         (Some(session_user), Some(flow_user)) if session_user == *flow_user => session_user,
-        _ => return pages::error(StatusCode::BAD_REQUEST, "sign in again to continue"),
+        _ => return pages::error(&state, StatusCode::BAD_REQUEST, "sign in again to continue"),
     };
     state.flows.flows.invalidate(&flow_id);
     match form.get("action").map(String::as_str) {
@@ -170,6 +189,6 @@ pub async fn consent(
                 "the user denied the request",
             )
         }
-        _ => pages::error(StatusCode::BAD_REQUEST, "choose Allow or Deny"),
+        _ => pages::error(&state, StatusCode::BAD_REQUEST, "choose Allow or Deny"),
     }
 }

@@ -26,7 +26,8 @@ pub(super) fn login_page(state: &AsState, flow_id: &str, flow: &Flow) -> Respons
             (url, label)
         })
         .collect();
-    let password = !state.settings().users.is_empty();
+    let settings = state.settings();
+    let password = !settings.users.is_empty();
     if let ([(url, _)], false, None) = (providers.as_slice(), password, &flow.notice) {
         return Redirect::to(url).into_response();
     }
@@ -34,6 +35,8 @@ pub(super) fn login_page(state: &AsState, flow_id: &str, flow: &Flow) -> Respons
     pages::render(
         StatusCode::OK,
         &LoginPage {
+            product: &settings.config.product_name,
+            logo: settings.logo.as_deref(),
             client_name: &flow.client_name,
             action: &action,
             flow: flow_id,
@@ -64,7 +67,7 @@ pub async fn login_again(
 ) -> Response {
     match flow_of_this_browser(&state, &headers, query.as_deref()) {
         Some((flow_id, flow)) if flow.user.is_none() => login_page(&state, &flow_id, &flow),
-        _ => start_over(),
+        _ => start_over(&state),
     }
 }
 
@@ -163,4 +166,34 @@ async fn check_password(
         state.login_limiter.record(k, false);
     }
     Ok(())
+}
+
+/// `GET /logout?flow=…` ("Not you? Sign out" on the consent page): ends
+/// this browser's session and shows the flow's login page again.
+pub async fn logout(
+    State(state): State<Arc<AsState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(sid) = super::browser::cookie(&state, &headers, "mcpgw_session") {
+        state.flows.sessions.invalidate(sid);
+    }
+    let mut resp = match flow_of_this_browser(&state, &headers, query.as_deref()) {
+        Some((flow_id, flow)) => {
+            let flow = Flow {
+                user: None,
+                display: None,
+                notice: None,
+                ..(*flow).clone()
+            };
+            state.flows.flows.insert(flow_id.clone(), Arc::new(flow));
+            to_page(&state, "/login", &flow_id)
+        }
+        None => start_over(&state),
+    };
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&state, "mcpgw_session", "", 0),
+    );
+    resp
 }

@@ -64,6 +64,7 @@ pub const PATHS: &[&str] = &[
     "/register",
     "/authorize",
     "/login",
+    "/logout",
     "/consent",
     "/token",
     "/revoke",
@@ -79,6 +80,10 @@ pub(crate) struct Resource {
     pub scopes: Vec<String>,
     /// Scopes granted when a client asks for none.
     pub base: Vec<String>,
+    /// Its name for people (`resource_name`).
+    pub name: String,
+    /// What its scopes allow, in words, where configured.
+    pub descriptions: std::collections::BTreeMap<String, String>,
 }
 
 /// What a configuration reload may change: the settings, the resources
@@ -90,6 +95,8 @@ pub(crate) struct AsSettings {
     pub users: HashMap<String, User>,
     /// The identity providers, each with its metadata once discovered.
     pub providers: Vec<federation::oidc::Provider>,
+    /// The pages' logo, as a `data:` URL.
+    pub logo: Option<String>,
 }
 
 impl AsSettings {
@@ -101,6 +108,8 @@ impl AsSettings {
                 url: u.resource.clone(),
                 scopes: u.policy.scopes_supported(),
                 base: u.policy.base.clone(),
+                name: u.resource_name.clone(),
+                descriptions: u.scope_descriptions.clone(),
             })
             .collect();
         let users = as_config
@@ -114,11 +123,17 @@ impl AsSettings {
             .iter()
             .map(|p| federation::oidc::Provider::new(p.clone(), http.clone()))
             .collect();
+        let logo = as_config.logo_file.as_deref().and_then(|path| {
+            crate::config::logo_data_url(path)
+                .inspect_err(|e| tracing::warn!(error = %e, "the pages' logo is left out"))
+                .ok()
+        });
         Self {
             config: as_config,
             resources,
             users,
             providers,
+            logo,
         }
     }
 
@@ -344,6 +359,7 @@ impl AuthServer {
             .route("/authorize", get(authorize::authorize))
             .route("/login", get(login::login_again).post(login::login))
             .route("/login/{provider}", get(federation::start))
+            .route("/logout", get(login::logout))
             .route("/callback/{provider}", get(federation::callback))
             .route(
                 "/consent",

@@ -6,6 +6,7 @@
 //! to `/login`; consent posts `flow`, `csrf_token` and `action`
 //! (`approve` or `deny`) to `/consent`.
 
+use super::AsState;
 use askama::Template;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -13,6 +14,8 @@ use axum::response::{Html, IntoResponse, Response};
 #[derive(Template)]
 #[template(path = "login.html")]
 pub struct LoginPage<'a> {
+    pub product: &'a str,
+    pub logo: Option<&'a str>,
     pub client_name: &'a str,
     pub action: &'a str,
     pub flow: &'a str,
@@ -27,12 +30,20 @@ pub struct LoginPage<'a> {
 #[derive(Template)]
 #[template(path = "consent.html")]
 pub struct ConsentPage<'a> {
+    pub product: &'a str,
+    pub logo: Option<&'a str>,
     pub client_name: &'a str,
+    /// The upstream the token is for: its `resource_name` and host.
+    pub resource_name: &'a str,
+    pub resource_host: &'a str,
     pub username: &'a str,
+    /// Signs this browser out and back to the login page.
+    pub sign_out: &'a str,
     pub redirect_host: &'a str,
     /// The redirect goes to an app on the user's own machine (any port).
     pub loopback: bool,
-    pub scopes: &'a [String],
+    /// Each scope with its description, when the configuration gives one.
+    pub scopes: &'a [(String, Option<String>)],
     pub action: &'a str,
     pub flow: &'a str,
     pub csrf: &'a str,
@@ -41,6 +52,8 @@ pub struct ConsentPage<'a> {
 #[derive(Template)]
 #[template(path = "error.html")]
 pub struct ErrorPage<'a> {
+    pub product: &'a str,
+    pub logo: Option<&'a str>,
     pub message: &'a str,
 }
 
@@ -57,7 +70,7 @@ pub fn render(status: StatusCode, page: &impl Template) -> Response {
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"),
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; base-uri 'none'"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -74,7 +87,15 @@ pub fn render(status: StatusCode, page: &impl Template) -> Response {
 
 /// An error shown to the user instead of redirecting (unknown client,
 /// unregistered redirect URI: never an open redirector).
-pub fn error(status: StatusCode, message: &str) -> Response {
-    tracing::info!(%message, "authorization request refused with an error page");
-    render(status, &ErrorPage { message })
+pub fn error(state: &AsState, status: StatusCode, message: &str) -> Response {
+    tracing::info!(message = %message.escape_debug(), "authorization request refused with an error page");
+    let settings = state.settings();
+    render(
+        status,
+        &ErrorPage {
+            product: &settings.config.product_name,
+            logo: settings.logo.as_deref(),
+            message,
+        },
+    )
 }

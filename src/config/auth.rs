@@ -545,7 +545,11 @@ fn policy_scopes(
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<ConfigError>,
 ) -> Vec<String> {
-    let declared = up.scopes.as_deref();
+    let names: Option<Vec<String>> = up
+        .scopes
+        .as_ref()
+        .map(|d| d.iter().map(|s| s.name().to_owned()).collect());
+    let declared = names.as_deref();
     for (i, s) in declared.unwrap_or_default().iter().enumerate() {
         if !valid_scope(s) {
             errors.push(ConfigError::new(

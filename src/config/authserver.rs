@@ -44,7 +44,14 @@ pub struct AuthServerConfig {
     /// How long a sign-in at a provider carries refreshes before the person
     /// must sign in there again.
     pub max_session_age: Duration,
+    /// The product name on the sign-in pages.
+    pub product_name: String,
+    /// A logo (PNG, SVG, JPEG or WebP, at most 64 KiB) on the pages.
+    pub logo_file: Option<PathBuf>,
 }
+
+/// Largest logo accepted.
+pub const MAX_LOGO_BYTES: usize = 64 * 1024;
 
 /// How `client_id` URLs are fetched.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -96,6 +103,8 @@ pub(super) fn validate_authserver(
         identity_providers,
         access,
         max_session_age: raw.max_session_age.0,
+        product_name: branding_name(raw, at, errors),
+        logo_file: raw.branding.logo_file.as_ref().map(PathBuf::from),
         signing_algorithm: raw.signing_algorithm,
         client_metadata_documents: raw.client_metadata_documents.enabled.then_some(
             ClientMetadataDocuments {
@@ -105,6 +114,57 @@ pub(super) fn validate_authserver(
             },
         ),
     })
+}
+
+/// The product name of the pages: 1-64 characters (default "MCP gateway").
+fn branding_name(raw: &RawAuthServer, at: &str, errors: &mut Vec<ConfigError>) -> String {
+    let name = raw
+        .branding
+        .product_name
+        .clone()
+        .unwrap_or_else(|| "MCP gateway".to_owned());
+    if name.trim().is_empty() || name.chars().count() > 64 {
+        errors.push(ConfigError::new(
+            &format!("{at}.branding.product_name"),
+            "empty or longer than 64 characters",
+            "give the name people know your service by",
+        ));
+    }
+    name
+}
+
+/// The logo as a `data:` URL for the pages (their CSP allows no other
+/// image source), checked: a known image type, at most 64 KiB.
+pub fn logo_data_url(path: &std::path::Path) -> Result<String, String> {
+    use base64::Engine;
+    let mime = match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("png") => "image/png",
+        Some("svg") => "image/svg+xml",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("webp") => "image/webp",
+        _ => {
+            return Err(format!(
+                "{}: not a .png, .svg, .jpg or .webp file",
+                path.display()
+            ))
+        }
+    };
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if bytes.len() > MAX_LOGO_BYTES {
+        return Err(format!(
+            "{}: larger than {MAX_LOGO_BYTES} bytes",
+            path.display()
+        ));
+    }
+    Ok(format!(
+        "data:{mime};base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    ))
 }
 
 /// The public URL is the server's issuer identifier: it must have no path

@@ -20,7 +20,7 @@ mod validate;
 pub use crate::policy::{UnlistedMethods, UnlistedTools};
 pub(crate) use auth::check_endpoint_url;
 pub use auth::{AuthConfig, IntrospectionEndpoint, JwtIssuer, Secret};
-pub use authserver::{AuthServerConfig, ClientMetadataDocuments, User};
+pub use authserver::{logo_data_url, AuthServerConfig, ClientMetadataDocuments, User};
 pub use federation::{AccessRule, IdentityProvider};
 pub use identity::{ForwardIdentity, IdentityJwt};
 pub use rate_limits::RateLimits;
@@ -32,6 +32,7 @@ use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -163,6 +164,8 @@ pub struct Upstream {
     pub extra_audiences: Vec<String>,
     /// Human-readable name published as the PRM `resource_name`.
     pub resource_name: String,
+    /// What each scope allows, in words, where `scopes` says.
+    pub scope_descriptions: BTreeMap<String, String>,
     /// Scopes each request needs.
     pub policy: Arc<ScopePolicy>,
     /// TLS settings, for an `https://` upstream.
@@ -371,6 +374,18 @@ impl Config {
                 "give the certificate chain (server certificate first) and its key as PEM files",
             ));
         }
+        if let Some(Err(e)) = self
+            .authorization_server
+            .as_ref()
+            .and_then(|a| a.logo_file.as_deref())
+            .map(authserver::logo_data_url)
+        {
+            errors.push(ConfigError::new(
+                "authorization_server.branding.logo_file",
+                e,
+                "give a PNG, SVG, JPEG or WebP file of at most 64 KiB",
+            ));
+        }
         if let Some(path) = &self.identity_key_file {
             if let Err(e) =
                 crate::identity::IdentitySigner::new(self.public_url.as_str(), Some(path))
@@ -406,6 +421,13 @@ impl Config {
         }
         if let Some(key) = self.identity_key_file.as_mut() {
             resolve(key);
+        }
+        if let Some(logo) = self
+            .authorization_server
+            .as_mut()
+            .and_then(|a| a.logo_file.as_mut())
+        {
+            resolve(logo);
         }
         if let Some(tls) = self.listen_tls.as_mut() {
             resolve(&mut tls.cert_file);

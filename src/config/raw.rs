@@ -78,7 +78,34 @@ pub(crate) struct RawAuthServer {
     #[serde(default = "default_max_session_age")]
     pub max_session_age: HumanDuration,
     #[serde(default)]
+    pub branding: RawBranding,
+    #[serde(default)]
     pub access: Vec<RawAccessRule>,
+}
+
+/// A scope an upstream knows: its name, or its name with the description
+/// the consent page shows.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawScope {
+    Name(String),
+    Described { name: String, description: String },
+}
+
+impl RawScope {
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Name(n) | Self::Described { name: n, .. } => n,
+        }
+    }
+}
+
+/// How the sign-in pages present the operator's product.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBranding {
+    pub product_name: Option<String>,
+    pub logo_file: Option<String>,
 }
 
 /// An upstream identity provider people sign in with.
@@ -297,7 +324,7 @@ pub(crate) struct RawUpstream {
     pub resource_name: Option<String>,
     #[serde(default)]
     pub audiences: Vec<String>,
-    pub scopes: Option<Vec<String>>,
+    pub scopes: Option<Vec<RawScope>>,
     #[serde(default)]
     pub policy: RawPolicy,
     pub tls: Option<RawUpstreamTls>,

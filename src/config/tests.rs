@@ -848,3 +848,38 @@ fn rules_must_pin_open_providers_to_an_organisation() {
         "a tid-pinned rule is fine: {text:#?}"
     );
 }
+
+#[test]
+fn branding_is_checked_where_it_is_read() {
+    let dir = std::env::temp_dir().join(format!("mcpgw-branding-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("logo.gif"), "GIF89a").unwrap();
+    std::fs::write(dir.join("big.png"), vec![0u8; 70 * 1024]).unwrap();
+    std::fs::write(
+        dir.join("ok.svg"),
+        "<svg xmlns='http://www.w3.org/2000/svg'/>",
+    )
+    .unwrap();
+    let file = dir.join("gateway.yaml");
+    for (logo, fails) in [("logo.gif", true), ("big.png", true), ("ok.svg", false)] {
+        std::fs::write(
+            &file,
+            format!("{WITH_AS}  branding: {{ product_name: Acme, logo_file: {logo} }}\n"),
+        )
+        .unwrap();
+        let loaded = Config::load(&file);
+        assert_eq!(loaded.is_err(), fails, "{logo}: {loaded:?}");
+        if let Err(e) = loaded {
+            assert_eq!(e.0[0].path, "authorization_server.branding.logo_file");
+        }
+    }
+    let long = "x".repeat(65);
+    let errs = errors_of(&format!(
+        "{WITH_AS}  branding: {{ product_name: {long} }}\n"
+    ));
+    assert_eq!(errs[0].path, "authorization_server.branding.product_name");
+    assert!(crate::config::logo_data_url(&dir.join("ok.svg"))
+        .unwrap()
+        .starts_with("data:image/svg+xml;base64,"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

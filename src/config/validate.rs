@@ -356,6 +356,17 @@ fn validate_upstream(
             resource: format!("{public_url}{}", up.path),
             extra_audiences: up.audiences.clone(),
             resource_name: up.resource_name.clone().unwrap_or_else(|| up.name.clone()),
+            scope_descriptions: up
+                .scopes
+                .iter()
+                .flatten()
+                .filter_map(|s| match s {
+                    super::raw::RawScope::Described { name, description } => {
+                        Some((name.clone(), description.clone()))
+                    }
+                    super::raw::RawScope::Name(_) => None,
+                })
+                .collect(),
             policy: std::sync::Arc::new(policy),
             tls,
             rate_limits,

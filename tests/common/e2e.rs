@@ -249,7 +249,7 @@ upstreams:
   - name: everything
     path: /everything/mcp
     url: http://{up}/mcp
-    scopes: [mcp, math, admin]
+    scopes: [mcp, {{ name: math, description: Do arithmetic with your numbers }}, admin]
     policy: {EVERYTHING_POLICY}
 ",
             dir = data_dir.display(),

