@@ -28,6 +28,11 @@ impl Setup {
     /// (`corp`, and `twin`, the same IdP under another id) and no local
     /// users: `example.com` addresses get `mcp`, `mcp-admins` also `math`.
     async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// [`Setup::start`] with `extra` in the `authorization_server` section.
+    async fn start_with(extra: &str) -> Self {
         let port = free_port();
         let gw_url = format!("http://127.0.0.1:{port}");
         let idp = OidcIdp::start(json!({
@@ -59,7 +64,7 @@ impl Setup {
 listen: 127.0.0.1:{port}
 authorization_server:
   data_dir: '{dir}'
-  identity_providers:
+{extra}  identity_providers:
 {corp}{twin}  access:
     - when: {{ email_domain: example.com, email_verified: true }}
       scopes: [mcp]
@@ -158,16 +163,22 @@ upstreams:
         assert_eq!(page.status, 200, "a login page: {at} {}", page.body);
         if page.body.contains("Sign in with") {
             // Two providers: pick corp's button.
-            let start = page.body.find("/login/corp?flow=").expect("corp's button");
-            let href: String = page.body[start..]
-                .split('"')
-                .next()
-                .unwrap()
-                .replace("&amp;", "&");
+            let href = corp_button(&page);
             let (at, login) = self.follow(browser, self.url(&href), true).await;
             return self.log_in(browser, &at, &login, who).await;
         }
         self.log_in(browser, &at, &page, who).await
+    }
+
+    /// A fresh browser through authorize and the provider as `who`, for
+    /// `mcp`: the browser, and the answer the provider sends it back with.
+    async fn fresh_answer(&self, app: &OAuthClient, who: &str) -> (Browser, String) {
+        let mut browser = Browser::default();
+        let (_, challenge) = pkce();
+        let callback = self
+            .to_callback(&mut browser, app, &challenge, "mcp", who)
+            .await;
+        (browser, callback)
     }
 
     /// Submits the IdP's login form at `at`.
@@ -253,6 +264,16 @@ fn empty_page() -> Page {
     }
 }
 
+/// The URL of corp's button on a login page with several providers.
+fn corp_button(page: &Page) -> String {
+    let start = page.body.find("/login/corp?flow=").expect("corp's button");
+    page.body[start..]
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&")
+}
+
 /// The `sub` of an access token.
 fn subject_of(token: &str) -> String {
     let payload = token.split('.').nth(1).unwrap();
@@ -335,11 +356,7 @@ async fn people_no_rule_admits_are_refused_with_a_page_and_nothing_issued() {
         ("mallory", "an unverified address"),
     ] {
         let app = s.client().await;
-        let mut browser = Browser::default();
-        let (_, challenge) = pkce();
-        let callback = s
-            .to_callback(&mut browser, &app, &challenge, "mcp", who)
-            .await;
+        let (mut browser, callback) = s.fresh_answer(&app, who).await;
         let (_, page) = s.follow(&mut browser, callback, false).await;
         assert_eq!(page.status, 403, "{who} ({why}): {}", page.body);
         assert!(
@@ -356,11 +373,7 @@ async fn hostile_answers_at_the_callback_are_refused() {
     let app = s.client().await;
 
     // A replayed answer: the first use signs in, the second is refused.
-    let mut browser = Browser::default();
-    let (_, challenge) = pkce();
-    let callback = s
-        .to_callback(&mut browser, &app, &challenge, "mcp", "alice")
-        .await;
+    let (mut browser, callback) = s.fresh_answer(&app, "alice").await;
     let (_, first) = s.follow(&mut browser, callback.clone(), false).await;
     assert_eq!(first.status, 200, "{}", first.body);
     let (_, replay) = s.follow(&mut browser, callback, false).await;
@@ -368,10 +381,7 @@ async fn hostile_answers_at_the_callback_are_refused() {
     assert!(replay.body.contains("already used"), "{}", replay.body);
 
     // Provider A's answer at provider B's callback (mix-up).
-    let mut browser = Browser::default();
-    let callback = s
-        .to_callback(&mut browser, &app, &challenge, "mcp", "alice")
-        .await;
+    let (mut browser, callback) = s.fresh_answer(&app, "alice").await;
     assert!(callback.contains("/callback/corp"));
     let mixed = callback.replace("/callback/corp", "/callback/twin");
     let (_, page) = s.follow(&mut browser, mixed, false).await;
@@ -379,10 +389,7 @@ async fn hostile_answers_at_the_callback_are_refused() {
     assert!(page.body.contains("another provider"), "{}", page.body);
 
     // An answer naming another issuer (RFC 9207).
-    let mut browser = Browser::default();
-    let callback = s
-        .to_callback(&mut browser, &app, &challenge, "mcp", "alice")
-        .await;
+    let (mut browser, callback) = s.fresh_answer(&app, "alice").await;
     let mut url = url::Url::parse(&callback).unwrap();
     let params: Vec<(String, String)> = url
         .query_pairs()
@@ -401,10 +408,7 @@ async fn hostile_answers_at_the_callback_are_refused() {
     assert!(page.body.contains("another issuer"), "{}", page.body);
 
     // An answer for another browser: the flow cookie is not this one's.
-    let mut browser = Browser::default();
-    let callback = s
-        .to_callback(&mut browser, &app, &challenge, "mcp", "alice")
-        .await;
+    let (_starter, callback) = s.fresh_answer(&app, "alice").await;
     let (_, page) = s.follow(&mut Browser::default(), callback, false).await;
     assert_eq!(page.status, 400);
     assert!(page.body.contains("another browser"), "{}", page.body);
@@ -482,11 +486,8 @@ upstreams:
 async fn prompt_login_sends_the_person_through_the_provider_again() {
     let s = Setup::start().await;
     let app = s.client().await;
-    let mut browser = Browser::default();
+    let (mut browser, callback) = s.fresh_answer(&app, "alice").await;
     let (_, challenge) = pkce();
-    let callback = s
-        .to_callback(&mut browser, &app, &challenge, "mcp", "alice")
-        .await;
     let (_, consent) = s.follow(&mut browser, callback, false).await;
     let approved = browser
         .send(
@@ -513,12 +514,7 @@ async fn prompt_login_sends_the_person_through_the_provider_again() {
     let mut app_prompt = app.authorize_url(&challenge, "mcp", None);
     app_prompt.push_str("&prompt=login");
     let (at, page) = s.follow(&mut browser, app_prompt, true).await;
-    let start = page.body.find("/login/corp?flow=").expect("corp's button");
-    let href: String = page.body[start..]
-        .split('"')
-        .next()
-        .unwrap()
-        .replace("&amp;", "&");
+    let href = corp_button(&page);
     let (at2, login) = s.follow(&mut browser, s.url(&href), true).await;
     assert!(
         at2.contains("/interaction/"),
@@ -530,4 +526,21 @@ async fn prompt_login_sends_the_person_through_the_provider_again() {
         back.starts_with(REDIRECT) && back.contains("code="),
         "{back}"
     );
+}
+
+/// After `max_session_age` since the sign-in, refreshes stop: the person
+/// goes through the provider again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_older_than_max_session_age_refreshes_no_more() {
+    let s = Setup::start_with("  max_session_age: 2s\n").await;
+    let (app, bob) = s.tokens_for("bob", "mcp").await;
+    let refresh = bob["refresh_token"].as_str().unwrap();
+    let (status, fresh) = app.refresh(&s.http, refresh).await;
+    assert_eq!(status, 200, "{fresh}");
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let (status, err) = app
+        .refresh(&s.http, fresh["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"], "invalid_grant");
 }
