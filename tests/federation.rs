@@ -7,6 +7,7 @@
 mod common;
 
 use common::browser::{pkce, query, Browser, Page};
+use common::e2e::{node22, run_client};
 use common::oauth_client::OAuthClient;
 use common::oidc_idp::OidcIdp;
 use common::{free_port, stateless_tool_call, status_headers_text, Gateway, Upstream};
@@ -28,11 +29,12 @@ impl Setup {
     /// (`corp`, and `twin`, the same IdP under another id) and no local
     /// users: `example.com` addresses get `mcp`, `mcp-admins` also `math`.
     async fn start() -> Self {
-        Self::start_with("").await
+        Self::start_with("", true).await
     }
 
-    /// [`Setup::start`] with `extra` in the `authorization_server` section.
-    async fn start_with(extra: &str) -> Self {
+    /// [`Setup::start`] with `extra` in the `authorization_server` section,
+    /// and without `twin` unless `twin`.
+    async fn start_with(extra: &str, twin: bool) -> Self {
         let port = free_port();
         let gw_url = format!("http://127.0.0.1:{port}");
         let idp = OidcIdp::start(json!({
@@ -79,7 +81,11 @@ upstreams:
 ",
             dir = data_dir.display(),
             corp = provider("corp"),
-            twin = provider("twin"),
+            twin = if twin {
+                provider("twin")
+            } else {
+                String::new()
+            },
             up = upstream.addr,
         );
         let gw = Gateway::start_yaml(&yaml).await;
@@ -532,7 +538,7 @@ async fn prompt_login_sends_the_person_through_the_provider_again() {
 /// goes through the provider again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sign_in_older_than_max_session_age_refreshes_no_more() {
-    let s = Setup::start_with("  max_session_age: 2s\n").await;
+    let s = Setup::start_with("  max_session_age: 2s\n", true).await;
     let (app, bob) = s.tokens_for("bob", "mcp").await;
     let refresh = bob["refresh_token"].as_str().unwrap();
     let (status, fresh) = app.refresh(&s.http, refresh).await;
@@ -543,4 +549,62 @@ async fn a_sign_in_older_than_max_session_age_refreshes_no_more() {
         .await;
     assert_eq!(status, 400, "{err}");
     assert_eq!(err["error"], "invalid_grant");
+}
+
+/// A person in Chromium: the gateway sends the browser straight to the
+/// only provider, the person signs in on the provider's own page, reads
+/// the gateway's consent page and allows; the client gets its code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_signs_in_at_the_provider_in_chromium() {
+    let s = Setup::start_with("", false).await;
+    let redirect = format!("http://127.0.0.1:{}/callback", free_port());
+    let doc: Value = s
+        .http
+        .post(s.url("/register"))
+        .json(&json!({"client_name": "Browser app", "redirect_uris": [redirect], "token_endpoint_auth_method": "none"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let app = OAuthClient::new(
+        &s.url(""),
+        &s.url("/demo/mcp"),
+        doc["client_id"].as_str().unwrap(),
+        &redirect,
+    );
+    let (verifier, challenge) = pkce();
+    let url = app.authorize_url(&challenge, "mcp math", Some("st"));
+    let dir = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/artifacts"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shots = dir.join("federated").display().to_string();
+    let args = [
+        "browser_consent.mjs",
+        &url,
+        "alice",
+        "pw",
+        "approve",
+        &shots,
+    ];
+    let seen = run_client(node22(), args.iter().map(|a| a.to_string()).collect()).await;
+    assert_eq!(seen["consoleErrors"], json!([]), "{seen}");
+    assert_eq!(
+        seen["loginTitle"], "Test IdP sign-in",
+        "the provider's own page"
+    );
+    assert_eq!(seen["consentTitle"], "Allow access? · MCP gateway");
+    assert_eq!(seen["scopes"], json!(["mcp", "math"]));
+    for page in ["2-consent", "4-error"] {
+        assert_eq!(seen["violations"][page], json!([]), "axe on {page}");
+    }
+    let back = url::Url::parse(seen["landedOn"].as_str().unwrap()).unwrap();
+    let (status, tokens) = app
+        .exchange_code(&s.http, &query(&back)["code"], &verifier)
+        .await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(
+        subject_of(tokens["access_token"].as_str().unwrap()),
+        "corp|alice"
+    );
 }

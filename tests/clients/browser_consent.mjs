@@ -58,7 +58,9 @@ try {
 
   await page.goto(authorizeUrl);
   const loginTitle = await page.title();
-  const product = await page.locator("#product").innerText();
+  // The product's name on the gateway's page (an identity provider's own
+  // login page has none).
+  const product = (await page.locator("#product").count()) ? await page.locator("#product").innerText() : null;
   await inspect("1-login");
   await page.getByLabel("Username").fill(username);
   await page.getByLabel("Password").fill(password);

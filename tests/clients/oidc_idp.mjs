@@ -249,17 +249,19 @@ function state() {
 }
 
 function loginPage(uid, params, error) {
-  return `<!DOCTYPE html><html><head><meta charset="utf-8"><title>Sign-in</title></head><body>
+  return `<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,"><title>Test IdP sign-in</title></head><body><main>
 <h1>Test IdP sign-in</h1>
-${error ? `<p id="error" style="color:red">${esc(error)}</p>` : ''}
+${error ? `<p id="error" role="alert" style="color:#a4161a">${esc(error)}</p>` : ''}
 <p>client: ${esc(params.client_id)}</p>
 <form id="login" method="post" action="/interaction/${esc(uid)}/login" autocomplete="off">
-  <input type="text" name="login" placeholder="account id" value="${esc(params.login_hint)}" autofocus>
-  <input type="password" name="password" placeholder="password (any account: ${esc(password)})">
-  <button type="submit">Sign-in</button>
+  <label for="idp-login">Username</label>
+  <input type="text" id="idp-login" name="login" value="${esc(params.login_hint)}" autofocus>
+  <label for="idp-password">Password</label>
+  <input type="password" id="idp-password" name="password">
+  <button type="submit">Sign in</button>
 </form>
-<a href="/interaction/${esc(uid)}/abort">Cancel</a>
-</body></html>`;
+<p><a href="/interaction/${esc(uid)}/abort">Cancel</a></p>
+</main></body></html>`;
 }
 
 // ----------------------------------------------------------- interactions --
