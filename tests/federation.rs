@@ -608,3 +608,22 @@ async fn a_person_signs_in_at_the_provider_in_chromium() {
         "corp|alice"
     );
 }
+
+/// The provider rotates its signing keys: the next sign-in's ID token
+/// names a new `kid`, which the gateway fetches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotation_at_the_provider_is_followed() {
+    let s = Setup::start().await;
+    s.tokens_for("alice", "mcp").await;
+    let rotated = s
+        .idp
+        .control(reqwest::Method::POST, "/rotate_keys", json!({}))
+        .await;
+    assert!(rotated.is_object(), "{rotated}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, bob) = s.tokens_for("bob", "mcp").await;
+    assert_eq!(
+        subject_of(bob["access_token"].as_str().unwrap()),
+        "corp|bob"
+    );
+}

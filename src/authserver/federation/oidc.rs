@@ -95,7 +95,9 @@ impl Provider {
                 hmac_secret: None,
                 leeway: Duration::from_secs(LEEWAY_SECS),
                 jwks_refresh_interval: Duration::from_secs(600),
-                jwks_min_refresh_interval: Duration::from_secs(10),
+                // ID tokens come from the provider itself (the code exchange),
+                // so an unknown `kid` is a rotation, not an attacker.
+                jwks_min_refresh_interval: Duration::from_secs(1),
                 fetch_timeout: CALL_TIMEOUT,
                 token_types: Vec::new(),
             },
