@@ -627,3 +627,138 @@ async fn a_key_rotation_at_the_provider_is_followed() {
         "corp|bob"
     );
 }
+
+/// `type: github`: OAuth 2.0 without OpenID Connect. The person is who the
+/// REST API says (subject `gh|<numeric id>`); `org` and `team` rules give
+/// scopes; at each refresh the API is asked again: a team left drops its
+/// scope, a revoked authorization ends the grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_people_sign_in_by_organisation_and_team() {
+    use common::github::{FakeGithub, GhUser, CLIENT};
+    let gh = FakeGithub::start(vec![
+        GhUser {
+            id: 583231,
+            login: "octocat",
+            email: ("octo@example.com", true),
+            orgs: vec!["Example-Org"],
+            teams: vec![("Example-Org", "admins")],
+        },
+        GhUser {
+            id: 9,
+            login: "stranger",
+            email: ("s@example.net", true),
+            orgs: vec!["other"],
+            teams: vec![],
+        },
+    ])
+    .await;
+    let upstream = Upstream::start().await;
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("mcpgw-gh-{}-{port}", std::process::id()));
+    let yaml = format!(
+        "public_url: http://127.0.0.1:{port}
+listen: 127.0.0.1:{port}
+authorization_server:
+  data_dir: '{dir}'
+  identity_providers:
+    - {{ id: gh, type: github, issuer: '{gh}', api_url: '{gh}', client_id: {cid}, client_secret: {secret} }}
+  access:
+    - {{ when: {{ idp: gh, org: example-org }}, scopes: [mcp] }}
+    - {{ when: {{ idp: gh, team: EXAMPLE-ORG/admins }}, scopes: [mcp, math] }}
+upstreams:
+  - name: demo
+    path: /demo/mcp
+    url: http://{up}/mcp
+    scopes: [mcp, math]
+    policy: {{ base_scopes: [mcp], tools: {{ add: [math], echo: [] }} }}
+",
+        dir = dir.display(),
+        gh = gh.url,
+        cid = CLIENT.0,
+        secret = CLIENT.1,
+        up = upstream.addr,
+    );
+    let gw = Gateway::start_yaml(&yaml).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let doc: Value = http
+        .post(gw.url("/register"))
+        .json(&json!({"client_name": "gh app", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code", "refresh_token"]}))
+        .send().await.unwrap().json().await.unwrap();
+    let app = OAuthClient::new(
+        &gw.url(""),
+        &gw.url("/demo/mcp"),
+        doc["client_id"].as_str().unwrap(),
+        REDIRECT,
+    );
+    // Through authorize, GitHub (signed in already) and consent.
+    let run = |who: &'static str| {
+        let (gh, http, app, gw) = (&gh, &http, &app, &gw);
+        async move {
+            gh.sign_in(who);
+            let mut browser = Browser::default();
+            let (verifier, challenge) = pkce();
+            let mut url = app.authorize_url(&challenge, "mcp math", None);
+            let page = loop {
+                let page = browser.send(http.get(&url)).await;
+                if !(300..400).contains(&page.status) {
+                    break page;
+                }
+                url = url::Url::parse(&url)
+                    .unwrap()
+                    .join(page.headers["location"].to_str().unwrap())
+                    .unwrap()
+                    .to_string();
+                if url.starts_with(REDIRECT) {
+                    unreachable!("consent is asked first");
+                }
+            };
+            if page.status != 200 {
+                return Err(page);
+            }
+            let approved = browser
+                .send(
+                    http.post(gw.url("/consent"))
+                        .form(&page.consent_form("approve")),
+                )
+                .await;
+            let (status, tokens) = app
+                .exchange_code(http, &query(&approved.location())["code"], &verifier)
+                .await;
+            assert_eq!(status, 200, "{tokens}");
+            Ok(tokens)
+        }
+    };
+    let tokens = run("octocat")
+        .await
+        .unwrap_or_else(|p| panic!("{}", p.body));
+    assert_eq!(tokens["scope"], "mcp math");
+    assert_eq!(
+        subject_of(tokens["access_token"].as_str().unwrap()),
+        "gh|583231"
+    );
+    let refused = run("stranger").await.expect_err("not in the org");
+    assert_eq!(refused.status, 403, "{}", refused.body);
+
+    // octocat leaves the admins team: math goes at the next refresh.
+    gh.set_teams("octocat", vec![]);
+    let (status, refreshed) = app
+        .refresh(&http, tokens["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(status, 200, "{refreshed}");
+    assert_eq!(refreshed["scope"], "mcp");
+    // The app's authorization is revoked at GitHub: the grant ends.
+    gh.revoke_all();
+    let (status, err) = app
+        .refresh(&http, refreshed["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

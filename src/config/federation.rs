@@ -16,7 +16,7 @@ pub struct IdentityProvider {
     /// The `iss` its ID tokens carry; for Entra ID's multi-tenant
     /// endpoints a template with `{tenantid}`, filled from the `tid` claim.
     pub issuer: String,
-    /// Where its OpenID Connect metadata is.
+    /// Where its OpenID Connect metadata is (GitHub: its REST API).
     pub discovery_url: String,
     pub client_id: String,
     pub client_secret: Secret,
@@ -79,22 +79,25 @@ pub(super) fn validate_federation(
         .map(|(i, r)| rule(r, &format!("{at}.access[{i}]"), &ids, errors))
         .collect::<Vec<_>>();
     for p in &providers {
-        // Anyone can have a Google or a Microsoft account: a rule must say
-        // which organisation's.
-        let open = p.kind == ProviderKind::Google || p.issuer.contains("{tenantid}");
-        let pin = if p.kind == ProviderKind::Google {
-            "hd"
-        } else {
-            "tid"
+        // Anyone can have a Google, GitHub or Microsoft account: a rule
+        // must say which organisation's.
+        let open = matches!(p.kind, ProviderKind::Google | ProviderKind::Github)
+            || p.issuer.contains("{tenantid}");
+        let pins: &[&str] = match p.kind {
+            ProviderKind::Google => &["hd"],
+            ProviderKind::Github => &["orgs", "teams"],
+            _ => &["tid"],
         };
+        let pin = pins[0];
         for (i, r) in rules.iter().enumerate() {
             let applies = r.idp.as_ref().is_none_or(|id| *id == p.id);
-            let pinned = r.email_domain.is_some() || r.claims.iter().any(|(k, _)| k == pin);
+            let pinned = r.email_domain.is_some()
+                || r.claims.iter().any(|(k, _)| pins.contains(&k.as_str()));
             if open && applies && !pinned {
                 errors.push(ConfigError::new(
                     &format!("{at}.access[{i}].when"),
                     format!("this rule admits anyone with an account at `{}`", p.id),
-                    format!("restrict it to your organisation: `email_domain` (with `email_verified: true`) or `claim: {{ {pin}: ... }}`"),
+                    format!("restrict it to your organisation: `email_domain` (with `email_verified: true`) or `claim: {{ {pin}: ... }}` (GitHub: `org` or `team`)"),
                 ));
             }
         }
@@ -130,12 +133,25 @@ fn provider(
     };
     let (issuer, discovery_url, display) = match p.kind {
         ProviderKind::Github => {
-            err(
-                "type",
-                "`github` (OAuth 2.0 without OpenID Connect) is not supported by this build".into(),
-                "sign in through an OpenID Connect provider (oidc, google, microsoft, okta, keycloak, auth0), or a local user",
-            );
-            return None;
+            let web = p
+                .issuer
+                .clone()
+                .unwrap_or_else(|| "https://github.com".to_owned());
+            let api = p.api_url.clone().unwrap_or_else(|| {
+                if web == "https://github.com" {
+                    "https://api.github.com".to_owned()
+                } else {
+                    format!("{}/api/v3", web.trim_end_matches('/'))
+                }
+            });
+            if let Err(e) = check_endpoint_url(&api) {
+                err(
+                    "api_url",
+                    e,
+                    "use https (plain http only on a loopback address)",
+                );
+            }
+            (web.trim_end_matches('/').to_owned(), Some(api), "GitHub")
         }
         ProviderKind::Google => {
             let google = "https://accounts.google.com";
@@ -215,11 +231,16 @@ fn provider(
             "register the gateway at the provider as a confidential web client and copy both here (the secret from `${ENV}`)",
         );
     }
+    let default_scopes: &[&str] = if p.kind == ProviderKind::Github {
+        &["read:user", "user:email", "read:org"]
+    } else {
+        &["openid", "email", "profile"]
+    };
     let scopes = p
         .scopes
         .clone()
-        .unwrap_or_else(|| ["openid", "email", "profile"].map(String::from).to_vec());
-    if !scopes.iter().any(|s| s == "openid") {
+        .unwrap_or_else(|| default_scopes.iter().map(|s| s.to_string()).collect());
+    if p.kind != ProviderKind::Github && !scopes.iter().any(|s| s == "openid") {
         err(
             "scopes",
             "`openid` is missing".into(),
@@ -297,6 +318,17 @@ fn rule(
             .claim
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
+            // GitHub's names are case-insensitive; its claims are lowercase.
+            .chain(
+                when.org
+                    .iter()
+                    .map(|o| ("orgs".to_owned(), o.to_ascii_lowercase())),
+            )
+            .chain(
+                when.team
+                    .iter()
+                    .map(|t| ("teams".to_owned(), t.to_ascii_lowercase())),
+            )
             .collect(),
         scopes: r.scopes.iter().cloned().collect(),
     }

@@ -123,6 +123,9 @@ pub(crate) struct RawIdentityProvider {
     pub client_secret: String,
     pub scopes: Option<Vec<String>>,
     pub display_name: Option<String>,
+    /// GitHub: the REST API (default `https://api.github.com`, or
+    /// `<issuer>/api/v3` for GitHub Enterprise Server).
+    pub api_url: Option<String>,
 }
 
 /// What kind of identity provider, and so which defaults apply.
@@ -160,6 +163,10 @@ pub(crate) struct RawAccessCondition {
     pub idp: Option<String>,
     pub email_domain: Option<String>,
     pub email_verified: Option<bool>,
+    /// GitHub: a member of this organisation.
+    pub org: Option<String>,
+    /// GitHub: a member of this team (`org/team-slug`).
+    pub team: Option<String>,
     #[serde(default)]
     pub claim: BTreeMap<String, String>,
 }

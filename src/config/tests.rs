@@ -746,7 +746,7 @@ fn identity_provider_mistakes_are_explained_at_their_path() {
     let yaml = format!(
         "{WITH_AS}  identity_providers:
     - {{ id: Corp, type: oidc, client_id: a, client_secret: b, scopes: [email] }}
-    - {{ id: gh, type: github, client_id: a, client_secret: b }}
+    - {{ id: gh, type: github, client_id: a, client_secret: b, api_url: 'http://api.example.com' }}
     - {{ id: ms, type: microsoft, client_id: a, client_secret: b }}
     - {{ id: plain, type: okta, issuer: 'http://okta.example.com', client_id: a, client_secret: '' }}
   access:
@@ -758,7 +758,7 @@ fn identity_provider_mistakes_are_explained_at_their_path() {
     for (path, says) in [
         ("identity_providers[0].id", "not a valid id"),
         ("identity_providers[0].issuer", "missing"),
-        ("identity_providers[1].type", "not supported by this build"),
+        ("identity_providers[1].api_url", "https"),
         ("identity_providers[2].tenant", "needs the directory"),
         ("identity_providers[3].issuer", "https"),
         ("identity_providers[3].client_secret", "required"),
@@ -882,4 +882,41 @@ fn branding_is_checked_where_it_is_read() {
         .unwrap()
         .starts_with("data:image/svg+xml;base64,"));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_github_preset_and_its_rules() {
+    let yaml = format!(
+        "{WITH_AS}  identity_providers:
+    - {{ id: gh, type: github, client_id: a, client_secret: b }}
+    - {{ id: ghe, type: github, issuer: 'https://git.example.com', client_id: a, client_secret: b }}
+  access:
+    - {{ when: {{ idp: gh, org: Example-Org }}, scopes: [mcp] }}
+    - {{ when: {{ idp: ghe, team: Corp/Admins }}, scopes: [mcp] }}
+"
+    );
+    let c = Config::from_yaml(&yaml).unwrap();
+    let a = c.authorization_server.as_ref().unwrap();
+    let idps = &a.identity_providers;
+    assert_eq!(idps[0].issuer, "https://github.com");
+    assert_eq!(idps[0].discovery_url, "https://api.github.com", "the API");
+    assert_eq!(idps[0].scopes, ["read:user", "user:email", "read:org"]);
+    assert_eq!(idps[1].discovery_url, "https://git.example.com/api/v3");
+    assert_eq!(
+        a.access[0].claims,
+        [("orgs".to_owned(), "example-org".to_owned())]
+    );
+    assert_eq!(
+        a.access[1].claims,
+        [("teams".to_owned(), "corp/admins".to_owned())]
+    );
+    let open = format!(
+        "{WITH_AS}  identity_providers:\n    - {{ id: gh, type: github, client_id: a, client_secret: b }}\n  access:\n    - {{ when: {{ idp: gh }}, scopes: [mcp] }}\n"
+    );
+    let text: Vec<String> = errors_of(&open).iter().map(ToString::to_string).collect();
+    assert!(
+        text.iter()
+            .any(|t| t.contains("admits anyone with an account at `gh`")),
+        "{text:#?}"
+    );
 }

@@ -15,6 +15,7 @@
 //! the gateway's tokens the provider is asked again and the rules applied
 //! to what it says now.
 
+mod github;
 pub mod oidc;
 pub mod rules;
 

@@ -74,6 +74,12 @@ impl Provider {
         if let Some(d) = discovered.as_ref() {
             return Ok(d.clone());
         }
+        if self.is_github() {
+            let metadata = Arc::new(super::github::metadata(&self.config));
+            let keys = Arc::new(KeyStore::new(self.key_config(&metadata), self.http.clone()));
+            *discovered = Some((metadata, keys));
+            return Ok(discovered.clone().expect("just set"));
+        }
         let metadata: Metadata =
             fetch::json(self.http.get(&self.config.discovery_url), CALL_TIMEOUT)
                 .await
@@ -87,22 +93,7 @@ impl Provider {
                 metadata.issuer, self.config.issuer
             )));
         }
-        let keys = Arc::new(KeyStore::new(
-            JwtIssuer {
-                issuer: self.config.issuer.clone(),
-                jwks_uri: Some(metadata.jwks_uri.clone()),
-                algorithms: self.algorithms(&metadata),
-                hmac_secret: None,
-                leeway: Duration::from_secs(LEEWAY_SECS),
-                jwks_refresh_interval: Duration::from_secs(600),
-                // ID tokens come from the provider itself (the code exchange),
-                // so an unknown `kid` is a rotation, not an attacker.
-                jwks_min_refresh_interval: Duration::from_secs(1),
-                fetch_timeout: CALL_TIMEOUT,
-                token_types: Vec::new(),
-            },
-            self.http.clone(),
-        ));
+        let keys = Arc::new(KeyStore::new(self.key_config(&metadata), self.http.clone()));
         for (name, url) in [
             (
                 "authorization_endpoint",
@@ -135,6 +126,27 @@ impl Provider {
         } else {
             listed
         }
+    }
+
+    /// The key store settings for the provider's ID tokens.
+    fn key_config(&self, metadata: &Metadata) -> JwtIssuer {
+        JwtIssuer {
+            issuer: self.config.issuer.clone(),
+            jwks_uri: Some(metadata.jwks_uri.clone()),
+            algorithms: self.algorithms(metadata),
+            hmac_secret: None,
+            leeway: Duration::from_secs(LEEWAY_SECS),
+            jwks_refresh_interval: Duration::from_secs(600),
+            // ID tokens come from the provider itself (the code exchange),
+            // so an unknown `kid` is a rotation, not an attacker.
+            jwks_min_refresh_interval: Duration::from_secs(1),
+            fetch_timeout: CALL_TIMEOUT,
+            token_types: Vec::new(),
+        }
+    }
+
+    fn is_github(&self) -> bool {
+        self.config.kind == crate::config::ProviderKind::Github
     }
 
     /// Whether `iss` is the provider's issuer (for Entra ID's multi-tenant
@@ -194,6 +206,14 @@ impl Provider {
             ("redirect_uri", redirect_uri),
             ("code_verifier", verifier),
         ];
+        if self.is_github() {
+            let token = super::github::exchange(&self.http, &self.config, &metadata, &form).await?;
+            let claims = super::github::claims(&self.http, &self.config, &token).await?;
+            return Ok(SignedIn {
+                claims,
+                refresh_token: Some(token),
+            });
+        }
         let tokens = self
             .token_request(&metadata, &form)
             .await
@@ -224,6 +244,17 @@ impl Provider {
     /// grant was revoked, the account removed), `Unreachable` when it
     /// cannot be asked. The subject must stay `sub`.
     pub async fn recheck(&self, refresh_token: &str, sub: &str) -> Result<SignedIn, RpError> {
+        if self.is_github() {
+            // GitHub's token is asked of the API again, as it is.
+            let claims = super::github::claims(&self.http, &self.config, refresh_token).await?;
+            if claims["sub"] != sub {
+                return Err(RpError::Refused("GitHub speaks of another user".into()));
+            }
+            return Ok(SignedIn {
+                claims,
+                refresh_token: Some(refresh_token.to_owned()),
+            });
+        }
         let (metadata, keys) = self.discover().await?;
         let form = [
             ("grant_type", "refresh_token"),
