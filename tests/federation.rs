@@ -762,3 +762,78 @@ upstreams:
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// OpenID Connect Core §3.1.3.7: an ID token wrong in any one way is
+/// refused with a page, and nothing is issued; the same provider's correct
+/// token passes (so each refusal is for its one flaw).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_id_tokens_are_refused() {
+    use common::forging_idp::{Forgery, ForgingIdp, CLIENT};
+    let idp = ForgingIdp::start().await;
+    let upstream = Upstream::start().await;
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("mcpgw-forge-{}-{port}", std::process::id()));
+    let yaml = format!(
+        "public_url: http://127.0.0.1:{port}
+listen: 127.0.0.1:{port}
+authorization_server:
+  data_dir: '{dir}'
+  identity_providers:
+    - {{ id: forge, type: oidc, issuer: '{iss}', client_id: {cid}, client_secret: '{secret}' }}
+  access:
+    - {{ when: {{ idp: forge }}, scopes: [mcp] }}
+upstreams:
+  - {{ name: demo, path: /demo/mcp, url: 'http://{up}/mcp', scopes: [mcp], policy: {{ base_scopes: [mcp] }} }}
+",
+        dir = dir.display(),
+        iss = idp.issuer,
+        cid = CLIENT.0,
+        secret = CLIENT.1,
+        up = upstream.addr,
+    );
+    let gw = Gateway::start_yaml(&yaml).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let app = OAuthClient::register(&gw.url(""), &gw.url("/demo/mcp"), "app", REDIRECT).await;
+    for (forgery, why) in [
+        (Forgery::WrongAudience, "audience"),
+        (Forgery::WrongIssuer, "issuer"),
+        (Forgery::WrongNonce, "nonce"),
+        (Forgery::AlgNone, "unreadable id token"),
+        (Forgery::Hmac, "does not publish"),
+        (Forgery::Expired, "expired"),
+        (Forgery::UnknownKey, "key"),
+        (Forgery::None, ""),
+    ] {
+        idp.forge(forgery);
+        let mut browser = Browser::default();
+        let (_, challenge) = pkce();
+        let mut url = app.authorize_url(&challenge, "mcp", None);
+        let page = loop {
+            let page = browser.send(http.get(&url)).await;
+            if !(300..400).contains(&page.status) {
+                break page;
+            }
+            url = url::Url::parse(&url)
+                .unwrap()
+                .join(page.headers["location"].to_str().unwrap())
+                .unwrap()
+                .to_string();
+        };
+        if forgery == Forgery::None {
+            assert_eq!(page.status, 200, "the correct token passes: {}", page.body);
+            assert!(page.body.contains("name=\"action\""), "the consent page");
+        } else {
+            assert_eq!(page.status, 400, "{forgery:?}: {}", page.body);
+            let body = page.body.to_lowercase();
+            assert!(
+                body.contains("was not accepted") && body.contains(why),
+                "{forgery:?}: {}",
+                page.body
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

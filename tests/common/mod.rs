@@ -7,6 +7,7 @@ pub mod authserver;
 pub mod binary;
 pub mod browser;
 pub mod e2e;
+pub mod forging_idp;
 pub mod github;
 pub mod http1;
 pub mod idp;
