@@ -837,3 +837,54 @@ upstreams:
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The official TypeScript SDK (2.x) through the whole flow with people
+/// signing in at the identity provider: discovery, registration, the
+/// provider's login, consent, tools, step-up to `math` (alice is in the
+/// admins group), refresh (the provider asked again), revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_sdk_completes_oauth_through_the_provider() {
+    use common::e2e::{Everything, EVERYTHING_POLICY};
+    let everything = Everything::start().await;
+    let port = free_port();
+    let gw_url = format!("http://127.0.0.1:{port}");
+    let idp = OidcIdp::start(json!({
+        "port": 0,
+        "clients": [{"client_id": "gateway", "client_secret": "s3cret", "redirect_uris": [format!("{gw_url}/callback/corp")]}],
+        "accounts": {"alice": {"email": "alice@example.com", "email_verified": true, "groups": ["mcp-admins"]}},
+    }))
+    .await;
+    let dir = std::env::temp_dir().join(format!("mcpgw-fed-sdk-{}-{port}", std::process::id()));
+    let yaml = format!(
+        "public_url: {gw_url}
+listen: 127.0.0.1:{port}
+authorization_server:
+  data_dir: '{dir}'
+  access_token_ttl: 2s
+  identity_providers:
+    - {{ id: corp, type: oidc, issuer: '{iss}', client_id: gateway, client_secret: s3cret, scopes: [openid, email, groups] }}
+  access:
+    - {{ when: {{ email_domain: example.com, email_verified: true }}, scopes: [mcp] }}
+    - {{ when: {{ claim: {{ groups: mcp-admins }} }}, scopes: [mcp, math] }}
+upstreams:
+  - name: everything
+    path: /everything/mcp
+    url: http://{up}/mcp
+    scopes: [mcp, math, admin]
+    policy: {EVERYTHING_POLICY}
+",
+        dir = dir.display(),
+        iss = idp.issuer,
+        up = everything.addr,
+    );
+    let _gw = Gateway::start_yaml(&yaml).await;
+    let mcp = format!("{gw_url}/everything/mcp");
+    let args = ["ts_sdk_v2_oauth.mjs", &mcp, "alice", "pw"];
+    let seen = run_client(node22(), args.iter().map(|a| a.to_string()).collect()).await;
+    assert_eq!(seen["echo"], "Echo: hi", "{seen}");
+    assert_eq!(seen["sum"], "The sum of 20 and 22 is 42.");
+    assert_eq!(seen["stepUpAuthorizations"], 1);
+    assert_eq!(seen["refreshed"], true);
+    assert_eq!(seen["afterExpiry"], "The sum of 1 and 1 is 2.");
+    let _ = std::fs::remove_dir_all(&dir);
+}

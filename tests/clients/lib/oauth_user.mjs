@@ -117,10 +117,29 @@ export async function userAuthorizes(authUrl, username, password) {
     headers: { "content-type": "application/x-www-form-urlencoded" },
     body: new URLSearchParams(fields).toString(),
   });
-  let resp = await send(authUrl);
+  // Redirects are followed until a page, or until the browser is sent
+  // back to the client: through an identity provider the gateway signs
+  // people in with, and back from it.
+  const clientRedirect = new URL(new URL(authUrl).searchParams.get("redirect_uri"));
+  const backAtClient = (u) => u.origin === clientRedirect.origin && u.pathname === clientRedirect.pathname;
+  const follow = async (resp, from) => {
+    let at = from;
+    while ((resp.status === 302 || resp.status === 303) && !backAtClient(new URL(resp.headers.get("location"), at))) {
+      at = new URL(resp.headers.get("location"), at);
+      resp = await send(at);
+    }
+    return [resp, at];
+  };
+  let [resp, at] = await follow(await send(authUrl), new URL(authUrl));
   if (resp.status === 200) {
     const html = await resp.text();
-    if (html.includes('name="password"')) {
+    if (html.includes('name="password"') && !html.includes('name="flow"')) {
+      // An identity provider's own login form (username field `login` or
+      // `username`): sign in there, and follow its answer back.
+      const action = new URL(html.match(/<form[^>]*action="([^"]*)"/)[1].replaceAll("&amp;", "&"), at);
+      const user = html.includes('name="login"') ? "login" : "username";
+      [resp, at] = await follow(await send(action, form({ [user]: username, password })), action);
+    } else if (html.includes('name="password"')) {
       resp = await send(new URL("/login", authUrl), form({ flow: field(html, "flow"), csrf_token: field(html, "csrf_token"), username, password }));
       // POST-redirect-GET: the login answers with a redirect to the consent page.
       const next = resp.status === 303 ? new URL(resp.headers.get("location")) : null;
