@@ -65,6 +65,9 @@ pub struct Metrics {
     /// Configuration reloads by outcome (`applied`, `unchanged`, `invalid`,
     /// `failed`).
     pub config_reloads: IntCounterVec,
+    /// Sign-ins through identity providers by provider (configured ids, or
+    /// `-`) and outcome (`signed_in`, `refused`, `failed`, `ended`).
+    pub federated_logins: IntCounterVec,
     /// Reloads of the listener's certificate files by outcome (`applied`,
     /// `invalid`).
     pub tls_certificate_reloads: IntCounterVec,
@@ -148,6 +151,7 @@ impl Metrics {
             client_disconnects: counter(&r, "mcpgw_client_disconnects_total", "Clients that closed the connection before their response was complete, by upstream (never counted as upstream errors).", &["upstream"]),
             rate_limited: counter(&r, "mcpgw_rate_limited_total", "Requests refused by a rate limit, by upstream (- outside one) and limit (subject, client, tool, address).", &["upstream", "limit"]),
             config_reloads: counter(&r, "mcpgw_config_reloads_total", "Configuration reloads (SIGHUP or a change of the file) by outcome: applied, unchanged, invalid (refused by validation; the running configuration stays), failed (valid but could not be built; it stays too).", &["outcome"]),
+            federated_logins: counter(&r, "mcpgw_federated_logins_total", "Sign-ins through identity providers by provider (configured id, or -) and outcome: signed_in, refused (no access rule, or the person declined at the provider), failed (the provider unreachable or its answer not accepted), ended (the provider no longer vouches for a person at a refresh).", &["provider", "outcome"]),
             tls_certificate_reloads: counter(&r, "mcpgw_tls_certificate_reloads_total", "Reloads of the listener's certificate files (changed, or SIGHUP) by outcome: applied, invalid (unusable files: the served certificate stays).", &["outcome"]),
             connections_closed: counter(&r, "mcpgw_connections_closed_total", "Connections and requests cut off for a limit, by reason (address_limit, header_timeout, body_timeout).", &["reason"]),
             authserver_events: counter(&r, "mcpgw_authserver_events_total", "Authorization-server events (registration, authorization_approved, authorization_denied, login_failure, refresh_reuse, code_reuse, revocation, federated_login, federated_login_refused, federated_login_failure).", &["event"]),

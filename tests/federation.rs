@@ -357,6 +357,13 @@ async fn a_refresh_asks_the_provider_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn people_no_rule_admits_are_refused_with_a_page_and_nothing_issued() {
     let s = Setup::start().await;
+    let refused = || {
+        mcp_oauth_gateway::metrics::metrics()
+            .federated_logins
+            .with_label_values(&["corp", "refused"])
+            .get()
+    };
+    let before = refused();
     for (who, why) in [
         ("eve", "another domain"),
         ("mallory", "an unverified address"),
@@ -371,6 +378,7 @@ async fn people_no_rule_admits_are_refused_with_a_page_and_nothing_issued() {
             page.body
         );
     }
+    assert!(refused() >= before + 2, "counted per provider");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -131,7 +131,7 @@ pub(crate) async fn admitted_now(state: &AsState, subject: &str) -> Option<BTree
                 tracing::warn!(provider = %idp, error = %e, "cannot ask the provider about a person; using the claims of the last check");
             }
             Err(RpError::Refused(e)) => {
-                super::count_event("federated_login_refused");
+                count(state, idp, "ended");
                 tracing::info!(target: "audit", decision = "denied", reason = "provider_refused", provider = %idp, subject = %subject.escape_debug(), detail = %e, "the provider no longer vouches for the person");
                 return None;
             }
@@ -215,7 +215,14 @@ pub async fn callback(
     match sign_in(&state, &id, query.as_deref().unwrap_or_default(), &headers).await {
         Ok(resp) => resp,
         Err((status, message)) => {
-            super::count_event("federated_login_failure");
+            // 403: refused (by the rules, or the person at the provider);
+            // anything else failed.
+            let outcome = if status == StatusCode::FORBIDDEN {
+                "refused"
+            } else {
+                "failed"
+            };
+            count(&state, &id, outcome);
             tracing::info!(target: "audit", decision = "denied", reason = "federated_login", provider = %id.escape_debug(), detail = %message.escape_debug(), "sign-in through an identity provider refused");
             pages::error(&state, status, &message)
         }
@@ -286,7 +293,6 @@ async fn sign_in(
     let sub = claims["sub"].as_str().unwrap_or_default();
     let subject = format!("{id}|{sub}");
     if rules::admitted(&settings.config.access, id, &claims).is_none() {
-        super::count_event("federated_login_refused");
         tracing::info!(target: "audit", decision = "denied", reason = "no_access_rule", provider = %id, subject = %subject.escape_debug(), "person not admitted by the access rules");
         return Err((
             StatusCode::FORBIDDEN,
@@ -297,7 +303,7 @@ async fn sign_in(
         ));
     }
     remember(state, &subject, signed_in).await?;
-    super::count_event("federated_login");
+    count(state, id, "signed_in");
     tracing::info!(target: "audit", decision = "allowed", reason = "federated_login", provider = %id, subject = %subject.escape_debug(), "signed in through an identity provider");
     let display = ["email", "name", "preferred_username"]
         .iter()
@@ -418,6 +424,26 @@ async fn remember(
     Ok(())
 }
 
+/// Counts a sign-in outcome for provider `id` (`-` for an id that is not
+/// configured: the label stays bounded by the configuration), and as an
+/// authorization-server event.
+fn count(state: &AsState, id: &str, outcome: &'static str) {
+    let provider = if state.settings().provider(id).is_some() {
+        id
+    } else {
+        "-"
+    };
+    crate::metrics::metrics()
+        .federated_logins
+        .with_label_values(&[provider, outcome])
+        .inc();
+    super::count_event(match outcome {
+        "signed_in" => "federated_login",
+        "refused" | "ended" => "federated_login_refused",
+        _ => "federated_login_failure",
+    });
+}
+
 fn callback_url(state: &AsState, id: &str) -> String {
     state.public_url.join(&format!("/callback/{id}"))
 }
@@ -443,7 +469,7 @@ fn failure_of(provider: &Provider, e: &RpError) -> Refusal {
 }
 
 fn provider_failure(state: &AsState, id: &str, e: &RpError) -> Response {
-    super::count_event("federated_login_failure");
+    count(state, id, "failed");
     tracing::warn!(provider = %id, error = %e, "cannot start a sign-in through an identity provider");
     let status = match e {
         RpError::Unreachable(_) => StatusCode::BAD_GATEWAY,
