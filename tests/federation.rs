@@ -270,6 +270,26 @@ fn empty_page() -> Page {
     }
 }
 
+/// The first page `url` leads `browser` to through redirects (never the
+/// client's redirect URI: these flows always ask for consent first).
+async fn first_page(browser: &mut Browser, http: &reqwest::Client, mut url: String) -> Page {
+    loop {
+        let page = browser.send(http.get(&url)).await;
+        if !(300..400).contains(&page.status) {
+            return page;
+        }
+        url = url::Url::parse(&url)
+            .unwrap()
+            .join(page.headers["location"].to_str().unwrap())
+            .unwrap()
+            .to_string();
+        assert!(
+            !url.starts_with(REDIRECT),
+            "back at the client before consent: {url}"
+        );
+    }
+}
+
 /// The URL of corp's button on a login page with several providers.
 fn corp_button(page: &Page) -> String {
     let start = page.body.find("/login/corp?flow=").expect("corp's button");
@@ -709,21 +729,8 @@ upstreams:
             gh.sign_in(who);
             let mut browser = Browser::default();
             let (verifier, challenge) = pkce();
-            let mut url = app.authorize_url(&challenge, "mcp math", None);
-            let page = loop {
-                let page = browser.send(http.get(&url)).await;
-                if !(300..400).contains(&page.status) {
-                    break page;
-                }
-                url = url::Url::parse(&url)
-                    .unwrap()
-                    .join(page.headers["location"].to_str().unwrap())
-                    .unwrap()
-                    .to_string();
-                if url.starts_with(REDIRECT) {
-                    unreachable!("consent is asked first");
-                }
-            };
+            let url = app.authorize_url(&challenge, "mcp math", None);
+            let page = first_page(&mut browser, http, url).await;
             if page.status != 200 {
                 return Err(page);
             }
@@ -818,18 +825,8 @@ upstreams:
         idp.forge(forgery);
         let mut browser = Browser::default();
         let (_, challenge) = pkce();
-        let mut url = app.authorize_url(&challenge, "mcp", None);
-        let page = loop {
-            let page = browser.send(http.get(&url)).await;
-            if !(300..400).contains(&page.status) {
-                break page;
-            }
-            url = url::Url::parse(&url)
-                .unwrap()
-                .join(page.headers["location"].to_str().unwrap())
-                .unwrap()
-                .to_string();
-        };
+        let url = app.authorize_url(&challenge, "mcp", None);
+        let page = first_page(&mut browser, &http, url).await;
         if forgery == Forgery::None {
             assert_eq!(page.status, 200, "the correct token passes: {}", page.body);
             assert!(page.body.contains("name=\"action\""), "the consent page");
