@@ -366,26 +366,26 @@ fn restore<T: PartialEq + Clone>(
 
 /// The top-level sections that differ, for the log.
 fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut changed = Vec::new();
-    if old.upstreams != new.upstreams {
-        changed.push("upstreams");
-    }
-    if old.auth != new.auth {
-        changed.push("auth");
-    }
-    if old.authorization_server != new.authorization_server {
-        changed.push("authorization_server");
-    }
-    if old.allowed_origins != new.allowed_origins {
-        changed.push("allowed_origins");
-    }
-    if old.limits != new.limits {
-        changed.push("limits");
-    }
-    if old.identity_key_file != new.identity_key_file {
-        changed.push("identity_key_file");
-    }
-    changed
+    [
+        (old.upstreams != new.upstreams, "upstreams"),
+        (old.auth != new.auth, "auth"),
+        (
+            old.authorization_server != new.authorization_server,
+            "authorization_server",
+        ),
+        (
+            old.allowed_origins != new.allowed_origins,
+            "allowed_origins",
+        ),
+        (old.limits != new.limits, "limits"),
+        (
+            old.identity_key_file != new.identity_key_file,
+            "identity_key_file",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(changed, section)| changed.then_some(section))
+    .collect()
 }
 
 /// Runs the JWKS refresh of the current token sources.

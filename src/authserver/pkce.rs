@@ -34,9 +34,15 @@ impl CodeChallenge {
 
     /// Whether `verifier` answers this challenge (compared in constant time).
     pub fn is_answered_by(&self, verifier: &CodeVerifier) -> bool {
-        let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.0.as_bytes()));
+        let computed = s256(&verifier.0);
         verify_slices_are_equal(computed.as_bytes(), self.0.as_bytes()).is_ok()
     }
+}
+
+/// The S256 challenge of `verifier` (RFC 7636 §4.2): what the gateway
+/// checks as a server and sends as a client of identity providers.
+pub fn s256(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
 /// A `code_verifier`: 43 to 128 unreserved characters (RFC 7636 §4.1).

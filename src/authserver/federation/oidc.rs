@@ -9,12 +9,9 @@ use crate::auth::fetch;
 use crate::auth::jwks::KeyStore;
 use crate::config::{IdentityProvider, JwtIssuer};
 use aws_lc_rs::constant_time::verify_slices_are_equal;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -175,7 +172,10 @@ impl Provider {
                 .append_pair("scope", &self.config.scopes.join(" "))
                 .append_pair("state", request.state)
                 .append_pair("nonce", request.nonce)
-                .append_pair("code_challenge", &s256(request.verifier))
+                .append_pair(
+                    "code_challenge",
+                    &crate::authserver::pkce::s256(request.verifier),
+                )
                 .append_pair("code_challenge_method", "S256");
             if let Some(hint) = request.login_hint {
                 q.append_pair("login_hint", hint);
@@ -221,7 +221,9 @@ impl Provider {
         let id_token = tokens
             .id_token
             .ok_or_else(|| RpError::Refused("no id_token in the token response".into()))?;
-        let mut claims = self.verify_id_token(&id_token, &keys, Some(nonce)).await?;
+        let mut claims = self
+            .verify_id_token(&id_token, &metadata, &keys, Some(nonce))
+            .await?;
         // prompt=login: the provider must have signed the person in anew.
         if let Some(since) = fresh_since {
             let auth_time = claims["auth_time"].as_u64().unwrap_or(0);
@@ -270,7 +272,10 @@ impl Provider {
                 _ => RpError::Unreachable(format!("refresh: {}", e.text)),
             })?;
         let mut claims = match &tokens.id_token {
-            Some(id_token) => self.verify_id_token(id_token, &keys, None).await?,
+            Some(id_token) => {
+                self.verify_id_token(id_token, &metadata, &keys, None)
+                    .await?
+            }
             None => serde_json::json!({ "sub": sub }),
         };
         if claims["sub"] != sub {
@@ -352,14 +357,14 @@ impl Provider {
     async fn verify_id_token(
         &self,
         token: &str,
+        metadata: &Metadata,
         keys: &KeyStore,
         nonce: Option<&str>,
     ) -> Result<Value, RpError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| RpError::Refused(format!("unreadable ID token: {e}")))?;
         let alg = header.alg;
-        let (metadata, _) = self.discover().await?;
-        if !self.algorithms(&metadata).contains(&alg) {
+        if !self.algorithms(metadata).contains(&alg) {
             return Err(RpError::Refused(format!(
                 "ID token signed with {alg:?}, which the provider does not publish"
             )));
@@ -474,9 +479,4 @@ pub struct AuthorizationRequest<'a> {
     pub verifier: &'a str,
     pub login_hint: Option<&'a str>,
     pub force_login: bool,
-}
-
-/// The PKCE S256 challenge of `verifier`.
-fn s256(verifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
