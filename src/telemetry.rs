@@ -29,7 +29,10 @@ pub fn init(format: LogFormat, default_level: &str) {
 
 /// The request id of a request: the client's `X-Request-Id` when it is 1-128
 /// characters of `A-Z a-z 0-9 - _ . :` (safe in logs and headers), else a
-/// new random one.
+/// new one: 24 hex digits, a random prefix drawn once per process (so
+/// replicas do not collide) and a 48-bit counter (so ids never repeat
+/// within a process). Not a secret, so not a random draw per request: that
+/// cost more than the rest of the id handling (issue 17's profile).
 pub fn request_id(header: Option<&http::HeaderValue>) -> String {
     let usable = |v: &&http::HeaderValue| {
         let b = v.as_bytes();
@@ -39,20 +42,29 @@ pub fn request_id(header: Option<&http::HeaderValue>) -> String {
     };
     match header.filter(usable).and_then(|v| v.to_str().ok()) {
         Some(id) => id.to_owned(),
-        None => {
-            use aws_lc_rs::rand::SecureRandom;
-            let mut bytes = [0u8; 12];
-            // On failure the id is all zeros: still a valid, if useless, id.
-            let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes);
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            let mut id = String::with_capacity(2 * bytes.len());
-            for b in bytes {
-                id.push(char::from(HEX[usize::from(b >> 4)]));
-                id.push(char::from(HEX[usize::from(b & 0xf)]));
-            }
-            id
-        }
+        None => new_request_id(),
     }
+}
+
+fn new_request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::LazyLock;
+    static PREFIX: LazyLock<[u8; 6]> = LazyLock::new(|| {
+        use aws_lc_rs::rand::SecureRandom;
+        let mut bytes = [0u8; 6];
+        // On failure the prefix is all zeros: ids stay unique in the process.
+        let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes);
+        bytes
+    });
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(24);
+    for b in PREFIX.iter().chain(&count[2..]) {
+        id.push(char::from(HEX[usize::from(b >> 4)]));
+        id.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    id
 }
 
 /// One SSE stream in the `mcpgw_open_sse_streams` gauge, until dropped.
@@ -69,5 +81,28 @@ impl OpenStream {
 impl Drop for OpenStream {
     fn drop(&mut self) {
         crate::metrics::metrics().open_streams.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_id;
+
+    #[test]
+    fn new_request_ids_are_24_hex_digits_and_never_repeat() {
+        let ids: Vec<String> = (0..1000).map(|_| request_id(None)).collect();
+        assert!(ids
+            .iter()
+            .all(|id| id.len() == 24 && id.bytes().all(|b| b.is_ascii_hexdigit())));
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+    }
+
+    #[test]
+    fn a_usable_client_id_is_kept_and_an_unsafe_one_replaced() {
+        let kept = http::HeaderValue::from_static("abc-123_x.y:z");
+        assert_eq!(request_id(Some(&kept)), "abc-123_x.y:z");
+        let unsafe_id = http::HeaderValue::from_static("a b");
+        assert_ne!(request_id(Some(&unsafe_id)), "a b");
     }
 }

@@ -10,7 +10,7 @@ pub mod strict_json;
 pub mod tools_list;
 
 use serde_json::Value;
-use strict_json::{parse_strict, StrictJsonError};
+use strict_json::{parse_strict_to_depth, StrictJsonError};
 
 /// The methods MCP clients send to servers (2025-06-18 to 2026-07-28):
 /// policy rules for other methods never apply, and metrics label any other
@@ -166,7 +166,11 @@ impl McpPost {
                 .cloned()
                 .unwrap_or(Value::Null),
         };
-        let doc = parse_strict(body).map_err(|e| match e {
+        // Kept: the messages, their fields and the fields of their
+        // `params` (one level more in a batch); deeper values are checked
+        // but not built.
+        let batch = body.iter().find(|b| !b" \t\r\n".contains(b)) == Some(&b'[');
+        let doc = parse_strict_to_depth(body, if batch { 3 } else { 2 }).map_err(|e| match e {
             StrictJsonError::Syntax(m) => refuse(McpError::Parse(m), None),
             StrictJsonError::DuplicateKey(k) => refuse(
                 McpError::InvalidRequest(format!(

@@ -9,6 +9,8 @@
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 
 /// Why a body is not acceptable JSON.
@@ -22,8 +24,17 @@ pub enum StrictJsonError {
 
 /// Parses `bytes` as one JSON document, refusing duplicate object keys.
 pub fn parse_strict(bytes: &[u8]) -> Result<Value, StrictJsonError> {
+    parse_strict_to_depth(bytes, usize::MAX)
+}
+
+/// Like [`parse_strict`], checking the whole document the same way, but
+/// keeping only the objects and arrays nested fewer than `depth` levels
+/// deep: one at that depth comes back empty (an object stays an object).
+/// What the caller never reads (a tool's arguments, `_meta`) is then
+/// checked without being built, which is most of the cost of a small body.
+pub fn parse_strict_to_depth(bytes: &[u8], depth: usize) -> Result<Value, StrictJsonError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = StrictValue
+    let value = StrictValue { depth }
         .deserialize(&mut de)
         .and_then(|v| de.end().map(|()| v))
         .map_err(|e| {
@@ -40,8 +51,19 @@ pub fn parse_strict(bytes: &[u8]) -> Result<Value, StrictJsonError> {
 
 const DUPLICATE_PREFIX: &str = "duplicate key ";
 
-/// Seed that builds a [`Value`] while checking keys.
-struct StrictValue;
+fn duplicate<E: de::Error>(key: &str) -> E {
+    E::custom(format_args!("{DUPLICATE_PREFIX}`{key}`"))
+}
+
+fn finite<E: de::Error>(v: f64) -> Result<Number, E> {
+    Number::from_f64(v).ok_or_else(|| E::custom("number out of range"))
+}
+
+/// Seed that builds a [`Value`] while checking keys, keeping containers
+/// `depth` levels deep or less.
+struct StrictValue {
+    depth: usize,
+}
 
 impl<'de> DeserializeSeed<'de> for StrictValue {
     type Value = Value;
@@ -67,9 +89,7 @@ impl<'de> Visitor<'de> for StrictValue {
         Ok(Value::Number(v.into()))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        Number::from_f64(v)
-            .map(Value::Number)
-            .ok_or_else(|| E::custom("number out of range"))
+        finite(v).map(Value::Number)
     }
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
         Ok(Value::String(v.to_owned()))
@@ -80,23 +100,143 @@ impl<'de> Visitor<'de> for StrictValue {
     fn visit_unit<E>(self) -> Result<Value, E> {
         Ok(Value::Null)
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
+        let Some(depth) = self.depth.checked_sub(1) else {
+            Checked.visit_seq(seq)?;
+            return Ok(Value::Array(Vec::new()));
+        };
+        let mut seq = seq;
         let mut items = Vec::new();
-        while let Some(item) = seq.next_element_seed(StrictValue)? {
+        while let Some(item) = seq.next_element_seed(StrictValue { depth })? {
             items.push(item);
         }
         Ok(Value::Array(items))
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Value, A::Error> {
+        let Some(depth) = self.depth.checked_sub(1) else {
+            Checked.visit_map(map)?;
+            return Ok(Value::Object(Map::new()));
+        };
+        let mut map = map;
         let mut object = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             if object.contains_key(&key) {
-                return Err(de::Error::custom(format_args!("{DUPLICATE_PREFIX}`{key}`")));
+                return Err(duplicate(&key));
             }
-            let value = map.next_value_seed(StrictValue)?;
+            let value = map.next_value_seed(StrictValue { depth })?;
             object.insert(key, value);
         }
         Ok(Value::Object(object))
+    }
+}
+
+/// Seed that checks a value like [`StrictValue`] and keeps nothing of it.
+struct Checked;
+
+impl<'de> DeserializeSeed<'de> for Checked {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Checked {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        finite(v).map(drop)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Checked)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut keys = SeenKeys::default();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            if let Some(again) = keys.insert(key) {
+                return Err(duplicate(&again));
+            }
+            map.next_value_seed(Checked)?;
+        }
+        Ok(())
+    }
+}
+
+/// The keys of one object so far: a short list while it is small (most
+/// are), a hash set once it is not, so a huge object stays linear.
+#[derive(Default)]
+struct SeenKeys<'de> {
+    few: Vec<Cow<'de, str>>,
+    many: HashSet<Cow<'de, str>>,
+}
+
+impl<'de> SeenKeys<'de> {
+    const FEW: usize = 16;
+
+    /// Adds `key`, or hands it back when it was there already.
+    fn insert(&mut self, key: Cow<'de, str>) -> Option<Cow<'de, str>> {
+        if self.many.is_empty() && self.few.len() < Self::FEW {
+            if self.few.contains(&key) {
+                return Some(key);
+            }
+            self.few.push(key);
+            return None;
+        }
+        if self.many.is_empty() {
+            self.many.extend(self.few.drain(..));
+        }
+        if self.many.contains(&key) {
+            return Some(key);
+        }
+        self.many.insert(key);
+        None
+    }
+}
+
+/// An object key, borrowed from the body unless it had escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Cow<'de, str>, D::Error> {
+        de.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v))
     }
 }
 
@@ -162,5 +302,52 @@ mod tests {
             parse_strict(body.as_bytes()),
             Err(StrictJsonError::Syntax(_))
         ));
+    }
+
+    #[test]
+    fn a_shallow_parse_checks_what_it_does_not_keep() {
+        let body = br#"{"params":{"name":"add","arguments":{"a":1,"nested":{"x":1,"x":2}}}}"#;
+        assert!(matches!(
+            parse_strict_to_depth(body, 2),
+            Err(StrictJsonError::DuplicateKey(k)) if k == "`x`"
+        ));
+        let escaped = br#"{"params":{"arguments":{"name":"a","n\u0061me":"b"}}}"#;
+        assert!(matches!(
+            parse_strict_to_depth(escaped, 1),
+            Err(StrictJsonError::DuplicateKey(_))
+        ));
+        for body in [&br#"{"a":{"b":[1e999]}}"#[..], br#"{"a":{"b":[1,]}}"#] {
+            assert!(matches!(
+                parse_strict_to_depth(body, 1),
+                Err(StrictJsonError::Syntax(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn a_shallow_parse_keeps_the_kind_of_what_it_drops() {
+        let body = br#"{"params":{"name":"add","arguments":{"a":1},"list":[1]},"id":7}"#;
+        let v = parse_strict_to_depth(body, 2).unwrap();
+        assert_eq!(v["params"]["name"], "add");
+        assert_eq!(v["params"]["arguments"], serde_json::json!({}));
+        assert_eq!(v["params"]["list"], serde_json::json!([]));
+        assert_eq!(v["id"], 7);
+    }
+
+    #[test]
+    fn duplicates_are_found_in_objects_of_any_size() {
+        let keys: Vec<String> = (0..5000).map(|i| format!("\"k{i}\":{i}")).collect();
+        let unique = format!("{{\"a\":{{{}}}}}", keys.join(","));
+        assert!(parse_strict_to_depth(unique.as_bytes(), 1).is_ok());
+        for repeated in ["k3", "k4999", "k20"] {
+            let body = format!("{{\"a\":{{{},\"{repeated}\":0}}}}", keys.join(","));
+            assert!(
+                matches!(
+                    parse_strict_to_depth(body.as_bytes(), 1),
+                    Err(StrictJsonError::DuplicateKey(_))
+                ),
+                "{repeated}"
+            );
+        }
     }
 }

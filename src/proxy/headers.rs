@@ -32,23 +32,27 @@ const CLIENT_CREDENTIALS: &[HeaderName] = &[
     header::COOKIE,
 ];
 
-/// Removes the hop-by-hop fields, including any the `Connection` header names.
-fn strip_hop_by_hop(names: impl Iterator<Item = String>, mut remove: impl FnMut(&str)) {
-    let mut doomed: Vec<String> = HOP_BY_HOP.iter().map(|s| (*s).to_owned()).collect();
-    doomed.extend(names);
-    for name in doomed {
-        remove(&name);
-    }
-}
-
-/// Field names listed in `Connection` headers (lowercased).
-fn connection_tokens<'a>(values: impl Iterator<Item = &'a http::HeaderValue>) -> Vec<String> {
-    values
+/// The hop-by-hop fields present in `headers`, including any the
+/// `Connection` header names (usually none: then nothing is allocated, as
+/// this runs twice per proxied request).
+fn hop_by_hop_present(headers: &http::HeaderMap) -> Vec<HeaderName> {
+    let mut present: Vec<HeaderName> = HOP_BY_HOP
+        .iter()
+        .filter(|name| headers.contains_key(**name))
+        .map(|name| HeaderName::from_static(name))
+        .collect();
+    let listed = headers
+        .get_all(header::CONNECTION)
+        .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect()
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok());
+    for name in listed {
+        if headers.contains_key(&name) && !present.contains(&name) {
+            present.push(name);
+        }
+    }
+    present
 }
 
 /// Rewrites a copy of the client's request head into the upstream's: the
@@ -63,12 +67,13 @@ pub fn rewrite_for_upstream(
     request_id: &str,
     caller: Option<&Principal>,
 ) -> pingora::Result<()> {
-    let tokens = connection_tokens(req.headers.get_all(header::CONNECTION).iter());
-    strip_hop_by_hop(tokens.into_iter(), |name| {
-        req.remove_header(name);
-    });
+    for name in hop_by_hop_present(&req.headers) {
+        req.remove_header(&name);
+    }
     for name in CLIENT_CREDENTIALS {
-        req.remove_header(name);
+        if req.headers.contains_key(name) {
+            req.remove_header(name);
+        }
     }
     let path = route.upstream_path(req.uri.path(), req.uri.query());
     let uri = path.parse::<http::Uri>().map_err(|e| {
@@ -175,10 +180,9 @@ pub fn refuse_repeated(headers: &http::HeaderMap) -> Result<(), &'static str> {
 /// Removes hop-by-hop fields from an upstream response before it reaches the
 /// client.
 pub fn filter_upstream_response(resp: &mut ResponseHeader) {
-    let tokens = connection_tokens(resp.headers.get_all(header::CONNECTION).iter());
-    strip_hop_by_hop(tokens.into_iter(), |name| {
-        resp.remove_header(name);
-    });
+    for name in hop_by_hop_present(&resp.headers) {
+        resp.remove_header(&name);
+    }
 }
 
 /// The `Origin` rule of the MCP Streamable HTTP transport (DNS-rebinding
@@ -197,7 +201,7 @@ pub fn origin_allowed(origin: Option<&[u8]>, allowed: &HashSet<String>) -> Resul
 /// field, counted as sent: `name: value` plus line ends), before anything
 /// is forwarded.
 pub fn check_head_size(req: &RequestHeader, limit: usize) -> Result<(), GatewayError> {
-    let line = req.method.as_str().len() + req.uri.to_string().len() + 12;
+    let line = req.method.as_str().len() + req.raw_path().len() + 12;
     let fields: usize = req
         .headers
         .iter()
