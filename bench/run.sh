@@ -1,127 +1,208 @@
 #!/usr/bin/env bash
-# Measures an MCP tools/call sent (a) straight to the demo upstream, (b)
-# through the gateway without auth, and (c) through the gateway verifying an
-# ES256 JWT against a per-tool policy, in one run against one process, and
-# prints the ratios.
-#   bench/run.sh [duration-seconds] [connections] [rounds]
-# With several rounds the targets are measured in turn, round after
-# round, and the totals are reported, so drifts of a shared machine spread
-# over all of them instead of landing on one.
-# Needs wrk (apt-get install wrk). Builds the release example
-# `bench_stack` (demo upstream + JWKS issuer + both gateways in one process).
-# CPU-µs per request is that process's user+system CPU time over the run
-# divided by the requests served, so (b) - (a) is the proxy's own cost and
-# (c) - (b) what auth and policy add. When nginx is installed, (d) nginx as a
-# plain reverse proxy (one worker, keep-alive) to the same upstream is
-# measured too, its CPU counted over its own processes, and compared with
-# the gateway's share (c) - (a). Exits non-zero if any request failed.
+# The proxy benchmark of issue 17: one MCP `tools/call` (a ~100-byte body)
+# sent by wrk over keep-alive connections through each proxy in turn, in
+# the same run and in interleaved rounds, against one upstream: nginx
+# answering a fixed JSON-RPC result (so the upstream costs the same for all).
+#   bench/run.sh [seconds] [connections] [rounds]
+# Targets, each its own process, its CPU (user + system, /proc) counted
+# alone over its runs and divided by the requests it served:
+#   direct       the upstream itself (no proxy; its CPU is the upstream's)
+#   nginx        nginx `proxy_pass`, one worker process, keep-alive upstream
+#   pingora      examples/bare_pingora.rs: pingora's proxy loop, nothing else
+#   gw-open      the gateway, `auth: { disabled: true }`
+#   gw-jwt       the gateway with its authorization server: an ES256 JWT it
+#                issued (client_credentials) and a per-tool scope policy
+#   gw-introspect the gateway checking the same token by RFC 7662
+#                introspection at gw-jwt's /introspect (cached after first use)
+#   gw-jwt-2w    gw-jwt's configuration with two worker threads
+# Every proxy runs one worker thread or process but gw-jwt-2w. After the
+# rounds at [connections], one more run per target at one connection gives
+# the latency a single client sees. Prints req/s, p50, p99 and CPU-µs per
+# request, the ratios to nginx and the latency each proxy adds over direct;
+# exits non-zero if any request failed.
+# Needs wrk and nginx (apt-get install -y wrk nginx-light).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-10}
 conns=${2:-16}
-rounds=${3:-1}
-open_port=${BENCH_PORT:-18089}
-auth_port=$((open_port + 1))
-command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install -y wrk" >&2; exit 1; }
-cargo build --release --quiet --example bench_stack
-log=$(mktemp)
-target/release/examples/bench_stack "$open_port" "$auth_port" >"$log" 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null; rm -f "$log"' EXIT
-for _ in $(seq 100); do grep -q READY "$log" && break; sleep 0.1; done
-upstream=$(sed -n 's/^UPSTREAM=//p' "$log")
-token=$(sed -n 's/^TOKEN=//p' "$log")
+rounds=${3:-3}
+base=${BENCH_PORT:-18090}
+for tool in wrk nginx curl; do
+  command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] ||
+    { echo "$tool is not installed: apt-get install -y wrk nginx-light curl" >&2; exit 1; }
+done
+nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+cargo build --release --quiet --bin mcp-oauth-gateway --example bare_pingora
+bin=${CARGO_TARGET_DIR:-target}/release
+work=$(mktemp -d)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 ticks=$(getconf CLK_TCK)
 
-cpu_ticks() { # pids -> their user + system CPU ticks
+wait_port() { # port: until something accepts there
+  for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.05; done
+  echo "nothing listens on port $1:" >&2; tail -n 20 "$work"/*.log "$work"/*/error.log >&2; exit 1
+}
+
+start_nginx() { # name port location-block: one worker process
+  mkdir -p "$work/$1"
+  cat >"$work/$1/nginx.conf" <<NGINX
+worker_processes 1;
+pid $work/$1/nginx.pid;
+error_log $work/$1/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/$1; proxy_temp_path $work/$1; fastcgi_temp_path $work/$1; uwsgi_temp_path $work/$1; scgi_temp_path $work/$1;
+  upstream mcp { server 127.0.0.1:$base; keepalive 64; }
+  server { listen 127.0.0.1:$2; $3 }
+}
+NGINX
+  "$nginx_bin" -c "$work/$1/nginx.conf" -g 'daemon off;' &
+  pids+=($!)
+  wait_port "$2"
+}
+
+start_gateway() { # name port yaml-tail: a gateway process on port
+  cat >"$work/$1.yaml" <<YAML
+public_url: http://127.0.0.1:${4:-$2}
+listen: 127.0.0.1:$2
+server: { worker_threads: ${5:-1}, config_watch_interval: 0s }
+logging: { level: warn }
+limits: { max_connections_per_address: 0 }
+$3
+YAML
+  "$bin/mcp-oauth-gateway" serve --config "$work/$1.yaml" >"$work/$1.log" 2>&1 &
+  pids+=($!)
+  wait_port "$2"
+}
+
+# The upstream: a fixed JSON-RPC result for every POST.
+start_nginx upstream "$base" "location / { default_type application/json; return 200 '{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"3\"}],\"isError\":false}}'; }"
+upstream_pid=${pids[-1]}
+start_nginx nginx $((base + 1)) "location / { proxy_pass http://mcp; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; }"
+nginx_pid=${pids[-1]}
+"$bin/examples/bare_pingora" "127.0.0.1:$((base + 2))" "127.0.0.1:$base" 1 >"$work/pingora.log" 2>&1 &
+pids+=($!)
+pingora_pid=$!
+wait_port $((base + 2))
+
+upstream="upstreams:
+  - name: demo
+    path: /demo/mcp
+    url: http://127.0.0.1:$base/mcp"
+policy="$upstream
+    scopes: [mcp:read, mcp:math]
+    policy: { base_scopes: [mcp:read], tools: { add: [mcp:math] } }"
+registration_token=bench-registration-token-of-at-least-32-characters
+start_gateway gw-open $((base + 3)) "auth: { disabled: true }
+$upstream"
+open_pid=${pids[-1]}
+jwt_port=$((base + 4))
+start_gateway gw-jwt "$jwt_port" "authorization_server:
+  data_dir: $work/as
+  registration: initial_access_token
+  initial_access_token: $registration_token
+  users: []
+$policy"
+jwt_pid=${pids[-1]}
+
+# A confidential client of gw-jwt, its client_credentials token for the
+# demo upstream, and the same client as gw-introspect's introspection client.
+client=$(curl -fsS "http://127.0.0.1:$jwt_port/register" -H "Authorization: Bearer $registration_token" \
+  -H 'Content-Type: application/json' \
+  -d '{"client_name":"bench","grant_types":["client_credentials"],"scope":"mcp:read mcp:math"}')
+client_id=$(sed 's/.*"client_id":"\([^"]*\)".*/\1/' <<<"$client")
+client_secret=$(sed 's/.*"client_secret":"\([^"]*\)".*/\1/' <<<"$client")
+token=$(curl -fsS "http://127.0.0.1:$jwt_port/token" -u "$client_id:$client_secret" \
+  -d grant_type=client_credentials -d "resource=http://127.0.0.1:$jwt_port/demo/mcp" |
+  sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+
+# Tokens name gw-jwt's public URL as their audience, so the other two
+# gateways with auth publish the same public URL.
+start_gateway gw-introspect $((base + 5)) "auth:
+  introspection:
+    - url: http://127.0.0.1:$jwt_port/introspect
+      issuer: http://127.0.0.1:$jwt_port
+      client_id: $client_id
+      client_secret: $client_secret
+$policy" "$jwt_port"
+introspect_pid=${pids[-1]}
+start_gateway gw-jwt-2w $((base + 6)) "authorization_server:
+  data_dir: $work/as
+  registration: disabled
+  users: []
+$policy" "$jwt_port" 2
+jwt2_pid=${pids[-1]}
+
+names=(direct nginx pingora gw-open gw-jwt gw-introspect gw-jwt-2w)
+urls=("http://127.0.0.1:$base/mcp")
+for port in $(seq $((base + 1)) $((base + 6))); do urls+=("http://127.0.0.1:$port/demo/mcp"); done
+urls[1]="http://127.0.0.1:$((base + 1))/mcp"
+urls[2]="http://127.0.0.1:$((base + 2))/mcp"
+tokens=("" "" "" "" "$token" "$token" "$token")
+procs=("$upstream_pid" "$nginx_pid" "$pingora_pid" "$open_pid" "$jwt_pid" "$introspect_pid" "$jwt2_pid")
+
+cpu_ticks() { # pid (and, for nginx, its worker) -> user + system ticks
   local total=0 p
-  for p in "$@"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+  for p in "$1" $(pgrep -P "$1" || true); do total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
   echo "$total"
 }
 
-measure() { # url token pids... -> "requests cpu_ticks p50_us p99_us errors"
-  local before after line url=$1 tok=$2
-  shift 2
-  before=$(cpu_ticks "$@")
-  line=$(TOKEN=$tok wrk -t1 -c"$conns" -d"${duration}s" -s bench/tools_call.lua "$url" | grep '^RESULT')
-  after=$(cpu_ticks "$@")
+measure() { # target connections -> "requests ticks p50_us p99_us errors"
+  local before after line
+  before=$(cpu_ticks "${procs[$1]}")
+  line=$(TOKEN=${tokens[$1]} wrk -t1 -c"$2" -d"${duration}s" -s bench/tools_call.lua "${urls[$1]}" | grep '^RESULT')
+  after=$(cpu_ticks "${procs[$1]}")
   sed 's/.*requests=\([0-9]*\) errors=\([0-9]*\).*/\1 \2/' <<<"$line" | {
     read -r requests errors
     echo "$requests $((after - before)) $(sed 's/.*p50_us=\([0-9]*\) p99_us=\([0-9]*\).*/\1 \2/' <<<"$line") $errors"
   }
 }
 
-names=(direct gateway gateway+auth)
-urls=("$upstream" "http://127.0.0.1:$open_port/demo/mcp" "http://127.0.0.1:$auth_port/demo/mcp")
-tokens=("" "" "$token")
-pids=("$pid" "$pid" "$pid")
-declare -a req=(0 0 0 0) cpu=(0 0 0 0) p50=("" "" "" "") p99=("" "" "" "") err=(0 0 0 0)
-
-# nginx as a plain reverse proxy to the same upstream (one worker process,
-# keep-alive to the upstream), when it is installed: its CPU is measured
-# alone, against the gateway's own share (gateway process minus direct).
-nginx_bin=$(command -v nginx || ls /usr/sbin/nginx 2>/dev/null || true)
-if [ -n "$nginx_bin" ]; then
-  ngx=$(mktemp -d)
-  nginx_port=$((open_port + 2))
-  up_hostport=$(sed 's|^http://\([^/]*\).*|\1|' <<<"$upstream")
-  up_path=$(sed 's|^http://[^/]*||' <<<"$upstream")
-  cat >"$ngx/nginx.conf" <<NGINX
-worker_processes 1;
-pid $ngx/nginx.pid;
-error_log $ngx/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $ngx; proxy_temp_path $ngx; fastcgi_temp_path $ngx; uwsgi_temp_path $ngx; scgi_temp_path $ngx;
-  upstream mcp { server $up_hostport; keepalive 32; }
-  server {
-    listen 127.0.0.1:$nginx_port;
-    location / { proxy_pass http://mcp; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $up_hostport; proxy_buffering off; }
-  }
-}
-NGINX
-  "$nginx_bin" -c "$ngx/nginx.conf" -g 'daemon off;' &
-  nginx_pid=$!
-  trap 'kill $pid $nginx_pid 2>/dev/null; rm -rf "$log" "$ngx"' EXIT
-  for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$nginx_port") 2>/dev/null && break; sleep 0.1; done
-  names+=(nginx); urls+=("http://127.0.0.1:$nginx_port$up_path"); tokens+=("")
-  pids+=("$nginx_pid $(pgrep -P "$nginx_pid" | tr '\n' ' ')")
-fi
 targets=$(seq 0 $((${#names[@]} - 1)))
-for i in $targets; do TOKEN=${tokens[$i]} wrk -t1 -c"$conns" -d2s -s bench/tools_call.lua "${urls[$i]}" >/dev/null; done   # warm-up
+for i in $targets; do   # warm-up, and a check that every target answers 200
+  line=$(TOKEN=${tokens[$i]} wrk -t1 -c"$conns" -d2s -s bench/tools_call.lua "${urls[$i]}" | grep '^RESULT')
+  grep -q ' errors=0' <<<"$line" || { echo "${names[$i]} failed its warm-up: $line (logs in $work)" >&2; exit 1; }
+done
+declare -a req cpu p50 p99 err lat50 lat99
+for i in $targets; do req[i]=0; cpu[i]=0; err[i]=0; p50[i]=""; p99[i]=""; done
 for _ in $(seq "$rounds"); do
   for i in $targets; do
-    # shellcheck disable=SC2086 # a target's pids are a list
-    read -r r c a b e <<<"$(measure "${urls[$i]}" "${tokens[$i]}" ${pids[$i]})"
+    read -r r c a b e <<<"$(measure "$i" "$conns")"
     req[i]=$((req[i] + r)); cpu[i]=$((cpu[i] + c)); err[i]=$((err[i] + e))
     p50[i]="${p50[i]} $a"; p99[i]="${p99[i]} $b"
   done
 done
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
-results=()
 for i in $targets; do
-  seconds=$((duration * rounds))
-  results[i]="${names[$i]} rps=$((req[i] / seconds)) p50_us=$(median "${p50[i]}") p99_us=$(median "${p99[i]}") requests=${req[i]} errors=${err[i]} cpu_us_per_req=$((cpu[i] * 1000000 / ticks / req[i]))"
+  read -r r _ a b e <<<"$(measure "$i" 1)"
+  lat50[i]=$a; lat99[i]=$b; err[i]=$((err[i] + e))
 done
-a=${results[0]}; b=${results[1]}; c=${results[2]}
-printf "%s\n" "${results[@]}"
-field() { sed "s/.* $2=\([0-9]*\).*/\1/" <<<"$1"; }
-awk -v ar="$(field "$a" rps)" -v br="$(field "$b" rps)" -v cr="$(field "$c" rps)" \
-    -v a50="$(field "$a" p50_us)" -v b50="$(field "$b" p50_us)" -v c50="$(field "$c" p50_us)" \
-    -v ac="$(field "$a" cpu_us_per_req)" -v bc="$(field "$b" cpu_us_per_req)" -v cc="$(field "$c" cpu_us_per_req)" 'BEGIN {
-  printf "throughput: gateway/direct %.2f, gateway+auth/gateway %.2f\n", br / ar, cr / br
-  printf "p50 latency: direct %d us, gateway %d us, gateway+auth %d us\n", a50, b50, c50
-  printf "CPU per request: direct %d us, gateway %d us, gateway+auth %d us\n", ac, bc, cc
-  printf "auth+policy adds %d us per request: %.1f%% of the unauthenticated proxy path (%d us), %.1f%% of the gateway share (%d us)\n", cc - bc, 100 * (cc - bc) / bc, bc, 100 * (cc - bc) / (bc - ac), bc - ac
-}'
-if [ -n "$nginx_bin" ]; then
-  n=${results[3]}
-  awk -v nc="$(field "$n" cpu_us_per_req)" -v nr="$(field "$n" rps)" -v cr="$(field "$c" rps)" \
-      -v ac="$(field "$a" cpu_us_per_req)" -v cc="$(field "$c" cpu_us_per_req)" 'BEGIN {
-    printf "nginx: %d us CPU per request (its own processes); gateway+auth share %d us: %.1fx nginx; throughput gateway+auth/nginx %.2f\n", nc, cc - ac, (cc - ac) / nc, cr / nr
+
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+seconds=$((duration * rounds))
+echo "# $(date -u +%F), $(nproc) cores, $duration s x $rounds rounds, $conns connections (latency: 1 connection)"
+printf "%-14s %8s %8s %8s %8s %7s %8s %8s %8s %8s\n" target req/s p50_us p99_us cpu_us "x nginx" "rps/ngx" "c1_p50" "c1_p99" errors
+nginx_cpu=$(awk -v c="${cpu[1]}" -v r="${req[1]}" -v t="$ticks" 'BEGIN {print c * 1e6 / t / r}')
+nginx_rps=$((req[1] / seconds))
+for i in $targets; do
+  awk -v name="${names[$i]}" -v r="${req[$i]}" -v c="${cpu[$i]}" -v t="$ticks" -v s="$seconds" \
+      -v p50="$(median "${p50[$i]}")" -v p99="$(median "${p99[$i]}")" -v l50="${lat50[$i]}" -v l99="${lat99[$i]}" \
+      -v e="${err[$i]}" -v ncpu="$nginx_cpu" -v nrps="$nginx_rps" 'BEGIN {
+    cpu = c * 1e6 / t / r
+    printf "%-14s %8d %8d %8d %8.1f %7.2f %8.2f %8d %8d %8d\n", name, r / s, p50, p99, cpu, cpu / ncpu, r / s / nrps, l50, l99, e
   }'
-else
-  echo "nginx is not installed (apt-get install -y nginx-light): no nginx comparison" >&2
-fi
-if grep -q 'errors=[1-9]' <<<"${results[*]}"; then echo "some requests failed (non-200 or socket errors)" >&2; exit 1; fi
+done
+echo "latency added over direct (p50/p99, us):"
+for i in $(seq 1 $((${#names[@]} - 1))); do
+  printf "  %-14s 1 connection +%d/+%d, %d connections +%d/+%d\n" "${names[$i]}" \
+    $((lat50[i] - lat50[0])) $((lat99[i] - lat99[0])) "$conns" \
+    $(($(median "${p50[$i]}") - $(median "${p50[0]}"))) $(($(median "${p99[$i]}") - $(median "${p99[0]}")))
+done
+awk -v o="${cpu[3]}" -v or="${req[3]}" -v j="${cpu[4]}" -v jr="${req[4]}" -v t="$ticks" \
+    -v r1="${req[4]}" -v r2="${req[6]}" 'BEGIN {
+  printf "auth + policy add %.1f us per request over gw-open; two workers serve %.2fx one\n", j * 1e6 / t / jr - o * 1e6 / t / or, r2 / r1
+}'
+failed=0
+for i in $targets; do [ "${err[$i]}" = 0 ] || failed=1; done
+[ "$failed" = 0 ] || { echo "some requests failed (non-200 or socket errors); logs in $work" >&2; exit 1; }
