@@ -254,6 +254,9 @@ impl McpPost {
 /// and case-folding without being it (`Tools/Call`). The gateway checks
 /// exact names; such a name would pass its policy as an unknown method.
 fn checked_method_name(name: &str) -> Result<&str, McpError> {
+    if CLIENT_METHODS.contains(&name) {
+        return Ok(name);
+    }
     let shown = || name.escape_default().to_string();
     if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(McpError::InvalidRequest(format!(
