@@ -26,21 +26,22 @@ const HOP_BY_HOP: &[&str] = &[
 
 /// Client credentials for the gateway, never passed to the upstream: the
 /// upstream must not be able to replay a user's token or session cookie.
-const CLIENT_CREDENTIALS: &[HeaderName] = &[
-    header::AUTHORIZATION,
-    header::PROXY_AUTHORIZATION,
-    header::COOKIE,
-];
+const CLIENT_CREDENTIALS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
 
-/// The hop-by-hop fields present in `headers`, including any the
-/// `Connection` header names (usually none: then nothing is allocated, as
-/// this runs twice per proxied request).
-fn hop_by_hop_present(headers: &http::HeaderMap) -> Vec<HeaderName> {
-    let mut present: Vec<HeaderName> = HOP_BY_HOP
-        .iter()
-        .filter(|name| headers.contains_key(**name))
-        .map(|name| HeaderName::from_static(name))
-        .collect();
+/// The fields of `headers` that are in `names` or that a `Connection`
+/// header names (when `names` has `Connection`), each once. One pass over
+/// the message's fields, and nothing allocated when none is present: this
+/// runs three times per proxied call (issue 17's profile).
+fn present_of(headers: &http::HeaderMap, names: &[&str]) -> Vec<HeaderName> {
+    let mut present: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if names.contains(&name.as_str()) && !present.contains(name) {
+            present.push(name.clone());
+        }
+    }
+    if !present.contains(&header::CONNECTION) {
+        return present;
+    }
     let listed = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -53,6 +54,12 @@ fn hop_by_hop_present(headers: &http::HeaderMap) -> Vec<HeaderName> {
         }
     }
     present
+}
+
+/// The hop-by-hop fields present in `headers`, including any the
+/// `Connection` header names.
+fn hop_by_hop_present(headers: &http::HeaderMap) -> Vec<HeaderName> {
+    present_of(headers, HOP_BY_HOP)
 }
 
 /// Rewrites a copy of the client's request head into the upstream's: the
@@ -70,10 +77,8 @@ pub fn rewrite_for_upstream(
     for name in hop_by_hop_present(&req.headers) {
         req.remove_header(&name);
     }
-    for name in CLIENT_CREDENTIALS {
-        if req.headers.contains_key(name) {
-            req.remove_header(name);
-        }
+    for name in present_of(&req.headers, CLIENT_CREDENTIALS) {
+        req.remove_header(&name);
     }
     let path = route.upstream_path(req.uri.path(), req.uri.query());
     let uri = path.parse::<http::Uri>().map_err(|e| {
