@@ -6,11 +6,13 @@
 //! re-serialises: the proxy forwards the original bytes, so what the upstream
 //! parses is exactly what was inspected. Nothing here touches HTTP or tokens.
 
+mod read;
 pub mod strict_json;
 pub mod tools_list;
 
+use read::{Body, Item, Params, Scalar};
 use serde_json::Value;
-use strict_json::{parse_strict_to_depth, StrictJsonError};
+use strict_json::{parse_with, StrictJsonError};
 
 /// The methods MCP clients send to servers (2025-06-18 to 2026-07-28):
 /// policy rules for other methods never apply, and metrics label any other
@@ -159,18 +161,11 @@ impl McpPost {
     /// Reads a POST body, refusing anything the upstream could read
     /// differently (see [`strict_json`]).
     pub fn parse(body: &[u8]) -> Result<Self, InvalidPost> {
-        let refuse = |error: McpError, id: Option<&Value>| InvalidPost {
+        let refuse = |error: McpError, id: Option<Value>| InvalidPost {
             error,
-            id: id
-                .filter(|id| id.is_string() || id.is_i64() || id.is_u64())
-                .cloned()
-                .unwrap_or(Value::Null),
+            id: id.unwrap_or(Value::Null),
         };
-        // Kept: the messages, their fields and the fields of their
-        // `params` (one level more in a batch); deeper values are checked
-        // but not built.
-        let batch = body.iter().find(|b| !b" \t\r\n".contains(b)) == Some(&b'[');
-        let doc = parse_strict_to_depth(body, if batch { 3 } else { 2 }).map_err(|e| match e {
+        let doc = parse_with(body, read::BodySeed).map_err(|e| match e {
             StrictJsonError::Syntax(m) => refuse(McpError::Parse(m), None),
             StrictJsonError::DuplicateKey(k) => refuse(
                 McpError::InvalidRequest(format!(
@@ -180,10 +175,10 @@ impl McpPost {
             ),
         })?;
         match doc {
-            Value::Array(items) if items.is_empty() => {
+            Body::Batch(items) if items.is_empty() => {
                 Err(refuse(McpError::InvalidRequest("empty batch".into()), None))
             }
-            Value::Array(items) => Ok(Self {
+            Body::Batch(items) => Ok(Self {
                 messages: items
                     .iter()
                     .map(read_message)
@@ -191,10 +186,16 @@ impl McpPost {
                     .map_err(|e| refuse(e, None))?,
                 is_batch: true,
             }),
-            other => Ok(Self {
-                messages: vec![read_message(&other).map_err(|e| refuse(e, other.get("id")))?],
-                is_batch: false,
-            }),
+            Body::Single(item) => {
+                let id = match &item {
+                    Item::Object(m) => m.id.as_ref().and_then(Scalar::as_id),
+                    Item::NotObject => None,
+                };
+                Ok(Self {
+                    messages: vec![read_message(&item).map_err(|e| refuse(e, id))?],
+                    is_batch: false,
+                })
+            }
         }
     }
 
@@ -274,42 +275,37 @@ fn checked_method_name(name: &str) -> Result<&str, McpError> {
     Ok(name)
 }
 
-fn read_message(value: &Value) -> Result<RpcMessage, McpError> {
+fn read_message(item: &Item<'_>) -> Result<RpcMessage, McpError> {
     let invalid = |m: &str| McpError::InvalidRequest(m.to_owned());
-    let obj = value
-        .as_object()
-        .ok_or_else(|| invalid("a JSON-RPC message must be an object"))?;
-    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+    let Item::Object(message) = item else {
+        return Err(invalid("a JSON-RPC message must be an object"));
+    };
+    if message.jsonrpc.as_ref().and_then(Scalar::as_str) != Some("2.0") {
         return Err(invalid("`jsonrpc` must be \"2.0\""));
     }
-    let id = match obj.get("id") {
+    let id = match &message.id {
         None => None,
-        Some(id @ Value::String(_)) => Some(id.clone()),
-        Some(id @ Value::Number(n)) if n.is_i64() || n.is_u64() => Some(id.clone()),
-        Some(_) => return Err(invalid("`id` must be a string or an integer")),
+        Some(id) => Some(
+            id.as_id()
+                .ok_or_else(|| invalid("`id` must be a string or an integer"))?,
+        ),
     };
-    let method = match obj.get("method") {
+    let method = match &message.method {
         None => None,
-        Some(Value::String(m)) => Some(checked_method_name(m)?.to_owned()),
+        Some(Scalar::Str(m)) => Some(checked_method_name(m)?.to_owned()),
         Some(_) => return Err(invalid("`method` must be a string")),
     };
-    let params = obj.get("params");
-    if !matches!(
-        params,
-        None | Some(Value::Object(_)) | Some(Value::Array(_))
-    ) {
+    if message.params == Params::Other {
         return Err(invalid("`params` must be an object"));
     }
-    let is_response = obj.contains_key("result") || obj.contains_key("error");
-    let kind = match (&method, &id, is_response) {
+    let (has_result, has_error) = (message.has_result, message.has_error);
+    let kind = match (&method, &id, has_result || has_error) {
         (Some(_), Some(_), false) => MessageKind::Request,
         (Some(_), None, false) => MessageKind::Notification,
-        (None, Some(_), true) if obj.contains_key("result") != obj.contains_key("error") => {
-            MessageKind::Response
-        }
+        (None, Some(_), true) if has_result != has_error => MessageKind::Response,
         _ => return Err(invalid("not a JSON-RPC request, notification or response")),
     };
-    let subject = named_subject(method.as_deref(), params)?;
+    let subject = named_subject(method.as_deref(), &message.params)?;
     let tool = subject
         .clone()
         .filter(|_| method.as_deref() == Some("tools/call"));
@@ -325,13 +321,12 @@ fn read_message(value: &Value) -> Result<RpcMessage, McpError> {
 /// What a method names, for the methods that name something (the tool of
 /// `tools/call`, the resource of `resources/read`, ...): `params.<field>`
 /// as a string of at most `MAX_NAME_CHARS` characters.
-fn named_subject(method: Option<&str>, params: Option<&Value>) -> Result<Option<String>, McpError> {
+fn named_subject(method: Option<&str>, params: &Params<'_>) -> Result<Option<String>, McpError> {
     let Some((method, field)) = NAMED_BY.iter().find(|(m, _)| Some(*m) == method) else {
         return Ok(None);
     };
     params
-        .and_then(|p| p.get(*field))
-        .and_then(Value::as_str)
+        .named(field)
         .filter(|v| v.chars().count() <= MAX_NAME_CHARS)
         .map(|v| Some(v.to_owned()))
         .ok_or_else(|| {

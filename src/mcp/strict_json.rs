@@ -24,18 +24,19 @@ pub enum StrictJsonError {
 
 /// Parses `bytes` as one JSON document, refusing duplicate object keys.
 pub fn parse_strict(bytes: &[u8]) -> Result<Value, StrictJsonError> {
-    parse_strict_to_depth(bytes, usize::MAX)
+    parse_with(bytes, StrictValue)
 }
 
-/// Like [`parse_strict`], checking the whole document the same way, but
-/// keeping only the objects and arrays nested fewer than `depth` levels
-/// deep: one at that depth comes back empty (an object stays an object).
-/// What the caller never reads (a tool's arguments, `_meta`) is then
-/// checked without being built, which is most of the cost of a small body.
-pub fn parse_strict_to_depth(bytes: &[u8], depth: usize) -> Result<Value, StrictJsonError> {
+/// Reads `bytes` as one JSON document with `seed`, which must check what
+/// it does not keep with [`Checked`] and the keys of every object it reads
+/// with [`SeenKeys`], so that the whole document meets the rules above
+/// whatever the seed builds of it.
+pub(super) fn parse_with<'de, S: DeserializeSeed<'de>>(
+    bytes: &'de [u8],
+    seed: S,
+) -> Result<S::Value, StrictJsonError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = StrictValue { depth }
-        .deserialize(&mut de)
+    seed.deserialize(&mut de)
         .and_then(|v| de.end().map(|()| v))
         .map_err(|e| {
             let text = e.to_string();
@@ -45,25 +46,23 @@ pub fn parse_strict_to_depth(bytes: &[u8], depth: usize) -> Result<Value, Strict
                 ),
                 _ => StrictJsonError::Syntax(text),
             }
-        })?;
-    Ok(value)
+        })
 }
 
 const DUPLICATE_PREFIX: &str = "duplicate key ";
 
-fn duplicate<E: de::Error>(key: &str) -> E {
+/// The error of a key seen twice in one object.
+pub(super) fn duplicate<E: de::Error>(key: &str) -> E {
     E::custom(format_args!("{DUPLICATE_PREFIX}`{key}`"))
 }
 
-fn finite<E: de::Error>(v: f64) -> Result<Number, E> {
+/// `v` as a JSON number, refusing what JSON cannot hold.
+pub(super) fn finite<E: de::Error>(v: f64) -> Result<Number, E> {
     Number::from_f64(v).ok_or_else(|| E::custom("number out of range"))
 }
 
-/// Seed that builds a [`Value`] while checking keys, keeping containers
-/// `depth` levels deep or less.
-struct StrictValue {
-    depth: usize,
-}
+/// Seed that builds a [`Value`] while checking keys.
+struct StrictValue;
 
 impl<'de> DeserializeSeed<'de> for StrictValue {
     type Value = Value;
@@ -100,30 +99,20 @@ impl<'de> Visitor<'de> for StrictValue {
     fn visit_unit<E>(self) -> Result<Value, E> {
         Ok(Value::Null)
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
-        let Some(depth) = self.depth.checked_sub(1) else {
-            Checked.visit_seq(seq)?;
-            return Ok(Value::Array(Vec::new()));
-        };
-        let mut seq = seq;
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::new();
-        while let Some(item) = seq.next_element_seed(StrictValue { depth })? {
+        while let Some(item) = seq.next_element_seed(StrictValue)? {
             items.push(item);
         }
         Ok(Value::Array(items))
     }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Value, A::Error> {
-        let Some(depth) = self.depth.checked_sub(1) else {
-            Checked.visit_map(map)?;
-            return Ok(Value::Object(Map::new()));
-        };
-        let mut map = map;
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut object = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             if object.contains_key(&key) {
                 return Err(duplicate(&key));
             }
-            let value = map.next_value_seed(StrictValue { depth })?;
+            let value = map.next_value_seed(StrictValue)?;
             object.insert(key, value);
         }
         Ok(Value::Object(object))
@@ -131,7 +120,7 @@ impl<'de> Visitor<'de> for StrictValue {
 }
 
 /// Seed that checks a value like [`StrictValue`] and keeps nothing of it.
-struct Checked;
+pub(super) struct Checked;
 
 impl<'de> DeserializeSeed<'de> for Checked {
     type Value = ();
@@ -184,7 +173,7 @@ impl<'de> Visitor<'de> for Checked {
 /// The keys of one object so far: a short list while it is small (most
 /// are), a hash set once it is not, so a huge object stays linear.
 #[derive(Default)]
-struct SeenKeys<'de> {
+pub(super) struct SeenKeys<'de> {
     few: Vec<Cow<'de, str>>,
     many: HashSet<Cow<'de, str>>,
 }
@@ -193,7 +182,7 @@ impl<'de> SeenKeys<'de> {
     const FEW: usize = 16;
 
     /// Adds `key`, or hands it back when it was there already.
-    fn insert(&mut self, key: Cow<'de, str>) -> Option<Cow<'de, str>> {
+    pub(super) fn insert(&mut self, key: Cow<'de, str>) -> Option<Cow<'de, str>> {
         if self.many.is_empty() && self.few.len() < Self::FEW {
             if self.few.contains(&key) {
                 return Some(key);
@@ -212,8 +201,9 @@ impl<'de> SeenKeys<'de> {
     }
 }
 
-/// An object key, borrowed from the body unless it had escapes.
-struct KeySeed;
+/// An object key, or a string value, borrowed from the body unless it had
+/// escapes.
+pub(super) struct KeySeed;
 
 impl<'de> DeserializeSeed<'de> for KeySeed {
     type Value = Cow<'de, str>;
@@ -305,45 +295,15 @@ mod tests {
     }
 
     #[test]
-    fn a_shallow_parse_checks_what_it_does_not_keep() {
-        let body = br#"{"params":{"name":"add","arguments":{"a":1,"nested":{"x":1,"x":2}}}}"#;
-        assert!(matches!(
-            parse_strict_to_depth(body, 2),
-            Err(StrictJsonError::DuplicateKey(k)) if k == "`x`"
-        ));
-        let escaped = br#"{"params":{"arguments":{"name":"a","n\u0061me":"b"}}}"#;
-        assert!(matches!(
-            parse_strict_to_depth(escaped, 1),
-            Err(StrictJsonError::DuplicateKey(_))
-        ));
-        for body in [&br#"{"a":{"b":[1e999]}}"#[..], br#"{"a":{"b":[1,]}}"#] {
-            assert!(matches!(
-                parse_strict_to_depth(body, 1),
-                Err(StrictJsonError::Syntax(_))
-            ));
-        }
-    }
-
-    #[test]
-    fn a_shallow_parse_keeps_the_kind_of_what_it_drops() {
-        let body = br#"{"params":{"name":"add","arguments":{"a":1},"list":[1]},"id":7}"#;
-        let v = parse_strict_to_depth(body, 2).unwrap();
-        assert_eq!(v["params"]["name"], "add");
-        assert_eq!(v["params"]["arguments"], serde_json::json!({}));
-        assert_eq!(v["params"]["list"], serde_json::json!([]));
-        assert_eq!(v["id"], 7);
-    }
-
-    #[test]
     fn duplicates_are_found_in_objects_of_any_size() {
         let keys: Vec<String> = (0..5000).map(|i| format!("\"k{i}\":{i}")).collect();
         let unique = format!("{{\"a\":{{{}}}}}", keys.join(","));
-        assert!(parse_strict_to_depth(unique.as_bytes(), 1).is_ok());
+        assert!(parse_strict(unique.as_bytes()).is_ok());
         for repeated in ["k3", "k4999", "k20"] {
             let body = format!("{{\"a\":{{{},\"{repeated}\":0}}}}", keys.join(","));
             assert!(
                 matches!(
-                    parse_strict_to_depth(body.as_bytes(), 1),
+                    parse_strict(body.as_bytes()),
                     Err(StrictJsonError::DuplicateKey(_))
                 ),
                 "{repeated}"

@@ -188,3 +188,58 @@ fn method_names_that_could_be_read_as_another_are_refused() {
         assert!(parse(&body).is_ok(), "{method}");
     }
 }
+
+/// The parts of a body the gateway does not keep (arguments, `_meta`,
+/// results) are held to the same strict rules as the parts it reads.
+#[test]
+fn what_is_not_kept_is_checked_all_the_same() {
+    for body in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"a":2}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","_meta":{"x":[{"k":1,"k\u0000":2,"k":3}]}}}"#,
+        r#"[{"jsonrpc":"2.0","id":"s","result":{"content":[],"content":[]}}]"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping","m\u0065thod":"tools/call"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","n\u0061me":"danger"}}"#,
+    ] {
+        let err = parse(body).unwrap_err();
+        assert!(
+            matches!(&err, McpError::InvalidRequest(m) if m.contains("duplicate object key")),
+            "{body}: {err}"
+        );
+    }
+    for body in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"a":1e999}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":[1,]}}"#,
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"x\":\"\\ud800\"}",
+    ] {
+        assert_eq!(parse(body).unwrap_err().code(), -32700, "{body}");
+    }
+}
+
+/// Fields are read by their decoded names and values, as any JSON parser
+/// reads them; an `id` is a string or an integer of either sign.
+#[test]
+fn escaped_names_and_ids_are_read_as_decoded() {
+    let post = parse(
+        r#"{"jsonrpc":"2\u002e0","\u0069d":-7,"method":"tools\/call","params":{"n\u0061me":"\u0061dd"}}"#,
+    )
+    .unwrap();
+    let m = &post.messages[0];
+    assert_eq!(
+        (m.id.clone(), m.method.as_deref(), m.tool.as_deref()),
+        (Some(serde_json::json!(-7)), Some("tools/call"), Some("add"))
+    );
+    let big = parse(r#"{"jsonrpc":"2.0","id":18446744073709551615,"method":"ping"}"#).unwrap();
+    assert_eq!(
+        big.response_id(),
+        serde_json::json!(18446744073709551615u64)
+    );
+    for body in [
+        r#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#,
+        r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":null}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":"x"}"#,
+        r#"[[{"jsonrpc":"2.0","id":1,"method":"ping"}]]"#,
+    ] {
+        assert_eq!(parse(body).unwrap_err().code(), -32600, "{body}");
+    }
+}
