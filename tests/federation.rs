@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::authserver::no_redirects;
 use common::browser::{pkce, query, Browser, Page};
 use common::e2e::{node22, run_client};
 use common::oauth_client::OAuthClient;
@@ -93,11 +94,7 @@ upstreams:
             idp,
             _upstream: upstream,
             gw,
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
+            http: no_redirects(),
             data_dir,
         }
     }
@@ -707,10 +704,7 @@ upstreams:
         up = upstream.addr,
     );
     let gw = Gateway::start_yaml(&yaml).await;
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let http = no_redirects();
     let doc: Value = http
         .post(gw.url("/register"))
         .json(&json!({"client_name": "gh app", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none",
@@ -807,10 +801,7 @@ upstreams:
         up = upstream.addr,
     );
     let gw = Gateway::start_yaml(&yaml).await;
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let http = no_redirects();
     let app = OAuthClient::register(&gw.url(""), &gw.url("/demo/mcp"), "app", REDIRECT).await;
     for (forgery, why) in [
         (Forgery::WrongAudience, "audience"),
