@@ -173,7 +173,10 @@ fn serve(config: Config, demo_upstream: Option<SocketAddr>) -> ExitCode {
     let in_flight = proxy::InFlight::new();
     let server = match server::build(&config, in_flight.clone()) {
         Ok(s) => s,
-        Err(e) => return fail(&format!("cannot start: {e}")),
+        Err(e) => {
+            telemetry::flush_logs();
+            return fail(&format!("cannot start: {e}"));
+        }
     };
     for up in &config.upstreams {
         tracing::info!(upstream = %up.name, public = %config.public_url.join(&up.path), target = %up.target.url, "route");

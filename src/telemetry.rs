@@ -5,26 +5,50 @@
 
 use crate::config::LogFormat;
 use std::io::IsTerminal;
+use std::sync::Mutex;
+use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber; later calls are ignored (tests start
 /// several gateways in one process).
+///
+/// Lines go to stderr through a writer thread (`tracing-appender`): a proxy
+/// worker formats its line and queues it, and the writer thread writes what
+/// has queued up in one go and flushes whenever the queue is empty, so a
+/// quiet gateway's lines appear at once and a busy one's cost a write per
+/// batch, not per line. The queue is not lossy: when it is full (128k
+/// lines), the logging thread waits rather than drop an audit line.
+/// [`flush_logs`] writes out what is queued before the process exits.
 pub fn init(format: LogFormat, default_level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(default_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("mcpgw-log-writer")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     // Colours only on a terminal: a log file or collector gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let installed = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Pretty => builder.try_init(),
     };
-    if installed.is_err() {
-        tracing::debug!("a tracing subscriber was already installed");
+    match installed {
+        Ok(()) => *WRITER.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard),
+        Err(_) => tracing::debug!("a tracing subscriber was already installed"),
     }
+}
+
+/// The writer thread's guard: dropping it writes out the queue and stops it.
+static WRITER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
+
+/// Writes out every queued log line and stops the writer thread; called
+/// right before the process exits (later lines are not written).
+pub fn flush_logs() {
+    drop(WRITER.lock().unwrap_or_else(|e| e.into_inner()).take());
 }
 
 /// The request id of a request: the client's `X-Request-Id` when it is 1-128

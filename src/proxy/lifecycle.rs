@@ -95,6 +95,7 @@ pub fn run_until_terminated(server: Server, in_flight: Arc<InFlight>) -> ! {
         shutdown_signal: Box::new(DrainOnTerminate { in_flight }),
     });
     tracing::info!("gateway stopped");
+    crate::telemetry::flush_logs();
     std::process::exit(0)
 }
 
@@ -140,6 +141,7 @@ fn exit_when_drained(in_flight: Arc<InFlight>) {
             std::thread::sleep(Duration::from_millis(25));
         }
         tracing::info!("all in-flight requests finished; exiting");
+        crate::telemetry::flush_logs();
         std::process::exit(0);
     });
 }
