@@ -15,9 +15,9 @@
 #   gw-introspect the gateway checking the same token by RFC 7662
 #                introspection at gw-jwt's /introspect (cached after first use)
 #   gw-jwt-2w    gw-jwt's configuration with two worker threads
-# Every proxy runs one worker thread or process but gw-jwt-2w. After the
-# rounds at [connections], one more run per target at one connection gives
-# the latency a single client sees. Prints req/s, p50, p99 and CPU-µs per
+# Every proxy runs one worker thread or process but gw-jwt-2w. Each round
+# also runs every target at one connection, for the latency a single client
+# sees (medians over the rounds). Prints req/s, p50, p99 and CPU-µs per
 # request, the ratios to nginx and the latency each proxy adds over direct;
 # exits non-zero if any request failed.
 # Needs wrk and nginx (apt-get install -y wrk nginx-light).
@@ -63,12 +63,12 @@ NGINX
   wait_port "$2"
 }
 
-start_gateway() { # name port yaml-tail: a gateway process on port
+start_gateway() { # name port yaml-tail [public-port] [workers] [logging]: a gateway process on port
   cat >"$work/$1.yaml" <<YAML
 public_url: http://127.0.0.1:${4:-$2}
 listen: 127.0.0.1:$2
 server: { worker_threads: ${5:-1}, config_watch_interval: 0s }
-logging: { level: warn }
+logging: ${6:-{ level: warn \}}
 limits: { max_connections_per_address: 0 }
 $3
 YAML
@@ -134,14 +134,20 @@ start_gateway gw-jwt-2w $((base + 6)) "authorization_server:
   users: []
 $policy" "$jwt_port" 2
 jwt2_pid=${pids[-1]}
+start_gateway gw-jwt-audit $((base + 7)) "authorization_server:
+  data_dir: $work/as
+  registration: disabled
+  users: []
+$policy" "$jwt_port" 1 "{ level: info, format: json }"
+audit_pid=${pids[-1]}
 
-names=(direct nginx pingora gw-open gw-jwt gw-introspect gw-jwt-2w)
+names=(direct nginx pingora gw-open gw-jwt gw-introspect gw-jwt-2w gw-jwt-audit)
 urls=("http://127.0.0.1:$base/mcp")
-for port in $(seq $((base + 1)) $((base + 6))); do urls+=("http://127.0.0.1:$port/demo/mcp"); done
+for port in $(seq $((base + 1)) $((base + 7))); do urls+=("http://127.0.0.1:$port/demo/mcp"); done
 urls[1]="http://127.0.0.1:$((base + 1))/mcp"
 urls[2]="http://127.0.0.1:$((base + 2))/mcp"
-tokens=("" "" "" "" "$token" "$token" "$token")
-procs=("$upstream_pid" "$nginx_pid" "$pingora_pid" "$open_pid" "$jwt_pid" "$introspect_pid" "$jwt2_pid")
+tokens=("" "" "" "" "$token" "$token" "$token" "$token")
+procs=("$upstream_pid" "$nginx_pid" "$pingora_pid" "$open_pid" "$jwt_pid" "$introspect_pid" "$jwt2_pid" "$audit_pid")
 
 cpu_ticks() { # pid (and, for nginx, its worker) -> user + system ticks
   local total=0 p
@@ -161,25 +167,26 @@ measure() { # target connections -> "requests ticks p50_us p99_us errors"
 }
 
 targets=$(seq 0 $((${#names[@]} - 1)))
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 for i in $targets; do   # warm-up, and a check that every target answers 200
   line=$(TOKEN=${tokens[$i]} wrk -t1 -c"$conns" -d2s -s bench/tools_call.lua "${urls[$i]}" | grep '^RESULT')
   grep -q ' errors=0' <<<"$line" || { echo "${names[$i]} failed its warm-up: $line (logs in $work)" >&2; exit 1; }
 done
 declare -a req cpu p50 p99 err lat50 lat99
-for i in $targets; do req[i]=0; cpu[i]=0; err[i]=0; p50[i]=""; p99[i]=""; done
+for i in $targets; do req[i]=0; cpu[i]=0; err[i]=0; p50[i]=""; p99[i]=""; lat50[i]=""; lat99[i]=""; done
 for _ in $(seq "$rounds"); do
   for i in $targets; do
     read -r r c a b e <<<"$(measure "$i" "$conns")"
     req[i]=$((req[i] + r)); cpu[i]=$((cpu[i] + c)); err[i]=$((err[i] + e))
     p50[i]="${p50[i]} $a"; p99[i]="${p99[i]} $b"
   done
+  for i in $targets; do
+    read -r _ _ a b e <<<"$(measure "$i" 1)"
+    lat50[i]="${lat50[i]} $a"; lat99[i]="${lat99[i]} $b"; err[i]=$((err[i] + e))
+  done
 done
-for i in $targets; do
-  read -r r _ a b e <<<"$(measure "$i" 1)"
-  lat50[i]=$a; lat99[i]=$b; err[i]=$((err[i] + e))
-done
+for i in $targets; do lat50[i]=$(median "${lat50[$i]}"); lat99[i]=$(median "${lat99[$i]}"); done
 
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 seconds=$((duration * rounds))
 echo "# $(date -u +%F), $(nproc) cores, $duration s x $rounds rounds, $conns connections (latency: 1 connection)"
 printf "%-14s %8s %8s %8s %8s %7s %8s %8s %8s %8s\n" target req/s p50_us p99_us cpu_us "x nginx" "rps/ngx" "c1_p50" "c1_p99" errors
@@ -195,7 +202,7 @@ for i in $targets; do
 done
 echo "latency added over direct (p50/p99, us):"
 for i in $(seq 1 $((${#names[@]} - 1))); do
-  printf "  %-14s 1 connection +%d/+%d, %d connections +%d/+%d\n" "${names[$i]}" \
+  printf "  %-14s 1 connection %+d/%+d, %d connections %+d/%+d\n" "${names[$i]}" \
     $((lat50[i] - lat50[0])) $((lat99[i] - lat99[0])) "$conns" \
     $(($(median "${p50[$i]}") - $(median "${p50[0]}"))) $(($(median "${p99[$i]}") - $(median "${p99[0]}")))
 done
