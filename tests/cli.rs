@@ -365,3 +365,44 @@ async fn the_example_config_serves_without_warnings() {
     assert!(dir.join("data/gateway.db").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Log lines leave through a writer thread: the last ones before the
+/// process exits (after SIGTERM's drain, and after SIGINT) are still
+/// written, not left in its queue.
+#[tokio::test]
+async fn the_last_log_lines_before_an_exit_are_written() {
+    let upstream = Upstream::start().await;
+    for (signal, last_line) in [
+        ("-TERM", "all in-flight requests finished; exiting"),
+        ("-INT", "gateway stopped"),
+    ] {
+        let port = free_port();
+        let file = ConfigFile::with(&config_yaml(port, upstream.addr, "", ""));
+        let log = file.0.with_extension("log");
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&file.0)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        wait_for_port(format!("127.0.0.1:{port}").parse().unwrap()).await;
+        assert!(Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        let mut child = child;
+        let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(status.code(), Some(0), "{signal}");
+        let written = std::fs::read_to_string(&log).unwrap();
+        let _ = std::fs::remove_file(&log);
+        assert!(
+            written.contains(last_line),
+            "{signal}: the last line is missing:\n{written}"
+        );
+    }
+}
