@@ -11,8 +11,7 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber; later calls are ignored (tests start
 /// several gateways in one process). Lines go to stderr in batches (see
-/// [`BatchedStderr`]); a panic writes out what is pending before its
-/// message.
+/// `Batch`); a panic writes out what is pending before its message.
 pub fn init(format: LogFormat, default_level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(default_level))
