@@ -5,6 +5,10 @@
 //! the 2026-07-28 `Mcp-Method`/`Mcp-Name` headers against it. It never
 //! re-serialises: the proxy forwards the original bytes, so what the upstream
 //! parses is exactly what was inspected. Nothing here touches HTTP or tokens.
+//!
+//! `read` takes the body apart in one strict pass (`strict_json`'s rules),
+//! keeping only the fields decided on; `read_message` then applies the
+//! JSON-RPC rules to them.
 
 mod read;
 pub mod strict_json;
