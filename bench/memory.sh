@@ -31,29 +31,14 @@ work=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 
-wait_port() {
-  for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.05; done
-  echo "nothing listens on port $1:" >&2; tail -n 20 "$work"/*.log >&2; exit 1
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 rss_mb() { awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$gateway/status"; }
 
-cat >"$work/nginx.conf" <<NGINX
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $work; proxy_temp_path $work; fastcgi_temp_path $work; uwsgi_temp_path $work; scgi_temp_path $work;
-  server { listen 127.0.0.1:$base; location / { default_type application/json; return 200 '{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"3"}],"isError":false}}'; } }
-}
-NGINX
-"$nginx_bin" -c "$work/nginx.conf" -g 'daemon off;' &
-pids+=($!)
+start_fixed_upstream upstream "$base"
 python3 bench/sse_streams.py upstream $((base + 1)) "$events" "$interval" >"$work/sse.log" 2>&1 &
 pids+=($!)
 port=$((base + 2))
-registration_token=bench-registration-token-of-at-least-32-characters
 cat >"$work/gateway.yaml" <<YAML
 public_url: http://127.0.0.1:$port
 listen: 127.0.0.1:$port
@@ -63,7 +48,7 @@ limits: { max_connections_per_address: 0 }
 authorization_server:
   data_dir: $work/as
   registration: initial_access_token
-  initial_access_token: $registration_token
+  initial_access_token: $REGISTRATION_TOKEN
   users: []
 upstreams:
   - name: fixed
@@ -80,13 +65,9 @@ YAML
 "$bin" serve --config "$work/gateway.yaml" >"$work/gateway.log" 2>&1 &
 gateway=$!
 pids+=("$gateway")
-wait_port "$base"; wait_port $((base + 1)); wait_port "$port"
+wait_port $((base + 1)); wait_port "$port"
 
-client=$(curl -fsS "http://127.0.0.1:$port/register" -H "Authorization: Bearer $registration_token" \
-  -H 'Content-Type: application/json' \
-  -d '{"client_name":"bench","grant_types":["client_credentials"],"scope":"mcp:read mcp:math"}')
-client_id=$(sed 's/.*"client_id":"\([^"]*\)".*/\1/' <<<"$client")
-client_secret=$(sed 's/.*"client_secret":"\([^"]*\)".*/\1/' <<<"$client")
+register_client "$port"
 
 # The tokens, minted over one keep-alive connection.
 python3 - "$port" "$client_id" "$client_secret" "$tokens" "$work/tokens" <<'PY'
@@ -106,9 +87,7 @@ with open(out, "w") as f:
             sys.exit(f"/token answered {resp.status}: {body[:200]!r}")
         f.write(json.loads(body)["access_token"] + "\n")
 PY
-sse_token=$(curl -fsS "http://127.0.0.1:$port/token" -u "$client_id:$client_secret" \
-  -d grant_type=client_credentials -d "resource=http://127.0.0.1:$port/sse/mcp" |
-  sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+sse_token=$(client_token "$port" /sse/mcp)
 
 failed=0
 echo "# $(date -u +%F), $(nproc) cores, release build, gateway RSS in MB"

@@ -39,29 +39,8 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 ticks=$(getconf CLK_TCK)
 
-wait_port() { # port: until something accepts there
-  for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.05; done
-  echo "nothing listens on port $1:" >&2; tail -n 20 "$work"/*.log "$work"/*/error.log >&2; exit 1
-}
-
-start_nginx() { # name port location-block: one worker process
-  mkdir -p "$work/$1"
-  cat >"$work/$1/nginx.conf" <<NGINX
-worker_processes 1;
-pid $work/$1/nginx.pid;
-error_log $work/$1/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/$1; proxy_temp_path $work/$1; fastcgi_temp_path $work/$1; uwsgi_temp_path $work/$1; scgi_temp_path $work/$1;
-  upstream mcp { server 127.0.0.1:$base; keepalive 64; }
-  server { listen 127.0.0.1:$2; $3 }
-}
-NGINX
-  "$nginx_bin" -c "$work/$1/nginx.conf" -g 'daemon off;' &
-  pids+=($!)
-  wait_port "$2"
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 start_gateway() { # name port yaml-tail [public-port] [workers] [logging]: a gateway process on port
   cat >"$work/$1.yaml" <<YAML
@@ -78,9 +57,9 @@ YAML
 }
 
 # The upstream: a fixed JSON-RPC result for every POST.
-start_nginx upstream "$base" "location / { default_type application/json; return 200 '{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"3\"}],\"isError\":false}}'; }"
+start_fixed_upstream upstream "$base"
 upstream_pid=${pids[-1]}
-start_nginx nginx $((base + 1)) "location / { proxy_pass http://mcp; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; }"
+start_nginx nginx $((base + 1)) "location / { proxy_pass http://mcp; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; }" "$base"
 nginx_pid=${pids[-1]}
 "$bin/examples/bare_pingora" "127.0.0.1:$((base + 2))" "127.0.0.1:$base" 1 >"$work/pingora.log" 2>&1 &
 pids+=($!)
@@ -94,7 +73,6 @@ upstream="upstreams:
 policy="$upstream
     scopes: [mcp:read, mcp:math]
     policy: { base_scopes: [mcp:read], tools: { add: [mcp:math] } }"
-registration_token=bench-registration-token-of-at-least-32-characters
 start_gateway gw-open $((base + 3)) "auth: { disabled: true }
 $upstream"
 open_pid=${pids[-1]}
@@ -102,21 +80,15 @@ jwt_port=$((base + 4))
 start_gateway gw-jwt "$jwt_port" "authorization_server:
   data_dir: $work/as
   registration: initial_access_token
-  initial_access_token: $registration_token
+  initial_access_token: $REGISTRATION_TOKEN
   users: []
 $policy"
 jwt_pid=${pids[-1]}
 
 # A confidential client of gw-jwt, its client_credentials token for the
 # demo upstream, and the same client as gw-introspect's introspection client.
-client=$(curl -fsS "http://127.0.0.1:$jwt_port/register" -H "Authorization: Bearer $registration_token" \
-  -H 'Content-Type: application/json' \
-  -d '{"client_name":"bench","grant_types":["client_credentials"],"scope":"mcp:read mcp:math"}')
-client_id=$(sed 's/.*"client_id":"\([^"]*\)".*/\1/' <<<"$client")
-client_secret=$(sed 's/.*"client_secret":"\([^"]*\)".*/\1/' <<<"$client")
-token=$(curl -fsS "http://127.0.0.1:$jwt_port/token" -u "$client_id:$client_secret" \
-  -d grant_type=client_credentials -d "resource=http://127.0.0.1:$jwt_port/demo/mcp" |
-  sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+register_client "$jwt_port"
+token=$(client_token "$jwt_port" /demo/mcp)
 
 # Tokens name gw-jwt's public URL as their audience, so the other two
 # gateways with auth publish the same public URL.
