@@ -191,12 +191,13 @@ impl McpPost {
                 is_batch: true,
             }),
             Body::Single(item) => {
-                let id = match &item {
+                // The id is copied out only for a refusal to carry.
+                let id = || match &item {
                     Item::Object(m) => m.id.as_ref().and_then(Scalar::as_id),
                     Item::NotObject => None,
                 };
                 Ok(Self {
-                    messages: vec![read_message(&item).map_err(|e| refuse(e, id))?],
+                    messages: vec![read_message(&item).map_err(|e| refuse(e, id()))?],
                     is_batch: false,
                 })
             }
