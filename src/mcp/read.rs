@@ -1,7 +1,7 @@
 //! Reading a POST body's JSON-RPC messages in one strict pass, keeping only
 //! the fields the gateway decides on: `jsonrpc`, `id`, `method`, whether
 //! there is a `result` or an `error`, and the `params` fields that name
-//! something ([`super::NAMED_BY`]). Everything else (a tool's arguments,
+//! something (`NAMED_BY`). Everything else (a tool's arguments,
 //! `_meta`, results) is checked by the same rules as the rest of the
 //! document (duplicate keys at any depth, numbers) but never built: building
 //! the whole body as a `serde_json::Value` was the largest cost of the
@@ -11,6 +11,7 @@
 //! that is not strict JSON is refused as such whatever its fields say.
 
 use super::strict_json::{duplicate, finite, Checked, KeySeed, SeenKeys};
+use super::NAMED_BY;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Number, Value};
 use std::borrow::Cow;
@@ -96,9 +97,6 @@ pub(super) struct RawMessage<'de> {
 /// The message fields the rules read.
 const MESSAGE_FIELDS: &[&str] = &["jsonrpc", "id", "method", "params", "result", "error"];
 
-/// The `params` fields a method can be named by.
-const NAMING_FIELDS: &[&str] = &["name", "uri", "taskId"];
-
 /// Seed of a whole body.
 pub(super) struct BodySeed;
 
@@ -167,11 +165,11 @@ impl<'de> Visitor<'de> for ItemSeed {
         let mut message = RawMessage::default();
         let mut keys = SeenKeys::default();
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            let field = MESSAGE_FIELDS.iter().position(|f| **f == key);
+            let field = MESSAGE_FIELDS.iter().find(|f| **f == key).copied();
             if let Some(again) = keys.insert(key) {
                 return Err(duplicate(&again));
             }
-            match field.map(|i| MESSAGE_FIELDS[i]) {
+            match field {
                 Some("jsonrpc") => message.jsonrpc = Some(map.next_value_seed(ScalarSeed)?),
                 Some("id") => message.id = Some(map.next_value_seed(ScalarSeed)?),
                 Some("method") => message.method = Some(map.next_value_seed(ScalarSeed)?),
@@ -275,7 +273,8 @@ impl<'de> Visitor<'de> for ParamsSeed {
         let mut named = Vec::new();
         let mut keys = SeenKeys::default();
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            let field = NAMING_FIELDS.iter().find(|f| **f == key).copied();
+            // The fields a method can be named by (`NAMED_BY`).
+            let field = NAMED_BY.iter().map(|(_, f)| *f).find(|f| *f == key);
             if let Some(again) = keys.insert(key) {
                 return Err(duplicate(&again));
             }

@@ -201,8 +201,7 @@ impl<'de> SeenKeys<'de> {
     }
 }
 
-/// An object key, or a string value, borrowed from the body unless it had
-/// escapes.
+/// An object key, borrowed from the body unless it had escapes.
 pub(super) struct KeySeed;
 
 impl<'de> DeserializeSeed<'de> for KeySeed {
