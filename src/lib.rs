@@ -13,6 +13,7 @@
 //! | `config` | the YAML schema (`raw`), every structural error in one pass (`structure`), validation into typed settings |
 //! | `ratelimit` | token buckets (a leaf); what they count is `proxy::rate_limit` |
 //! | `identity` | caller identity for upstreams: header values, the gateway's identity key and JWKS, signed assertions |
+//! | `stdio` | stdio upstreams: the child processes of each (`process`: no shell, listed environment, own process group), their sessions and isolation modes, and the id mapping that lets several clients share one process (`pool`, `message`) |
 //! | `tls` | TLS material for `https://` upstreams |
 //! | `reload` | live configuration reloads (SIGHUP, file changes): validate, keep what needs a restart, swap `proxy::Live` and the AS settings; it also runs the JWKS refresh of the current token sources |
 //! | `metrics`, `telemetry` | every Prometheus metric, defined once; logging and the audit event |
@@ -27,7 +28,8 @@
 //! checks `Origin`, authenticates the token (`auth`), and for a POST reads
 //! the body, parses it (`mcp`), checks it against the policy (`policy`) and
 //! forwards it (`proxy::forward`); GET and DELETE go through pingora's own
-//! loop. Either way the upstream's answer goes back through
+//! loop. A stdio upstream's requests, all three methods, go to
+//! `proxy::stdio`, which writes them to its processes (`stdio`). Either way the upstream's answer goes back through
 //! `proxy::response` (header rules, `X-Request-Id`, the `tools/list`
 //! filter). Every refusal becomes one response in `proxy::error`.
 //!
@@ -51,8 +53,9 @@
 //!   `ClientStore`, `GrantStore`, `ConsentStore`, and `store::open`, which
 //!   picks the backend), beside `store/sqlite.rs` (its schema in
 //!   `store/migrations/sqlite/*.sql`) and `store/memory.rs`;
-//! - an upstream kind: `proxy/route.rs` (where an upstream becomes a peer)
-//!   and `proxy/forward.rs` (how a checked POST reaches it);
+//! - an upstream kind: `config::Target`, `proxy/route.rs` (`Backend`: where
+//!   an upstream becomes a peer or a process pool), and the step that
+//!   reaches it: `proxy/forward.rs` (HTTP) or `proxy/stdio.rs` (stdio);
 //! - a metric: `metrics.rs`.
 
 /// Every binary built on this crate (the gateway, the bench stack, the
@@ -73,6 +76,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod reload;
 pub mod server;
+pub mod stdio;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

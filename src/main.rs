@@ -179,7 +179,7 @@ fn serve(config: Config, demo_upstream: Option<SocketAddr>) -> ExitCode {
         }
     };
     for up in &config.upstreams {
-        tracing::info!(upstream = %up.name, public = %config.public_url.join(&up.path), target = %up.target.url, "route");
+        tracing::info!(upstream = %up.name, public = %config.public_url.join(&up.path), target = %up.target.describe(), "route");
     }
     for w in &config.warnings {
         tracing::warn!(path = %w.path, hint = %w.hint, "config: {}", w.message);

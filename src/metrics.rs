@@ -79,8 +79,22 @@ pub struct Metrics {
     pub authserver_events: IntCounterVec,
     /// Tokens issued by grant type.
     pub tokens_issued: IntCounterVec,
+    /// Stdio upstream processes running now, by upstream.
+    pub stdio_processes: IntGaugeVec,
+    /// Stdio upstream processes started, by upstream.
+    pub stdio_starts: IntCounterVec,
+    /// Stdio upstream processes ended, by upstream and reason.
+    pub stdio_exits: IntCounterVec,
     /// Constant 1, labelled with the version.
     pub build_info: IntGaugeVec,
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -121,16 +135,12 @@ impl Metrics {
                 .expect("valid metric");
         r.register(Box::new(open_streams.clone()))
             .expect("unique metric");
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "mcpgw_build_info",
-                "Constant 1; the version label says which build runs.",
-            ),
+        let build_info = gauge(
+            &r,
+            "mcpgw_build_info",
+            "Constant 1; the version label says which build runs.",
             &["version"],
-        )
-        .expect("valid metric");
-        r.register(Box::new(build_info.clone()))
-            .expect("unique metric");
+        );
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -156,6 +166,9 @@ impl Metrics {
             connections_closed: counter(&r, "mcpgw_connections_closed_total", "Connections and requests cut off for a limit, by reason (address_limit, header_timeout, body_timeout).", &["reason"]),
             authserver_events: counter(&r, "mcpgw_authserver_events_total", "Authorization-server events (registration, authorization_approved, authorization_denied, login_failure, refresh_reuse, code_reuse, revocation, federated_login, federated_login_refused, federated_login_failure).", &["event"]),
             tokens_issued: counter(&r, "mcpgw_tokens_issued_total", "Tokens issued by grant type.", &["grant_type"]),
+            stdio_processes: gauge(&r, "mcpgw_stdio_processes", "Stdio upstream processes running now, by upstream.", &["upstream"]),
+            stdio_starts: counter(&r, "mcpgw_stdio_process_starts_total", "Stdio upstream processes started, by upstream.", &["upstream"]),
+            stdio_exits: counter(&r, "mcpgw_stdio_process_exits_total", "Stdio upstream processes ended, by upstream and reason: crashed (exited on its own), idle, deleted (its session's DELETE), startup_timeout, refused_initialize, protocol_error (a line over 16 MiB), replaced (a reload changed the upstream).", &["upstream", "reason"]),
             build_info,
             registry: r,
         }

@@ -129,7 +129,10 @@ pub(super) fn validate_forward_identity(
                     "use `2s` to `1h`; short is the point (default `60s`)",
                 ));
             }
-            let audience = j.audience.clone().unwrap_or_else(|| up.url.clone());
+            let audience = j
+                .audience
+                .clone()
+                .unwrap_or_else(|| up.url.clone().unwrap_or_default());
             if audience.trim().is_empty() {
                 errors.push(ConfigError::new(
                     &format!("{at}.jwt.audience"),

@@ -14,6 +14,7 @@ mod federation;
 mod identity;
 mod rate_limits;
 mod raw;
+mod stdio;
 mod structure;
 mod validate;
 
@@ -25,6 +26,7 @@ pub use federation::{AccessRule, IdentityProvider};
 pub use identity::{ForwardIdentity, IdentityJwt};
 pub use rate_limits::RateLimits;
 pub use raw::{ProviderKind, RegistrationPolicy, SigningAlgorithm};
+pub use stdio::{Isolation, StdioCommand};
 pub(crate) use validate::normalise_origin;
 
 use crate::policy::ScopePolicy;
@@ -152,7 +154,7 @@ pub struct Upstream {
     /// Public path prefix, starting with `/`, without a trailing slash.
     pub path: String,
     /// Where requests go.
-    pub target: UpstreamTarget,
+    pub target: Target,
     /// Headers added to every upstream request (e.g. an upstream API key).
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Connection and response timeouts.
@@ -230,6 +232,25 @@ pub struct ClientCertFiles {
     pub cert_file: PathBuf,
     /// PKCS#8, PKCS#1 or SEC1.
     pub key_file: PathBuf,
+}
+
+/// What serves an upstream's requests.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// A Streamable HTTP server at a `url`.
+    Http(UpstreamTarget),
+    /// A local program speaking MCP over stdio (`command`).
+    Stdio(StdioCommand),
+}
+
+impl Target {
+    /// The URL or the command line, for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Http(t) => t.url.clone(),
+            Self::Stdio(c) => c.describe(),
+        }
+    }
 }
 
 /// The parsed upstream `url`.
@@ -513,15 +534,29 @@ impl Config {
         out.push_str("routes:\n");
         for u in &self.upstreams {
             let t = u.timeouts;
+            let settings = match &u.target {
+                Target::Http(_) => format!(
+                    "connect {:?}, response {:?}, idle {}, {} extra header(s)",
+                    t.connect,
+                    t.response,
+                    t.idle.map_or("none".to_owned(), |d| format!("{d:?}")),
+                    u.headers.len()
+                ),
+                Target::Stdio(c) => format!(
+                    "stdio: isolation {}, at most {} processes, idle timeout {:?}, startup timeout {:?}, {} environment variable(s){}",
+                    c.isolation.as_str(),
+                    c.max_processes,
+                    c.idle_timeout,
+                    c.startup_timeout,
+                    c.env.len(),
+                    if c.caller_env { " + the caller's" } else { "" }
+                ),
+            };
             out.push_str(&format!(
-                "  {:<12} {} -> {}  (connect {:?}, response {:?}, idle {}, {} extra header(s))\n",
+                "  {:<12} {} -> {}  ({settings})\n",
                 u.name,
                 self.public_url.join(&u.path),
-                u.target.url,
-                t.connect,
-                t.response,
-                t.idle.map_or("none".to_owned(), |d| format!("{d:?}")),
-                u.headers.len()
+                u.target.describe(),
             ));
             if let Some(tls) = &u.tls {
                 out.push_str(&format!("  {:<12} tls: {}\n", "", tls.describe()));

@@ -1,6 +1,7 @@
 //! The YAML schema exactly as operators write it (serde, unknown fields are
 //! errors). `validate` turns it into the typed [`super::Config`].
 
+use crate::config::Isolation;
 use crate::identity::IdentityField;
 use crate::policy::{UnlistedMethods, UnlistedTools};
 use crate::ratelimit::Rate;
@@ -323,7 +324,18 @@ impl Default for RawLimits {
 pub(crate) struct RawUpstream {
     pub name: String,
     pub path: String,
-    pub url: String,
+    pub url: Option<String>,
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub inherit_env: Option<Vec<String>>,
+    pub cwd: Option<String>,
+    pub isolation: Option<Isolation>,
+    pub max_processes: Option<usize>,
+    pub idle_timeout: Option<HumanDuration>,
+    pub startup_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub caller_env: bool,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     #[serde(default)]

@@ -32,12 +32,9 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(c.worker_threads, 2);
     assert_eq!(c.shutdown_grace_period, Duration::from_secs(30));
     let up = &c.upstreams[0];
-    assert_eq!(
-        (up.target.host.as_str(), up.target.port),
-        ("127.0.0.1", 3001)
-    );
-    assert_eq!(up.target.authority, "127.0.0.1:3001");
-    assert_eq!(up.target.path, "/mcp");
+    assert_eq!((http(up).host.as_str(), http(up).port), ("127.0.0.1", 3001));
+    assert_eq!(http(up).authority, "127.0.0.1:3001");
+    assert_eq!(http(up).path, "/mcp");
     assert_eq!(up.timeouts.connect, Duration::from_secs(5));
     assert_eq!(up.timeouts.idle, None);
 }
@@ -357,8 +354,8 @@ upstreams:
 fn an_https_upstream_is_verified_against_its_host_by_default() {
     let c = Config::from_yaml(&upstream_at("https://mcp.example.org/mcp", "")).unwrap();
     let up = &c.upstreams[0];
-    assert_eq!(up.target.port, 443);
-    assert_eq!(up.target.authority, "mcp.example.org");
+    assert_eq!(http(up).port, 443);
+    assert_eq!(http(up).authority, "mcp.example.org");
     let tls = up.tls.as_ref().expect("https means TLS");
     assert_eq!(tls.server_name, "mcp.example.org");
     assert!(tls.verify && tls.http2);
@@ -919,4 +916,12 @@ fn the_github_preset_and_its_rules() {
             .any(|t| t.contains("admits anyone with an account at `gh`")),
         "{text:#?}"
     );
+}
+
+/// The HTTP target of an upstream that has one.
+fn http(up: &super::Upstream) -> &super::UpstreamTarget {
+    match &up.target {
+        super::Target::Http(t) => t,
+        super::Target::Stdio(c) => panic!("a stdio upstream: {c:?}"),
+    }
 }

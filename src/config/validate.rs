@@ -3,8 +3,8 @@
 
 use super::raw::{RawConfig, RawUpstream};
 use super::{
-    ClientCertFiles, Config, ConfigError, ConfigErrors, Limits, PublicUrl, Timeouts, Upstream,
-    UpstreamTarget, UpstreamTls,
+    ClientCertFiles, Config, ConfigError, ConfigErrors, Limits, PublicUrl, Target, Timeouts,
+    Upstream, UpstreamTarget, UpstreamTls,
 };
 use http::{HeaderName, HeaderValue};
 use std::collections::HashSet;
@@ -264,7 +264,14 @@ fn validate_upstreams(
         let rate_limits =
             super::rate_limits::validate_rate_limits(&up.rate_limits, &at, auth_disabled, errors);
         let identity = super::identity::validate_forward_identity(up, &at, auth_disabled, errors);
-        match validate_upstream(up, &at, base, policy, (rate_limits, identity)) {
+        match validate_upstream(
+            up,
+            &at,
+            base,
+            policy,
+            (rate_limits, identity),
+            auth_disabled,
+        ) {
             Ok(u) => upstreams.push(u),
             Err(mut e) => errors.append(&mut e),
         }
@@ -321,6 +328,7 @@ fn validate_upstream(
     public_url: &str,
     policy: crate::policy::ScopePolicy,
     (rate_limits, identity): (super::RateLimits, Option<super::ForwardIdentity>),
+    auth_disabled: bool,
 ) -> Result<Upstream, Vec<ConfigError>> {
     let mut errors = Vec::new();
     check_audiences_not_blank(up, at, &mut errors);
@@ -332,20 +340,13 @@ fn validate_upstream(
             "write an absolute path such as `/github/mcp`, no trailing slash",
         ));
     }
-    let target = parse_target(&up.url)
-        .map_err(|m| {
-            errors.push(ConfigError::new(
-                &format!("{at}.url"),
-                m,
-                "write the upstream's Streamable HTTP endpoint, e.g. `http://127.0.0.1:3001/mcp`",
-            ))
-        })
-        .ok();
+    let target = validate_target(up, at, auth_disabled, &mut errors);
     let headers = validate_headers(up, at, &mut errors);
     let timeouts = validate_timeouts(up, at, &mut errors);
-    let tls = target
-        .as_ref()
-        .and_then(|t| validate_tls(up, t, at, &mut errors));
+    let tls = match &target {
+        Some(Target::Http(t)) => validate_tls(up, t, at, &mut errors),
+        _ => None,
+    };
     match target {
         Some(target) if errors.is_empty() => Ok(Upstream {
             name: up.name.clone(),
@@ -541,6 +542,63 @@ fn check_public_path(path: &str) -> Result<(), String> {
         return Err(format!("`{path}` is reserved for discovery documents"));
     }
     Ok(())
+}
+
+/// Where the upstream at `at` is served: exactly one of `url` (HTTP) and
+/// `command` (stdio).
+fn validate_target(
+    up: &RawUpstream,
+    at: &str,
+    auth_disabled: bool,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Target> {
+    match (&up.url, &up.command) {
+        (Some(url), None) => {
+            super::stdio::refuse_stdio_keys(up, at, errors);
+            parse_target(url)
+                .map_err(|m| {
+                    errors.push(ConfigError::new(
+                        &format!("{at}.url"),
+                        m,
+                        "write the upstream's Streamable HTTP endpoint, e.g. `http://127.0.0.1:3001/mcp`",
+                    ))
+                })
+                .ok()
+                .map(Target::Http)
+        }
+        (None, Some(command)) => {
+            for (key, set) in [
+                ("headers", !up.headers.is_empty()),
+                ("tls", up.tls.is_some()),
+                ("forward_identity", up.forward_identity.is_some()),
+            ] {
+                if set {
+                    errors.push(ConfigError::new(
+                        &format!("{at}.{key}"),
+                        format!("`{key}` applies to an HTTP upstream, not to a stdio `command`"),
+                        "remove it (a stdio program gets its settings from `env`, and the caller from `caller_env`)",
+                    ));
+                }
+            }
+            super::stdio::validate_stdio(up, command, at, auth_disabled, errors).map(Target::Stdio)
+        }
+        (Some(_), Some(_)) => {
+            errors.push(ConfigError::new(
+                at,
+                "both `url` and `command` are set".to_owned(),
+                "an upstream is either a Streamable HTTP server (`url`) or a stdio program (`command`): keep one",
+            ));
+            None
+        }
+        (None, None) => {
+            errors.push(ConfigError::new(
+                at,
+                "neither `url` nor `command` is set".to_owned(),
+                "write `url: http://127.0.0.1:3001/mcp` for a Streamable HTTP server, or `command: [program, args…]` for a stdio one",
+            ));
+            None
+        }
+    }
 }
 
 fn parse_target(text: &str) -> Result<UpstreamTarget, String> {

@@ -101,6 +101,29 @@ pub enum GatewayError {
         /// costs more than the whole burst).
         retry_after: Option<std::time::Duration>,
     },
+    /// The upstream cannot take more now (a stdio upstream at its process
+    /// limit, or backing off after failed starts).
+    #[error("{detail}")]
+    UpstreamBusy {
+        /// Upstream name.
+        upstream: String,
+        /// What is exhausted and when to retry.
+        detail: String,
+        /// When to try again.
+        retry_after: std::time::Duration,
+    },
+    /// The `Mcp-Session-Id` named a session that has ended (its process
+    /// exited or it was deleted).
+    #[error("session not found (it has ended); send `initialize` to start a new one")]
+    SessionEnded,
+    /// A second GET stream for one session.
+    #[error("a GET stream is already open for this session; close it first")]
+    StreamConflict,
+    /// A request that needs an `Mcp-Session-Id` came without one.
+    #[error(
+        "this request needs an `Mcp-Session-Id`: send `initialize` first and use the id it returns"
+    )]
+    SessionRequired,
     /// The upstream did not answer in time.
     #[error("upstream `{upstream}` did not respond in time: {detail}")]
     UpstreamTimeout {
@@ -131,6 +154,10 @@ impl GatewayError {
             Self::AuthServerResponse(_) => 500,
             Self::UpstreamUnavailable { .. } | Self::UnfilterableResponse { .. } => 502,
             Self::UpstreamTimeout { .. } => 504,
+            Self::UpstreamBusy { .. } => 503,
+            Self::SessionEnded => 404,
+            Self::StreamConflict => 409,
+            Self::SessionRequired => 400,
             Self::Auth(r) => r.status,
             Self::SessionNotFound => 404,
             Self::RateLimited { .. } => 429,
@@ -144,15 +171,18 @@ impl GatewayError {
             Self::UnexpectedBody(_)
             | Self::BodyRead(_)
             | Self::RepeatedHeader(_)
-            | Self::UnroutableRequest(_) => codes::INVALID_REQUEST,
+            | Self::UnroutableRequest(_)
+            | Self::StreamConflict
+            | Self::SessionRequired => codes::INVALID_REQUEST,
             Self::AuthServerResponse(_) => codes::INTERNAL_ERROR,
-            Self::UpstreamUnavailable { .. } | Self::UnfilterableResponse { .. } => {
-                codes::UPSTREAM_UNAVAILABLE
-            }
+            Self::UpstreamUnavailable { .. }
+            | Self::UnfilterableResponse { .. }
+            | Self::UpstreamBusy { .. } => codes::UPSTREAM_UNAVAILABLE,
             Self::UpstreamTimeout { .. } => codes::UPSTREAM_TIMEOUT,
             Self::RateLimited { .. } => codes::RATE_LIMITED,
             Self::Auth(_)
             | Self::SessionNotFound
+            | Self::SessionEnded
             | Self::NotFound
             | Self::AmbiguousPath(_)
             | Self::MethodNotAllowed(_)
@@ -185,6 +215,10 @@ impl GatewayError {
             Self::InvalidMessage(_) => "invalid_message",
             Self::UpstreamUnavailable { .. } => "upstream_unavailable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::UpstreamBusy { .. } => "upstream_busy",
+            Self::SessionEnded => "session_ended",
+            Self::StreamConflict => "stream_conflict",
+            Self::SessionRequired => "session_required",
             Self::UnfilterableResponse { .. } => "unfilterable_response",
             Self::Auth(r) => r.reason,
             Self::SessionNotFound => "session_mismatch",
@@ -233,6 +267,9 @@ pub async fn respond(
         GatewayError::RateLimited {
             retry_after: Some(wait),
             ..
+        }
+        | GatewayError::UpstreamBusy {
+            retry_after: wait, ..
         } => headers.push(("retry-after", retry_after_seconds(*wait).to_string())),
         _ => {}
     }

@@ -69,7 +69,9 @@ pub async fn forward_buffered(
     body: Bytes,
     hooks: ResponseHooks<'_>,
 ) -> Result<Delivered, GatewayError> {
-    let peer = route.peer();
+    let peer = route
+        .peer()
+        .ok_or_else(|| unavailable(route, "not an HTTP upstream"))?;
     let sent = std::time::Instant::now();
     let sending = send_with_retries(connector, &peer, route, &req, &body);
     // Watching reads nothing of a next request: pipelining is on, so pingora

@@ -86,7 +86,9 @@ pub fn rewrite_for_upstream(
         pingora::Error::because(pingora::ErrorType::InvalidHTTPHeader, "upstream path", e)
     })?;
     req.set_uri(uri);
-    req.insert_header(header::HOST, &route.upstream.target.authority)?;
+    if let crate::config::Target::Http(target) = &route.upstream.target {
+        req.insert_header(header::HOST, &target.authority)?;
+    }
     req.insert_header("x-request-id", request_id)?;
     if let Some(ip) = client_ip {
         let forwarded = match req

@@ -106,6 +106,7 @@ pub fn run_until_terminated(server: Server, in_flight: Arc<InFlight>) -> ! {
     server.run(RunArgs {
         shutdown_signal: Box::new(DrainOnTerminate { in_flight }),
     });
+    crate::stdio::stop_all_now();
     tracing::info!("gateway stopped");
     crate::telemetry::flush_logs();
     std::process::exit(0)
@@ -153,6 +154,7 @@ fn exit_when_drained(in_flight: Arc<InFlight>) {
             std::thread::sleep(Duration::from_millis(25));
         }
         tracing::info!("all in-flight requests finished; exiting");
+        crate::stdio::stop_all_now();
         crate::telemetry::flush_logs();
         std::process::exit(0);
     });

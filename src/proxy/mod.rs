@@ -10,7 +10,8 @@
 //! (`error`). Beside them: connection limits (`connections`), path rules
 //! (`path_rules`), routing (`route`), header rules (`headers`), body reads
 //! (`body`), the auth steps (`access`: token, scope policy, session owner)
-//! and the AS bridge (`as_bridge`).
+//! and the AS bridge (`as_bridge`). A stdio upstream's requests, once
+//! checked, are served by `stdio` instead of being forwarded.
 
 mod access;
 mod as_bridge;
@@ -27,6 +28,7 @@ mod pipeline;
 mod rate_limit;
 mod response;
 mod route;
+mod stdio;
 
 pub use error::GatewayError;
 pub use lifecycle::{proxy_service, run_until_terminated, InFlight};
@@ -269,7 +271,10 @@ impl ProxyHttp for Gateway {
             .route
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route chosen"))?;
-        Ok(Box::new(route.peer()))
+        let peer = route
+            .peer()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "not an HTTP upstream"))?;
+        Ok(Box::new(peer))
     }
 
     /// Rewrites the request head for the upstream (path, Host, credentials,

@@ -9,7 +9,7 @@ use super::cors::{self, Exposure, Sharing};
 use super::response::unavailable;
 use super::route::Route;
 use super::{
-    as_bridge, body, error, forward, headers, keep_callable, path_rules, Admission, Gateway,
+    as_bridge, body, error, forward, headers, keep_callable, path_rules, stdio, Admission, Gateway,
     GatewayError, Live, RequestCtx,
 };
 use crate::auth::prm::WELL_KNOWN;
@@ -35,7 +35,7 @@ fn is_metadata_path(path: &str) -> bool {
 
 /// The authentication step's result: the checker and whom the token speaks
 /// for (`None` when auth is disabled).
-type Caller<'a> = Option<(&'a Access, &'a Principal)>;
+pub(super) type Caller<'a> = Option<(&'a Access, &'a Principal)>;
 
 /// The upstream a path belongs to, once the path and the head pass the
 /// rules no upstream could read differently (dot segments, repeated
@@ -102,12 +102,27 @@ impl Gateway {
         ctx.principal = principal.clone();
         let caller = live.access.as_deref().zip(principal.as_deref());
         match session.req_header().method.clone() {
-            Method::GET | Method::DELETE => admit_stream(session, ctx, &route, caller),
+            Method::GET | Method::DELETE => {
+                admit_stream(session, ctx, &route, caller)?;
+                match route.stdio() {
+                    Some(pool) => stdio::stream_or_delete(session, ctx, &route, pool).await,
+                    None => Ok(Admission::Proxy),
+                }
+            }
             Method::POST => {
                 let (body, post) = read_post(session, ctx, &live.limits).await?;
                 let post = authorize_post(session, ctx, &route, caller, post)?;
-                self.forward_post(session, ctx, &route, caller, body, post)
-                    .await
+                match route.stdio() {
+                    Some(pool) => {
+                        let served = stdio::post(session, ctx, &route, pool, &body, &post).await;
+                        ctx.post = Some(post);
+                        served
+                    }
+                    None => {
+                        self.forward_post(session, ctx, &route, caller, body, post)
+                            .await
+                    }
+                }
             }
             other => Err(GatewayError::MethodNotAllowed(other.to_string())),
         }
@@ -204,7 +219,6 @@ impl Gateway {
         body: Bytes,
         post: McpPost,
     ) -> Result<Admission, GatewayError> {
-        let policy = &route.upstream.policy;
         let mut req =
             self.upstream_request(session, route, &ctx.request_id, ctx.principal.as_deref())?;
         headers::set_fixed_length(&mut req, body.len()).map_err(|e| unavailable(route, &e))?;
@@ -218,11 +232,7 @@ impl Gateway {
             .iter()
             .any(|m| m.method.as_deref() == Some("initialize"));
         let hooks = forward::ResponseHooks {
-            tools_filter: ctx
-                .principal
-                .clone()
-                .filter(|_| policy.filter_tools_list)
-                .and_then(|p| ToolsListFilter::new(&post, keep_callable(policy.clone(), p))),
+            tools_filter: post_tools_filter(ctx, route, &post),
             on_session: (creates_session && caller.is_some()).then_some(&bind as _),
             request_id: &ctx.request_id,
         };
@@ -268,14 +278,29 @@ impl Gateway {
     }
 }
 
+/// The `tools/list` filter of an authenticated POST that has such calls,
+/// when its upstream filters.
+pub(super) fn post_tools_filter(
+    ctx: &RequestCtx,
+    route: &Route,
+    post: &McpPost,
+) -> Option<ToolsListFilter> {
+    let policy = &route.upstream.policy;
+    ctx.principal
+        .clone()
+        .filter(|_| policy.filter_tools_list)
+        .and_then(|p| ToolsListFilter::new(post, keep_callable(policy.clone(), p)))
+}
+
 /// GET and DELETE carry no body; with auth they need the base scopes and a
-/// session of their own, then pingora's loop proxies them.
+/// session of their own (then pingora's loop proxies them to an HTTP
+/// upstream).
 fn admit_stream(
     session: &mut Session,
     ctx: &RequestCtx,
     route: &Route,
     caller: Caller<'_>,
-) -> Result<Admission, GatewayError> {
+) -> Result<(), GatewayError> {
     if !session.is_body_empty() {
         return Err(GatewayError::UnexpectedBody(
             session.req_header().method.to_string(),
@@ -287,7 +312,7 @@ fn admit_stream(
         spend_rate_limits(route, principal, None)?;
         ctx.audit("allowed", "-", None);
     }
-    Ok(Admission::Proxy)
+    Ok(())
 }
 
 /// Reads the whole body (within the limits) and parses it as MCP, checking
@@ -390,7 +415,9 @@ impl RequestCtx {
             .map_or("-", |r| r.upstream.name.as_str());
         let m = metrics();
         match err {
-            GatewayError::UpstreamUnavailable { .. } | GatewayError::UpstreamTimeout { .. } => {
+            GatewayError::UpstreamUnavailable { .. }
+            | GatewayError::UpstreamTimeout { .. }
+            | GatewayError::UpstreamBusy { .. } => {
                 m.upstream_errors
                     .with_label_values(&[upstream, err.kind()])
                     .inc();

@@ -1,8 +1,9 @@
 //! Which upstream a request path belongs to, and the path it has there.
 
 use super::rate_limit::CallerLimits;
-use crate::config::{Upstream, UpstreamTls};
+use crate::config::{Target, Upstream, UpstreamTarget, UpstreamTls};
 use crate::identity::{Assertions, IdentitySigner};
+use crate::stdio::StdioPool;
 use crate::tls::{files_fingerprint, upstream_files, UpstreamTlsMaterial};
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
@@ -18,7 +19,7 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Route {
     /// The configured upstream.
     pub upstream: Upstream,
-    peer: HttpPeer,
+    backend: Backend,
     /// Its rate limits, when it has any.
     pub limits: Option<CallerLimits>,
     /// Its signed identity JWTs, when it gets them.
@@ -27,26 +28,35 @@ pub struct Route {
     tls_files: Option<[u8; 32]>,
 }
 
+/// What reaches an upstream.
+enum Backend {
+    /// A Streamable HTTP server, through pingora's connection pool.
+    Http(Box<HttpPeer>),
+    /// A stdio program's processes.
+    Stdio(Arc<StdioPool>),
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Http(peer) => write!(f, "Http({peer})"),
+            Self::Stdio(pool) => write!(f, "Stdio({} running)", pool.running()),
+        }
+    }
+}
+
 impl Route {
     fn new(upstream: Upstream, signer: Option<&Arc<IdentitySigner>>) -> std::io::Result<Self> {
         let tls_files = upstream
             .tls
             .as_ref()
             .and_then(|t| files_fingerprint(upstream_files(t)));
-        let target = &upstream.target;
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(target.host.as_str(), target.port))?
-            .next()
-            .ok_or_else(|| {
-                std::io::Error::other(format!("`{}` resolves to no address", target.host))
-            })?;
-        let mut peer = match &upstream.tls {
-            Some(tls) => tls_peer(addr, &upstream.name, tls)?,
-            None => HttpPeer::new(addr, false, String::new()),
+        let backend = match &upstream.target {
+            Target::Http(target) => Backend::Http(Box::new(http_peer(&upstream, target)?)),
+            Target::Stdio(command) => {
+                Backend::Stdio(StdioPool::new(&upstream.name, command.clone()))
+            }
         };
-        peer.options.connection_timeout = Some(upstream.timeouts.connect);
-        peer.options.total_connection_timeout = Some(upstream.timeouts.connect);
-        peer.options.read_timeout = upstream.timeouts.idle;
-        peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
         let limits = CallerLimits::new(&upstream.rate_limits);
         let jwt = upstream.identity.as_ref().and_then(|i| i.jwt.as_ref());
         let assertions = jwt
@@ -54,28 +64,47 @@ impl Route {
             .map(|(jwt, signer)| Assertions::new(signer.clone(), jwt.audience.clone(), jwt.ttl));
         Ok(Self {
             upstream,
-            peer,
+            backend,
             limits,
             assertions,
             tls_files,
         })
     }
 
-    /// The upstream as a pingora peer (connection pool key and options).
-    pub fn peer(&self) -> HttpPeer {
-        self.peer.clone()
+    /// The upstream as a pingora peer (connection pool key and options);
+    /// `None` for a stdio upstream.
+    pub fn peer(&self) -> Option<HttpPeer> {
+        match &self.backend {
+            Backend::Http(peer) => Some(HttpPeer::clone(peer)),
+            Backend::Stdio(_) => None,
+        }
+    }
+
+    /// The processes of a stdio upstream; `None` for an HTTP one.
+    pub fn stdio(&self) -> Option<&Arc<StdioPool>> {
+        match &self.backend {
+            Backend::Stdio(pool) => Some(pool),
+            Backend::Http(_) => None,
+        }
     }
 
     /// How long a pooled connection to this upstream may stay idle.
     pub fn pool_idle_timeout(&self) -> Option<Duration> {
-        self.peer.options.idle_timeout
+        match &self.backend {
+            Backend::Http(peer) => peer.options.idle_timeout,
+            Backend::Stdio(_) => None,
+        }
     }
 
     /// Maps a public path and query (`/demo/mcp/x?y`) to the upstream's
     /// (`/mcp/x?y`): the public prefix is replaced by the upstream URL's path.
     pub fn upstream_path(&self, public_path: &str, query: Option<&str>) -> String {
         let rest = &public_path[self.upstream.path.len()..];
-        let mut path = format!("{}{rest}", self.upstream.target.path);
+        let base = match &self.upstream.target {
+            Target::Http(t) => t.path.as_str(),
+            Target::Stdio(_) => "",
+        };
+        let mut path = format!("{base}{rest}");
         if path.is_empty() {
             path.push('/');
         }
@@ -85,6 +114,24 @@ impl Route {
         }
         path
     }
+}
+
+/// The pingora peer of an HTTP upstream, with its timeouts and TLS.
+fn http_peer(upstream: &Upstream, target: &UpstreamTarget) -> std::io::Result<HttpPeer> {
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(target.host.as_str(), target.port))?
+        .next()
+        .ok_or_else(|| {
+            std::io::Error::other(format!("`{}` resolves to no address", target.host))
+        })?;
+    let mut peer = match &upstream.tls {
+        Some(tls) => tls_peer(addr, &upstream.name, tls)?,
+        None => HttpPeer::new(addr, false, String::new()),
+    };
+    peer.options.connection_timeout = Some(upstream.timeouts.connect);
+    peer.options.total_connection_timeout = Some(upstream.timeouts.connect);
+    peer.options.read_timeout = upstream.timeouts.idle;
+    peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
+    Ok(peer)
 }
 
 /// A peer reached over TLS: SNI and the verified name are `server_name`
@@ -150,7 +197,11 @@ impl Routes {
                     return Ok(route.clone());
                 }
                 Route::new(u.clone(), signer).map(Arc::new).map_err(|e| {
-                    std::io::Error::other(format!("upstream `{}` ({}): {e}", u.name, u.target.url))
+                    std::io::Error::other(format!(
+                        "upstream `{}` ({}): {e}",
+                        u.name,
+                        u.target.describe()
+                    ))
                 })
             })
             .collect::<std::io::Result<_>>()
