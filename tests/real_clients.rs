@@ -71,10 +71,23 @@ fn args(list: &[&str]) -> Vec<String> {
 async fn full_flow(program: PathBuf, script: &str) -> (Value, (Everything, OAuthGateway)) {
     let everything = Everything::start().await;
     let oauth = OAuthGateway::start(&everything, "  access_token_ttl: 2s\n").await;
+    let seen = run_flow(program, script, &oauth).await;
+    (seen, (everything, oauth))
+}
+
+/// The same flow with server-everything as a stdio upstream: the gateway
+/// runs it, one process per MCP session (issue 15).
+async fn full_flow_over_stdio(program: PathBuf, script: &str) -> (Value, OAuthGateway) {
+    let oauth = OAuthGateway::stdio("  access_token_ttl: 2s\n").await;
+    let seen = run_flow(program, script, &oauth).await;
+    (seen, oauth)
+}
+
+async fn run_flow(program: PathBuf, script: &str, oauth: &OAuthGateway) -> Value {
     let url = oauth.mcp_url();
     let seen = run_client(program, args(&[script, &url, "alice", "pw"])).await;
     println!("{seen}");
-    (seen, (everything, oauth))
+    seen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,6 +123,18 @@ async fn typescript_sdk_lists_and_calls_demo_tools_through_the_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typescript_sdk_2_completes_oauth_and_steps_up_by_itself() {
     let (seen, _servers) = full_flow(node22(), "ts_sdk_v2_oauth.mjs").await;
+    assert_typescript_sdk_2_flow(&seen);
+}
+
+/// The same, in front of server-everything run over stdio by the gateway:
+/// filtered tools/list, step-up, progress as it happens, refresh, revoke.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_sdk_2_completes_oauth_against_a_stdio_upstream() {
+    let (seen, _oauth) = full_flow_over_stdio(node22(), "ts_sdk_v2_oauth.mjs").await;
+    assert_typescript_sdk_2_flow(&seen);
+}
+
+fn assert_typescript_sdk_2_flow(seen: &Value) {
     assert!(
         seen["firstScope"].as_str().unwrap().starts_with("mcp"),
         "the SDK asked for the challenged base scope: {}",
@@ -190,6 +215,17 @@ async fn typescript_sdk_1_completes_oauth_with_application_step_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_completes_oauth_steps_up_refreshes_and_is_revoked() {
     let (seen, _servers) = full_flow(venv_python(), "python_sdk_oauth.py").await;
+    assert_python_sdk_flow(&seen);
+}
+
+/// The same, in front of server-everything run over stdio by the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_completes_oauth_against_a_stdio_upstream() {
+    let (seen, _oauth) = full_flow_over_stdio(venv_python(), "python_sdk_oauth.py").await;
+    assert_python_sdk_flow(&seen);
+}
+
+fn assert_python_sdk_flow(seen: &Value) {
     assert_eq!(seen["client_registered"], true);
     assert_eq!(
         seen["scope"], "mcp offline_access",

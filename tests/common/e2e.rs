@@ -202,20 +202,40 @@ pub struct OAuthGateway {
 
 impl OAuthGateway {
     pub async fn start(upstream: &Everything, authorization_server_extra: &str) -> Self {
-        Self::launch(upstream, authorization_server_extra, false, None).await
+        Self::launch(&http_target(upstream), authorization_server_extra, false, None).await
+    }
+
+    /// In front of server-everything run by the gateway itself, over stdio
+    /// (one process per session).
+    pub async fn stdio(authorization_server_extra: &str) -> Self {
+        ensure_setup();
+        Self::launch(
+            &everything_stdio_target(),
+            authorization_server_extra,
+            false,
+            None,
+        )
+        .await
     }
 
     pub async fn behind_relay(upstream: &Everything, authorization_server_extra: &str) -> Self {
-        Self::launch(upstream, authorization_server_extra, true, None).await
+        Self::launch(&http_target(upstream), authorization_server_extra, true, None).await
     }
 
     /// Serving HTTPS itself with `cert` (issued for `127.0.0.1`).
     pub async fn over_tls(upstream: &Everything, cert: &super::tls::Issued) -> Self {
-        Self::launch(upstream, "  access_token_ttl: 2s\n", false, Some(cert)).await
+        Self::launch(
+            &http_target(upstream),
+            "  access_token_ttl: 2s\n",
+            false,
+            Some(cert),
+        )
+        .await
     }
 
+    /// `target`: the upstream's `url` or `command` lines.
     async fn launch(
-        upstream: &Everything,
+        target: &str,
         authorization_server_extra: &str,
         relayed: bool,
         tls: Option<&super::tls::Issued>,
@@ -248,12 +268,10 @@ listen: 127.0.0.1:{port}
 upstreams:
   - name: everything
     path: /everything/mcp
-    url: http://{up}/mcp
-    scopes: [mcp, {{ name: math, description: Do arithmetic with your numbers }}, admin]
+{target}    scopes: [mcp, {{ name: math, description: Do arithmetic with your numbers }}, admin]
     policy: {EVERYTHING_POLICY}
 ",
             dir = data_dir.display(),
-            up = upstream.addr
         ))
         .await;
         Self {
@@ -284,6 +302,23 @@ upstreams:
     pub async fn register_client(&self, name: &str, redirect_uri: &str) -> OAuthClient {
         OAuthClient::register(&self.url(""), &self.mcp_url(), name, redirect_uri).await
     }
+}
+
+/// The upstream lines of server-everything over Streamable HTTP.
+fn http_target(upstream: &Everything) -> String {
+    format!("    url: http://{}/mcp\n", upstream.addr)
+}
+
+/// The upstream lines of server-everything started by the gateway over
+/// stdio, with Node 22 (the gateway's `PATH` need not have it).
+pub fn everything_stdio_target() -> String {
+    format!(
+        "    command: ['{node}', '{script}', stdio]\n",
+        node = node22().display(),
+        script = clients_dir()
+            .join("node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+            .display()
+    )
 }
 
 impl Drop for OAuthGateway {
