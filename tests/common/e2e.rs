@@ -202,7 +202,13 @@ pub struct OAuthGateway {
 
 impl OAuthGateway {
     pub async fn start(upstream: &Everything, authorization_server_extra: &str) -> Self {
-        Self::launch(&http_target(upstream), authorization_server_extra, false, None).await
+        Self::launch(
+            &http_target(upstream),
+            authorization_server_extra,
+            false,
+            None,
+        )
+        .await
     }
 
     /// In front of server-everything run by the gateway itself, over stdio
@@ -219,7 +225,13 @@ impl OAuthGateway {
     }
 
     pub async fn behind_relay(upstream: &Everything, authorization_server_extra: &str) -> Self {
-        Self::launch(&http_target(upstream), authorization_server_extra, true, None).await
+        Self::launch(
+            &http_target(upstream),
+            authorization_server_extra,
+            true,
+            None,
+        )
+        .await
     }
 
     /// Serving HTTPS itself with `cert` (issued for `127.0.0.1`).

@@ -2,7 +2,7 @@
 # Installs what the end-to-end tests drive, from the package registries, and
 # caches it: run it as often as you like, a second run with nothing changed
 # takes a few seconds. `cargo test` runs it once per test binary that needs
-# it (tests/real_clients.rs, tests/browser_pages.rs, tests/federation.rs,
+# it (tests/real_clients.rs, tests/stdio.rs, tests/browser_pages.rs, tests/federation.rs,
 # tests/tls_listener.rs); `.ci/run` runs it
 # before `cargo test`.
 #
@@ -15,7 +15,8 @@
 #     oidc-provider                        the OpenID Provider of tests/federation.rs
 #     axe-core                             accessibility checks of the sign-in pages
 #   tests/e2e/.cache/venv       (pip, pinned by tests/clients/requirements.txt)
-#     mcp                                  Python SDK client
+#     mcp                                  Python SDK client (and the stdio test server)
+#     mcp-server-time                      a stdio MCP server (tests/stdio.rs)
 #   /usr/bin/chromium           (apt, Debian's chromium)
 #
 # A changed lock file or requirements file triggers a reinstall of that part.

@@ -1,0 +1,802 @@
+//! Stdio upstreams (issue 15) through the gateway binary with its built-in
+//! authorization server: real stdio MCP servers it starts itself
+//! (`@modelcontextprotocol/server-everything` in stdio mode, the PyPI
+//! `mcp-server-time`, and `tests/fixtures/stdio_server.py` on the official
+//! Python SDK), reached over real HTTP with client_credentials tokens.
+//! Process checks read `/proc`: which processes live, whose child they
+//! are, and whether any is a zombie.
+
+mod common;
+
+use common::binary::Binary;
+use common::e2e::{ensure_setup, everything_stdio_target, venv_python};
+use common::free_port;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const OPERATOR: &str = "an-initial-access-token-for-the-stdio-tests";
+
+/// The gateway binary in front of the stdio servers, one upstream each:
+/// - `/everything/mcp`: server-everything, one process per session;
+/// - `/notes/mcp`: the fixture per session, told its caller;
+/// - `/subject-notes/mcp`: the fixture, one process per subject;
+/// - `/limited/mcp`: the fixture, at most 2 processes, idle after 2 s;
+/// - `/mute/mcp`: the fixture that never answers, 1 s to start;
+/// - `/time/mcp`: mcp-server-time from PyPI.
+struct StdioGateway {
+    gw: Binary,
+    /// Marks every fixture process's command line, to find them in /proc.
+    marker: String,
+    data_dir: PathBuf,
+    http: reqwest::Client,
+}
+
+fn fixture() -> String {
+    format!(
+        "{}/tests/fixtures/stdio_server.py",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+impl StdioGateway {
+    async fn start() -> Self {
+        ensure_setup();
+        let port = free_port();
+        let marker = format!("--marker=stdio-test-{}-{port}", std::process::id());
+        let data_dir =
+            std::env::temp_dir().join(format!("mcpgw-stdio-{}-{port}", std::process::id()));
+        let python = venv_python();
+        let fixture = |name: &str, extra: &str| {
+            format!(
+                "    command: ['{py}', '{script}', '{marker}-{name}'{extra}]\n    policy: {{ base_scopes: [mcp], unlisted_tools: base }}\n",
+                py = python.display(),
+                script = fixture(),
+            )
+        };
+        let time = python.with_file_name("mcp-server-time");
+        let yaml = format!(
+            "public_url: http://127.0.0.1:{port}
+listen: 127.0.0.1:{port}
+authorization_server:
+  data_dir: '{dir}'
+  registration: initial_access_token
+  initial_access_token: {OPERATOR}
+upstreams:
+  - name: everything
+    path: /everything/mcp
+{everything}    policy: {{ base_scopes: [mcp], unlisted_tools: base }}
+  - name: notes
+    path: /notes/mcp
+{notes}    caller_env: true
+    env: {{ NOTE_PREFIX: set-by-config }}
+  - name: subject-notes
+    path: /subject-notes/mcp
+{subject_notes}    isolation: per_subject
+  - name: limited
+    path: /limited/mcp
+{limited}    max_processes: 2
+    idle_timeout: 2s
+  - name: mute
+    path: /mute/mcp
+{mute}    startup_timeout: 1s
+  - name: time
+    path: /time/mcp
+    command: ['{time}', --local-timezone, UTC]
+    policy: {{ base_scopes: [mcp], unlisted_tools: base }}
+",
+            dir = data_dir.display(),
+            everything = everything_stdio_target(),
+            notes = fixture("notes", ""),
+            subject_notes = fixture("subject-notes", ""),
+            limited = fixture("limited", ""),
+            mute = fixture("mute", ", --mute"),
+            time = time.display(),
+        );
+        let gw = Binary::serve(&yaml, port).await;
+        Self {
+            gw,
+            marker,
+            data_dir,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.gw.addr)
+    }
+
+    /// A new confidential client (a subject of its own) and its token for
+    /// the upstream at `path`.
+    async fn caller(&self, path: &str) -> Caller {
+        let client: Value = self
+            .http
+            .post(self.url("/register"))
+            .bearer_auth(OPERATOR)
+            .json(&json!({"client_name": "stdio test", "grant_types": ["client_credentials"], "scope": "mcp"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = client["client_id"].as_str().unwrap().to_owned();
+        let secret = client["client_secret"].as_str().unwrap().to_owned();
+        self.caller_for(path, &id, &secret).await
+    }
+
+    /// Another token of the client `id` for the upstream at `path`.
+    async fn caller_for(&self, path: &str, id: &str, secret: &str) -> Caller {
+        let tokens: Value = self
+            .http
+            .post(self.url("/token"))
+            .basic_auth(id, Some(secret))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("resource", &self.url(path)),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        Caller {
+            http: self.http.clone(),
+            url: self.url(path),
+            token: tokens["access_token"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no token: {tokens}"))
+                .to_owned(),
+            client: (id.to_owned(), secret.to_owned()),
+            session: None,
+        }
+    }
+
+    /// The fixture processes alive now, by pid: of the upstream `name`,
+    /// or of all of them.
+    fn fixture_pids(&self, name: Option<&str>) -> Vec<u32> {
+        let marker = match name {
+            Some(name) => format!("{}-{name} ", self.marker),
+            None => self.marker.clone(),
+        };
+        processes()
+            .into_iter()
+            .filter(|p| p.cmdline.contains(&marker) && !gone(p.pid))
+            .map(|p| p.pid)
+            .collect()
+    }
+
+    /// Children of the gateway that have exited and were never reaped.
+    fn zombie_children(&self) -> Vec<u32> {
+        let gateway = self.gw.pid();
+        processes()
+            .into_iter()
+            .filter(|p| p.ppid == gateway && p.state == 'Z')
+            .map(|p| p.pid)
+            .collect()
+    }
+}
+
+impl Drop for StdioGateway {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// One MCP client: a token for one upstream, and its session once
+/// initialized.
+struct Caller {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    client: (String, String),
+    session: Option<String>,
+}
+
+impl Caller {
+    fn post(&self, body: &Value) -> reqwest::RequestBuilder {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .bearer_auth(&self.token)
+            .header("accept", "application/json, text/event-stream")
+            .json(body);
+        if let Some(s) = &self.session {
+            req = req.header("mcp-session-id", s);
+        }
+        req
+    }
+
+    /// `initialize` (declaring sampling), then `notifications/initialized`.
+    async fn initialize(&mut self) -> Value {
+        let resp = self
+            .post(
+                &json!({"jsonrpc": "2.0", "id": "init", "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {"sampling": {}},
+                "clientInfo": {"name": "stdio-test", "version": "1"}}}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "initialize");
+        self.session = Some(
+            resp.headers()["mcp-session-id"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+        let answer: Value = resp.json().await.unwrap();
+        assert_eq!(answer["id"], "init", "the client's id comes back: {answer}");
+        let resp = self
+            .post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        answer
+    }
+
+    /// Calls `tool` and returns its text (or the error of the answer).
+    async fn call(&self, tool: &str, arguments: Value) -> Result<String, Value> {
+        let resp = self
+            .post(&json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "tools/call {tool}");
+        let mut events = Events::of(resp);
+        let answer = events.next().await.expect("an answer");
+        assert_eq!(answer["id"], 7, "{answer}");
+        match answer["result"]["content"][0]["text"].as_str() {
+            Some(text) => Ok(text.to_owned()),
+            None => Err(answer),
+        }
+    }
+
+    async fn pid(&self) -> u32 {
+        let me: Value =
+            serde_json::from_str(&self.call("whoami", json!({})).await.unwrap()).unwrap();
+        me["pid"].as_u64().unwrap() as u32
+    }
+
+    async fn delete(&self) -> u16 {
+        self.http
+            .delete(&self.url)
+            .bearer_auth(&self.token)
+            .header("mcp-session-id", self.session.as_deref().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}
+
+/// The JSON-RPC messages of an event stream, one per event.
+struct Events {
+    body: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl Events {
+    fn of(resp: reqwest::Response) -> Self {
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream"),
+            "an event stream"
+        );
+        Self {
+            body: resp.bytes_stream().boxed(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next message, `None` when the stream ends (10 s at most).
+    async fn next(&mut self) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let event: Vec<u8> = self.buf.drain(..end + 2).collect();
+                let text = String::from_utf8(event).unwrap();
+                let data: String = text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data: "))
+                    .collect();
+                return Some(serde_json::from_str(&data).unwrap());
+            }
+            match tokio::time::timeout_at(deadline, self.body.next()).await {
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.unwrap()),
+                Ok(None) => return None,
+                Err(_) => panic!("no event within 10 s"),
+            }
+        }
+    }
+}
+
+/// A process as `/proc` tells it.
+struct Process {
+    pid: u32,
+    ppid: u32,
+    state: char,
+    cmdline: String,
+}
+
+fn processes() -> Vec<Process> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // `pid (comm) state ppid ...`; comm may hold spaces.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let mut fields = rest.split(' ');
+            let state = fields.next()?.chars().next()?;
+            let ppid = fields.next()?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+                .unwrap_or_default();
+            Some(Process {
+                pid,
+                ppid,
+                state,
+                cmdline,
+            })
+        })
+        .collect()
+}
+
+/// Whether `pid` is gone: exited and reaped, or a zombie that is not the
+/// gateway's to reap (a grandchild left to init).
+fn gone(pid: u32) -> bool {
+    let gateway = std::process::id();
+    processes()
+        .iter()
+        .find(|p| p.pid == pid)
+        .is_none_or(|p| p.state == 'Z' && p.ppid != gateway && !is_gateway(p.ppid))
+}
+
+/// Whether `pid` is a gateway binary (the test's children).
+fn is_gateway(pid: u32) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .is_ok_and(|exe| exe.ends_with("mcp-oauth-gateway"))
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within 15 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdio_upstreams_behave_like_http_ones_and_leave_no_process_behind() {
+    let mut s = StdioGateway::start().await;
+    two_callers_get_two_processes_and_neither_sees_the_others_notes(&s).await;
+    one_subjects_sessions_share_a_process_and_another_subject_gets_its_own(&s).await;
+    a_sampling_request_from_the_server_is_answered_by_the_client(&s).await;
+    what_the_server_sends_outside_a_call_arrives_on_the_get_stream(&s).await;
+    delete_stops_the_process_and_what_it_started(&s).await;
+    an_idle_process_is_stopped_and_its_session_ends(&s).await;
+    a_crash_mid_call_answers_the_call_with_an_error_and_ends_the_session(&s).await;
+    a_server_that_never_answers_initialize_gets_504_and_is_stopped(&s).await;
+    sessions_past_max_processes_get_503_with_retry_after(&s).await;
+    mcp_server_time_from_pypi_answers(&s).await;
+    malformed_and_misplaced_requests_are_refused_and_change_nothing(&s).await;
+
+    wait_until("every exited child is reaped", || {
+        s.zombie_children().is_empty()
+    })
+    .await;
+    assert!(!s.fixture_pids(None).is_empty(), "some sessions still run");
+    s.gw.signal("TERM");
+    wait_until("the gateway exits on SIGTERM", || !s.gw.running()).await;
+    wait_until("no stdio process outlives the gateway", || {
+        s.fixture_pids(None).is_empty()
+    })
+    .await;
+}
+
+/// Isolation `per_session`: two callers, two processes; one's notes are
+/// never the other's. The child's environment is what the configuration
+/// lists (inherited `PATH`, `HOME`, `LANG`; `env`; the caller), nothing of
+/// the gateway's own (its `RUST_LOG`).
+async fn two_callers_get_two_processes_and_neither_sees_the_others_notes(s: &StdioGateway) {
+    let mut a = s.caller("/notes/mcp").await;
+    let mut b = s.caller("/notes/mcp").await;
+    a.initialize().await;
+    b.initialize().await;
+    assert_eq!(
+        a.call("remember", json!({"note": "a1"})).await.unwrap(),
+        "1 note(s)"
+    );
+    assert_eq!(
+        b.call("remember", json!({"note": "b1"})).await.unwrap(),
+        "1 note(s)"
+    );
+    assert_eq!(a.call("recall", json!({})).await.unwrap(), "a1");
+    assert_eq!(b.call("recall", json!({})).await.unwrap(), "b1");
+    assert_ne!(a.pid().await, b.pid().await);
+    let me: Value = serde_json::from_str(&a.call("whoami", json!({})).await.unwrap()).unwrap();
+    let env = me["env"].as_object().unwrap();
+    assert_eq!(env["NOTE_PREFIX"], "set-by-config");
+    assert_eq!(env["MCP_GATEWAY_SUBJECT"], a.client.0.as_str());
+    assert_eq!(env["MCP_GATEWAY_CLIENT_ID"], a.client.0.as_str());
+    assert_eq!(env["MCP_GATEWAY_SCOPES"], "mcp");
+    assert!(
+        !env.contains_key("RUST_LOG"),
+        "the gateway's own environment stays out: {env:?}"
+    );
+    let names: Vec<&str> = env.keys().map(String::as_str).collect();
+    for name in &names {
+        assert!(
+            ["PATH", "HOME", "LANG", "NOTE_PREFIX"].contains(name)
+                || name.starts_with("MCP_GATEWAY_")
+                // What Python itself sets in its own environment.
+                || name.starts_with("LC_"),
+            "unexpected variable {name} in {names:?}"
+        );
+    }
+    // The other caller's session id is not theirs to use.
+    let mut stolen = s.caller("/notes/mcp").await;
+    stolen.session = a.session.clone();
+    let resp = stolen
+        .post(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "recall", "arguments": {}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404, "a session belongs to its subject");
+    assert_eq!(a.delete().await, 200);
+    assert_eq!(b.delete().await, 200);
+}
+
+/// Isolation `per_subject`: a second session of the same subject reaches
+/// the same process (and its notes); another subject gets its own.
+async fn one_subjects_sessions_share_a_process_and_another_subject_gets_its_own(s: &StdioGateway) {
+    let mut first = s.caller("/subject-notes/mcp").await;
+    let (id, secret) = first.client.clone();
+    let mut second = s.caller_for("/subject-notes/mcp", &id, &secret).await;
+    let mut other = s.caller("/subject-notes/mcp").await;
+    first.initialize().await;
+    second.initialize().await;
+    other.initialize().await;
+    assert_ne!(first.session, second.session, "two sessions");
+    first
+        .call("remember", json!({"note": "mine"}))
+        .await
+        .unwrap();
+    assert_eq!(second.call("recall", json!({})).await.unwrap(), "mine");
+    assert_eq!(other.call("recall", json!({})).await.unwrap(), "");
+    assert_eq!(first.pid().await, second.pid().await);
+    assert_ne!(first.pid().await, other.pid().await);
+}
+
+/// The server's `sampling/createMessage` reaches the client on the stream
+/// of the call that caused it; the client's answer, POSTed back, reaches
+/// the server, whose tool result then carries it.
+async fn a_sampling_request_from_the_server_is_answered_by_the_client(s: &StdioGateway) {
+    let mut c = s.caller("/everything/mcp").await;
+    c.initialize().await;
+    let resp = c
+        .post(&json!({"jsonrpc": "2.0", "id": "call-1", "method": "tools/call", "params": {
+            "name": "trigger-sampling-request", "arguments": {"prompt": "say hi", "maxTokens": 5}}}))
+        .send()
+        .await
+        .unwrap();
+    let mut events = Events::of(resp);
+    let asked = loop {
+        let m = events.next().await.expect("the sampling request");
+        if m["method"] == "sampling/createMessage" {
+            break m;
+        }
+    };
+    let answer = c
+        .post(&json!({"jsonrpc": "2.0", "id": asked["id"], "result": {
+            "role": "assistant", "content": {"type": "text", "text": "hello from the test client"},
+            "model": "test-model", "stopReason": "endTurn"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    let result = loop {
+        let m = events.next().await.expect("the tool result");
+        if m["id"] == "call-1" {
+            break m;
+        }
+    };
+    let text = result["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("hello from the test client"), "{result}");
+    assert!(
+        events.next().await.is_none(),
+        "the stream ends after the answer"
+    );
+    // An answer to a request nobody asked is dropped, not written.
+    let stray = c
+        .post(&json!({"jsonrpc": "2.0", "id": 999_999, "result": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stray.status(), 202);
+    assert_eq!(
+        c.call("echo", json!({"message": "still here"}))
+            .await
+            .unwrap(),
+        "Echo: still here"
+    );
+}
+
+/// Messages outside any call (server-everything announces its tools
+/// changed once initialized) go to the session's GET stream; a second GET
+/// stream is refused.
+async fn what_the_server_sends_outside_a_call_arrives_on_the_get_stream(s: &StdioGateway) {
+    let mut c = s.caller("/everything/mcp").await;
+    let resp = c
+        .post(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {"sampling": {}, "elicitation": {}},
+            "clientInfo": {"name": "stdio-test", "version": "1"}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    c.session = Some(
+        resp.headers()["mcp-session-id"]
+            .to_str()
+            .unwrap()
+            .to_owned(),
+    );
+    let get = |c: &Caller| {
+        c.http
+            .get(&c.url)
+            .bearer_auth(&c.token)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", c.session.as_deref().unwrap())
+            .send()
+    };
+    let mut stream = Events::of(get(&c).await.unwrap());
+    assert_eq!(
+        get(&c).await.unwrap().status(),
+        409,
+        "one GET stream per session"
+    );
+    let resp = c
+        .post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let m = stream.next().await.expect("a notification");
+    assert_eq!(m["method"], "notifications/tools/list_changed", "{m}");
+    assert_eq!(c.delete().await, 200);
+    while stream.next().await.is_some() {}
+}
+
+/// DELETE ends the session and stops its process group: the process and
+/// the child it started are gone; the session id is then unknown.
+async fn delete_stops_the_process_and_what_it_started(s: &StdioGateway) {
+    let mut c = s.caller("/notes/mcp").await;
+    c.initialize().await;
+    let pid = c.pid().await;
+    let child: u32 = c
+        .call("spawn_child", json!({}))
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(!gone(child));
+    assert_eq!(c.delete().await, 200);
+    wait_until("the process stops on DELETE", || gone(pid)).await;
+    wait_until("its child stops with it", || gone(child)).await;
+    assert_eq!(c.delete().await, 404, "the session is gone");
+}
+
+/// A process without requests for its `idle_timeout` is stopped; its
+/// session ends (404), and the client starts a new one.
+async fn an_idle_process_is_stopped_and_its_session_ends(s: &StdioGateway) {
+    let mut c = s.caller("/limited/mcp").await;
+    c.initialize().await;
+    let pid = c.pid().await;
+    wait_until("the idle process stops", || gone(pid)).await;
+    let resp = c
+        .post(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    c.initialize().await;
+    assert_ne!(c.pid().await, pid, "a new process for the new session");
+    assert_eq!(c.delete().await, 200);
+}
+
+/// A process that dies mid-call: the call is answered with a JSON-RPC
+/// error, and the session ends (404) so the client re-initializes.
+async fn a_crash_mid_call_answers_the_call_with_an_error_and_ends_the_session(s: &StdioGateway) {
+    let mut c = s.caller("/notes/mcp").await;
+    c.initialize().await;
+    let pid = c.pid().await;
+    let error = c.call("crash", json!({})).await.unwrap_err();
+    assert_eq!(error["error"]["code"], -32603, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ended before answering"),
+        "{error}"
+    );
+    wait_until("the crashed process is reaped", || gone(pid)).await;
+    let resp = c
+        .post(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["id"], 1, "{body}");
+    c.initialize().await;
+    assert_eq!(c.call("recall", json!({})).await.unwrap(), "");
+}
+
+/// `initialize` unanswered within `startup_timeout`: 504 with a JSON-RPC
+/// error, no session, and the process is stopped.
+async fn a_server_that_never_answers_initialize_gets_504_and_is_stopped(s: &StdioGateway) {
+    let c = s.caller("/mute/mcp").await;
+    let started = Instant::now();
+    let resp = c
+        .post(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 504);
+    assert!(resp.headers().get("mcp-session-id").is_none());
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32002, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    wait_until("the mute process is stopped", || {
+        s.fixture_pids(Some("mute")).is_empty()
+    })
+    .await;
+}
+
+/// `max_processes` bounds the processes: a flood of sessions gets exactly
+/// that many, the rest 503 with `Retry-After`; a DELETE frees a slot.
+async fn sessions_past_max_processes_get_503_with_retry_after(s: &StdioGateway) {
+    wait_until("no process of the earlier tests holds a slot", || {
+        s.fixture_pids(Some("limited")).is_empty()
+    })
+    .await;
+    let mut callers = Vec::new();
+    for _ in 0..8 {
+        callers.push(s.caller("/limited/mcp").await);
+    }
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let answers =
+        futures_util::future::join_all(callers.iter().map(|c| c.post(&init).send())).await;
+    let mut started = Vec::new();
+    let mut busy = 0;
+    for (i, resp) in answers.into_iter().enumerate() {
+        let resp = resp.unwrap();
+        match resp.status().as_u16() {
+            200 => {
+                let id = resp.headers()["mcp-session-id"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                started.push((i, id));
+            }
+            503 => {
+                let retry: u64 = resp.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!(retry >= 1);
+                let body: Value = resp.json().await.unwrap();
+                assert_eq!(body["error"]["code"], -32001, "{body}");
+                busy += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(
+        (started.len(), busy),
+        (2, 6),
+        "exactly max_processes sessions"
+    );
+    assert_eq!(
+        s.fixture_pids(Some("limited")).len(),
+        2,
+        "two processes, no more"
+    );
+    let (i, id) = &started[0];
+    callers[*i].session = Some(id.clone());
+    assert_eq!(callers[*i].delete().await, 200);
+    let next = s.caller("/limited/mcp").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while next.post(&init).send().await.unwrap().status() != 200 {
+        assert!(Instant::now() < deadline, "a slot frees after DELETE");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A Python stdio server from PyPI, unmodified.
+async fn mcp_server_time_from_pypi_answers(s: &StdioGateway) {
+    let mut c = s.caller("/time/mcp").await;
+    c.initialize().await;
+    let text = c
+        .call("get_current_time", json!({"timezone": "Europe/Warsaw"}))
+        .await
+        .unwrap();
+    let now: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(now["timezone"], "Europe/Warsaw", "{now}");
+    assert_eq!(c.delete().await, 200);
+}
+
+/// Requests the bridge cannot serve get a clear status and JSON-RPC error,
+/// and the session they named keeps working.
+async fn malformed_and_misplaced_requests_are_refused_and_change_nothing(s: &StdioGateway) {
+    let mut c = s.caller("/notes/mcp").await;
+    c.initialize().await;
+    c.call("remember", json!({"note": "kept"})).await.unwrap();
+    let session = c.session.take();
+    let no_session = c
+        .post(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_session.status(), 400, "a session is needed");
+    let body: Value = no_session.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32600, "{body}");
+    c.session = Some("not-a-session".into());
+    let unknown = c
+        .post(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    c.session = session;
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
+        {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+    ]);
+    assert_eq!(
+        c.post(&batch).send().await.unwrap().status(),
+        400,
+        "initialize alone"
+    );
+    let duplicate = c
+        .http
+        .post(&c.url)
+        .bearer_auth(&c.token)
+        .header("mcp-session-id", c.session.as_deref().unwrap())
+        .header("content-type", "application/json")
+        .body(r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(duplicate.status(), 400, "duplicate keys are refused");
+    // Pretty-printed JSON (line breaks between tokens) still reaches the
+    // process as one line.
+    let pretty = c
+        .http
+        .post(&c.url)
+        .bearer_auth(&c.token)
+        .header("mcp-session-id", c.session.as_deref().unwrap())
+        .header("accept", "application/json")
+        .header("content-type", "application/json")
+        .body("{\n  \"jsonrpc\": \"2.0\",\n  \"id\": 3,\n  \"method\": \"tools/call\",\n  \"params\": {\n    \"name\": \"recall\",\n    \"arguments\": {}\n  }\n}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pretty.status(), 200);
+    let answer: Value = pretty.json().await.unwrap();
+    assert_eq!(answer["result"]["content"][0]["text"], "kept", "{answer}");
+    assert_eq!(c.call("recall", json!({})).await.unwrap(), "kept");
+    assert_eq!(c.delete().await, 200);
+}
