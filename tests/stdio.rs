@@ -23,10 +23,12 @@ const OPERATOR: &str = "an-initial-access-token-for-the-stdio-tests";
 /// - `/notes/mcp`: the fixture per session, told its caller;
 /// - `/subject-notes/mcp`: the fixture, one process per subject;
 /// - `/limited/mcp`: the fixture, at most 2 processes, idle after 2 s;
+/// - `/shared/mcp`: the fixture, one process for everyone;
 /// - `/mute/mcp`: the fixture that never answers, 1 s to start;
 /// - `/time/mcp`: mcp-server-time from PyPI.
 struct StdioGateway {
     gw: Binary,
+    metrics_port: u16,
     /// Marks every fixture process's command line, to find them in /proc.
     marker: String,
     data_dir: PathBuf,
@@ -78,6 +80,9 @@ upstreams:
     path: /limited/mcp
 {limited}    max_processes: 2
     idle_timeout: 2s
+  - name: shared
+    path: /shared/mcp
+{shared}    isolation: shared
   - name: mute
     path: /mute/mcp
 {mute}    startup_timeout: 1s
@@ -91,12 +96,14 @@ upstreams:
             notes = fixture("notes", ""),
             subject_notes = fixture("subject-notes", ""),
             limited = fixture("limited", ""),
+            shared = fixture("shared", ""),
             mute = fixture("mute", ", --mute"),
             time = time.display(),
         );
-        let gw = Binary::serve(&yaml, port).await;
+        let (gw, metrics_port) = Binary::serve_with_metrics(&yaml, port).await;
         Self {
             gw,
+            metrics_port,
             marker,
             data_dir,
             http: reqwest::Client::new(),
@@ -152,6 +159,22 @@ upstreams:
             client: (id.to_owned(), secret.to_owned()),
             session: None,
         }
+    }
+
+    /// The value of the metric series `series` (`name{labels}`), 0 if absent.
+    async fn metric(&self, series: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// The fixture processes alive now, by pid: of the upstream `name`,
@@ -386,8 +409,10 @@ async fn stdio_upstreams_behave_like_http_ones_and_leave_no_process_behind() {
     a_crash_mid_call_answers_the_call_with_an_error_and_ends_the_session(&s).await;
     a_server_that_never_answers_initialize_gets_504_and_is_stopped(&s).await;
     sessions_past_max_processes_get_503_with_retry_after(&s).await;
+    a_shared_process_answers_each_caller_its_own_request_under_the_same_id(&s).await;
     mcp_server_time_from_pypi_answers(&s).await;
     malformed_and_misplaced_requests_are_refused_and_change_nothing(&s).await;
+    processes_are_counted_by_upstream_and_exit_reason(&s).await;
 
     wait_until("every exited child is reaped", || {
         s.zombie_children().is_empty()
@@ -661,6 +686,19 @@ async fn a_server_that_never_answers_initialize_gets_504_and_is_stopped(s: &Stdi
         s.fixture_pids(Some("mute")).is_empty()
     })
     .await;
+    // A failed start backs the next one off (1 s after the first failure).
+    let again = c
+        .post(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 503, "backing off after a failed start");
+    assert_eq!(again.headers()["retry-after"], "1");
+    assert!(
+        s.fixture_pids(Some("mute")).is_empty(),
+        "nothing started meanwhile"
+    );
 }
 
 /// `max_processes` bounds the processes: a flood of sessions gets exactly
@@ -723,6 +761,59 @@ async fn sessions_past_max_processes_get_503_with_retry_after(s: &StdioGateway) 
         assert!(Instant::now() < deadline, "a slot frees after DELETE");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Isolation `shared`: one process serves every caller, so the bridge
+/// numbers their requests itself; many callers racing with the same
+/// request id each get the answer to their own request.
+async fn a_shared_process_answers_each_caller_its_own_request_under_the_same_id(s: &StdioGateway) {
+    let mut callers = Vec::new();
+    for _ in 0..4 {
+        let mut c = s.caller("/shared/mcp").await;
+        c.initialize().await;
+        callers.push(c);
+    }
+    let mut pids: Vec<u32> = Vec::new();
+    for c in &callers {
+        pids.push(c.pid().await);
+    }
+    pids.dedup();
+    assert_eq!(pids.len(), 1, "one process for everyone");
+    let calls = callers.iter().enumerate().flat_map(|(i, c)| {
+        (0..10).map(move |n| async move {
+            let text = format!("caller {i} call {n}");
+            (
+                text.clone(),
+                c.call("echo", json!({"text": text})).await.unwrap(),
+            )
+        })
+    });
+    for (asked, answered) in futures_util::future::join_all(calls).await {
+        assert_eq!(answered, asked);
+    }
+}
+
+/// Processes running, started and ended by reason, per upstream.
+async fn processes_are_counted_by_upstream_and_exit_reason(s: &StdioGateway) {
+    let exits = |upstream: &'static str, reason: &'static str| async move {
+        s.metric(&format!(
+            "mcpgw_stdio_process_exits_total{{reason=\"{reason}\",upstream=\"{upstream}\"}}"
+        ))
+        .await
+    };
+    assert!(exits("notes", "crashed").await >= 1.0);
+    assert!(exits("notes", "deleted").await >= 3.0);
+    assert!(exits("limited", "idle").await >= 1.0);
+    assert_eq!(exits("mute", "startup_timeout").await, 1.0);
+    assert_eq!(
+        s.metric("mcpgw_stdio_process_starts_total{upstream=\"shared\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        s.metric("mcpgw_stdio_processes{upstream=\"shared\"}").await,
+        1.0
+    );
 }
 
 /// A Python stdio server from PyPI, unmodified.

@@ -295,3 +295,136 @@ fn find_program(
 fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Target};
+
+    /// A config with one upstream made of `lines`, auth on unless `open`.
+    fn config(lines: &str, open: bool) -> Result<Config, Vec<ConfigError>> {
+        let auth = if open {
+            "auth: { disabled: true }"
+        } else {
+            "auth: { jwt_issuers: [{ issuer: 'https://idp.example', jwks_uri: 'https://idp.example/jwks' }] }"
+        };
+        Config::from_yaml(&format!(
+            "public_url: https://gw.example\n{auth}\nupstreams:\n  - name: files\n    path: /files/mcp\n{lines}"
+        ))
+        .map_err(|e| e.0)
+    }
+
+    fn stdio(c: &Config) -> &StdioCommand {
+        match &c.upstreams[0].target {
+            Target::Stdio(s) => s,
+            Target::Http(t) => panic!("an HTTP upstream: {t:?}"),
+        }
+    }
+
+    fn refused(lines: &str, open: bool) -> Vec<(String, String)> {
+        config(lines, open)
+            .expect_err("refused")
+            .into_iter()
+            .map(|e| (e.path, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn a_command_makes_a_stdio_upstream_with_documented_defaults() {
+        let c = config("    command: [sh, -c, 'exit 0']\n", false).unwrap();
+        let s = stdio(&c);
+        assert!(s.program.is_absolute() && s.program.ends_with("sh"));
+        assert_eq!(s.args, ["-c", "exit 0"]);
+        assert_eq!(s.isolation, Isolation::PerSession);
+        assert_eq!(s.max_processes, 50);
+        assert_eq!(s.idle_timeout, Duration::from_secs(600));
+        assert_eq!(s.startup_timeout, Duration::from_secs(20));
+        assert!(!s.caller_env);
+        let names: Vec<&str> = s.env.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(
+            names.iter().all(|n| DEFAULT_INHERITED.contains(n)),
+            "{names:?}"
+        );
+        assert!(names.contains(&"PATH"));
+    }
+
+    #[test]
+    fn the_environment_is_only_what_is_listed_and_env_wins() {
+        let c = config(
+            "    command: [sh]\n    inherit_env: [PATH, NO_SUCH_VARIABLE_HERE]\n    env: { PATH: /bin, KEY: v }\n",
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            stdio(&c).env,
+            [("KEY".into(), "v".into()), ("PATH".into(), "/bin".into())]
+        );
+    }
+
+    #[test]
+    fn a_program_that_is_missing_or_not_executable_is_refused_by_check_config() {
+        let errors = refused("    command: [no-such-program-anywhere]\n", false);
+        assert_eq!(errors[0].0, "upstreams[0].command[0]");
+        assert!(
+            errors[0].1.contains("not found on the child's PATH"),
+            "{errors:?}"
+        );
+        let not_executable = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let errors = refused(&format!("    command: ['{not_executable}']\n"), false);
+        assert!(errors[0].1.contains("not an executable file"), "{errors:?}");
+        let errors = refused("    command: []\n", false);
+        assert_eq!(errors[0].0, "upstreams[0].command");
+        let errors = refused("    command: [sh]\n    cwd: /no/such/dir\n", false);
+        assert_eq!(errors[0].0, "upstreams[0].cwd");
+    }
+
+    #[test]
+    fn url_or_command_exactly_one() {
+        let both = refused(
+            "    url: http://127.0.0.1:1/mcp\n    command: [sh]\n",
+            false,
+        );
+        assert!(both[0].1.contains("both `url` and `command`"), "{both:?}");
+        let neither = refused("    policy: {}\n", false);
+        assert!(neither[0].1.contains("neither"), "{neither:?}");
+    }
+
+    #[test]
+    fn settings_of_the_other_kind_are_refused() {
+        let errors = refused(
+            "    url: http://127.0.0.1:1/mcp\n    isolation: shared\n    max_processes: 3\n",
+            false,
+        );
+        let paths: Vec<&str> = errors.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["upstreams[0].isolation", "upstreams[0].max_processes"]
+        );
+        let errors = refused("    command: [sh]\n    headers: { x-api-key: k }\n", false);
+        assert_eq!(errors[0].0, "upstreams[0].headers");
+    }
+
+    #[test]
+    fn isolation_and_caller_identity_need_callers_that_have_one() {
+        let errors = refused("    command: [sh]\n    isolation: per_subject\n", true);
+        assert_eq!(errors[0].0, "upstreams[0].isolation");
+        let errors = refused(
+            "    command: [sh]\n    isolation: shared\n    caller_env: true\n",
+            false,
+        );
+        assert_eq!(errors[0].0, "upstreams[0].caller_env");
+        assert!(config("    command: [sh]\n    caller_env: true\n", false).is_ok());
+    }
+
+    #[test]
+    fn limits_and_names_must_make_sense() {
+        let errors = refused(
+            "    command: [sh]\n    max_processes: 0\n    idle_timeout: 0s\n    env: { 'BAD-NAME': x }\n",
+            false,
+        );
+        let paths: Vec<&str> = errors.iter().map(|(p, _)| p.as_str()).collect();
+        assert!(paths.contains(&"upstreams[0].max_processes"), "{paths:?}");
+        assert!(paths.contains(&"upstreams[0].idle_timeout"), "{paths:?}");
+        assert!(paths.contains(&"upstreams[0].env.BAD-NAME"), "{paths:?}");
+    }
+}

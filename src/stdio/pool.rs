@@ -309,11 +309,15 @@ impl StdioPool {
 
     /// Starts a process, within the limit and the backoff.
     async fn start(&self, caller: Option<&Principal>) -> Result<Arc<Process>, StdioError> {
-        if let Some(wait) = lock(&self.backoff).wait() {
+        let backoff = {
+            let b = lock(&self.backoff);
+            b.wait().map(|wait| (b.failures, wait))
+        };
+        if let Some((failures, retry_after)) = backoff {
             return Err(StdioError::BackingOff {
                 upstream: self.name.clone(),
-                failures: lock(&self.backoff).failures,
-                retry_after: wait,
+                failures,
+                retry_after,
             });
         }
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
@@ -858,5 +862,27 @@ async fn stop_when_idle(process: Weak<Process>, idle: Duration) {
             process.stop("idle");
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_starts_back_off_doubling_up_to_30_seconds() {
+        let mut b = Backoff::default();
+        assert_eq!(b.wait(), None, "no failure, no wait");
+        b.last = Some(Instant::now());
+        for (failures, most) in [(1, 1), (2, 2), (3, 4), (6, 30), (20, 30)] {
+            b.failures = failures;
+            let wait = b.wait().unwrap();
+            assert!(
+                wait <= Duration::from_secs(most) && wait > Duration::from_secs(most) / 2,
+                "{failures} failures: {wait:?}"
+            );
+        }
+        b.last = Instant::now().checked_sub(Duration::from_secs(31));
+        assert_eq!(b.wait(), None, "the wait is over");
     }
 }

@@ -190,37 +190,61 @@ async fn write_stdin(mut stdin: tokio::process::ChildStdin, mut lines: mpsc::Rec
     }
 }
 
-/// Logs the child's stderr, line by line, at most
-/// [`STDERR_LINES_PER_SECOND`] a second; the lines left out are counted in
-/// the next one logged.
+/// How many stderr lines may be logged now: [`STDERR_LINES_PER_SECOND`]
+/// in each one-second window; the others are counted.
+struct LineBudget {
+    window: Instant,
+    logged: u32,
+    dropped: u64,
+}
+
+impl LineBudget {
+    fn new(now: Instant) -> Self {
+        Self {
+            window: now,
+            logged: 0,
+            dropped: 0,
+        }
+    }
+
+    /// `Some(lines left out since the last one logged)` if a line seen at
+    /// `now` may be logged, `None` if it is left out.
+    fn take(&mut self, now: Instant) -> Option<u64> {
+        if now.duration_since(self.window) >= Duration::from_secs(1) {
+            self.window = now;
+            self.logged = 0;
+        }
+        if self.logged >= STDERR_LINES_PER_SECOND {
+            self.dropped += 1;
+            return None;
+        }
+        self.logged += 1;
+        Some(std::mem::take(&mut self.dropped))
+    }
+}
+
+/// Logs the child's stderr, line by line, within a [`LineBudget`]; the
+/// lines left out are counted in the next one logged.
 async fn log_stderr(stderr: tokio::process::ChildStderr, upstream: String, pid: i32) {
     let mut reader = BufReader::new(stderr);
     let mut line = Vec::new();
-    let mut window = Instant::now();
-    let (mut logged, mut dropped) = (0u32, 0u64);
+    let mut budget = LineBudget::new(Instant::now());
     loop {
         line.clear();
         match reader.read_until(b'\n', &mut line).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        if window.elapsed() >= Duration::from_secs(1) {
-            window = Instant::now();
-            logged = 0;
-        }
-        if logged >= STDERR_LINES_PER_SECOND {
-            dropped += 1;
+        let Some(suppressed) = budget.take(Instant::now()) else {
             continue;
-        }
-        logged += 1;
+        };
         let end = line.len().min(MAX_STDERR_LINE);
         let text = String::from_utf8_lossy(&line[..end]);
         let text = text.trim_end();
-        tracing::info!(target: "upstream_stderr", %upstream, pid, suppressed = dropped, line = %text.escape_debug(), "stdio upstream stderr");
-        dropped = 0;
+        tracing::info!(target: "upstream_stderr", %upstream, pid, suppressed, line = %text.escape_debug(), "stdio upstream stderr");
     }
-    if dropped > 0 {
-        tracing::info!(target: "upstream_stderr", %upstream, pid, suppressed = dropped, "stdio upstream stderr lines left out");
+    if budget.dropped > 0 {
+        tracing::info!(target: "upstream_stderr", %upstream, pid, suppressed = budget.dropped, "stdio upstream stderr lines left out");
     }
 }
 
@@ -280,5 +304,25 @@ impl Lines {
                 return Line::Message(line);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stderr_lines_are_logged_at_a_bounded_rate_and_the_rest_counted() {
+        let start = Instant::now();
+        let mut budget = LineBudget::new(start);
+        let logged = (0..100).filter(|_| budget.take(start).is_some()).count();
+        assert_eq!(logged, STDERR_LINES_PER_SECOND as usize);
+        let later = start + Duration::from_millis(1001);
+        assert_eq!(
+            budget.take(later),
+            Some(80),
+            "the next line tells how many were left out"
+        );
+        assert_eq!(budget.take(later), Some(0));
     }
 }
