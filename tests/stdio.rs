@@ -412,6 +412,7 @@ async fn stdio_upstreams_behave_like_http_ones_and_leave_no_process_behind() {
     a_shared_process_answers_each_caller_its_own_request_under_the_same_id(&s).await;
     mcp_server_time_from_pypi_answers(&s).await;
     malformed_and_misplaced_requests_are_refused_and_change_nothing(&s).await;
+    stateless_clients_reach_one_process_per_caller(&s).await;
     processes_are_counted_by_upstream_and_exit_reason(&s).await;
 
     wait_until("every exited child is reaped", || {
@@ -791,6 +792,59 @@ async fn a_shared_process_answers_each_caller_its_own_request_under_the_same_id(
     for (asked, answered) in futures_util::future::join_all(calls).await {
         assert_eq!(answered, asked);
     }
+}
+
+/// MCP 2026-07-28 clients send no `initialize` and no session id: each
+/// caller's requests go to one process of its own, which the bridge
+/// initialized itself.
+async fn stateless_clients_reach_one_process_per_caller(s: &StdioGateway) {
+    async fn call(c: &Caller, tool: &str, arguments: Value) -> String {
+        let resp = c
+            .post(&json!({"jsonrpc": "2.0", "id": "s", "method": "tools/call", "params": {"name": tool, "arguments": arguments}}))
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", tool)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "stateless {tool}");
+        assert!(resp.headers().get("mcp-session-id").is_none(), "no session");
+        let answer = Events::of(resp).next().await.unwrap();
+        assert_eq!(answer["id"], "s", "{answer}");
+        answer["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+    let a = s.caller("/notes/mcp").await;
+    let b = s.caller("/notes/mcp").await;
+    call(&a, "remember", json!({"note": "stateless"})).await;
+    assert_eq!(
+        call(&a, "recall", json!({})).await,
+        "stateless",
+        "the same process"
+    );
+    assert_eq!(
+        call(&b, "recall", json!({})).await,
+        "",
+        "another caller, another process"
+    );
+    let pid = |text: String| serde_json::from_str::<Value>(&text).unwrap()["pid"].clone();
+    assert_ne!(
+        pid(call(&a, "whoami", json!({})).await),
+        pid(call(&b, "whoami", json!({})).await)
+    );
+    let old = a
+        .post(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        old.status(),
+        400,
+        "a session-based client still needs its session"
+    );
 }
 
 /// Processes running, started and ended by reason, per upstream.

@@ -7,6 +7,9 @@
 //! - any other POST needs the session; one with requests is answered as
 //!   an event stream (or JSON when the client accepts only that), one
 //!   without is `202 Accepted`;
+//! - a stateless client's POST (MCP 2026-07-28: no `initialize`, no
+//!   session id) goes to its caller's process, which the bridge starts and
+//!   initializes itself (see `StdioPool::stateless_session`);
 //! - GET opens the session's stream for what the process sends outside a
 //!   POST; DELETE ends the session.
 //!
@@ -70,8 +73,14 @@ pub(super) async fn post(
         }
         return Ok(Admission::Done);
     }
-    let id = session_id(session)?;
-    let mcp_session = pool.session(&id).ok_or(GatewayError::SessionEnded)?;
+    let mcp_session = match session_id(session) {
+        Ok(id) => pool.session(&id).ok_or(GatewayError::SessionEnded)?,
+        Err(missing) if !is_stateless(session) => return Err(missing),
+        Err(_) => pool
+            .stateless_session(caller.map(|(_, p)| p))
+            .await
+            .map_err(|e| refusal(route, e))?,
+    };
     let streams = accepts_event_stream(session);
     let tools_filter = post_tools_filter(ctx, route, post);
     let exchange = mcp_session
@@ -141,6 +150,20 @@ fn session_id(session: &Session) -> Result<String, GatewayError> {
         .map(str::to_owned)
         .ok_or(GatewayError::SessionRequired)
 }
+
+/// Whether the request is from a stateless client (MCP 2026-07-28 and
+/// later: no `initialize`, no sessions), by its `MCP-Protocol-Version`.
+fn is_stateless(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.len() == 10 && v >= FIRST_STATELESS_REVISION)
+}
+
+/// The first MCP revision without sessions.
+const FIRST_STATELESS_REVISION: &str = "2026-07-28";
 
 /// Whether the client reads an event stream (MCP clients list both
 /// `application/json` and `text/event-stream`); one that accepts only

@@ -14,6 +14,16 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
+/// The protocol revision of the bridge's own `initialize` for stateless
+/// clients: the newest one with `initialize` (a stdio server answers with
+/// the revision it speaks).
+const STATELESS_PROTOCOL_VERSION: &str = "2025-11-25";
+
+/// A caller's subject, qualified by its issuer; empty for no caller.
+fn subject_key(caller: Option<&Principal>) -> String {
+    caller.map_or_else(String::new, |p| format!("{}\n{}", p.issuer, p.subject))
+}
+
 /// JSON-RPC error code of a request the process can no longer answer.
 const PROCESS_GONE: i64 = -32603;
 
@@ -81,6 +91,8 @@ pub struct StdioPool {
     keyed: Mutex<HashMap<String, KeyedProcess>>,
     /// Every process started and not yet exited.
     running: Mutex<Vec<Weak<Process>>>,
+    /// The sessions the bridge opened itself for stateless clients, by key.
+    stateless: Mutex<HashMap<String, Arc<Session>>>,
     slots: Arc<Semaphore>,
     backoff: Mutex<Backoff>,
 }
@@ -176,6 +188,7 @@ impl StdioPool {
             sessions: Mutex::default(),
             keyed: Mutex::default(),
             running: Mutex::default(),
+            stateless: Mutex::default(),
             backoff: Mutex::default(),
         })
     }
@@ -187,10 +200,70 @@ impl StdioPool {
     pub async fn initialize(
         &self,
         caller: Option<&Principal>,
+        request: Message,
+    ) -> Result<(Option<Arc<Session>>, Bytes), StdioError> {
+        self.open_session(self.key(caller), caller, request).await
+    }
+
+    /// The session for a stateless (MCP 2026-07-28) caller, which has no
+    /// `initialize` and no `Mcp-Session-Id`: one process per caller (by
+    /// issuer and subject; every anonymous caller shares one), or the
+    /// shared process, initialized by the bridge itself the first time.
+    pub async fn stateless_session(
+        &self,
+        caller: Option<&Principal>,
+    ) -> Result<Arc<Session>, StdioError> {
+        let key = match self.spec.isolation {
+            Isolation::Shared => String::new(),
+            _ => format!("stateless\n{}", subject_key(caller)),
+        };
+        let live = lock(&self.stateless)
+            .get(&key)
+            .filter(|s| !s.process.has_exited())
+            .cloned();
+        if let Some(session) = live {
+            return Ok(session);
+        }
+        let initialize = Message::parse(
+            serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": STATELESS_PROTOCOL_VERSION,
+                "capabilities": {},
+                "clientInfo": {"name": "mcp-oauth-gateway", "version": env!("CARGO_PKG_VERSION")}}})
+            .to_string()
+            .as_bytes(),
+        )
+        .map_err(|e| StdioError::StartFailed {
+            upstream: self.name.clone(),
+            detail: e.to_string(),
+        })?;
+        let (session, answer) = self
+            .open_session(Some(key.clone()), caller, initialize)
+            .await?;
+        let Some(session) = session else {
+            return Err(StdioError::StartFailed {
+                upstream: self.name.clone(),
+                detail: format!(
+                    "it refused the gateway's `initialize`: {}",
+                    String::from_utf8_lossy(&answer)
+                ),
+            });
+        };
+        let initialized = Message::notification("notifications/initialized", serde_json::json!({}));
+        session.send(vec![initialized], false).await?;
+        lock(&self.sessions).remove(&session.id);
+        lock(&self.stateless).insert(key, session.clone());
+        Ok(session)
+    }
+
+    /// A new session on the process of `key` (a new process for `None`).
+    async fn open_session(
+        &self,
+        key: Option<String>,
+        caller: Option<&Principal>,
         mut request: Message,
     ) -> Result<(Option<Arc<Session>>, Bytes), StdioError> {
         let client_id = request.take_id().unwrap_or_else(message::null);
-        let (process, answer) = match self.key(caller) {
+        let (process, answer) = match key {
             None => {
                 let process = self.start(caller).await?;
                 let answer = self.first_initialize(&process, request, client_id).await?;
