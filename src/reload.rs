@@ -403,9 +403,14 @@ impl Refresh {
         }
     }
 
-    /// Moves the refresh to `current`'s sources when they are new.
+    /// Moves the refresh to `current`'s sources when they are new. Either
+    /// way only `current` is held from now on: an old state kept here
+    /// would keep its routes alive (a replaced stdio upstream's processes
+    /// among them).
     fn follow(&mut self, current: Arc<Live>) {
-        if !self.live.same_token_sources(&current) {
+        if self.live.same_token_sources(&current) {
+            self.live = current;
+        } else {
             *self = Self::of(current);
         }
     }

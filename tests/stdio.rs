@@ -945,3 +945,77 @@ async fn malformed_and_misplaced_requests_are_refused_and_change_nothing(s: &Std
     assert_eq!(c.call("recall", json!({})).await.unwrap(), "kept");
     assert_eq!(c.delete().await, 200);
 }
+
+/// A reload that changes a stdio upstream replaces it: the processes of
+/// the old one are stopped ("replaced") and its sessions end (404); one
+/// that changes nothing about it keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_a_stdio_upstream_stops_its_processes() {
+    ensure_setup();
+    let port = free_port();
+    let yaml = |idle: &str, name: &str| {
+        format!(
+            "public_url: http://127.0.0.1:{port}
+listen: 127.0.0.1:{port}
+server: {{ config_watch_interval: 200ms }}
+auth: {{ disabled: true }}
+upstreams:
+  - name: {name}
+    path: /notes/mcp
+    command: ['{py}', '{script}']
+    idle_timeout: {idle}
+",
+            py = venv_python().display(),
+            script = fixture(),
+        )
+    };
+    let gw = Binary::serve(&yaml("10m", "notes"), port).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/notes/mcp");
+    let post = |session: Option<&str>, body: Value| {
+        let mut req = http
+            .post(&url)
+            .header("accept", "application/json")
+            .json(&body);
+        if let Some(s) = session {
+            req = req.header("mcp-session-id", s);
+        }
+        req.send()
+    };
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let resp = post(None, init.clone()).await.unwrap();
+    let session = resp.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let whoami = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "whoami", "arguments": {}}});
+    let answer: Value = post(Some(&session), whoami.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let me: Value =
+        serde_json::from_str(answer["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    let pid = me["pid"].as_u64().unwrap() as u32;
+
+    // A change elsewhere in the file keeps the upstream and its process.
+    gw.rewrite(&format!("{}# a comment\n", yaml("10m", "notes")));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        post(Some(&session), whoami.clone()).await.unwrap().status(),
+        200
+    );
+    assert!(!gone(pid));
+
+    gw.rewrite(&yaml("5m", "notes"));
+    wait_until("the replaced upstream's process stops", || gone(pid)).await;
+    let resp = post(Some(&session), whoami).await.unwrap();
+    assert_eq!(resp.status(), 404, "its session ended");
+    assert_eq!(
+        post(None, init).await.unwrap().status(),
+        200,
+        "the new upstream serves"
+    );
+}
