@@ -139,9 +139,11 @@ for i in 0 1 2 3; do
 done
 
 # Memory per idle session: each is a server-everything process of its own.
-before=$(rss_kb "${procs[0]}")
+own_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+before=$(rss_kb "${procs[0]}") own_before=$(own_kb "${procs[0]}")
 for _ in $(seq "$sessions"); do open_session "$base" >/dev/null; done
 sleep 2
-after=$(rss_kb "${procs[0]}")
-echo "gateway: $sessions idle sessions add $(( (after - before) / 1024 )) MB, $(( (after - before) / sessions )) kB each (the gateway and its stdio processes)"
+after=$(rss_kb "${procs[0]}") own_after=$(own_kb "${procs[0]}")
+echo "gateway: $sessions idle sessions add $(( (after - before) / 1024 )) MB, $(( (after - before) / sessions )) kB each" \
+  "(of which the gateway process itself: $(( (own_after - own_before) / sessions )) kB each)"
 exit "$failed"
