@@ -413,6 +413,7 @@ async fn stdio_upstreams_behave_like_http_ones_and_leave_no_process_behind() {
     mcp_server_time_from_pypi_answers(&s).await;
     malformed_and_misplaced_requests_are_refused_and_change_nothing(&s).await;
     stateless_clients_reach_one_process_per_caller(&s).await;
+    cancellations_reach_the_process_and_end_the_wait(&s).await;
     processes_are_counted_by_upstream_and_exit_reason(&s).await;
 
     wait_until("every exited child is reaped", || {
@@ -845,6 +846,60 @@ async fn stateless_clients_reach_one_process_per_caller(s: &StdioGateway) {
         400,
         "a session-based client still needs its session"
     );
+}
+
+/// A client that cancels its call (MCP "Cancellation") gets no answer and
+/// its POST stream ends; one that just leaves has its call cancelled for
+/// it. Either way the process hears of it, under its own request id.
+async fn cancellations_reach_the_process_and_end_the_wait(s: &StdioGateway) {
+    let mut c = s.caller("/notes/mcp").await;
+    c.initialize().await;
+    let slow = |name: &str| {
+        c.post(
+            &json!({"jsonrpc": "2.0", "id": format!("call-{name}"), "method": "tools/call",
+            "params": {"name": "slow", "arguments": {"name": name}}}),
+        )
+        .send()
+    };
+    let cancelled = || async { c.call("cancellations", json!({})).await.unwrap() };
+
+    let resp = slow("cancelled").await.unwrap();
+    let mut events = Events::of(resp);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cancel = c
+        .post(
+            &json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": "call-cancelled", "reason": "the user changed their mind"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 202);
+    assert!(
+        events.next().await.is_none(),
+        "the stream ends without an answer"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cancelled().await != "cancelled" {
+        assert!(
+            Instant::now() < deadline,
+            "the process saw the cancellation"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let resp = slow("left").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(resp);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cancelled().await != "cancelled,left" {
+        assert!(
+            Instant::now() < deadline,
+            "the call of a client that left is cancelled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(c.delete().await, 200);
 }
 
 /// Processes running, started and ended by reason, per upstream.

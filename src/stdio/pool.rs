@@ -171,6 +171,8 @@ enum Outbound {
     Answer(u64, Bytes),
     /// A request or notification of the process.
     Other(Bytes),
+    /// The client cancelled the request the bridge numbered so.
+    Cancelled(u64),
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -640,15 +642,26 @@ impl Session {
                             continue;
                         }
                         if method.as_deref() == Some("notifications/cancelled") {
+                            // The client gives up on its request: no answer
+                            // will come (MCP "Cancellation"), so its POST
+                            // stops waiting for one.
                             let named = m.param("requestId");
-                            let ours = state.pending.iter().find(|(_, p)| {
-                                p.session.as_deref() == Some(&self.id)
-                                    && named.as_ref().is_some_and(|n| n.get() == p.client_id.get())
-                            });
-                            match ours {
-                                Some((&id, _)) => m.set_param("requestId", message::number(id)),
-                                None => continue,
-                            }
+                            let ours = state
+                                .pending
+                                .iter()
+                                .find(|(_, p)| {
+                                    p.session.as_deref() == Some(&self.id)
+                                        && named
+                                            .as_ref()
+                                            .is_some_and(|n| n.get() == p.client_id.get())
+                                })
+                                .map(|(&id, _)| id);
+                            let Some(p) = ours.and_then(|id| state.pending.remove(&id)) else {
+                                continue;
+                            };
+                            let id = ours.unwrap_or_default();
+                            let _ = p.reply.try_send(Outbound::Cancelled(id));
+                            m.set_param("requestId", message::number(id));
                         }
                     }
                     Kind::Response => {
@@ -717,25 +730,32 @@ impl Exchange {
     /// answer. Requests the process can no longer answer (it exited) get
     /// a JSON-RPC error.
     pub async fn next(&mut self) -> Option<Bytes> {
-        if self.asked.is_empty() {
-            return None;
-        }
-        match self.rx.recv().await {
-            Some(Outbound::Answer(id, bytes)) => {
-                self.asked.retain(|(a, _)| *a != id);
-                Some(bytes)
+        loop {
+            if self.asked.is_empty() {
+                return None;
             }
-            Some(Outbound::Other(bytes)) => Some(bytes),
-            None => {
-                let (_, client_id) = self.asked.remove(0);
-                let reason = lock(&self.process.stopped_for).unwrap_or("it exited");
-                let text = format!(
-                    "upstream `{}` ended before answering ({reason})",
-                    self.process.upstream
-                );
-                Some(Message::response(client_id, Err((PROCESS_GONE, &text))).to_bytes())
+            match self.rx.recv().await {
+                Some(Outbound::Answer(id, bytes)) => {
+                    self.asked.retain(|(a, _)| *a != id);
+                    return Some(bytes);
+                }
+                Some(Outbound::Other(bytes)) => return Some(bytes),
+                Some(Outbound::Cancelled(id)) => self.asked.retain(|(a, _)| *a != id),
+                None => return Some(self.unanswered()),
             }
         }
+    }
+
+    /// A JSON-RPC error for the first request the process can no longer
+    /// answer.
+    fn unanswered(&mut self) -> Bytes {
+        let (_, client_id) = self.asked.remove(0);
+        let reason = lock(&self.process.stopped_for).unwrap_or("it exited");
+        let text = format!(
+            "upstream `{}` ended before answering ({reason})",
+            self.process.upstream
+        );
+        Message::response(client_id, Err((PROCESS_GONE, &text))).to_bytes()
     }
 }
 
