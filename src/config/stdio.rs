@@ -117,7 +117,12 @@ pub(super) fn validate_stdio(
     let before = errors.len();
     let isolation = up.isolation.unwrap_or_default();
     let env = child_env(up, at, errors);
-    let cwd = up.cwd.as_ref().map(PathBuf::from);
+    // Absolute, so that a relative program is found (and run) once under
+    // it, not under `cwd/cwd`.
+    let cwd = up
+        .cwd
+        .as_ref()
+        .map(|dir| std::path::absolute(dir).unwrap_or_else(|_| PathBuf::from(dir)));
     if let Some(dir) = &cwd {
         if !dir.is_dir() {
             errors.push(ConfigError::new(
@@ -319,6 +324,16 @@ mod tests {
             Target::Stdio(s) => s,
             Target::Http(t) => panic!("an HTTP upstream: {t:?}"),
         }
+    }
+
+    #[test]
+    fn a_relative_program_in_a_relative_cwd_is_found_once_not_twice() {
+        // Unit tests run in the crate's root, where `.ci/run` is executable.
+        let c = config("    command: [./run]\n    cwd: .ci\n", true).unwrap();
+        let spec = stdio(&c);
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        assert_eq!(spec.cwd.as_deref(), Some(root.join(".ci").as_path()));
+        assert_eq!(spec.program, root.join(".ci/./run"));
     }
 
     fn refused(lines: &str, open: bool) -> Vec<(String, String)> {
