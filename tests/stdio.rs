@@ -22,7 +22,8 @@ const OPERATOR: &str = "an-initial-access-token-for-the-stdio-tests";
 /// - `/everything/mcp`: server-everything, one process per session;
 /// - `/notes/mcp`: the fixture per session, told its caller;
 /// - `/subject-notes/mcp`: the fixture, one process per subject;
-/// - `/limited/mcp`: the fixture, at most 2 processes, idle after 2 s;
+/// - `/limited/mcp`: the fixture, at most 2 processes, idle after 2 s,
+///   2 s to answer;
 /// - `/shared/mcp`: the fixture, one process for everyone;
 /// - `/mute/mcp`: the fixture that never answers, 1 s to start;
 /// - `/time/mcp`: mcp-server-time from PyPI.
@@ -65,6 +66,8 @@ authorization_server:
   data_dir: '{dir}'
   registration: initial_access_token
   initial_access_token: {OPERATOR}
+  # Every caller of these tests is a client of its own.
+  registration_rate_limit: {{ per_hour: 0 }}
 upstreams:
   - name: everything
     path: /everything/mcp
@@ -80,6 +83,7 @@ upstreams:
     path: /limited/mcp
 {limited}    max_processes: 2
     idle_timeout: 2s
+    timeouts: {{ response: 2s }}
   - name: shared
     path: /shared/mcp
 {shared}    isolation: shared
@@ -279,6 +283,40 @@ impl Caller {
         }
     }
 
+    /// A `tools/call` of `tool` with `id` and, when given, a progress
+    /// token; its event stream.
+    async fn start_call(
+        &self,
+        id: &str,
+        tool: &str,
+        arguments: Value,
+        token: Option<&str>,
+    ) -> Events {
+        let mut params = json!({"name": tool, "arguments": arguments});
+        if let Some(token) = token {
+            params["_meta"] = json!({"progressToken": token});
+        }
+        let resp = self
+            .post(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "tools/call {tool}");
+        Events::of(resp)
+    }
+
+    /// A POST as a stateless (MCP 2026-07-28) client sends it.
+    fn stateless(&self, body: &Value) -> reqwest::RequestBuilder {
+        let mut req = self.post(body).header("mcp-protocol-version", "2026-07-28");
+        if let Some(method) = body["method"].as_str() {
+            req = req.header("mcp-method", method);
+        }
+        if let Some(name) = body["params"]["name"].as_str() {
+            req = req.header("mcp-name", name);
+        }
+        req
+    }
+
     async fn pid(&self) -> u32 {
         let me: Value =
             serde_json::from_str(&self.call("whoami", json!({})).await.unwrap()).unwrap();
@@ -410,9 +448,14 @@ async fn stdio_upstreams_behave_like_http_ones_and_leave_no_process_behind() {
     a_server_that_never_answers_initialize_gets_504_and_is_stopped(&s).await;
     sessions_past_max_processes_get_503_with_retry_after(&s).await;
     a_shared_process_answers_each_caller_its_own_request_under_the_same_id(&s).await;
+    a_shared_process_sends_its_requests_and_progress_only_to_the_caller_they_belong_to(&s).await;
+    a_client_that_does_not_read_never_holds_up_the_others(&s).await;
     mcp_server_time_from_pypi_answers(&s).await;
     malformed_and_misplaced_requests_are_refused_and_change_nothing(&s).await;
     stateless_clients_reach_one_process_per_caller(&s).await;
+    stateless_callers_of_a_shared_process_cannot_cancel_each_others_calls(&s).await;
+    a_call_unanswered_within_the_response_timeout_gets_an_error_and_is_cancelled(&s).await;
+    exited_processes_leave_no_pipe_open_in_the_gateway(&s).await;
     cancellations_reach_the_process_and_end_the_wait(&s).await;
     processes_are_counted_by_upstream_and_exit_reason(&s).await;
 
@@ -701,6 +744,16 @@ async fn a_server_that_never_answers_initialize_gets_504_and_is_stopped(s: &Stdi
         s.fixture_pids(Some("mute")).is_empty(),
         "nothing started meanwhile"
     );
+    // The backoff is the failing subject's: another caller's start is
+    // tried (a client's own bad `initialize` cannot lock others out).
+    let other = s.caller("/mute/mcp").await;
+    let tried = other
+        .post(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tried.status(), 504, "another subject's start is tried");
 }
 
 /// `max_processes` bounds the processes: a flood of sessions gets exactly
@@ -795,45 +848,130 @@ async fn a_shared_process_answers_each_caller_its_own_request_under_the_same_id(
     }
 }
 
+/// A shared process serves several users, so what it sends goes only
+/// where it can be told whose it is: a request (sampling) names no
+/// caller, so it is refused while two users have sessions on the process;
+/// progress reaches the call whose token it carries (each caller's token,
+/// the same text or not, is its own), and progress for a token nobody
+/// sent reaches nobody.
+async fn a_shared_process_sends_its_requests_and_progress_only_to_the_caller_they_belong_to(
+    s: &StdioGateway,
+) {
+    let mut a = s.caller("/shared/mcp").await;
+    let mut b = s.caller("/shared/mcp").await;
+    a.initialize().await;
+    b.initialize().await;
+    let refused = a.call("ask", json!({})).await.unwrap();
+    assert!(
+        refused.starts_with("refused:"),
+        "a request of a process serving two users reaches neither ({refused})"
+    );
+
+    let mut b_waits = b
+        .start_call(
+            "b-slow",
+            "slow",
+            json!({"name": "b", "seconds": 4}),
+            Some("same"),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut progressing = a
+        .start_call("a-progress", "progress", json!({"steps": 3}), Some("same"))
+        .await;
+    for step in 1..=3 {
+        let m = progressing.next().await.unwrap();
+        assert_eq!(m["method"], "notifications/progress", "{m}");
+        assert_eq!(m["params"]["progressToken"], "same", "{m}");
+        assert_eq!(m["params"]["progress"], step, "{m}");
+    }
+    assert_eq!(progressing.next().await.unwrap()["id"], "a-progress");
+    assert_eq!(a.call("stray_progress", json!({})).await.unwrap(), "sent");
+    let first = b_waits.next().await.unwrap();
+    assert_eq!(
+        first["id"], "b-slow",
+        "b's stream carries its answer and nothing of a's: {first}"
+    );
+    assert_eq!(first["result"]["content"][0]["text"], "done", "{first}");
+}
+
+/// A client that stops reading its stream does not stall the process for
+/// everyone else: what it cannot take is dropped, and the others' calls
+/// are answered meanwhile.
+async fn a_client_that_does_not_read_never_holds_up_the_others(s: &StdioGateway) {
+    let mut a = s.caller("/shared/mcp").await;
+    let mut b = s.caller("/shared/mcp").await;
+    a.initialize().await;
+    b.initialize().await;
+    let unread = a
+        .post(
+            &json!({"jsonrpc": "2.0", "id": "flood", "method": "tools/call",
+            "params": {"name": "flood", "arguments": {"count": 20000, "size": 2000}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        b.call("echo", json!({"text": "still answered"}))
+            .await
+            .unwrap(),
+        "still answered"
+    );
+    drop(unread);
+    assert_eq!(
+        a.call("echo", json!({"text": "a too"})).await.unwrap(),
+        "a too"
+    );
+}
+
+/// A stateless (MCP 2026-07-28) client's `tools/call` of `tool`; the text
+/// of its answer.
+async fn stateless_call(c: &Caller, tool: &str, arguments: Value) -> String {
+    let resp = c
+        .stateless(&json!({"jsonrpc": "2.0", "id": "s", "method": "tools/call", "params": {"name": tool, "arguments": arguments}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "stateless {tool}");
+    assert!(resp.headers().get("mcp-session-id").is_none(), "no session");
+    let answer = Events::of(resp).next().await.unwrap();
+    assert_eq!(answer["id"], "s", "{answer}");
+    answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// MCP 2026-07-28 clients send no `initialize` and no session id: each
 /// caller's requests go to one process of its own, which the bridge
-/// initialized itself.
+/// initialized itself. That process serves every client of the subject,
+/// so its environment names the subject but no client or scopes.
 async fn stateless_clients_reach_one_process_per_caller(s: &StdioGateway) {
-    async fn call(c: &Caller, tool: &str, arguments: Value) -> String {
-        let resp = c
-            .post(&json!({"jsonrpc": "2.0", "id": "s", "method": "tools/call", "params": {"name": tool, "arguments": arguments}}))
-            .header("mcp-protocol-version", "2026-07-28")
-            .header("mcp-method", "tools/call")
-            .header("mcp-name", tool)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "stateless {tool}");
-        assert!(resp.headers().get("mcp-session-id").is_none(), "no session");
-        let answer = Events::of(resp).next().await.unwrap();
-        assert_eq!(answer["id"], "s", "{answer}");
-        answer["result"]["content"][0]["text"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
     let a = s.caller("/notes/mcp").await;
     let b = s.caller("/notes/mcp").await;
-    call(&a, "remember", json!({"note": "stateless"})).await;
+    stateless_call(&a, "remember", json!({"note": "stateless"})).await;
     assert_eq!(
-        call(&a, "recall", json!({})).await,
+        stateless_call(&a, "recall", json!({})).await,
         "stateless",
         "the same process"
     );
     assert_eq!(
-        call(&b, "recall", json!({})).await,
+        stateless_call(&b, "recall", json!({})).await,
         "",
         "another caller, another process"
     );
-    let pid = |text: String| serde_json::from_str::<Value>(&text).unwrap()["pid"].clone();
-    assert_ne!(
-        pid(call(&a, "whoami", json!({})).await),
-        pid(call(&b, "whoami", json!({})).await)
+    let me = |text: String| serde_json::from_str::<Value>(&text).unwrap();
+    let (a_me, b_me) = (
+        me(stateless_call(&a, "whoami", json!({})).await),
+        me(stateless_call(&b, "whoami", json!({})).await),
+    );
+    assert_ne!(a_me["pid"], b_me["pid"]);
+    let env = a_me["env"].as_object().unwrap();
+    assert_eq!(env["MCP_GATEWAY_SUBJECT"], a.client.0.as_str());
+    assert!(
+        !env.contains_key("MCP_GATEWAY_CLIENT_ID") && !env.contains_key("MCP_GATEWAY_SCOPES"),
+        "a subject's process tells no one client's scopes: {env:?}"
     );
     let old = a
         .post(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
@@ -846,6 +984,100 @@ async fn stateless_clients_reach_one_process_per_caller(s: &StdioGateway) {
         400,
         "a session-based client still needs its session"
     );
+}
+
+/// Stateless callers of a shared process are told apart by subject: one
+/// caller's cancellation naming another caller's request id (the same
+/// text) cancels nothing of the other's.
+async fn stateless_callers_of_a_shared_process_cannot_cancel_each_others_calls(s: &StdioGateway) {
+    let a = s.caller("/shared/mcp").await;
+    let b = s.caller("/shared/mcp").await;
+    let resp = b
+        .stateless(&json!({"jsonrpc": "2.0", "id": "s", "method": "tools/call",
+            "params": {"name": "slow", "arguments": {"name": "stateless-b", "seconds": 2}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut b_events = Events::of(resp);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cancel = a
+        .stateless(
+            &json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": "s", "reason": "not mine to cancel"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 202);
+    let answer = b_events.next().await.expect("b's call is still answered");
+    assert_eq!(answer["result"]["content"][0]["text"], "done", "{answer}");
+    assert!(!stateless_call(&a, "cancellations", json!({}))
+        .await
+        .contains("stateless-b"));
+}
+
+/// `timeouts.response` bounds how long a call may go without a word from
+/// the process: then it is answered with an error, and cancelled at the
+/// process.
+async fn a_call_unanswered_within_the_response_timeout_gets_an_error_and_is_cancelled(
+    s: &StdioGateway,
+) {
+    let mut c = s.caller("/limited/mcp").await;
+    wait_until("a slot of `limited` is free", || {
+        s.fixture_pids(Some("limited")).len() < 2
+    })
+    .await;
+    c.initialize().await;
+    let error = c
+        .call("slow", json!({"name": "timed-out", "seconds": 30}))
+        .await
+        .unwrap_err();
+    assert_eq!(error["error"]["code"], -32002, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within 2s"),
+        "{error}"
+    );
+    assert_eq!(
+        c.call("cancellations", json!({})).await.unwrap(),
+        "timed-out",
+        "the process heard the call is cancelled"
+    );
+    assert_eq!(c.delete().await, 200);
+}
+
+/// The gateway's ends of the pipes to a process close when it exits, for
+/// stateless callers' processes too (a process kept in a map after its
+/// exit would keep its stdin open).
+async fn exited_processes_leave_no_pipe_open_in_the_gateway(s: &StdioGateway) {
+    // The pipes the gateway holds, by inode.
+    let pipes = || -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(format!("/proc/{}/fd", s.gw.pid()))
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .map(|target| target.to_string_lossy().into_owned())
+            .filter(|target| target.starts_with("pipe:"))
+            .collect()
+    };
+    wait_until("no process of `limited` runs", || {
+        s.fixture_pids(Some("limited")).is_empty()
+    })
+    .await;
+    let before = pipes();
+    for _ in 0..2 {
+        let c = s.caller("/limited/mcp").await;
+        stateless_call(&c, "remember", json!({"note": "n"})).await;
+    }
+    assert_eq!(s.fixture_pids(Some("limited")).len(), 2);
+    assert!(pipes().difference(&before).count() >= 6, "3 pipes each");
+    wait_until("the idle processes stop", || {
+        s.fixture_pids(Some("limited")).is_empty()
+    })
+    .await;
+    wait_until("their pipes are closed", || pipes().is_subset(&before)).await;
 }
 
 /// A client that cancels its call (MCP "Cancellation") gets no answer and
@@ -913,7 +1145,7 @@ async fn processes_are_counted_by_upstream_and_exit_reason(s: &StdioGateway) {
     assert!(exits("notes", "crashed").await >= 1.0);
     assert!(exits("notes", "deleted").await >= 3.0);
     assert!(exits("limited", "idle").await >= 1.0);
-    assert_eq!(exits("mute", "startup_timeout").await, 1.0);
+    assert_eq!(exits("mute", "startup_timeout").await, 2.0);
     assert_eq!(
         s.metric("mcpgw_stdio_process_starts_total{upstream=\"shared\"}")
             .await,
@@ -1024,8 +1256,21 @@ upstreams:
             script = fixture(),
         )
     };
-    let gw = Binary::serve(&yaml("10m", "notes"), port).await;
+    let (gw, metrics_port) = Binary::serve_with_metrics(&yaml("10m", "notes"), port).await;
     let http = reqwest::Client::new();
+    let running = || async {
+        let text = http
+            .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("mcpgw_stdio_processes{upstream=\"notes\"}"))
+            .map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
+    };
     let url = format!("http://127.0.0.1:{port}/notes/mcp");
     let post = |session: Option<&str>, body: Value| {
         let mut req = http
@@ -1055,6 +1300,8 @@ upstreams:
         serde_json::from_str(answer["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
     let pid = me["pid"].as_u64().unwrap() as u32;
 
+    assert_eq!(running().await, 1.0);
+
     // A change elsewhere in the file keeps the upstream and its process.
     gw.rewrite(&format!("{}# a comment\n", yaml("10m", "notes")));
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -1068,9 +1315,85 @@ upstreams:
     wait_until("the replaced upstream's process stops", || gone(pid)).await;
     let resp = post(Some(&session), whoami).await.unwrap();
     assert_eq!(resp.status(), 404, "its session ended");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running().await != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the replaced upstream's exited process is no longer counted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         post(None, init).await.unwrap().status(),
         200,
         "the new upstream serves"
     );
+}
+
+/// SIGINT (stop now) still stops stdio processes the graceful way: each
+/// gets SIGTERM first (the fixture leaves a file when it does), none is
+/// killed outright while it would have exited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_stops_stdio_processes_with_sigterm_first() {
+    ensure_setup();
+    let port = free_port();
+    let term_log = std::env::temp_dir().join(format!("mcpgw-term-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&term_log).unwrap();
+    let yaml = format!(
+        "public_url: http://127.0.0.1:{port}
+listen: 127.0.0.1:{port}
+auth: {{ disabled: true }}
+upstreams:
+  - name: notes
+    path: /notes/mcp
+    command: ['{py}', '{script}']
+    env: {{ TERM_LOG: '{log}' }}
+",
+        py = venv_python().display(),
+        script = fixture(),
+        log = term_log.display(),
+    );
+    let mut gw = Binary::serve(&yaml, port).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/notes/mcp");
+    let mut pids = Vec::new();
+    for _ in 0..2 {
+        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+        let resp = http
+            .post(&url)
+            .header("accept", "application/json")
+            .json(&init)
+            .send()
+            .await
+            .unwrap();
+        let session = resp.headers()["mcp-session-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let answer: Value = http
+            .post(&url)
+            .header("accept", "application/json")
+            .header("mcp-session-id", &session)
+            .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "whoami", "arguments": {}}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let me: Value =
+            serde_json::from_str(answer["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+        pids.push(me["pid"].as_u64().unwrap() as u32);
+    }
+    gw.signal("INT");
+    wait_until("the gateway exits on SIGINT", || !gw.running()).await;
+    for pid in pids {
+        assert!(gone(pid), "process {pid} outlived the gateway");
+        assert!(
+            term_log.join(pid.to_string()).exists(),
+            "process {pid} was not sent SIGTERM"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&term_log);
 }

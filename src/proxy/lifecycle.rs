@@ -138,6 +138,9 @@ impl ShutdownSignalWatch for DrainOnTerminate {
             }
             _ = int.recv() => {
                 tracing::info!("SIGINT: stopping now");
+                // Stdio processes hear of it before the runtime goes (and
+                // their stdin with it); `stop_all_now` waits for them.
+                crate::stdio::terminate_all();
                 ShutdownSignal::FastShutdown
             }
         }

@@ -84,7 +84,7 @@ pub(super) async fn post(
     let streams = accepts_event_stream(session);
     let tools_filter = post_tools_filter(ctx, route, post);
     let exchange = mcp_session
-        .send(messages, streams)
+        .send(messages, streams, route.upstream.timeouts.response)
         .await
         .map_err(|e| refusal(route, e))?;
     let Some(exchange) = exchange else {

@@ -144,13 +144,29 @@ impl Message {
         }
     }
 
-    /// Replaces a member of `params` (which must be an object).
+    /// Replaces a member of `params` (of `params._meta` for `_meta.<name>`);
+    /// nothing changes when `params` is not an object.
     pub fn set_param(&mut self, name: &str, value: Box<RawValue>) {
-        if let Some(mut params) = self.params() {
-            params.insert(name.to_owned(), value);
-            if let Ok(text) = serde_json::to_string(&params) {
-                self.members.insert("params".to_owned(), raw(&text));
+        let Some(mut params) = self.params() else {
+            return;
+        };
+        match name.strip_prefix("_meta.") {
+            Some(inner) => {
+                let mut meta: BTreeMap<String, Box<RawValue>> = params
+                    .get("_meta")
+                    .and_then(|m| serde_json::from_str(m.get()).ok())
+                    .unwrap_or_default();
+                meta.insert(inner.to_owned(), value);
+                if let Ok(text) = serde_json::to_string(&meta) {
+                    params.insert("_meta".to_owned(), raw(&text));
+                }
             }
+            None => {
+                params.insert(name.to_owned(), value);
+            }
+        }
+        if let Ok(text) = serde_json::to_string(&params) {
+            self.members.insert("params".to_owned(), raw(&text));
         }
     }
 
@@ -264,5 +280,17 @@ mod tests {
         .unwrap();
         assert_eq!(m.param("_meta.progressToken").unwrap().get(), r#""p1""#);
         assert!(m.param("_meta.other").is_none());
+    }
+
+    #[test]
+    fn a_progress_token_is_replaced_and_the_rest_of_meta_kept() {
+        let mut m = Message::parse(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_meta":{"progressToken":"p1","other":true}}}"#,
+        )
+        .unwrap();
+        m.set_param("_meta.progressToken", number(42));
+        assert_eq!(m.param("_meta.progressToken").unwrap().get(), "42");
+        assert_eq!(m.param("_meta.other").unwrap().get(), "true");
+        assert_eq!(m.param("name").unwrap().get(), r#""x""#);
     }
 }

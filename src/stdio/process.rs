@@ -24,8 +24,9 @@ pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 /// Longest stderr line logged; the rest is cut.
 const MAX_STDERR_LINE: usize = 2048;
 
-/// Stderr lines logged per process per second; the others are counted.
-const STDERR_LINES_PER_SECOND: u32 = 20;
+/// Lines of a process logged per second (stderr, stray stdout); the others
+/// are counted.
+const LOG_LINES_PER_SECOND: u32 = 20;
 
 /// Process groups started and not yet known to be gone.
 static LIVE_GROUPS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
@@ -55,8 +56,9 @@ impl Child {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
+            // Not killed when the runtime drops it at exit: every group is
+            // stopped the graceful way then (`stop_all_now`).
+            .process_group(0);
         if let Some(dir) = &spec.cwd {
             command.current_dir(dir);
         }
@@ -72,9 +74,9 @@ impl Child {
                 _ => return Err(std::io::Error::other("the child's pipes were not set up")),
             };
         let (to_stdin, from_gateway) = mpsc::channel(256);
-        tokio::spawn(write_stdin(stdin, from_gateway));
-        tokio::spawn(log_stderr(stderr, upstream.to_owned(), pid));
         let (exit_tx, exited) = watch::channel(None);
+        tokio::spawn(write_stdin(stdin, from_gateway, exited.clone()));
+        tokio::spawn(log_stderr(stderr, upstream.to_owned(), pid));
         tokio::spawn(async move {
             let status = child.wait().await;
             // Whatever the leader left behind in its group goes with it.
@@ -151,9 +153,19 @@ fn signal_group(pgid: i32, signal: i32) {
     }
 }
 
+/// Sends SIGTERM to every stdio process group still running, without
+/// waiting: the start of a stop that [`stop_all_now`] completes, for a
+/// gateway about to stop at once.
+pub fn terminate_all() {
+    for &g in lock_groups().iter() {
+        signal_group(g, libc::SIGTERM);
+    }
+}
+
 /// Ends every stdio process group still running, for a gateway about to
 /// exit: SIGTERM, up to [`STOP_GRACE`] for them to go, then SIGKILL.
-/// Blocking; called outside the runtime's tasks.
+/// Blocking, and independent of the runtime (which may be gone): it reaps
+/// the leaders itself, and a group is gone when no member is left.
 pub fn stop_all_now() {
     let groups: Vec<i32> = lock_groups().iter().copied().collect();
     if groups.is_empty() {
@@ -167,18 +179,48 @@ pub fn stop_all_now() {
         signal_group(g, libc::SIGTERM);
     }
     let deadline = Instant::now() + STOP_GRACE;
-    while Instant::now() < deadline && !lock_groups().is_empty() {
+    let mut left = groups;
+    while !left.is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
+        left.retain(|&g| !group_gone(g));
     }
-    for &g in lock_groups().iter() {
+    for &g in &left {
         signal_group(g, libc::SIGKILL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        left.retain(|&g| !group_gone(g));
+    }
+}
+
+/// Whether no process of the group `pgid` is left, after reaping its
+/// leader if it has exited (ours to reap: `pgid` is its pid).
+fn group_gone(pgid: i32) -> bool {
+    // SAFETY: waitpid and kill with signal 0 only query the kernel; a pid
+    // already reaped (by the runtime) is ECHILD, a group gone is ESRCH.
+    unsafe {
+        libc::waitpid(pgid, std::ptr::null_mut(), libc::WNOHANG);
+        libc::killpg(pgid, 0) == -1
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
     }
 }
 
 /// Feeds the child's stdin one line per message. Ends (closing stdin) when
-/// every sender is gone or the child stops reading.
-async fn write_stdin(mut stdin: tokio::process::ChildStdin, mut lines: mpsc::Receiver<Bytes>) {
-    while let Some(line) = lines.recv().await {
+/// every sender is gone, the child stops reading, or it exits.
+async fn write_stdin(
+    mut stdin: tokio::process::ChildStdin,
+    mut lines: mpsc::Receiver<Bytes>,
+    mut exited: watch::Receiver<Option<ExitStatus>>,
+) {
+    loop {
+        let line = tokio::select! {
+            line = lines.recv() => line,
+            _ = exited.wait_for(Option::is_some) => None,
+        };
+        let Some(line) = line else {
+            return;
+        };
         let written = async {
             stdin.write_all(&line).await?;
             stdin.write_all(b"\n").await?;
@@ -190,16 +232,17 @@ async fn write_stdin(mut stdin: tokio::process::ChildStdin, mut lines: mpsc::Rec
     }
 }
 
-/// How many stderr lines may be logged now: [`STDERR_LINES_PER_SECOND`]
-/// in each one-second window; the others are counted.
-struct LineBudget {
+/// How many lines (of stderr, or stdout lines that are not JSON-RPC) may
+/// be logged now: [`LOG_LINES_PER_SECOND`] in each one-second window;
+/// the others are counted.
+pub struct LineBudget {
     window: Instant,
     logged: u32,
     dropped: u64,
 }
 
 impl LineBudget {
-    fn new(now: Instant) -> Self {
+    pub fn new(now: Instant) -> Self {
         Self {
             window: now,
             logged: 0,
@@ -209,12 +252,12 @@ impl LineBudget {
 
     /// `Some(lines left out since the last one logged)` if a line seen at
     /// `now` may be logged, `None` if it is left out.
-    fn take(&mut self, now: Instant) -> Option<u64> {
+    pub fn take(&mut self, now: Instant) -> Option<u64> {
         if now.duration_since(self.window) >= Duration::from_secs(1) {
             self.window = now;
             self.logged = 0;
         }
-        if self.logged >= STDERR_LINES_PER_SECOND {
+        if self.logged >= LOG_LINES_PER_SECOND {
             self.dropped += 1;
             return None;
         }
@@ -316,7 +359,7 @@ mod tests {
         let start = Instant::now();
         let mut budget = LineBudget::new(start);
         let logged = (0..100).filter(|_| budget.take(start).is_some()).count();
-        assert_eq!(logged, STDERR_LINES_PER_SECOND as usize);
+        assert_eq!(logged, LOG_LINES_PER_SECOND as usize);
         let later = start + Duration::from_millis(1001);
         assert_eq!(
             budget.take(later),
