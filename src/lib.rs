@@ -13,7 +13,7 @@
 //! | `config` | the YAML schema (`raw`), every structural error in one pass (`structure`), validation into typed settings |
 //! | `ratelimit` | token buckets (a leaf); what they count is `proxy::rate_limit` |
 //! | `identity` | caller identity for upstreams: header values, the gateway's identity key and JWKS, signed assertions |
-//! | `stdio` | stdio upstreams: the child processes of each (`process`: no shell, listed environment, own process group), their sessions and isolation modes, and the id mapping that lets several clients share one process (`pool`, `message`) |
+//! | `stdio` | stdio upstreams: the child processes of each (`process`: no shell, listed environment, own process group), their sessions and isolation modes (`pool`, `session`), where a process's messages go (`traffic`), and the id mapping that lets several clients share one process (`message`) |
 //! | `tls` | TLS material for `https://` upstreams |
 //! | `reload` | live configuration reloads (SIGHUP, file changes): validate, keep what needs a restart, swap `proxy::Live` and the AS settings; it also runs the JWKS refresh of the current token sources |
 //! | `metrics`, `telemetry` | every Prometheus metric, defined once; logging and the audit event |
