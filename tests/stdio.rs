@@ -212,6 +212,19 @@ impl Drop for StdioGateway {
     }
 }
 
+/// An `initialize` request (id 1, MCP 2025-06-18) declaring `capabilities`.
+fn initialize_request(capabilities: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": capabilities,
+        "clientInfo": {"name": "stdio-test", "version": "1"}}})
+}
+
+/// A client's `notifications/cancelled` of its request `id`.
+fn cancellation(id: &str, reason: &str) -> Value {
+    json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": id, "reason": reason}})
+}
+
 /// One MCP client: a token for one upstream, and its session once
 /// initialized.
 struct Caller {
@@ -606,11 +619,9 @@ async fn a_sampling_request_from_the_server_is_answered_by_the_client(s: &StdioG
 async fn what_the_server_sends_outside_a_call_arrives_on_the_get_stream(s: &StdioGateway) {
     let mut c = s.caller("/everything/mcp").await;
     let resp = c
-        .post(
-            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {"sampling": {}, "elicitation": {}},
-            "clientInfo": {"name": "stdio-test", "version": "1"}}}),
-        )
+        .post(&initialize_request(
+            json!({"sampling": {}, "elicitation": {}}),
+        ))
         .send()
         .await
         .unwrap();
@@ -716,12 +727,7 @@ async fn a_crash_mid_call_answers_the_call_with_an_error_and_ends_the_session(s:
 async fn a_server_that_never_answers_initialize_gets_504_and_is_stopped(s: &StdioGateway) {
     let c = s.caller("/mute/mcp").await;
     let started = Instant::now();
-    let resp = c
-        .post(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}))
-        .send()
-        .await
-        .unwrap();
+    let resp = c.post(&initialize_request(json!({}))).send().await.unwrap();
     assert_eq!(resp.status(), 504);
     assert!(resp.headers().get("mcp-session-id").is_none());
     let body: Value = resp.json().await.unwrap();
@@ -732,12 +738,7 @@ async fn a_server_that_never_answers_initialize_gets_504_and_is_stopped(s: &Stdi
     })
     .await;
     // A failed start backs the next one off (1 s after the first failure).
-    let again = c
-        .post(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}))
-        .send()
-        .await
-        .unwrap();
+    let again = c.post(&initialize_request(json!({}))).send().await.unwrap();
     assert_eq!(again.status(), 503, "backing off after a failed start");
     assert_eq!(again.headers()["retry-after"], "1");
     assert!(
@@ -748,8 +749,7 @@ async fn a_server_that_never_answers_initialize_gets_504_and_is_stopped(s: &Stdi
     // tried (a client's own bad `initialize` cannot lock others out).
     let other = s.caller("/mute/mcp").await;
     let tried = other
-        .post(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}))
+        .post(&initialize_request(json!({})))
         .send()
         .await
         .unwrap();
@@ -767,8 +767,7 @@ async fn sessions_past_max_processes_get_503_with_retry_after(s: &StdioGateway) 
     for _ in 0..8 {
         callers.push(s.caller("/limited/mcp").await);
     }
-    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let init = initialize_request(json!({}));
     let answers =
         futures_util::future::join_all(callers.iter().map(|c| c.post(&init).send())).await;
     let mut started = Vec::new();
@@ -1002,10 +1001,7 @@ async fn stateless_callers_of_a_shared_process_cannot_cancel_each_others_calls(s
     let mut b_events = Events::of(resp);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let cancel = a
-        .stateless(
-            &json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
-            "params": {"requestId": "s", "reason": "not mine to cancel"}}),
-        )
+        .stateless(&cancellation("s", "not mine to cancel"))
         .send()
         .await
         .unwrap();
@@ -1099,10 +1095,10 @@ async fn cancellations_reach_the_process_and_end_the_wait(s: &StdioGateway) {
     let mut events = Events::of(resp);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let cancel = c
-        .post(
-            &json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
-            "params": {"requestId": "call-cancelled", "reason": "the user changed their mind"}}),
-        )
+        .post(&cancellation(
+            "call-cancelled",
+            "the user changed their mind",
+        ))
         .send()
         .await
         .unwrap();
@@ -1194,7 +1190,7 @@ async fn malformed_and_misplaced_requests_are_refused_and_change_nothing(s: &Std
     assert_eq!(unknown.status(), 404);
     c.session = session;
     let batch = json!([
-        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
+        initialize_request(json!({})),
         {"jsonrpc": "2.0", "id": 2, "method": "ping"}
     ]);
     assert_eq!(
@@ -1282,8 +1278,7 @@ upstreams:
         }
         req.send()
     };
-    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let init = initialize_request(json!({}));
     let resp = post(None, init.clone()).await.unwrap();
     let session = resp.headers()["mcp-session-id"]
         .to_str()
@@ -1358,8 +1353,7 @@ upstreams:
     let url = format!("http://127.0.0.1:{port}/notes/mcp");
     let mut pids = Vec::new();
     for _ in 0..2 {
-        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+        let init = initialize_request(json!({}));
         let resp = http
             .post(&url)
             .header("accept", "application/json")
