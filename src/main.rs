@@ -49,6 +49,13 @@ enum Command {
     /// Print the argon2id hash of a password read from standard input, for
     /// `authorization_server.users[].password_hash`.
     HashPassword,
+    /// Apply the store's schema migrations and exit (a gateway applies them
+    /// at start too; this is for rolling upgrades that migrate first).
+    Migrate {
+        /// Path of the YAML configuration.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Manage the authorization server's signing keys.
     Keys {
         #[command(subcommand)]
@@ -99,6 +106,16 @@ fn main() -> ExitCode {
                 Err(errors) => report_config_errors(&config, &errors),
             }
         }
+        Command::Migrate { config } => match Config::load(&config) {
+            Ok(c) => match authserver::migrate_store(&c) {
+                Ok(version) => {
+                    println!("the store's schema is at version {version}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e.to_string()),
+            },
+            Err(errors) => report_config_errors(&config, &errors),
+        },
         Command::HashPassword => {
             let mut password = String::new();
             if std::io::stdin().read_line(&mut password).is_err() || password.trim_end().is_empty()

@@ -412,6 +412,29 @@ async fn reload_keys(state: &AsState) {
 /// gateway publishes it within a minute and signs with it after
 /// `keys::PUBLISH_BEFORE_SIGNING` seconds.
 pub fn rotate_key(config: &Config) -> Result<String, StoreError> {
+    with_store_config(config, |as_config| async move {
+        let store = crate::store::open(as_config).await?;
+        let key = keys::generate(as_config.signing_algorithm)?;
+        store.add_signing_key(&key).await?;
+        Ok(key.kid)
+    })
+}
+
+/// `migrate`: brings the store of `config` to the schema this binary
+/// needs; returns the version.
+pub fn migrate_store(config: &Config) -> Result<usize, StoreError> {
+    with_store_config(config, crate::store::migrate)
+}
+
+/// Runs `job` on the authorization server's configuration, on a runtime of
+/// its own (a command outside `serve`).
+fn with_store_config<'c, T, F>(
+    config: &'c Config,
+    job: impl FnOnce(&'c crate::config::AuthServerConfig) -> F,
+) -> Result<T, StoreError>
+where
+    F: std::future::Future<Output = Result<T, StoreError>>,
+{
     let as_config = config
         .authorization_server
         .as_ref()
@@ -420,12 +443,7 @@ pub fn rotate_key(config: &Config) -> Result<String, StoreError> {
         .enable_all()
         .build()
         .map_err(|e| StoreError(e.to_string()))?;
-    runtime.block_on(async {
-        let store = crate::store::open(as_config).await?;
-        let key = keys::generate(as_config.signing_algorithm)?;
-        store.add_signing_key(&key).await?;
-        Ok(key.kid)
-    })
+    runtime.block_on(job(as_config))
 }
 
 /// Counts an authorization-server event (a fixed name).

@@ -17,6 +17,8 @@ pub struct AuthServerConfig {
     pub issuer: String,
     /// Where the SQLite database (`gateway.db`) lives.
     pub data_dir: PathBuf,
+    /// Which store holds the state.
+    pub store: StoreConfig,
     /// Lifetime of access tokens.
     pub access_token_ttl: Duration,
     /// Lifetime of a refresh-token family.
@@ -48,6 +50,29 @@ pub struct AuthServerConfig {
     pub product_name: String,
     /// A logo (PNG, SVG, JPEG or WebP, at most 64 KiB) on the pages.
     pub logo_file: Option<PathBuf>,
+}
+
+/// The backend of the authorization server's state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreConfig {
+    /// The SQLite file `gateway.db` in `data_dir` (one node).
+    Sqlite,
+    /// A PostgreSQL database, shared by replicas.
+    Postgres(PostgresConfig),
+}
+
+/// A PostgreSQL store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:port/db?sslmode=...`; secret (holds
+    /// the password), never logged.
+    pub url: Secret,
+    /// Most connections open at once.
+    pub pool_size: u32,
+    /// Longest wait for a free connection.
+    pub acquire_timeout: Duration,
+    /// Longest a statement may run (PostgreSQL's `statement_timeout`).
+    pub statement_timeout: Duration,
 }
 
 /// Largest logo accepted.
@@ -92,6 +117,7 @@ pub(super) fn validate_authserver(
     Some(AuthServerConfig {
         issuer: issuer.to_owned(),
         data_dir: PathBuf::from(&raw.data_dir),
+        store: validate_store(raw, at, errors),
         access_token_ttl: raw.access_token_ttl.0,
         refresh_token_ttl: raw.refresh_token_ttl.0,
         code_ttl: raw.code_ttl.0,
@@ -113,6 +139,50 @@ pub(super) fn validate_authserver(
                 timeout: raw.client_metadata_documents.timeout.0,
             },
         ),
+    })
+}
+
+/// `store:`: SQLite unless `url` is a `postgres://` (or `postgresql://`)
+/// URL; a pool of 1-1000 connections; timeouts above zero.
+fn validate_store(raw: &RawAuthServer, at: &str, errors: &mut Vec<ConfigError>) -> StoreConfig {
+    let s = &raw.store;
+    let Some(url) = &s.url else {
+        return StoreConfig::Sqlite;
+    };
+    let scheme_ok = ["postgres://", "postgresql://"]
+        .iter()
+        .any(|p| url.starts_with(p));
+    if !scheme_ok || url::Url::parse(url).is_err() {
+        errors.push(ConfigError::new(
+            &format!("{at}.store.url"),
+            "not a PostgreSQL URL".to_owned(),
+            "write `postgres://user:${PGPASSWORD}@host:5432/database` (leave `url` out for the SQLite file in data_dir)",
+        ));
+    }
+    if !(1..=1000).contains(&s.pool_size) {
+        errors.push(ConfigError::new(
+            &format!("{at}.store.pool_size"),
+            format!("{} is not between 1 and 1000", s.pool_size),
+            "a few connections per replica are enough (default 10)",
+        ));
+    }
+    for (name, value) in [
+        ("acquire_timeout", s.acquire_timeout.0),
+        ("statement_timeout", s.statement_timeout.0),
+    ] {
+        if value.is_zero() {
+            errors.push(ConfigError::new(
+                &format!("{at}.store.{name}"),
+                "must be above zero".to_owned(),
+                "a few seconds (default 5s)",
+            ));
+        }
+    }
+    StoreConfig::Postgres(PostgresConfig {
+        url: Secret::new(url.clone()),
+        pool_size: s.pool_size,
+        acquire_timeout: s.acquire_timeout.0,
+        statement_timeout: s.statement_timeout.0,
     })
 }
 

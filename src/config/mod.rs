@@ -21,7 +21,9 @@ mod validate;
 pub use crate::policy::{UnlistedMethods, UnlistedTools};
 pub(crate) use auth::check_endpoint_url;
 pub use auth::{AuthConfig, IntrospectionEndpoint, JwtIssuer, Secret};
-pub use authserver::{logo_data_url, AuthServerConfig, ClientMetadataDocuments, User};
+pub use authserver::{
+    logo_data_url, AuthServerConfig, ClientMetadataDocuments, PostgresConfig, StoreConfig, User,
+};
 pub use federation::{AccessRule, IdentityProvider};
 pub use identity::{ForwardIdentity, IdentityJwt};
 pub use rate_limits::RateLimits;

@@ -57,6 +57,8 @@ pub(crate) struct RawAuthServer {
     pub enabled: bool,
     #[serde(default = "default_data_dir")]
     pub data_dir: String,
+    #[serde(default)]
+    pub store: RawStore,
     #[serde(default = "default_access_ttl")]
     pub access_token_ttl: HumanDuration,
     #[serde(default = "default_refresh_ttl")]
@@ -183,6 +185,28 @@ pub enum SigningAlgorithm {
     /// RSA 2048 with SHA-256 (PKCS#1 v1.5), for relying parties without
     /// elliptic-curve support.
     RS256,
+}
+
+/// Where the authorization server keeps its state: SQLite in `data_dir`
+/// unless `url` names a PostgreSQL database.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawStore {
+    pub url: Option<String>,
+    pub pool_size: u32,
+    pub acquire_timeout: HumanDuration,
+    pub statement_timeout: HumanDuration,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self {
+            url: None,
+            pool_size: 10,
+            acquire_timeout: HumanDuration(Duration::from_secs(5)),
+            statement_timeout: HumanDuration(Duration::from_secs(5)),
+        }
+    }
 }
 
 /// How many clients one address may register.

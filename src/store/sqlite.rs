@@ -79,6 +79,15 @@ impl SqliteStore {
         })
     }
 
+    /// The schema version of the file.
+    pub async fn schema_version(&self) -> Result<usize, StoreError> {
+        let v: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+            .fetch_one(&self.read)
+            .await?
+            .get(0);
+        Ok(usize::try_from(v).unwrap_or(0))
+    }
+
     /// A write transaction holding the write lock from its first statement.
     async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
         Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
@@ -97,7 +106,14 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
         .fetch_one(&mut *tx)
         .await?
         .get(0);
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    let current = usize::try_from(current).unwrap_or(0);
+    if current > MIGRATIONS.len() {
+        return Err(StoreError(format!(
+            "the database's schema is version {current}, newer than this gateway knows ({}): run the newer gateway, or restore a backup",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
         sqlx::raw_sql(sql).execute(&mut *tx).await?;
         sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
             .bind(i as i64 + 1)

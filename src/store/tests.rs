@@ -1,6 +1,29 @@
-//! One behaviour, both backends.
+//! One behaviour, every backend: SQLite, PostgreSQL (a throwaway cluster,
+//! each test in a database of its own) and memory.
 
 use super::*;
+use crate::config::{PostgresConfig, Secret};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[path = "../../tests/common/postgres.rs"]
+mod pg;
+
+/// The store of a fresh PostgreSQL database.
+async fn postgres() -> PostgresStore {
+    PostgresStore::open(&pg_config(pg::fresh_database()), true)
+        .await
+        .unwrap()
+}
+
+fn pg_config(url: String) -> PostgresConfig {
+    PostgresConfig {
+        url: Secret::new(url),
+        pool_size: 8,
+        acquire_timeout: Duration::from_secs(2),
+        statement_timeout: Duration::from_secs(5),
+    }
+}
 
 fn refresh(hash: &[u8], family: &str) -> RefreshRecord {
     RefreshRecord {
@@ -18,6 +41,7 @@ fn refresh(hash: &[u8], family: &str) -> RefreshRecord {
 async fn backends() -> Vec<(&'static str, Box<dyn Store>)> {
     vec![
         ("sqlite", Box::new(SqliteStore::in_memory().await.unwrap())),
+        ("postgres", Box::new(postgres().await)),
         ("memory", Box::new(MemoryStore::default())),
     ]
 }
@@ -73,10 +97,37 @@ async fn nothing_is_issued_into_a_revoked_family() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_to_a_sqlite_file_all_land() {
-    let dir = std::env::temp_dir().join(format!("mcpgw-store-{}", std::process::id()));
-    let store = std::sync::Arc::new(SqliteStore::open(&dir).await.unwrap());
+    let dir = std::env::temp_dir().join(format!("mcpgw-store-race-{}", std::process::id()));
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir).await.unwrap());
+    concurrent_revocations_all_land(&[store]).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The hardening issue's race (concurrent revocations lost) on PostgreSQL,
+/// through two stores (two replicas) on one database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_to_postgres_from_two_replicas_all_land() {
+    let url = pg::fresh_database();
+    concurrent_revocations_all_land(&two_replicas(&url).await).await;
+}
+
+/// Two stores (replicas) on the database of `url`.
+async fn two_replicas(url: &str) -> [Arc<dyn Store>; 2] {
+    let open = || async {
+        Arc::new(
+            PostgresStore::open(&pg_config(url.to_owned()), true)
+                .await
+                .unwrap(),
+        ) as Arc<dyn Store>
+    };
+    [open().await, open().await]
+}
+
+/// 32 families issued and revoked at once, through the stores in turn;
+/// every revocation lands.
+async fn concurrent_revocations_all_land(stores: &[Arc<dyn Store>]) {
     let writes = (0..32).map(|i| {
-        let store = store.clone();
+        let store = stores[i % stores.len()].clone();
         tokio::spawn(async move {
             let family = format!("f{i}");
             let token = refresh(format!("h{i}").as_bytes(), &family);
@@ -89,8 +140,83 @@ async fn concurrent_writes_to_a_sqlite_file_all_land() {
     for write in futures_util::future::join_all(writes).await {
         assert_eq!(write.unwrap().unwrap().len(), 1, "every revocation lands");
     }
-    assert_eq!(store.revoked_access_tokens(1_000).await.unwrap().len(), 32);
-    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        stores[0].revoked_access_tokens(1_000).await.unwrap().len(),
+        32
+    );
+}
+
+/// Across two replicas at once: a refresh token is rotated by exactly one;
+/// an issue racing a revocation of its family is either refused or
+/// revoked with it, never left alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_racing_on_postgres_never_both_win() {
+    let url = pg::fresh_database();
+    let [a, b] = two_replicas(&url).await;
+    for round in 0..20 {
+        let family = format!("race-{round}");
+        let hash = format!("h-{round}");
+        assert!(a
+            .record_issue(
+                &family,
+                &format!("j0-{round}"),
+                1_500,
+                Some(&refresh(hash.as_bytes(), &family))
+            )
+            .await
+            .unwrap());
+        let (x, y) = tokio::join!(
+            a.rotate_refresh_token(hash.as_bytes()),
+            b.rotate_refresh_token(hash.as_bytes())
+        );
+        assert_eq!(
+            u8::from(x.unwrap()) + u8::from(y.unwrap()),
+            1,
+            "one rotation wins"
+        );
+        let late = format!("j1-{round}");
+        let (issued, revoked) = tokio::join!(
+            a.record_issue(&family, &late, 1_500, None),
+            b.revoke_family(&family, 1_000)
+        );
+        let (issued, revoked) = (issued.unwrap(), revoked.unwrap());
+        let dead = a.revoked_access_tokens(1_000).await.unwrap();
+        if issued {
+            assert!(
+                dead.iter().any(|(j, _)| *j == late),
+                "round {round}: an issued token is revoked with its family"
+            );
+        } else {
+            assert!(!revoked.iter().any(|(j, _)| *j == late));
+        }
+    }
+}
+
+/// PostgreSQL restarted under a running store: calls fail while it is
+/// down, and work again once it is back, with no new store (no gateway
+/// restart), and nothing acknowledged before is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_needs_no_store_restart() {
+    let cluster = pg::Postgres::start();
+    let store = PostgresStore::open(&pg_config(cluster.url("postgres")), true)
+        .await
+        .unwrap();
+    store.put_consent("alice", "c", "mcp").await.unwrap();
+    cluster.stop_server();
+    let down = store.has_consent("alice", "c", "mcp").await;
+    cluster.start_server();
+    assert!(down.is_err(), "a store that is down says so");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match store.has_consent("alice", "c", "mcp").await {
+            Ok(found) => {
+                assert!(found, "what was acknowledged is still there");
+                break;
+            }
+            Err(e) => assert!(std::time::Instant::now() < deadline, "not back: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test]
@@ -164,4 +290,71 @@ async fn a_persons_latest_record_is_kept() {
         s.put_person("corp|1", &later).await.unwrap();
         assert_eq!(s.person("corp|1").await.unwrap(), Some(later), "{name}");
     }
+}
+
+/// Replicas starting together on an empty database apply each schema
+/// version once (the advisory lock), and all open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_migrate_once() {
+    let url = pg::fresh_database();
+    let config = pg_config(url.clone());
+    let opens = (0..4).map(|_| PostgresStore::open(&config, true));
+    for store in futures_util::future::join_all(opens).await {
+        assert_eq!(store.unwrap().schema_version().await.unwrap(), 1);
+    }
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_version")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1, "version 1 recorded once");
+}
+
+/// A database migrated by a newer gateway is refused, not used (its
+/// schema may mean what this binary does not know); one that lacks
+/// versions is refused when migrations are not to be applied.
+#[tokio::test]
+async fn a_schema_newer_than_the_binary_is_refused() {
+    let url = pg::fresh_database();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let unmigrated = PostgresStore::open(&pg_config(url.clone()), false).await;
+    assert!(
+        unmigrated.is_err_and(|e| e.0.contains("mcp-oauth-gateway migrate")),
+        "an unmigrated database names the command"
+    );
+    PostgresStore::open(&pg_config(url.clone()), true)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO schema_version (version) VALUES (99)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let newer = PostgresStore::open(&pg_config(url), true).await;
+    assert!(newer.is_err_and(|e| e.0.contains("version 99, newer")));
+
+    let dir = std::env::temp_dir().join(format!("mcpgw-store-newer-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(SqliteStore::open(&dir).await.unwrap());
+    let file = sqlx::SqlitePool::connect(&format!("sqlite:{}", dir.join("gateway.db").display()))
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO schema_version (version) VALUES (99)")
+        .execute(&file)
+        .await
+        .unwrap();
+    file.close().await;
+    assert!(SqliteStore::open(&dir)
+        .await
+        .is_err_and(|e| e.0.contains("version 99, newer")));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The URL's password never appears in an error.
+#[tokio::test]
+async fn a_connection_error_does_not_show_the_password() {
+    let url = "postgres://gateway:hunter2-secret@127.0.0.1:1/nowhere".to_owned();
+    let mut config = pg_config(url);
+    config.acquire_timeout = Duration::from_millis(500);
+    let error = PostgresStore::open(&config, true).await.err().unwrap();
+    assert!(!error.0.contains("hunter2-secret"), "{}", error.0);
 }

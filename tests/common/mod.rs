@@ -13,6 +13,7 @@ pub mod http1;
 pub mod idp;
 pub mod oauth_client;
 pub mod oidc_idp;
+pub mod postgres;
 pub mod relay;
 pub mod resource_server;
 pub mod tls;

@@ -1,0 +1,442 @@
+//! The PostgreSQL backend: one database that several gateway replicas
+//! share. Schema versions (`migrations/postgres/`) are applied at open
+//! under an advisory lock, so that replicas starting together apply each
+//! once; a schema newer than this binary knows is refused.
+//!
+//! PostgreSQL runs transactions concurrently (read committed), where
+//! SQLite queues every write: what must not interleave takes a lock of its
+//! own. Issuing into a refresh-token family and revoking it hold the
+//! family's advisory lock for their transaction, so a token is either
+//! recorded before the revocation (and revoked by it) or refused after it;
+//! rotating a refresh token is one conditional `UPDATE`, which two
+//! replicas cannot both win.
+
+use super::{
+    ClientRecord, ClientStore, ConsentStore, GrantStore, KeyStore, PersonRecord, PersonStore,
+    RefreshRecord, StoreError, StoredKey,
+};
+use crate::config::PostgresConfig;
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+use std::str::FromStr;
+
+/// Schema versions, one `.sql` file each; version N is
+/// `MIGRATIONS[N - 1]`. Never edit one that has shipped: add the next.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/postgres/0001_initial.sql")];
+
+/// The advisory lock migrations run under (any fixed number, ours).
+const MIGRATION_LOCK: i64 = 0x6d63_7067_776d_6967;
+
+/// The PostgreSQL store.
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to the configured database and brings its schema up to
+    /// date (`migrate`: `false` only checks that it is).
+    pub async fn open(config: &PostgresConfig, migrate: bool) -> Result<Self, StoreError> {
+        let statement_timeout = format!("{}ms", config.statement_timeout.as_millis());
+        let url = config.url.expose();
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError(format!("postgres url: {}", redact(&e.to_string(), url))))?
+            .application_name("mcp-oauth-gateway")
+            .options([("statement_timeout", statement_timeout.as_str())]);
+        let pool = PgPoolOptions::new()
+            .max_connections(config.pool_size)
+            .acquire_timeout(config.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                StoreError(format!(
+                    "cannot connect to PostgreSQL: {}",
+                    redact(&e.to_string(), url)
+                ))
+            })?;
+        let store = Self { pool };
+        store.migrate(migrate).await?;
+        Ok(store)
+    }
+
+    /// Applies the versions the database lacks (or, with `apply` off,
+    /// fails if it lacks any); refuses a database newer than this binary.
+    async fn migrate(&self, apply: bool) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            .execute(&mut *tx)
+            .await?;
+        let current: i32 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+        let known = MIGRATIONS.len();
+        let current = usize::try_from(current).unwrap_or(0);
+        if current > known {
+            return Err(StoreError(format!(
+                "the database's schema is version {current}, newer than this gateway knows ({known}): run the newer gateway, or restore a backup"
+            )));
+        }
+        if current < known && !apply {
+            return Err(StoreError(format!(
+                "the database's schema is version {current}; this gateway needs {known}: run `mcp-oauth-gateway migrate`"
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
+                .bind(i32::try_from(i + 1).unwrap_or(i32::MAX))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The schema version of the database.
+    pub async fn schema_version(&self) -> Result<usize, StoreError> {
+        let v: i32 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+            .fetch_one(&self.pool)
+            .await?
+            .get(0);
+        Ok(usize::try_from(v).unwrap_or(0))
+    }
+
+    /// A transaction holding the advisory lock of `family_id`.
+    async fn family_tx(
+        &self,
+        family_id: &str,
+    ) -> Result<Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(family_id)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+}
+
+/// `text` without the password of `url` (error messages may quote it).
+fn redact(text: &str, url: &str) -> String {
+    let password = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.password().map(str::to_owned))
+        .filter(|p| !p.is_empty());
+    match password {
+        Some(p) => text.replace(&p, "***"),
+        None => text.to_owned(),
+    }
+}
+
+fn secs(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn unsecs(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn refresh_from(row: &PgRow) -> RefreshRecord {
+    RefreshRecord {
+        token_hash: row.get("token_hash"),
+        family_id: row.get("family_id"),
+        client_id: row.get("client_id"),
+        subject: row.get("subject"),
+        scope: row.get("scope"),
+        resource: row.get("resource"),
+        expires_at: unsecs(row.get("expires_at")),
+        rotated: row.get("rotated"),
+    }
+}
+
+#[async_trait]
+impl KeyStore for PostgresStore {
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kid, alg, pkcs8, created_at FROM signing_keys ORDER BY created_at, kid",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| StoredKey {
+                kid: r.get("kid"),
+                alg: r.get("alg"),
+                pkcs8: r.get("pkcs8"),
+                created_at: unsecs(r.get("created_at")),
+            })
+            .collect())
+    }
+
+    async fn add_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, pkcs8, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&key.kid)
+        .bind(&key.alg)
+        .bind(&key.pkcs8)
+        .bind(secs(key.created_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn remove_signing_key(&self, kid: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
+            .bind(kid)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ClientStore for PostgresStore {
+    async fn put_client(&self, c: &ClientRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO clients (client_id, secret_hash, metadata, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&c.client_id)
+        .bind(&c.secret_hash)
+        .bind(&c.metadata)
+        .bind(secs(c.created_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT client_id, secret_hash, metadata, created_at FROM clients WHERE client_id = $1",
+        )
+        .bind(client_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| ClientRecord {
+            client_id: r.get("client_id"),
+            secret_hash: r.get("secret_hash"),
+            metadata: r.get("metadata"),
+            created_at: unsecs(r.get("created_at")),
+        }))
+    }
+}
+
+#[async_trait]
+impl GrantStore for PostgresStore {
+    async fn refresh_token(&self, hash: &[u8]) -> Result<Option<RefreshRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT * FROM refresh_tokens WHERE token_hash = $1 AND family_id NOT IN (SELECT family_id FROM revoked_families)",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(refresh_from))
+    }
+
+    async fn rotate_refresh_token(&self, hash: &[u8]) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET rotated = TRUE WHERE token_hash = $1 AND NOT rotated",
+        )
+        .bind(hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_issue(
+        &self,
+        family_id: &str,
+        jti: &str,
+        access_expires_at: u64,
+        refresh: Option<&RefreshRecord>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.family_tx(family_id).await?;
+        let revoked = sqlx::query("SELECT 1 FROM revoked_families WHERE family_id = $1")
+            .bind(family_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if revoked {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO family_access_tokens (jti, family_id, expires_at) VALUES ($1, $2, $3)",
+        )
+        .bind(jti)
+        .bind(family_id)
+        .bind(secs(access_expires_at))
+        .execute(&mut *tx)
+        .await?;
+        if let Some(t) = refresh {
+            sqlx::query("INSERT INTO refresh_tokens (token_hash, family_id, client_id, subject, scope, resource, expires_at, rotated) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+                .bind(&t.token_hash)
+                .bind(&t.family_id)
+                .bind(&t.client_id)
+                .bind(&t.subject)
+                .bind(&t.scope)
+                .bind(&t.resource)
+                .bind(secs(t.expires_at))
+                .bind(t.rotated)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn revoke_family(
+        &self,
+        family_id: &str,
+        now: u64,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut tx = self.family_tx(family_id).await?;
+        let until: Option<i64> =
+            sqlx::query("SELECT MAX(expires_at) FROM refresh_tokens WHERE family_id = $1")
+                .bind(family_id)
+                .fetch_one(&mut *tx)
+                .await?
+                .get(0);
+        sqlx::query(
+            "INSERT INTO revoked_families (family_id, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(family_id)
+        .bind(until.unwrap_or(secs(now).saturating_add(86_400)))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO revoked_access_tokens (jti, expires_at) \
+             SELECT jti, expires_at FROM family_access_tokens WHERE family_id = $1 AND expires_at > $2 \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(family_id)
+        .bind(secs(now))
+        .execute(&mut *tx)
+        .await?;
+        let revoked = sqlx::query(
+            "SELECT jti, expires_at FROM family_access_tokens WHERE family_id = $1 AND expires_at > $2 ORDER BY jti",
+        )
+        .bind(family_id)
+        .bind(secs(now))
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| (r.get("jti"), unsecs(r.get("expires_at"))))
+        .collect();
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    async fn revoke_access_token(&self, jti: &str, expires_at: u64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(jti)
+        .bind(secs(expires_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn revoked_access_tokens(&self, now: u64) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT jti, expires_at FROM revoked_access_tokens WHERE expires_at > $1 ORDER BY jti",
+        )
+        .bind(secs(now))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get("jti"), unsecs(r.get("expires_at"))))
+            .collect())
+    }
+
+    async fn purge_expired(&self, now: u64) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        for sql in [
+            "DELETE FROM refresh_tokens WHERE expires_at <= $1",
+            "DELETE FROM revoked_families WHERE expires_at <= $1",
+            "DELETE FROM family_access_tokens WHERE expires_at <= $1",
+            "DELETE FROM revoked_access_tokens WHERE expires_at <= $1",
+        ] {
+            removed += sqlx::query(sql)
+                .bind(secs(now))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        Ok(removed)
+    }
+}
+
+#[async_trait]
+impl ConsentStore for PostgresStore {
+    async fn has_consent(
+        &self,
+        subject: &str,
+        client_id: &str,
+        scope: &str,
+    ) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT 1 FROM consents WHERE subject = $1 AND client_id = $2 AND scope = $3",
+        )
+        .bind(subject)
+        .bind(client_id)
+        .bind(scope)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    async fn put_consent(
+        &self,
+        subject: &str,
+        client_id: &str,
+        scope: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO consents (subject, client_id, scope) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(subject)
+        .bind(client_id)
+        .bind(scope)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl PersonStore for PostgresStore {
+    async fn put_person(&self, subject: &str, person: &PersonRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO people (subject, claims, idp_refresh_token, signed_in_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (subject) DO UPDATE SET claims = excluded.claims, \
+             idp_refresh_token = excluded.idp_refresh_token, signed_in_at = excluded.signed_in_at",
+        )
+        .bind(subject)
+        .bind(&person.claims)
+        .bind(&person.idp_refresh_token)
+        .bind(secs(person.signed_in_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn person(&self, subject: &str) -> Result<Option<PersonRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT claims, idp_refresh_token, signed_in_at FROM people WHERE subject = $1",
+        )
+        .bind(subject)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| PersonRecord {
+            claims: r.get("claims"),
+            idp_refresh_token: r.get("idp_refresh_token"),
+            signed_in_at: unsecs(r.get("signed_in_at")),
+        }))
+    }
+}
