@@ -9,7 +9,7 @@
 //! | `auth` | verifying bearer tokens (JWT against JWKS in `jwt`/`jwks`, RFC 7662 in `introspection`), the verdict cache, `WWW-Authenticate` challenges (`challenge`), PRM documents (`prm`), session-to-subject bindings |
 //! | `policy` | which scopes a message needs (a leaf: depends on nothing of the gateway); its tool-name glob in `policy::glob` |
 //! | `authserver` | the built-in OAuth 2.1 authorization server, an axum `Router` split by concept (registration, authorize, login, consent, flows and codes, throttling, token, revocation, introspection, keys, discovery), and `federation`: sign-in through identity providers (the OIDC relying party in `federation::oidc`, the access rules in `federation::rules`) |
-//! | `store` | the AS's durable state, one trait per concept (keys, clients, grants, consents, people) that a backend implements: SQLite (default) and memory |
+//! | `store` | the AS's durable state, one trait per concept (keys, clients, grants, consents, people) that a backend implements: SQLite (default), PostgreSQL (shared by replicas) and memory |
 //! | `config` | the YAML schema (`raw`), every structural error in one pass (`structure`), validation into typed settings |
 //! | `ratelimit` | token buckets (a leaf); what they count is `proxy::rate_limit` |
 //! | `identity` | caller identity for upstreams: header values, the gateway's identity key and JWKS, signed assertions |

@@ -518,8 +518,14 @@ impl Config {
             )),
         }
         if let Some(a) = &self.authorization_server {
+            let store = match &a.store {
+                StoreConfig::Sqlite => format!("SQLite in {}", a.data_dir.display()),
+                StoreConfig::Postgres(pg) => {
+                    format!("PostgreSQL (pool of {}; the URL is secret)", pg.pool_size)
+                }
+            };
             out.push_str(&format!(
-                "authorization server: {} local user(s), {} access rule(s)\n",
+                "authorization server: {} local user(s), {} access rule(s); store: {store}\n",
                 a.users.len(),
                 a.access.len()
             ));

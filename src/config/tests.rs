@@ -925,3 +925,38 @@ fn http(up: &super::Upstream) -> &super::UpstreamTarget {
         super::Target::Stdio(c) => panic!("a stdio upstream: {c:?}"),
     }
 }
+
+/// `authorization_server.store`: SQLite unless a PostgreSQL URL is given;
+/// anything else, an empty pool or a zero timeout is refused by path.
+#[test]
+fn the_store_is_sqlite_unless_a_postgres_url_is_given() {
+    let with = |store: &str| {
+        format!("public_url: https://gw.example\nauthorization_server: {{ users: [] {store} }}\nupstreams:\n  - {{ name: a, path: /a, url: 'http://127.0.0.1:1' }}\n")
+    };
+    let store = |yaml: &str| {
+        Config::from_yaml(yaml)
+            .unwrap()
+            .authorization_server
+            .unwrap()
+            .store
+    };
+    assert_eq!(store(&with("")), StoreConfig::Sqlite);
+    let StoreConfig::Postgres(pg) = store(&with(
+        ", store: { url: 'postgresql://gw:pw@db:5432/gw?sslmode=require', pool_size: 3 }",
+    )) else {
+        panic!("a PostgreSQL store");
+    };
+    assert_eq!(pg.pool_size, 3);
+    assert_eq!(pg.statement_timeout, Duration::from_secs(5));
+    assert!(!format!("{pg:?}").contains("pw@"), "the URL is secret");
+    assert_eq!(
+        paths_of(&with(
+            ", store: { url: 'mysql://db/gw', pool_size: 0, statement_timeout: 0s }"
+        )),
+        [
+            "authorization_server.store.url",
+            "authorization_server.store.pool_size",
+            "authorization_server.store.statement_timeout"
+        ]
+    );
+}

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 
 /// The cluster's superuser and its password.
 const USER: &str = "gateway";
-const PASSWORD: &str = "a-password-for-the-test-cluster";
+pub const PASSWORD: &str = "a-password-for-the-test-cluster";
 
 /// A running cluster.
 pub struct Postgres {

@@ -1,0 +1,157 @@
+//! Gateway replicas on one PostgreSQL store (issue 14), as real gateway
+//! binaries on a throwaway cluster: what one replica registers, signs and
+//! revokes is in the store every replica reads.
+
+mod common;
+
+use common::binary::Binary;
+use common::{free_port, postgres, Upstream};
+use serde_json::{json, Value};
+
+const OPERATOR: &str = "an-initial-access-token-for-the-replica-tests";
+
+/// A replica listening on `port`, published as `public` (every replica of
+/// a deployment publishes the load balancer's URL), storing in `db`.
+fn replica_yaml(port: u16, public: u16, upstream: std::net::SocketAddr, db: &str) -> String {
+    format!(
+        "public_url: http://127.0.0.1:{public}
+listen: 127.0.0.1:{port}
+authorization_server:
+  registration: initial_access_token
+  initial_access_token: {OPERATOR}
+  store: {{ url: '{db}', pool_size: 4 }}
+upstreams:
+  - name: demo
+    path: /demo/mcp
+    url: http://{upstream}/mcp
+    policy: {{ base_scopes: [mcp], unlisted_tools: base }}
+"
+    )
+}
+
+/// The status of an MCP `initialize` with `token` on the replica at `port`.
+async fn initialize(http: &reqwest::Client, port: u16, token: &str) -> u16 {
+    http.post(format!("http://127.0.0.1:{port}/demo/mcp"))
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "replica-test", "version": "1"}}}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_one_postgres_share_clients_keys_and_revocations() {
+    let db = postgres::fresh_database();
+    let upstream = Upstream::start().await;
+    let (a_port, b_port) = (free_port(), free_port());
+    let a = Binary::serve(&replica_yaml(a_port, a_port, upstream.addr, &db), a_port).await;
+    let b_yaml = replica_yaml(b_port, a_port, upstream.addr, &db);
+    let mut b = Binary::serve(&b_yaml, b_port).await;
+    let http = reqwest::Client::new();
+
+    // Registered on A ...
+    let client: Value = http
+        .post(format!("http://127.0.0.1:{a_port}/register"))
+        .bearer_auth(OPERATOR)
+        .json(&json!({"client_name": "replica test", "grant_types": ["client_credentials"], "scope": "mcp"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (id, secret) = (
+        client["client_id"].as_str().unwrap(),
+        client["client_secret"].as_str().unwrap(),
+    );
+    // ... a token from B ...
+    let tokens: Value = http
+        .post(format!("http://127.0.0.1:{b_port}/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("resource", &format!("http://127.0.0.1:{a_port}/demo/mcp")),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = tokens["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("B knows A's client: {tokens}"));
+    // ... accepted by both: one signing key set, in the store.
+    assert_eq!(initialize(&http, a_port, token).await, 200);
+    assert_eq!(initialize(&http, b_port, token).await, 200);
+
+    // Revoked on A: refused there at once, and by B from the store (B
+    // reads the store's revocations when it starts; live propagation
+    // between running replicas is the next step of issue 14).
+    let revoked = http
+        .post(format!("http://127.0.0.1:{a_port}/revoke"))
+        .basic_auth(id, Some(secret))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    assert_eq!(initialize(&http, a_port, token).await, 401);
+    drop(b);
+    b = Binary::serve(&b_yaml, b_port).await;
+    assert_eq!(initialize(&http, b_port, token).await, 401);
+    drop((a, b));
+}
+
+/// `migrate` brings a database to the binary's schema and says so; a
+/// database URL that is not PostgreSQL's is refused by the config check.
+#[tokio::test]
+async fn the_migrate_command_applies_the_schema() {
+    let db = postgres::fresh_database();
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let config = dir.join(format!("migrate-{}.yaml", std::process::id()));
+    let port = free_port();
+    std::fs::write(
+        &config,
+        replica_yaml(port, port, "127.0.0.1:9".parse().unwrap(), &db),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-oauth-gateway"))
+        .args(["migrate", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("version 1"), "{stdout}");
+    assert!(!stdout.contains(postgres::PASSWORD));
+
+    std::fs::write(
+        &config,
+        replica_yaml(port, port, "127.0.0.1:9".parse().unwrap(), "mysql://x@y/z"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-oauth-gateway"))
+        .arg("check-config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("authorization_server.store.url"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_file(&config);
+}
