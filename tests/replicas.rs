@@ -4,7 +4,10 @@
 
 mod common;
 
+use common::authserver::{code_for, Setup, REDIRECT};
 use common::binary::Binary;
+use common::browser::Browser;
+use common::oauth_client::OAuthClient;
 use common::{free_port, postgres, Upstream};
 use serde_json::{json, Value};
 
@@ -134,7 +137,7 @@ async fn the_migrate_command_applies_the_schema() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("version 1"), "{stdout}");
+    assert!(stdout.contains("version 2"), "{stdout}");
     assert!(!stdout.contains(postgres::PASSWORD));
 
     std::fs::write(
@@ -154,4 +157,54 @@ async fn the_migrate_command_applies_the_schema() {
         "{stderr}"
     );
     let _ = std::fs::remove_file(&config);
+}
+
+/// A code issued by one replica is exchanged on another (it is in the
+/// store), once: its replay on the first is refused and revokes the tokens
+/// the exchange issued (RFC 9700 §4.5.3 / OAuth 2.1 §4.1.3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_from_one_replica_is_exchanged_once_on_any() {
+    let db = postgres::fresh_database();
+    let s = Setup::start_with(&format!("  store: {{ url: '{db}' }}\n")).await;
+    let a_url = s.url("");
+    let a_port: u16 = a_url.rsplit(':').next().unwrap().parse().unwrap();
+    let b_port = free_port();
+    let b_yaml = s.yaml.replace(
+        &format!("listen: 127.0.0.1:{a_port}"),
+        &format!("listen: 127.0.0.1:{b_port}"),
+    );
+    let _b = Binary::serve(&b_yaml, b_port).await;
+    let client_id = s.public_client().await;
+    let mut browser = Browser::default();
+    let (code, verifier) = code_for(&s, &mut browser, &client_id, "mcp").await;
+
+    let on_b = OAuthClient::new(
+        &format!("http://127.0.0.1:{b_port}"),
+        &s.url("/demo/mcp"),
+        &client_id,
+        REDIRECT,
+    );
+    let (status, tokens) = on_b.exchange_code(&s.http, &code, &verifier).await;
+    assert_eq!(status, 200, "B exchanges A's code: {tokens}");
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(initialize(&s.http, a_port, access).await, 200);
+
+    let (status, error) = s
+        .client(&client_id)
+        .exchange_code(&s.http, &code, &verifier)
+        .await;
+    assert_eq!(
+        (status, error["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "a replay on A: {error}"
+    );
+    assert_eq!(
+        initialize(&s.http, a_port, access).await,
+        401,
+        "the replay revoked what B issued"
+    );
+    let (status, _) = on_b
+        .refresh(&s.http, tokens["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(status, 400, "and its refresh token, on B too");
 }

@@ -81,7 +81,7 @@ pub(super) async fn decide_without_asking(
         .has_consent(user, &flow.client_id, &scopes.join(" "))
         .await
     {
-        Ok(true) => Ok(Some(approve(state, flow, user, scopes))),
+        Ok(true) => Ok(Some(approve(state, flow, user, scopes).await)),
         Ok(false) => Ok(None),
         Err(e) => Err(super::errors::OAuthError::from(e).into_response()),
     }
@@ -132,8 +132,13 @@ pub(super) fn consent_page(state: &AsState, flow_id: &str, flow: &Flow, user: &s
 }
 
 /// Issues the code and sends the browser back to the client.
-pub(super) fn approve(state: &AsState, flow: &Flow, user: &str, scopes: Vec<String>) -> Response {
-    let code = state.codes.issue(CodeGrant {
+pub(super) async fn approve(
+    state: &AsState,
+    flow: &Flow,
+    user: &str,
+    scopes: Vec<String>,
+) -> Response {
+    let grant = CodeGrant {
         client_id: flow.client_id.clone(),
         redirect_uri: flow.redirect_uri.clone(),
         code_challenge: flow.code_challenge.clone(),
@@ -141,7 +146,11 @@ pub(super) fn approve(state: &AsState, flow: &Flow, user: &str, scopes: Vec<Stri
         scope: scopes.join(" "),
         subject: user.to_owned(),
         family_id: random_token(16),
-    });
+    };
+    let code = match state.codes.issue(&grant).await {
+        Ok(code) => code,
+        Err(e) => return super::errors::OAuthError::from(e).into_response(),
+    };
     super::count_event("authorization_approved");
     tracing::info!(client_id = %flow.client_id, user, "authorization approved");
     back_to_client(
@@ -177,7 +186,7 @@ pub async fn consent(
             {
                 return super::errors::OAuthError::from(e).into_response();
             }
-            approve(&state, &flow, &user, scopes)
+            approve(&state, &flow, &user, scopes).await
         }
         Some("deny") => {
             super::count_event("authorization_denied");

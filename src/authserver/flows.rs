@@ -1,15 +1,16 @@
 //! Flows and codes: a validated authorization request waiting for login and
-//! consent (`Flow`, kept in `FlowStore` with the browser sessions), and the
-//! single-use codes it ends in (`CodeGrant`, `CodeStore`; a replayed code
-//! names the family to revoke).
+//! consent (`Flow`, kept in `FlowStore` with the browser sessions, in this
+//! process), and the single-use codes it ends in (`CodeGrant`, `Codes`, in
+//! the store; a replayed code names the family to revoke).
 
 use super::clients::Client;
 use super::pkce::CodeChallenge;
 use super::random_token;
+use crate::store::{Store, StoreError, TakenCode};
 use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A validated authorization request waiting for login and consent.
 #[derive(Debug, Clone)]
@@ -40,7 +41,7 @@ pub struct Flow {
 }
 
 /// A code waiting to be exchanged.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CodeGrant {
     pub client_id: String,
     pub redirect_uri: String,
@@ -52,52 +53,64 @@ pub struct CodeGrant {
     pub family_id: String,
 }
 
-/// Codes by SHA-256, and codes already used (to detect a replay).
-pub struct CodeStore {
-    live: Cache<Vec<u8>, (Instant, Arc<CodeGrant>)>,
-    used: Cache<Vec<u8>, String>,
+/// Authorization codes, in the store by SHA-256 (so that any replica can
+/// exchange one), single use; a used code is remembered for ten lifetimes
+/// to tell a replay.
+pub struct Codes {
+    store: Arc<dyn Store>,
     ttl: Duration,
 }
 
-impl CodeStore {
-    pub fn new(ttl: Duration) -> Self {
-        Self {
-            live: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(ttl)
-                .build(),
-            used: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(ttl * 10)
-                .build(),
-            ttl,
-        }
+/// What redeeming a code found.
+pub enum Redeemed {
+    /// A live code's grant, now used.
+    Grant(CodeGrant),
+    /// A code used before: the family its first use issued into.
+    Replayed(String),
+    /// No such code, or it expired.
+    Unknown,
+}
+
+impl Codes {
+    pub fn new(store: Arc<dyn Store>, ttl: Duration) -> Self {
+        Self { store, ttl }
     }
 
-    pub(super) fn issue(&self, grant: CodeGrant) -> String {
+    pub(super) async fn issue(&self, grant: &CodeGrant) -> Result<String, StoreError> {
         let code = random_token(32);
-        self.live.insert(
-            Sha256::digest(code.as_bytes()).to_vec(),
-            (Instant::now() + self.ttl, Arc::new(grant)),
-        );
-        code
+        let json = serde_json::to_string(grant).map_err(|e| StoreError(e.to_string()))?;
+        let now = now_millis();
+        let ttl = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        self.store
+            .put_code(
+                &Sha256::digest(code.as_bytes()),
+                &json,
+                &grant.family_id,
+                now.saturating_add(ttl),
+                now.saturating_add(ttl.saturating_mul(10)),
+            )
+            .await?;
+        Ok(code)
     }
 
-    /// Takes a code (single use). `Err(family)` when it was used before:
-    /// the caller revokes what the first use issued.
-    pub fn redeem(&self, code: &str) -> Result<Option<Arc<CodeGrant>>, String> {
-        let key = Sha256::digest(code.as_bytes()).to_vec();
-        if let Some(family) = self.used.get(&key) {
-            return Err(family);
-        }
-        // Checked here too: the cache may hand out an entry past its time
-        // before it evicts it.
-        let Some((expires, grant)) = self.live.remove(&key) else {
-            return Ok(None);
-        };
-        self.used.insert(key, grant.family_id.clone());
-        Ok((Instant::now() < expires).then_some(grant))
+    /// Takes a code (single use, on every replica at once).
+    pub async fn redeem(&self, code: &str) -> Result<Redeemed, StoreError> {
+        let hash = Sha256::digest(code.as_bytes());
+        Ok(match self.store.take_code(&hash, now_millis()).await? {
+            TakenCode::Fresh(json) => match serde_json::from_str(&json) {
+                Ok(grant) => Redeemed::Grant(grant),
+                Err(e) => return Err(StoreError(format!("a stored code's grant: {e}"))),
+            },
+            TakenCode::Replayed(family) => Redeemed::Replayed(family),
+            TakenCode::Unknown => Redeemed::Unknown,
+        })
     }
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Flows and browser sessions.

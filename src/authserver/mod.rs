@@ -170,7 +170,7 @@ pub(crate) struct AsState {
     pub local_keys: Arc<LocalKeys>,
     keys: std::sync::RwLock<Arc<keys::SigningKeys>>,
     pub revoked: Arc<RevokedTokens>,
-    pub codes: flows::CodeStore,
+    pub codes: flows::Codes,
     pub flows: flows::FlowStore,
     pub login_limiter: throttling::LoginLimiter,
     pub documents: Option<cimd::MetadataDocuments>,
@@ -186,6 +186,7 @@ impl AsState {
         opened: Opened,
         runtime: StoreRuntime,
     ) -> Self {
+        let codes = flows::Codes::new(opened.store.clone(), as_config.code_ttl);
         Self {
             issuer: as_config.issuer.clone(),
             public_url: config.public_url.clone(),
@@ -193,7 +194,7 @@ impl AsState {
             local_keys: opened.local,
             keys: std::sync::RwLock::new(Arc::new(opened.keys)),
             revoked: opened.revoked,
-            codes: flows::CodeStore::new(as_config.code_ttl),
+            codes,
             flows: flows::FlowStore::new(),
             login_limiter: throttling::LoginLimiter::new(),
             federation: federation::Federation::new(),

@@ -8,7 +8,9 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 /// An S256 `code_challenge`: base64url characters, 43 to 128 of them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Kept in the store with its code as the text it was checked as.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct CodeChallenge(String);
 
 /// Why an authorization request's PKCE parameters are refused.

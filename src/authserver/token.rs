@@ -6,7 +6,7 @@
 
 use super::clients::{self, Client};
 use super::errors::{required, OAuthError};
-use super::flows::code_belongs_to;
+use super::flows::{code_belongs_to, Redeemed};
 use super::grant::GrantType;
 use super::pkce::CodeVerifier;
 use super::{random_token, AsState};
@@ -66,10 +66,10 @@ async fn code_grant(
             "this client did not register the authorization_code grant",
         ));
     }
-    let grant = match state.codes.redeem(required(form, "code")?) {
-        Ok(Some(g)) => g,
-        Ok(None) => return Err(OAuthError::invalid_grant("unknown or expired code")),
-        Err(family) => {
+    let grant = match state.codes.redeem(required(form, "code")?).await? {
+        Redeemed::Grant(g) => g,
+        Redeemed::Unknown => return Err(OAuthError::invalid_grant("unknown or expired code")),
+        Redeemed::Replayed(family) => {
             super::count_event("code_reuse");
             tracing::warn!(client_id = %client.id, "authorization code used twice; revoking what it issued");
             revoke_family(state, &family).await?;

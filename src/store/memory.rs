@@ -2,8 +2,8 @@
 //! For tests and throwaway runs.
 
 use super::{
-    ClientRecord, ClientStore, ConsentStore, GrantStore, KeyStore, PersonRecord, PersonStore,
-    RefreshRecord, StoreError, StoredKey,
+    ClientRecord, ClientStore, CodeStore, ConsentStore, GrantStore, KeyStore, PersonRecord,
+    PersonStore, RefreshRecord, StoreError, StoredKey, TakenCode,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeSet, HashMap};
@@ -19,6 +19,16 @@ struct Inner {
     revoked_tokens: HashMap<String, u64>,
     consents: BTreeSet<(String, String, String)>,
     people: HashMap<String, PersonRecord>,
+    codes: HashMap<Vec<u8>, Code>,
+}
+
+/// A code's record.
+struct Code {
+    grant: String,
+    family_id: String,
+    expires_at: u64,
+    forget_at: u64,
+    used: bool,
 }
 
 /// The in-memory store.
@@ -170,6 +180,7 @@ impl GrantStore for MemoryStore {
         inner.revoked_families.retain(|_, exp| *exp > now);
         inner.family_tokens.retain(|_, (_, exp)| *exp > now);
         inner.revoked_tokens.retain(|_, exp| *exp > now);
+        inner.codes.retain(|_, c| c.forget_at > now);
         let after = inner.refresh.len()
             + inner.revoked_families.len()
             + inner.family_tokens.len()
@@ -214,5 +225,43 @@ impl PersonStore for MemoryStore {
 
     async fn person(&self, subject: &str) -> Result<Option<PersonRecord>, StoreError> {
         Ok(self.inner().people.get(subject).cloned())
+    }
+}
+
+#[async_trait]
+impl CodeStore for MemoryStore {
+    async fn put_code(
+        &self,
+        hash: &[u8],
+        grant: &str,
+        family_id: &str,
+        expires_at: u64,
+        forget_at: u64,
+    ) -> Result<(), StoreError> {
+        let code = Code {
+            grant: grant.to_owned(),
+            family_id: family_id.to_owned(),
+            expires_at,
+            forget_at,
+            used: false,
+        };
+        self.inner().codes.insert(hash.to_vec(), code);
+        Ok(())
+    }
+
+    async fn take_code(&self, hash: &[u8], now: u64) -> Result<TakenCode, StoreError> {
+        let mut inner = self.inner();
+        Ok(match inner.codes.get_mut(hash) {
+            None => TakenCode::Unknown,
+            Some(c) if c.used => TakenCode::Replayed(c.family_id.clone()),
+            Some(c) => {
+                c.used = true;
+                if c.expires_at > now {
+                    TakenCode::Fresh(c.grant.clone())
+                } else {
+                    TakenCode::Unknown
+                }
+            }
+        })
     }
 }

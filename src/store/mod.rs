@@ -110,9 +110,44 @@ pub struct RefreshRecord {
 /// The authorization server's storage: one interface per concept, each
 /// used by the authorization-server module named on it. A backend
 /// implements all five; [`open`] picks it.
-pub trait Store: KeyStore + ClientStore + GrantStore + ConsentStore + PersonStore {}
+pub trait Store:
+    KeyStore + ClientStore + GrantStore + ConsentStore + PersonStore + CodeStore
+{
+}
 
-impl<T: KeyStore + ClientStore + GrantStore + ConsentStore + PersonStore> Store for T {}
+impl<T: KeyStore + ClientStore + GrantStore + ConsentStore + PersonStore + CodeStore> Store for T {}
+
+/// What taking an authorization code found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TakenCode {
+    /// The first use of a live code: its grant (JSON).
+    Fresh(String),
+    /// A code used before: the family its first use issued into.
+    Replayed(String),
+    /// No such code, or it expired unused.
+    Unknown,
+}
+
+/// Authorization codes (`flows`), by SHA-256, kept after their use until
+/// `forget_at` so that a replay is known as one. In the store, so that the
+/// replica that exchanges a code need not be the one that issued it.
+/// Times here are milliseconds since the epoch (codes live for seconds).
+#[async_trait]
+pub trait CodeStore: Send + Sync {
+    /// Records a new code's grant (JSON), the family its tokens will
+    /// belong to, when it expires and when its record may go.
+    async fn put_code(
+        &self,
+        hash: &[u8],
+        grant: &str,
+        family_id: &str,
+        expires_at: u64,
+        forget_at: u64,
+    ) -> Result<(), StoreError>;
+    /// Marks a code used and tells what it was: of any number of callers
+    /// at once (on any replica), at most one gets [`TakenCode::Fresh`].
+    async fn take_code(&self, hash: &[u8], now: u64) -> Result<TakenCode, StoreError>;
+}
 
 /// The signing keys (`keys`).
 #[async_trait]

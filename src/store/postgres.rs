@@ -8,12 +8,12 @@
 //! own. Issuing into a refresh-token family and revoking it hold the
 //! family's advisory lock for their transaction, so a token is either
 //! recorded before the revocation (and revoked by it) or refused after it;
-//! rotating a refresh token is one conditional `UPDATE`, which two
-//! replicas cannot both win.
+//! rotating a refresh token, like taking an authorization code, is one
+//! conditional `UPDATE`, which two replicas cannot both win.
 
 use super::{
-    ClientRecord, ClientStore, ConsentStore, GrantStore, KeyStore, PersonRecord, PersonStore,
-    RefreshRecord, StoreError, StoredKey,
+    ClientRecord, ClientStore, CodeStore, ConsentStore, GrantStore, KeyStore, PersonRecord,
+    PersonStore, RefreshRecord, StoreError, StoredKey, TakenCode,
 };
 use crate::config::PostgresConfig;
 use async_trait::async_trait;
@@ -23,7 +23,10 @@ use std::str::FromStr;
 
 /// Schema versions, one `.sql` file each; version N is
 /// `MIGRATIONS[N - 1]`. Never edit one that has shipped: add the next.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/postgres/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/postgres/0001_initial.sql"),
+    include_str!("migrations/postgres/0002_codes.sql"),
+];
 
 /// The advisory lock migrations run under (any fixed number, ours).
 const MIGRATION_LOCK: i64 = 0x6d63_7067_776d_6967;
@@ -361,6 +364,7 @@ impl GrantStore for PostgresStore {
             "DELETE FROM revoked_families WHERE expires_at <= $1",
             "DELETE FROM family_access_tokens WHERE expires_at <= $1",
             "DELETE FROM revoked_access_tokens WHERE expires_at <= $1",
+            "DELETE FROM codes WHERE forget_at <= $1",
         ] {
             removed += sqlx::query(sql)
                 .bind(secs(now))
@@ -438,5 +442,49 @@ impl PersonStore for PostgresStore {
             idp_refresh_token: r.get("idp_refresh_token"),
             signed_in_at: unsecs(r.get("signed_in_at")),
         }))
+    }
+}
+
+#[async_trait]
+impl CodeStore for PostgresStore {
+    async fn put_code(
+        &self,
+        hash: &[u8],
+        grant: &str,
+        family_id: &str,
+        expires_at: u64,
+        forget_at: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO codes (code_hash, grant_json, family_id, expires_at, forget_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(hash)
+            .bind(grant)
+            .bind(family_id)
+            .bind(secs(expires_at))
+            .bind(secs(forget_at))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn take_code(&self, hash: &[u8], now: u64) -> Result<TakenCode, StoreError> {
+        let taken = sqlx::query(
+            "UPDATE codes SET used = TRUE WHERE code_hash = $1 AND NOT used RETURNING grant_json, expires_at",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match taken {
+            Some(row) if row.get::<i64, _>("expires_at") > secs(now) => {
+                TakenCode::Fresh(row.get("grant_json"))
+            }
+            Some(_) => TakenCode::Unknown,
+            None => sqlx::query("SELECT family_id FROM codes WHERE code_hash = $1")
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await?
+                .map_or(TakenCode::Unknown, |r| {
+                    TakenCode::Replayed(r.get("family_id"))
+                }),
+        })
     }
 }

@@ -12,8 +12,8 @@
 //! their own connections and, in WAL mode, never wait for the writer.
 
 use super::{
-    ClientRecord, ClientStore, ConsentStore, GrantStore, KeyStore, PersonRecord, PersonStore,
-    RefreshRecord, StoreError, StoredKey,
+    ClientRecord, ClientStore, CodeStore, ConsentStore, GrantStore, KeyStore, PersonRecord,
+    PersonStore, RefreshRecord, StoreError, StoredKey, TakenCode,
 };
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -28,6 +28,7 @@ use std::time::Duration;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0001_initial.sql"),
     include_str!("migrations/sqlite/0002_people.sql"),
+    include_str!("migrations/sqlite/0003_codes.sql"),
 ];
 
 /// How long a write waits for another process's write lock.
@@ -336,6 +337,7 @@ impl GrantStore for SqliteStore {
             "DELETE FROM revoked_families WHERE expires_at <= ?",
             "DELETE FROM family_access_tokens WHERE expires_at <= ?",
             "DELETE FROM revoked_access_tokens WHERE expires_at <= ?",
+            "DELETE FROM codes WHERE forget_at <= ?",
         ] {
             removed += sqlx::query(sql)
                 .bind(now)
@@ -410,5 +412,52 @@ impl PersonStore for SqliteStore {
             idp_refresh_token: r.get("idp_refresh_token"),
             signed_in_at: r.get::<i64, _>("signed_in_at") as u64,
         }))
+    }
+}
+
+#[async_trait]
+impl CodeStore for SqliteStore {
+    async fn put_code(
+        &self,
+        hash: &[u8],
+        grant: &str,
+        family_id: &str,
+        expires_at: u64,
+        forget_at: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO codes (code_hash, grant_json, family_id, expires_at, forget_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(hash)
+            .bind(grant)
+            .bind(family_id)
+            .bind(expires_at as i64)
+            .bind(forget_at as i64)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn take_code(&self, hash: &[u8], now: u64) -> Result<TakenCode, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let taken = sqlx::query(
+            "UPDATE codes SET used = 1 WHERE code_hash = ? AND used = 0 RETURNING grant_json, expires_at",
+        )
+        .bind(hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let found = match taken {
+            Some(row) if row.get::<i64, _>("expires_at") > now as i64 => {
+                TakenCode::Fresh(row.get("grant_json"))
+            }
+            Some(_) => TakenCode::Unknown,
+            None => sqlx::query("SELECT family_id FROM codes WHERE code_hash = ?")
+                .bind(hash)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map_or(TakenCode::Unknown, |r| {
+                    TakenCode::Replayed(r.get("family_id"))
+                }),
+        };
+        tx.commit().await?;
+        Ok(found)
     }
 }

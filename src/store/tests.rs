@@ -299,15 +299,17 @@ async fn replicas_starting_together_migrate_once() {
     let url = pg::fresh_database();
     let config = pg_config(url.clone());
     let opens = (0..4).map(|_| PostgresStore::open(&config, true));
+    let mut versions = Vec::new();
     for store in futures_util::future::join_all(opens).await {
-        assert_eq!(store.unwrap().schema_version().await.unwrap(), 1);
+        versions.push(store.unwrap().schema_version().await.unwrap());
     }
+    assert!(versions.iter().all(|&v| v == 2), "{versions:?}");
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_version")
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(rows, 1, "version 1 recorded once");
+    assert_eq!(rows, 2, "each version recorded once");
 }
 
 /// A database migrated by a newer gateway is refused, not used (its
@@ -357,4 +359,61 @@ async fn a_connection_error_does_not_show_the_password() {
     config.acquire_timeout = Duration::from_millis(500);
     let error = PostgresStore::open(&config, true).await.err().unwrap();
     assert!(!error.0.contains("hunter2-secret"), "{}", error.0);
+}
+
+/// A code is taken once: the first take gets its grant, every later one
+/// the family to revoke; an expired code is taken as unknown (and is used
+/// from then on); expired records are purged.
+#[tokio::test]
+async fn a_code_is_taken_once_and_a_replay_names_its_family() {
+    for (name, s) in backends().await {
+        s.put_code(b"c1", "{\"grant\":1}", "fam-1", 2_000, 20_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.take_code(b"c1", 1_000).await.unwrap(),
+            TakenCode::Fresh("{\"grant\":1}".into()),
+            "{name}"
+        );
+        assert_eq!(
+            s.take_code(b"c1", 1_001).await.unwrap(),
+            TakenCode::Replayed("fam-1".into()),
+            "{name}: a replay"
+        );
+        assert_eq!(
+            s.take_code(b"nope", 1_000).await.unwrap(),
+            TakenCode::Unknown
+        );
+        s.put_code(b"c2", "{}", "fam-2", 2_000, 20_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.take_code(b"c2", 2_000).await.unwrap(),
+            TakenCode::Unknown,
+            "{name}: expired"
+        );
+        s.purge_expired(20_000).await.unwrap();
+        assert_eq!(
+            s.take_code(b"c1", 20_000).await.unwrap(),
+            TakenCode::Unknown,
+            "{name}: forgotten"
+        );
+    }
+}
+
+/// Replicas redeeming one code at once: exactly one gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_racing_for_a_code_on_postgres_never_both_get_it() {
+    let url = pg::fresh_database();
+    let [a, b] = two_replicas(&url).await;
+    for round in 0..20u8 {
+        let hash = [round; 32];
+        a.put_code(&hash, "{}", "fam", 5_000, 50_000).await.unwrap();
+        let (x, y) = tokio::join!(a.take_code(&hash, 1_000), b.take_code(&hash, 1_000));
+        let fresh = [x.unwrap(), y.unwrap()]
+            .into_iter()
+            .filter(|t| matches!(t, TakenCode::Fresh(_)))
+            .count();
+        assert_eq!(fresh, 1, "round {round}");
+    }
 }
