@@ -266,6 +266,42 @@ impl StoreRuntime {
     }
 }
 
+impl StoreRuntime {
+    /// Runs `task` on the store's runtime until it ends (or the runtime
+    /// does).
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let runtime = self.0.as_ref().expect("the runtime lives until drop");
+        runtime.spawn(task);
+    }
+}
+
+/// How often the revocations are read again whatever the store announced:
+/// the longest a revocation on another replica can go unseen here when
+/// its announcement was missed (PostgreSQL's `NOTIFY` is the fast path).
+const RECONCILE_REVOCATIONS: Duration = Duration::from_secs(5);
+
+/// Keeps `revoked` up to date with the store's revocations, which other
+/// replicas sharing it also write: read again on each announcement and at
+/// least every [`RECONCILE_REVOCATIONS`]. Ends with the store.
+async fn follow_revocations(store: std::sync::Weak<dyn Store>, revoked: Arc<RevokedTokens>) {
+    loop {
+        let Some(store) = store.upgrade() else {
+            return;
+        };
+        store.await_revocations(RECONCILE_REVOCATIONS).await;
+        match store.revoked_access_tokens(now_secs()).await {
+            Ok(all) => {
+                for (jti, exp) in all {
+                    if !revoked.contains(&jti) {
+                        revoked.revoke(jti, exp);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the revocations failed"),
+        }
+    }
+}
+
 impl Drop for StoreRuntime {
     fn drop(&mut self) {
         if let Some(runtime) = self.0.take() {
@@ -314,6 +350,10 @@ impl AuthServer {
         };
         let runtime = StoreRuntime::new()?;
         let opened = runtime.run(|| Opened::load(&as_config))?;
+        runtime.spawn(follow_revocations(
+            Arc::downgrade(&opened.store),
+            opened.revoked.clone(),
+        ));
         let state = AsState::new(config, as_config, opened, runtime);
         Ok(Some(Self {
             state: Arc::new(state),

@@ -204,6 +204,14 @@ pub trait GrantStore: Send + Sync {
     async fn revoked_access_tokens(&self, now: u64) -> Result<Vec<(String, u64)>, StoreError>;
     /// Deletes expired refresh tokens and revocations; returns rows removed.
     async fn purge_expired(&self, now: u64) -> Result<u64, StoreError>;
+    /// Waits, at most `at_most`, for news that a replica sharing the store
+    /// revoked access tokens (PostgreSQL's `LISTEN`); a store no other
+    /// process writes to has none and just waits. Either way the caller
+    /// then reads [`GrantStore::revoked_access_tokens`] again, so news
+    /// missed while reconnecting is made up for within `at_most`.
+    async fn await_revocations(&self, at_most: std::time::Duration) {
+        tokio::time::sleep(at_most).await;
+    }
 }
 
 /// Consents users remembered (`consent`).

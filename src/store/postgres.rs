@@ -17,7 +17,7 @@ use super::{
 };
 use crate::config::PostgresConfig;
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 use std::str::FromStr;
 
@@ -28,12 +28,18 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0002_codes.sql"),
 ];
 
+/// The channel revocations are announced on (no payload: listeners read
+/// the revocations again, so a notification cannot be misread).
+const REVOCATIONS: &str = "mcpgw_revocations";
+
 /// The advisory lock migrations run under (any fixed number, ours).
 const MIGRATION_LOCK: i64 = 0x6d63_7067_776d_6967;
 
 /// The PostgreSQL store.
 pub struct PostgresStore {
     pool: PgPool,
+    /// The connection listening for revocations, once one is open.
+    listener: tokio::sync::Mutex<Option<PgListener>>,
 }
 
 impl PostgresStore {
@@ -57,7 +63,10 @@ impl PostgresStore {
                     redact(&e.to_string(), url)
                 ))
             })?;
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            listener: tokio::sync::Mutex::default(),
+        };
         store.migrate(migrate).await?;
         Ok(store)
     }
@@ -121,6 +130,15 @@ impl PostgresStore {
             .await?;
         Ok(tx)
     }
+}
+
+/// Announces, when the transaction commits, that tokens were revoked.
+async fn notify_revocations(tx: &mut Transaction<'static, Postgres>) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(REVOCATIONS)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// `text` without the password of `url` (error messages may quote it).
@@ -319,6 +337,7 @@ impl GrantStore for PostgresStore {
         .bind(secs(now))
         .execute(&mut *tx)
         .await?;
+        notify_revocations(&mut tx).await?;
         let revoked = sqlx::query(
             "SELECT jti, expires_at FROM family_access_tokens WHERE family_id = $1 AND expires_at > $2 ORDER BY jti",
         )
@@ -334,14 +353,44 @@ impl GrantStore for PostgresStore {
     }
 
     async fn revoke_access_token(&self, jti: &str, expires_at: u64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         )
         .bind(jti)
         .bind(secs(expires_at))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        notify_revocations(&mut tx).await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    async fn await_revocations(&self, at_most: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + at_most;
+        let mut listener = self.listener.lock().await;
+        if listener.is_none() {
+            match PgListener::connect_with(&self.pool).await {
+                Ok(mut l) => match l.listen(REVOCATIONS).await {
+                    Ok(()) => *listener = Some(l),
+                    Err(e) => tracing::warn!(error = %e, "cannot listen for revocations"),
+                },
+                Err(e) => tracing::warn!(error = %e, "cannot listen for revocations"),
+            }
+        }
+        let Some(l) = listener.as_mut() else {
+            tokio::time::sleep_until(deadline).await;
+            return;
+        };
+        // A lost connection is re-established inside `recv` (what was
+        // announced meanwhile is made up for by the caller's next read).
+        match tokio::time::timeout_at(deadline, l.recv()).await {
+            Ok(Ok(_)) | Err(_) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "lost the revocation listener; reconnecting");
+                *listener = None;
+            }
+        }
     }
 
     async fn revoked_access_tokens(&self, now: u64) -> Result<Vec<(String, u64)>, StoreError> {
