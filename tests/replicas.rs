@@ -212,3 +212,58 @@ async fn a_code_from_one_replica_is_exchanged_once_on_any() {
         .await;
     assert_eq!(status, 400, "and its refresh token, on B too");
 }
+
+/// PostgreSQL down under a running gateway: its endpoints answer 503
+/// `temporarily_unavailable` with `Retry-After` (never a 500, never a
+/// token), and once PostgreSQL is back the same gateway serves again, no
+/// restart, nothing acknowledged lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_is_a_503_and_recovery_needs_no_restart() {
+    let cluster = postgres::Postgres::start();
+    let db = cluster.url("postgres");
+    let upstream = Upstream::start().await;
+    let port = free_port();
+    let _gw = Binary::serve(&replica_yaml(port, port, upstream.addr, &db), port).await;
+    let http = reqwest::Client::new();
+    let register = || {
+        http.post(format!("http://127.0.0.1:{port}/register"))
+            .bearer_auth(OPERATOR)
+            .json(&json!({"client_name": "outage test", "grant_types": ["client_credentials"], "scope": "mcp"}))
+            .send()
+    };
+    let client: Value = register().await.unwrap().json().await.unwrap();
+    let (id, secret) = (
+        client["client_id"].as_str().unwrap().to_owned(),
+        client["client_secret"].as_str().unwrap().to_owned(),
+    );
+    let token = || {
+        http.post(format!("http://127.0.0.1:{port}/token"))
+            .basic_auth(&id, Some(&secret))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("resource", &format!("http://127.0.0.1:{port}/demo/mcp")),
+            ])
+            .send()
+    };
+    assert_eq!(token().await.unwrap().status(), 200);
+
+    cluster.stop_server();
+    for resp in [token().await.unwrap(), register().await.unwrap()] {
+        assert_eq!(resp.status(), 503);
+        assert_eq!(resp.headers()["retry-after"], "5");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+    }
+
+    cluster.start_server();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let status = token().await.unwrap().status();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "only 503 while it reconnects");
+        assert!(std::time::Instant::now() < deadline, "no recovery");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -58,9 +58,26 @@ impl OAuthError {
     }
 }
 
+/// How long a client is told to wait when the store cannot answer.
+const STORE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The store failed (a database that is down, a pool exhausted, a timeout):
+/// `503 temporarily_unavailable` with `Retry-After` (RFC 6749 §4.1.2.1's
+/// code, used at every endpoint), the cause in the log. Nothing was
+/// changed that the client must redo differently: it retries the request.
 impl From<crate::store::StoreError> for OAuthError {
     fn from(e: crate::store::StoreError) -> Self {
-        Self::server_error(e)
+        tracing::error!(error = %e, "authorization server store failed");
+        crate::metrics::metrics()
+            .authserver_events
+            .with_label_values(&["store_unavailable"])
+            .inc();
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the authorization server's store is unavailable; retry later",
+        )
+        .retry_after(STORE_RETRY_AFTER)
     }
 }
 
