@@ -524,3 +524,21 @@ async fn every_upstream_request_carries_the_request_id_the_client_gets() {
         }
     }
 }
+
+/// A gateway without an authorization server is ready once it serves:
+/// `/healthz` and `/readyz` answer 200 `no-store` JSON, GET only, and
+/// never reach an upstream.
+#[tokio::test]
+async fn health_checks_answer_without_an_authorization_server() {
+    let (upstream, gw, http) = setup().await;
+    for path in ["/healthz", "/readyz"] {
+        let resp = http.get(gw.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(resp.headers()["cache-control"], "no-store");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["status"], "ok");
+        let post = http.post(gw.url(path)).send().await.unwrap();
+        assert_eq!(post.status(), 405, "{path}: GET only");
+    }
+    assert!(upstream.seen().is_empty(), "no upstream request");
+}

@@ -245,9 +245,29 @@ async fn a_postgres_outage_is_a_503_and_recovery_needs_no_restart() {
             ])
             .send()
     };
+    let health = |path: &'static str| {
+        let http = http.clone();
+        async move {
+            http.get(format!("http://127.0.0.1:{port}{path}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
     assert_eq!(token().await.unwrap().status(), 200);
+    assert_eq!(
+        (health("/healthz").await, health("/readyz").await),
+        (200, 200)
+    );
 
     cluster.stop_server();
+    assert_eq!(
+        (health("/healthz").await, health("/readyz").await),
+        (200, 503),
+        "alive, not ready"
+    );
     for resp in [token().await.unwrap(), register().await.unwrap()] {
         assert_eq!(resp.status(), 503);
         assert_eq!(resp.headers()["retry-after"], "5");
@@ -266,4 +286,5 @@ async fn a_postgres_outage_is_a_503_and_recovery_needs_no_restart() {
         assert!(std::time::Instant::now() < deadline, "no recovery");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+    assert_eq!(health("/readyz").await, 200, "ready again");
 }

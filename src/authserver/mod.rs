@@ -24,6 +24,7 @@ mod errors;
 mod federation;
 mod flows;
 mod grant;
+mod health;
 mod introspection;
 mod keys;
 mod login;
@@ -69,6 +70,8 @@ pub const PATHS: &[&str] = &[
     "/token",
     "/revoke",
     "/introspect",
+    "/healthz",
+    "/readyz",
 ];
 
 /// A protected resource the AS issues tokens for.
@@ -409,6 +412,8 @@ impl AuthServer {
             .route("/token", post(token::token))
             .route("/revoke", post(revocation::revoke))
             .route("/introspect", post(introspection::introspect))
+            .route("/healthz", get(health::live))
+            .route("/readyz", get(health::ready))
             .with_state(self.state.clone())
     }
 }

@@ -960,3 +960,10 @@ fn the_store_is_sqlite_unless_a_postgres_url_is_given() {
         ]
     );
 }
+
+/// The health checks' paths belong to the gateway.
+#[test]
+fn health_check_paths_are_reserved() {
+    let yaml = MINIMAL.replace("path: /demo/mcp", "path: /readyz");
+    assert!(errors_of(&yaml)[0].message.contains("health checks"));
+}

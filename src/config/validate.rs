@@ -541,6 +541,11 @@ fn check_public_path(path: &str) -> Result<(), String> {
     if path == "/.well-known" || path.starts_with("/.well-known/") {
         return Err(format!("`{path}` is reserved for discovery documents"));
     }
+    if crate::proxy::HEALTH_PATHS.contains(&path) {
+        return Err(format!(
+            "`{path}` is reserved for the gateway's health checks"
+        ));
+    }
     Ok(())
 }
 

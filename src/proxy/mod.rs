@@ -31,6 +31,11 @@ mod route;
 mod stdio;
 
 pub use error::GatewayError;
+
+/// Health checks for a load balancer: `/healthz` (the process serves) and
+/// `/readyz` (it can serve everything: with an authorization server, its
+/// store answers). Upstreams cannot take these paths.
+pub const HEALTH_PATHS: &[&str] = &["/healthz", "/readyz"];
 pub use lifecycle::{proxy_service, run_until_terminated, InFlight};
 pub use live::{Live, LiveState};
 

@@ -170,6 +170,11 @@ impl Gateway {
                 .await
                 .map(Some);
         }
+        if self.authserver.is_none() && super::HEALTH_PATHS.contains(&path) {
+            // Nothing to be ready for but the process itself (the
+            // authorization server, when there is one, answers these).
+            return self.serve_health(session, &ctx.request_id).await.map(Some);
+        }
         match self
             .authserver
             .as_ref()
@@ -183,6 +188,29 @@ impl Gateway {
             }
             None => Ok(None),
         }
+    }
+
+    /// Answers a health check of a gateway without an authorization
+    /// server: up, and so ready.
+    async fn serve_health(
+        &self,
+        session: &mut Session,
+        request_id: &str,
+    ) -> Result<Admission, GatewayError> {
+        let req = session.req_header();
+        if req.method != Method::GET && req.method != Method::HEAD {
+            return Err(GatewayError::MethodNotAllowed(req.method.to_string()));
+        }
+        let headers = [
+            ("cache-control", "no-store".to_owned()),
+            ("x-request-id", request_id.to_owned()),
+        ];
+        let unread = !session.is_body_empty();
+        let body = Bytes::from_static(br#"{"status":"ok"}"#);
+        if let Err(e) = error::write_json(session, 200, &headers, body, unread).await {
+            tracing::debug!(error = %e, "could not write the health answer");
+        }
+        Ok(Admission::Done)
     }
 
     /// Answers a `GET` of a public JSON document: a PRM document, the

@@ -158,6 +158,10 @@ pub trait KeyStore: Send + Sync {
     async fn add_signing_key(&self, key: &StoredKey) -> Result<(), StoreError>;
     /// Removes a retired signing key.
     async fn remove_signing_key(&self, kid: &str) -> Result<(), StoreError>;
+    /// Whether the store answers now (readiness): a cheap read.
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.signing_keys().await.map(drop)
+    }
 }
 
 /// Registered clients (`registration`, `clients`).
