@@ -25,6 +25,7 @@ const OPERATOR: &str = "an-initial-access-token-for-the-stdio-tests";
 /// - `/limited/mcp`: the fixture, at most 2 processes, idle after 2 s,
 ///   2 s to answer;
 /// - `/shared/mcp`: the fixture, one process for everyone;
+/// - `/shared-once/mcp`: the same, for one test of its own;
 /// - `/mute/mcp`: the fixture that never answers, 1 s to start;
 /// - `/time/mcp`: mcp-server-time from PyPI.
 struct StdioGateway {
@@ -87,6 +88,9 @@ upstreams:
   - name: shared
     path: /shared/mcp
 {shared}    isolation: shared
+  - name: shared-once
+    path: /shared-once/mcp
+{shared_once}    isolation: shared
   - name: mute
     path: /mute/mcp
 {mute}    startup_timeout: 1s
@@ -101,6 +105,7 @@ upstreams:
             subject_notes = fixture("subject-notes", ""),
             limited = fixture("limited", ""),
             shared = fixture("shared", ""),
+            shared_once = fixture("shared-once", ""),
             mute = fixture("mute", ", --mute"),
             time = time.display(),
         );
@@ -457,12 +462,15 @@ async fn stdio_upstreams_behave_like_http_ones_and_leave_no_process_behind() {
     what_the_server_sends_outside_a_call_arrives_on_the_get_stream(&s).await;
     delete_stops_the_process_and_what_it_started(&s).await;
     an_idle_process_is_stopped_and_its_session_ends(&s).await;
+    a_process_that_keeps_talking_to_an_idle_client_is_still_idle(&s).await;
     a_crash_mid_call_answers_the_call_with_an_error_and_ends_the_session(&s).await;
+    an_exit_is_seen_even_while_a_descendant_holds_stdout_open(&s).await;
     a_server_that_never_answers_initialize_gets_504_and_is_stopped(&s).await;
     sessions_past_max_processes_get_503_with_retry_after(&s).await;
     a_shared_process_answers_each_caller_its_own_request_under_the_same_id(&s).await;
     a_shared_process_sends_its_requests_and_progress_only_to_the_caller_they_belong_to(&s).await;
     a_client_that_does_not_read_never_holds_up_the_others(&s).await;
+    a_shared_process_never_tells_the_last_caller_what_may_be_anothers(&s).await;
     mcp_server_time_from_pypi_answers(&s).await;
     malformed_and_misplaced_requests_are_refused_and_change_nothing(&s).await;
     stateless_clients_reach_one_process_per_caller(&s).await;
@@ -694,6 +702,24 @@ async fn an_idle_process_is_stopped_and_its_session_ends(s: &StdioGateway) {
     assert_eq!(c.delete().await, 200);
 }
 
+/// Idle means no word from the client: a process that keeps sending
+/// notifications to a client that says nothing is still stopped after
+/// `idle_timeout`.
+async fn a_process_that_keeps_talking_to_an_idle_client_is_still_idle(s: &StdioGateway) {
+    wait_until("a slot of `limited` is free", || {
+        s.fixture_pids(Some("limited")).len() < 2
+    })
+    .await;
+    let mut c = s.caller("/limited/mcp").await;
+    c.initialize().await;
+    let pid = c.pid().await;
+    assert_eq!(
+        c.call("chatter", json!({"every": 0.3})).await.unwrap(),
+        "chatting"
+    );
+    wait_until("the chatty but idle process stops", || gone(pid)).await;
+}
+
 /// A process that dies mid-call: the call is answered with a JSON-RPC
 /// error, and the session ends (404) so the client re-initializes.
 async fn a_crash_mid_call_answers_the_call_with_an_error_and_ends_the_session(s: &StdioGateway) {
@@ -720,6 +746,29 @@ async fn a_crash_mid_call_answers_the_call_with_an_error_and_ends_the_session(s:
     assert_eq!(body["id"], 1, "{body}");
     c.initialize().await;
     assert_eq!(c.call("recall", json!({})).await.unwrap(), "");
+}
+
+/// A process that exits while something it started (in a session of
+/// its own, out of the process group's reach) still holds its stdout:
+/// the exit itself ends the session, the call gets its error, and the
+/// slot is free again.
+async fn an_exit_is_seen_even_while_a_descendant_holds_stdout_open(s: &StdioGateway) {
+    let mut c = s.caller("/notes/mcp").await;
+    c.initialize().await;
+    let error = c
+        .call("orphan_stdout", json!({"seconds": 297.25}))
+        .await
+        .unwrap_err();
+    assert_eq!(error["error"]["code"], -32603, "{error}");
+    let resp = c
+        .post(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404, "the session ended with the process");
+    let _ = std::process::Command::new("pkill")
+        .args(["-f", "sleep 297.25"])
+        .status();
 }
 
 /// `initialize` unanswered within `startup_timeout`: 504 with a JSON-RPC
@@ -892,6 +941,22 @@ async fn a_shared_process_sends_its_requests_and_progress_only_to_the_caller_the
         "b's stream carries its answer and nothing of a's: {first}"
     );
     assert_eq!(first["result"]["content"][0]["text"], "done", "{first}");
+}
+
+/// Once a shared process has served two users, what it sends unaddressed
+/// reaches neither, even after one of them left: it may be about the
+/// other's work (a subscription, a background job).
+async fn a_shared_process_never_tells_the_last_caller_what_may_be_anothers(s: &StdioGateway) {
+    let mut a = s.caller("/shared-once/mcp").await;
+    let mut b = s.caller("/shared-once/mcp").await;
+    a.initialize().await;
+    b.initialize().await;
+    assert_eq!(b.delete().await, 200);
+    let refused = a.call("ask", json!({})).await.unwrap();
+    assert!(
+        refused.starts_with("refused:"),
+        "the process served two users; a request naming none reaches no one ({refused})"
+    );
 }
 
 /// A client that stops reading its stream does not stall the process for

@@ -196,10 +196,12 @@ fn refusal(route: &Route, e: StdioError) -> GatewayError {
         StdioError::StartFailed { detail, .. } => {
             GatewayError::UpstreamUnavailable { upstream, detail }
         }
-        StdioError::StartTimeout { .. } => GatewayError::UpstreamTimeout {
-            upstream,
-            detail: e.to_string(),
-        },
+        StdioError::StartTimeout { .. } | StdioError::Stuck { .. } => {
+            GatewayError::UpstreamTimeout {
+                upstream,
+                detail: e.to_string(),
+            }
+        }
         StdioError::SessionGone => GatewayError::SessionEnded,
         StdioError::StreamOpen => GatewayError::StreamConflict,
     }
@@ -310,12 +312,13 @@ async fn relay_events(
             return session.write_response_body(None, true).await.is_ok();
         };
         let message = filtered(route, filter.as_ref(), message);
-        if !message.is_empty()
-            && session
-                .write_response_body(Some(event(&message)), false)
-                .await
-                .is_err()
-        {
+        // A client that takes no bytes for the response timeout has left
+        // (its calls are then cancelled, and the process is not pinned).
+        let written = tokio::time::timeout(
+            route.upstream.timeouts.response,
+            session.write_response_body(Some(event(&message)), false),
+        );
+        if !message.is_empty() && !matches!(written.await, Ok(Ok(()))) {
             return false;
         }
     }

@@ -73,6 +73,15 @@ pub enum StdioError {
     /// A GET stream is open on the session already.
     #[error("a GET stream is already open for this session")]
     StreamOpen,
+    /// The process did not read a request within the response timeout; it
+    /// is being stopped.
+    #[error("upstream `{upstream}` did not read the request within {timeout:?}")]
+    Stuck {
+        /// Upstream name.
+        upstream: String,
+        /// The configured response timeout.
+        timeout: Duration,
+    },
 }
 
 /// The process of one key, behind the lock its first start holds.
@@ -268,6 +277,7 @@ impl StdioPool {
                 return Err(StdioError::SessionGone);
             }
             state.sessions.push(Arc::downgrade(&session));
+            state.served.insert(session.party().subject.clone());
         }
         if !stateless {
             lock(&self.sessions).insert(session.id().to_owned(), session.clone());
@@ -503,11 +513,25 @@ impl Drop for StdioPool {
 /// Reads the process's stdout until it ends, delivering each message;
 /// then waits for its exit, counts it and forgets it.
 async fn read_process(pool: Weak<StdioPool>, process: Arc<Process>, mut lines: Lines) {
+    let mut exited_at: Option<tokio::time::Instant> = None;
     loop {
-        let line = match lines.next().await {
-            Line::Message(line) => line,
-            Line::End => break,
-            Line::TooLong => {
+        // Once the child has exited, what it wrote is read for a moment
+        // more: a descendant of its own session (out of its group's reach)
+        // may hold stdout open for good.
+        let next = match exited_at {
+            None => tokio::select! {
+                line = lines.next() => Some(line),
+                _ = process.child.exit_status() => {
+                    exited_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                    continue;
+                }
+            },
+            Some(until) => tokio::time::timeout_at(until, lines.next()).await.ok(),
+        };
+        let line = match next {
+            None | Some(Line::End) => break,
+            Some(Line::Message(line)) => line,
+            Some(Line::TooLong) => {
                 tracing::warn!(upstream = %process.upstream, pid = process.child.pid, "stdio upstream wrote a line over the size limit; stopping it");
                 process.stop("protocol_error");
                 break;
@@ -560,7 +584,13 @@ async fn watch_idle(pool: Weak<StdioPool>, process: Weak<Process>, idle: Duratio
             if state.exited {
                 return;
             }
-            state.pending.is_empty() && state.last_active.is_some_and(|t| t.elapsed() >= idle)
+            state.pending.is_empty()
+                && state.last_active.is_some_and(|t| t.elapsed() >= idle)
+                && !state
+                    .sessions
+                    .iter()
+                    .filter_map(Weak::upgrade)
+                    .any(|s| s.is_listening())
         };
         if idle_now {
             tracing::info!(upstream = %process.upstream, pid = process.child.pid, "stdio upstream process idle; stopping it");

@@ -294,6 +294,9 @@ async fn log_stderr(stderr: tokio::process::ChildStderr, upstream: String, pid: 
 /// A child's stdout, read one line (one message) at a time.
 pub struct Lines {
     reader: BufReader<ChildStdout>,
+    /// The line read so far: kept here, so that [`Lines::next`] can be
+    /// cancelled (raced against the child's exit) without losing it.
+    line: Vec<u8>,
 }
 
 /// What reading a line found.
@@ -310,12 +313,14 @@ impl Lines {
     fn new(stdout: ChildStdout) -> Self {
         Self {
             reader: BufReader::with_capacity(64 * 1024, stdout),
+            line: Vec::new(),
         }
     }
 
-    /// The next non-empty line.
+    /// The next non-empty line. Cancel-safe: a line half read when the
+    /// future is dropped is finished by the next call.
     pub async fn next(&mut self) -> Line {
-        let mut line = Vec::new();
+        let line = &mut self.line;
         loop {
             let (done, used) = match self.reader.fill_buf().await {
                 Err(_) => return Line::End,
@@ -344,7 +349,7 @@ impl Lines {
                     line.clear();
                     continue;
                 }
-                return Line::Message(line);
+                return Line::Message(std::mem::take(line));
             }
         }
     }

@@ -48,8 +48,12 @@ impl Session {
     /// Whether the session has gone `idle` without a POST and without a
     /// GET stream open.
     pub(super) fn is_idle(&self, idle: Duration) -> bool {
-        lock(&self.last_active).elapsed() >= idle
-            && lock(&self.stream).as_ref().is_none_or(|s| s.is_closed())
+        lock(&self.last_active).elapsed() >= idle && !self.is_listening()
+    }
+
+    /// Whether its client holds a GET stream open.
+    pub(super) fn is_listening(&self) -> bool {
+        lock(&self.stream).as_ref().is_some_and(|s| !s.is_closed())
     }
 
     /// Closes the GET stream, if one is open.
@@ -135,18 +139,35 @@ impl Session {
                 lines.push(m.to_bytes());
             }
         }
-        for line in lines {
-            if !process.child.send(line).await {
-                return Err(StdioError::SessionGone);
-            }
-        }
-        Ok((!asked.is_empty()).then(|| Exchange {
+        // Made before writing: dropped on a failed write, it takes its
+        // requests out of `pending` again.
+        let exchange = Exchange {
             replies,
             asked,
             process: process.clone(),
             silence,
             unanswerable: None,
-        }))
+        };
+        let written = tokio::time::timeout(silence, async {
+            for line in lines {
+                if !process.child.send(line).await {
+                    return false;
+                }
+            }
+            true
+        });
+        match written.await {
+            Ok(true) => Ok((!exchange.asked.is_empty()).then_some(exchange)),
+            Ok(false) => Err(StdioError::SessionGone),
+            Err(_) => {
+                tracing::warn!(upstream = %process.upstream, pid = process.child.pid, "stdio upstream does not read its stdin; stopping it");
+                process.stop("stuck");
+                Err(StdioError::Stuck {
+                    upstream: process.upstream.clone(),
+                    timeout: silence,
+                })
+            }
+        }
     }
 
     /// The client gives up on its request (MCP "Cancellation"): no answer

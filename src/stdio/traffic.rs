@@ -66,6 +66,11 @@ pub(super) struct ProcessState {
     /// Requests of the process to a client, by the id the bridge gave them.
     pub(super) asked: HashMap<u64, Asked>,
     pub(super) sessions: Vec<Weak<Session>>,
+    /// Every subject it has served a session of (never shrinks: what the
+    /// process says later may be about a subject whose session ended).
+    pub(super) served: HashSet<Arc<str>>,
+    /// The last word from a client (the process's own messages do not
+    /// count: a process talking to nobody is idle).
     pub(super) last_active: Option<Instant>,
     pub(super) exited: bool,
 }
@@ -286,7 +291,6 @@ impl Process {
         let mut refuse = None;
         {
             let mut state = lock(&self.state);
-            state.last_active = Some(Instant::now());
             match (m.kind(), m.method().as_deref()) {
                 (Kind::Response, _) => {
                     let Some(p) = m
@@ -434,30 +438,23 @@ fn live_sessions(state: &ProcessState) -> Vec<Arc<Session>> {
 /// Where a request or notification of the process that names no call
 /// goes, best first: while calls are in flight as event streams, to the
 /// newest of each of their owners (what a process says during a call is
-/// about the call); otherwise to the sessions' GET streams. `None` when
-/// the process serves more than one subject: such a message names no
-/// caller, and a call in flight does not prove it is the caller's (it may
-/// be what another's call, just ended, left behind).
+/// about the call); otherwise to the sessions' GET streams. `None` once
+/// the process has served more than one subject: such a message names no
+/// caller, and neither a call in flight nor the sessions left prove whose
+/// it is (it may be about a subscription or a job of a subject whose
+/// session has ended).
 fn audience(state: &ProcessState) -> Option<Vec<Dest>> {
-    let sessions = live_sessions(state);
+    if state.served.len() > 1 {
+        return None;
+    }
     let mut calls: Vec<(u64, &Party, &Reply)> = state
         .pending
         .iter()
-        .filter_map(|(&id, p)| Some((id, p.from.as_ref()?, &p.reply, p.streams)))
-        .filter(|(.., streams)| *streams)
-        .map(|(id, party, reply, _)| (id, party, reply))
+        .filter(|(_, p)| p.streams)
+        .filter_map(|(&id, p)| Some((id, p.from.as_ref()?, &p.reply)))
         .collect();
-    let mut subjects = sessions
-        .iter()
-        .map(|s| &s.party().subject)
-        .chain(calls.iter().map(|(_, p, _)| &p.subject));
-    if let Some(first) = subjects.next() {
-        if subjects.any(|s| s != first) {
-            return None;
-        }
-    }
     if calls.is_empty() {
-        return Some(sessions.into_iter().map(Dest::Stream).collect());
+        return Some(live_sessions(state).into_iter().map(Dest::Stream).collect());
     }
     calls.sort_by_key(|(id, _, _)| std::cmp::Reverse(*id));
     let mut owners = HashSet::new();
