@@ -172,18 +172,7 @@ upstreams:
 
     /// The value of the metric series `series` (`name{labels}`), 0 if absent.
     async fn metric(&self, series: &str) -> f64 {
-        let text = self
-            .http
-            .get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-            .unwrap_or(0.0)
+        common::metric(self.metrics_port, series).await
     }
 
     /// The fixture processes alive now, by pid: of the upstream `name`,
@@ -1319,19 +1308,7 @@ upstreams:
     };
     let (gw, metrics_port) = Binary::serve_with_metrics(&yaml("10m", "notes"), port).await;
     let http = reqwest::Client::new();
-    let running = || async {
-        let text = http
-            .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("mcpgw_stdio_processes{upstream=\"notes\"}"))
-            .map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
-    };
+    let running = "mcpgw_stdio_processes{upstream=\"notes\"}";
     let url = format!("http://127.0.0.1:{port}/notes/mcp");
     let post = |session: Option<&str>, body: Value| {
         let mut req = http
@@ -1360,7 +1337,7 @@ upstreams:
         serde_json::from_str(answer["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
     let pid = me["pid"].as_u64().unwrap() as u32;
 
-    assert_eq!(running().await, 1.0);
+    assert_eq!(common::metric(metrics_port, running).await, 1.0);
 
     // A change elsewhere in the file keeps the upstream and its process.
     gw.rewrite(&format!("{}# a comment\n", yaml("10m", "notes")));
@@ -1375,14 +1352,10 @@ upstreams:
     wait_until("the replaced upstream's process stops", || gone(pid)).await;
     let resp = post(Some(&session), whoami).await.unwrap();
     assert_eq!(resp.status(), 404, "its session ended");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while running().await != 0.0 {
-        assert!(
-            Instant::now() < deadline,
-            "the replaced upstream's exited process is no longer counted"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::await_metric(metrics_port, running, 0.0, || {
+        "the replaced upstream's exited process is still counted".into()
+    })
+    .await;
     assert_eq!(
         post(None, init).await.unwrap().status(),
         200,
