@@ -1283,6 +1283,51 @@ async fn malformed_and_misplaced_requests_are_refused_and_change_nothing(s: &Std
     assert_eq!(c.delete().await, 200);
 }
 
+/// On a gateway without auth: a POST of `body` to `url` as a client that
+/// accepts only JSON, in `session` when given.
+fn post_json(
+    http: &reqwest::Client,
+    url: &str,
+    session: Option<&str>,
+    body: &Value,
+) -> reqwest::RequestBuilder {
+    let req = http
+        .post(url)
+        .header("accept", "application/json")
+        .json(body);
+    match session {
+        Some(s) => req.header("mcp-session-id", s),
+        None => req,
+    }
+}
+
+/// On a gateway without auth: a new session at `url` (the fixture behind
+/// it), and the pid of its process.
+async fn session_and_pid(http: &reqwest::Client, url: &str) -> (String, u32) {
+    let resp = post_json(http, url, None, &initialize_request(json!({})))
+        .send()
+        .await
+        .unwrap();
+    let session = resp.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let answer: Value = post_json(http, url, Some(&session), &whoami_request())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let me: Value =
+        serde_json::from_str(answer["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    (session, me["pid"].as_u64().unwrap() as u32)
+}
+
+fn whoami_request() -> Value {
+    json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "whoami", "arguments": {}}})
+}
+
 /// A reload that changes a stdio upstream replaces it: the processes of
 /// the old one are stopped ("replaced") and its sessions end (404); one
 /// that changes nothing about it keeps them.
@@ -1310,32 +1355,10 @@ upstreams:
     let http = reqwest::Client::new();
     let running = "mcpgw_stdio_processes{upstream=\"notes\"}";
     let url = format!("http://127.0.0.1:{port}/notes/mcp");
-    let post = |session: Option<&str>, body: Value| {
-        let mut req = http
-            .post(&url)
-            .header("accept", "application/json")
-            .json(&body);
-        if let Some(s) = session {
-            req = req.header("mcp-session-id", s);
-        }
-        req.send()
-    };
+    let post = |session: Option<&str>, body: Value| post_json(&http, &url, session, &body).send();
     let init = initialize_request(json!({}));
-    let resp = post(None, init.clone()).await.unwrap();
-    let session = resp.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let whoami = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "whoami", "arguments": {}}});
-    let answer: Value = post(Some(&session), whoami.clone())
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let me: Value =
-        serde_json::from_str(answer["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
-    let pid = me["pid"].as_u64().unwrap() as u32;
+    let whoami = whoami_request();
+    let (session, pid) = session_and_pid(&http, &url).await;
 
     assert_eq!(common::metric(metrics_port, running).await, 1.0);
 
@@ -1391,32 +1414,7 @@ upstreams:
     let url = format!("http://127.0.0.1:{port}/notes/mcp");
     let mut pids = Vec::new();
     for _ in 0..2 {
-        let init = initialize_request(json!({}));
-        let resp = http
-            .post(&url)
-            .header("accept", "application/json")
-            .json(&init)
-            .send()
-            .await
-            .unwrap();
-        let session = resp.headers()["mcp-session-id"]
-            .to_str()
-            .unwrap()
-            .to_owned();
-        let answer: Value = http
-            .post(&url)
-            .header("accept", "application/json")
-            .header("mcp-session-id", &session)
-            .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "whoami", "arguments": {}}}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let me: Value =
-            serde_json::from_str(answer["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
-        pids.push(me["pid"].as_u64().unwrap() as u32);
+        pids.push(session_and_pid(&http, &url).await.1);
     }
     gw.signal("INT");
     wait_until("the gateway exits on SIGINT", || !gw.running()).await;
