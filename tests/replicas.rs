@@ -141,7 +141,7 @@ async fn the_migrate_command_applies_the_schema() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("version 2"), "{stdout}");
+    assert!(stdout.contains("version 3"), "{stdout}");
     assert!(!stdout.contains(postgres::PASSWORD));
 
     std::fs::write(

@@ -17,7 +17,7 @@
 //! ended (a bookmark, Back after Allow) shows a page saying how to start
 //! over.
 
-use super::browser::{set_cookie, signed_in_user};
+use super::browser::{set_cookie, signed_in_user, unavailable};
 use super::clients::{self, Client};
 use super::consent::{consent_page, decide_without_asking};
 use super::flows::Flow;
@@ -286,7 +286,10 @@ async fn start_flow(
     prompt_none: bool,
 ) -> Result<Response, Response> {
     let flow_id = random_token(24);
-    let signed_in = signed_in_user(state, headers).filter(|_| !flow.force_login);
+    let signed_in = signed_in_user(state, headers)
+        .await
+        .map_err(|page| *page)?
+        .filter(|_| !flow.force_login);
     if prompt_none {
         let refuse = |error, description| {
             redirect_error(
@@ -317,7 +320,11 @@ async fn start_flow(
     }
     let Some(user) = signed_in else {
         let page = login_page(state, &flow_id, &flow);
-        state.flows.flows.insert(flow_id, Arc::new(flow));
+        state
+            .flows
+            .put(&flow_id, &flow)
+            .await
+            .map_err(|e| *unavailable(e))?;
         return Ok(page);
     };
     let flow = Flow {
@@ -327,8 +334,12 @@ async fn start_flow(
     match decide_without_asking(state, &flow, &user).await? {
         Some(done) => Ok(done),
         None => {
-            let page = consent_page(state, &flow_id, &flow, &user);
-            state.flows.flows.insert(flow_id, Arc::new(flow));
+            let page = consent_page(state, &flow_id, &flow, &user).await;
+            state
+                .flows
+                .put(&flow_id, &flow)
+                .await
+                .map_err(|e| *unavailable(e))?;
             Ok(page)
         }
     }

@@ -10,7 +10,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::Arc;
 
 fn cookie_name(state: &AsState, base: &str) -> String {
     if state.issuer().starts_with("https://") {
@@ -53,24 +52,47 @@ pub(super) fn start_over(state: &AsState) -> Response {
     )
 }
 
+/// The answer to a browser request the store could not serve (503, try
+/// again).
+pub(super) fn unavailable(e: crate::store::StoreError) -> Box<Response> {
+    Box::new(super::errors::OAuthError::from(e).into_response())
+}
+
+/// Whether the browser holds the cookie the flow was bound to.
+fn bound_to_this_browser(state: &AsState, headers: &HeaderMap, flow: &Flow) -> bool {
+    cookie(state, headers, "mcpgw_flow").is_some_and(|b| {
+        verify_slices_are_equal(&Sha256::digest(b.as_bytes()), &flow.binding).is_ok()
+    })
+}
+
 /// The flow `?flow=` names, if this browser started it.
-pub(super) fn flow_of_this_browser(
+pub(super) async fn flow_of_this_browser(
     state: &AsState,
     headers: &HeaderMap,
     query: Option<&str>,
-) -> Option<(String, Arc<Flow>)> {
-    let flow_id = url::form_urlencoded::parse(query?.as_bytes())
-        .find(|(k, _)| k == "flow")
-        .map(|(_, v)| v.into_owned())?;
-    let flow = state.flows.flows.get(&flow_id)?;
-    let bound = cookie(state, headers, "mcpgw_flow").is_some_and(|b| {
-        verify_slices_are_equal(&Sha256::digest(b.as_bytes()), &flow.binding).is_ok()
-    });
-    bound.then_some((flow_id, flow))
+) -> Result<Option<(String, Flow)>, Box<Response>> {
+    let Some(flow_id) = query.and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "flow")
+            .map(|(_, v)| v.into_owned())
+    }) else {
+        return Ok(None);
+    };
+    let flow = state.flows.get(&flow_id).await.map_err(unavailable)?;
+    Ok(flow
+        .filter(|flow| bound_to_this_browser(state, headers, flow))
+        .map(|flow| (flow_id, flow)))
 }
 
-pub(super) fn signed_in_user(state: &AsState, headers: &HeaderMap) -> Option<String> {
-    cookie(state, headers, "mcpgw_session").and_then(|sid| state.flows.sessions.get(sid))
+/// Who is signed in in this browser.
+pub(super) async fn signed_in_user(
+    state: &AsState,
+    headers: &HeaderMap,
+) -> Result<Option<String>, Box<Response>> {
+    match cookie(state, headers, "mcpgw_session") {
+        Some(sid) => state.flows.session_user(sid).await.map_err(unavailable),
+        None => Ok(None),
+    }
 }
 
 /// A redirect to one of this server's pages (`/login` or `/consent`) for
@@ -87,38 +109,39 @@ pub(super) fn to_page(state: &AsState, page: &str, flow_id: &str) -> Response {
 
 /// The flow a form posts to, checked against its CSRF token and the
 /// browser's flow cookie; `None` (logged) when either is missing or wrong.
-fn posted_flow(
+async fn posted_flow(
     state: &AsState,
     headers: &HeaderMap,
     form: &HashMap<String, String>,
-) -> Option<(String, Arc<Flow>)> {
-    let flow_id = form.get("flow")?;
-    let flow = state.flows.flows.get(flow_id)?;
+) -> Result<Option<(String, Flow)>, Box<Response>> {
+    let Some(flow_id) = form.get("flow") else {
+        return Ok(None);
+    };
+    let Some(flow) = state.flows.get(flow_id).await.map_err(unavailable)? else {
+        return Ok(None);
+    };
     let csrf_ok = form
         .get("csrf_token")
         .is_some_and(|t| verify_slices_are_equal(t.as_bytes(), flow.csrf.as_bytes()).is_ok());
-    let bound = cookie(state, headers, "mcpgw_flow").is_some_and(|b| {
-        verify_slices_are_equal(&Sha256::digest(b.as_bytes()), &flow.binding).is_ok()
-    });
-    if !csrf_ok || !bound {
+    if !csrf_ok || !bound_to_this_browser(state, headers, &flow) {
         tracing::warn!("form refused: CSRF token or flow cookie missing or wrong");
-        return None;
+        return Ok(None);
     }
-    Some((flow_id.clone(), flow))
+    Ok(Some((flow_id.clone(), flow)))
 }
 
 /// A checked login or consent form: its fields, its flow id and its flow.
-type PostedForm = (HashMap<String, String>, String, Arc<Flow>);
+type PostedForm = (HashMap<String, String>, String, Flow);
 
 /// A login or consent form post, or the error page to answer it with.
-pub(super) fn posted_form(
+pub(super) async fn posted_form(
     state: &AsState,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<PostedForm, Box<Response>> {
     let form = super::errors::parse_form(body)
         .map_err(|e| Box::new(pages::error(state, StatusCode::BAD_REQUEST, &e.description)))?;
-    let (flow_id, flow) = posted_flow(state, headers, &form).ok_or_else(|| {
+    let (flow_id, flow) = posted_flow(state, headers, &form).await?.ok_or_else(|| {
         Box::new(pages::error(state, StatusCode::BAD_REQUEST,
             "this form has expired or was not sent by this browser; start again from your application",
         ))

@@ -2,7 +2,7 @@
 //! remembered consent, and the decision that issues the code or refuses.
 
 use super::authorize::{back_to_client, redirect_error};
-use super::browser::{flow_of_this_browser, posted_form, signed_in_user, start_over};
+use super::browser::{flow_of_this_browser, posted_form, signed_in_user, start_over, unavailable};
 use super::flows::{CodeGrant, Flow};
 use super::pages::{self, ConsentPage};
 use super::redirect_uri;
@@ -21,10 +21,17 @@ pub async fn consent_again(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let flow = flow_of_this_browser(&state, &headers, query.as_deref());
-    match (flow, signed_in_user(&state, &headers)) {
+    let flow = match flow_of_this_browser(&state, &headers, query.as_deref()).await {
+        Ok(flow) => flow,
+        Err(page) => return *page,
+    };
+    let user = match signed_in_user(&state, &headers).await {
+        Ok(user) => user,
+        Err(page) => return *page,
+    };
+    match (flow, user) {
         (Some((flow_id, flow)), Some(user)) if flow.user.as_ref() == Some(&user) => {
-            consent_page(&state, &flow_id, &flow, &user)
+            consent_page(&state, &flow_id, &flow, &user).await
         }
         _ => start_over(&state),
     }
@@ -33,26 +40,28 @@ pub async fn consent_again(
 /// The scopes a user may grant from a flow's request: a local user's, or
 /// what the access rules gave a person of an identity provider at their
 /// sign-in.
-fn grantable(state: &AsState, flow: &Flow, user: &str) -> Vec<String> {
+async fn grantable(state: &AsState, flow: &Flow, user: &str) -> Result<Vec<String>, Response> {
     let settings = state.settings();
-    let federated = super::federation::provider_of(user).map(|_| {
+    let allowed: BTreeSet<String> = if super::federation::provider_of(user).is_some() {
         state
             .federation
-            .scopes_of(&settings, user)
+            .scopes_of(&*state.store, &settings, user)
+            .await
+            .map_err(|e| *unavailable(e))?
             .unwrap_or_default()
-    });
-    let allowed: BTreeSet<String> = federated.unwrap_or_else(|| {
+    } else {
         settings
             .users
             .get(user)
             .map(|u| u.scopes.clone())
             .unwrap_or_default()
-    });
-    flow.scopes
+    };
+    Ok(flow
+        .scopes
         .iter()
         .filter(|s| allowed.contains(*s) || *s == OFFLINE_ACCESS)
         .cloned()
-        .collect()
+        .collect())
 }
 
 /// After login: a remembered consent (or nothing the user may grant) goes
@@ -63,7 +72,7 @@ pub(super) async fn decide_without_asking(
     flow: &Flow,
     user: &str,
 ) -> Result<Option<Response>, Response> {
-    let scopes = grantable(state, flow, user);
+    let scopes = grantable(state, flow, user).await?;
     if scopes.iter().all(|s| s == OFFLINE_ACCESS) {
         return Ok(Some(redirect_error(
             state,
@@ -88,8 +97,16 @@ pub(super) async fn decide_without_asking(
 }
 
 /// The consent page of a signed-in flow.
-pub(super) fn consent_page(state: &AsState, flow_id: &str, flow: &Flow, user: &str) -> Response {
-    let scopes = grantable(state, flow, user);
+pub(super) async fn consent_page(
+    state: &AsState,
+    flow_id: &str,
+    flow: &Flow,
+    user: &str,
+) -> Response {
+    let scopes = match grantable(state, flow, user).await {
+        Ok(scopes) => scopes,
+        Err(page) => return page,
+    };
     let redirect = url::Url::parse(&flow.redirect_uri).ok();
     let redirect_host = redirect
         .as_ref()
@@ -167,18 +184,31 @@ pub async fn consent(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (form, flow_id, flow) = match posted_form(&state, &headers, &body) {
+    let (form, flow_id, flow) = match posted_form(&state, &headers, &body).await {
         Ok(posted) => posted,
         Err(page) => return *page,
     };
-    let user = match (signed_in_user(&state, &headers), &flow.user) {
+    let session_user = match signed_in_user(&state, &headers).await {
+        Ok(user) => user,
+        Err(page) => return *page,
+    };
+    let user = match (session_user, &flow.user) {
         (Some(session_user), Some(flow_user)) if session_user == *flow_user => session_user,
         _ => return pages::error(&state, StatusCode::BAD_REQUEST, "sign in again to continue"),
     };
-    state.flows.flows.invalidate(&flow_id);
+    // Single use: of two posts of the form at once (on any replicas), one
+    // ends the flow and decides; the other finds it ended.
+    match state.flows.end(&flow_id).await {
+        Ok(true) => {}
+        Ok(false) => return start_over(&state),
+        Err(e) => return *unavailable(e),
+    }
     match form.get("action").map(String::as_str) {
         Some("approve") => {
-            let scopes = grantable(&state, &flow, &user);
+            let scopes = match grantable(&state, &flow, &user).await {
+                Ok(scopes) => scopes,
+                Err(page) => return page,
+            };
             if let Err(e) = state
                 .store
                 .put_consent(&user, &flow.client_id, &scopes.join(" "))

@@ -1,19 +1,19 @@
 //! Flows and codes: a validated authorization request waiting for login and
-//! consent (`Flow`, kept in `FlowStore` with the browser sessions, in this
-//! process), and the single-use codes it ends in (`CodeGrant`, `Codes`, in
-//! the store; a replayed code names the family to revoke).
+//! consent (`Flow`, kept in `FlowStore` with the browser sessions), and the
+//! single-use codes it ends in (`CodeGrant`, `Codes`; a replayed code names
+//! the family to revoke). All of it is in the store, so that each request
+//! of a browser's sign-in may land on a different replica.
 
 use super::clients::Client;
 use super::pkce::CodeChallenge;
 use super::random_token;
 use crate::store::{Store, StoreError, TakenCode};
-use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// A validated authorization request waiting for login and consent.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Flow {
     pub(super) client_id: String,
     pub(super) client_name: String,
@@ -107,31 +107,132 @@ impl Codes {
     }
 }
 
-fn now_millis() -> u64 {
+pub(super) fn now_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Flows and browser sessions.
+/// How long a flow waits for its next step.
+const FLOW_TTL: u64 = 600_000;
+/// A browser session's longest life, and how long it lasts unused.
+const SESSION_LIFETIME: u64 = 8 * 3_600_000;
+const SESSION_IDLE: u64 = 3_600_000;
+/// A session's expiry is pushed on when a use finds it this much short of
+/// a full idle period (not on every page: that would be a write each).
+const SESSION_SLIDE: u64 = 60_000;
+
+/// Flows and browser sessions, in the store by SHA-256 of their ids (an id
+/// is a bearer value: the URL or cookie that holds it is the credential).
 pub struct FlowStore {
-    pub(super) flows: Cache<String, Arc<Flow>>,
-    pub(super) sessions: Cache<String, String>,
+    store: Arc<dyn Store>,
+}
+
+/// A browser session as stored.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BrowserSession {
+    user: String,
+    /// When it began (ms): it ends `SESSION_LIFETIME` later at the latest.
+    started_at: u64,
+}
+
+const FLOWS: &str = "flow";
+const SESSIONS: &str = "session";
+
+fn json_error(what: &str, e: &serde_json::Error) -> StoreError {
+    StoreError(format!("a stored {what}: {e}"))
 }
 
 impl FlowStore {
-    pub fn new() -> Self {
-        Self {
-            flows: Cache::builder()
-                .max_capacity(20_000)
-                .time_to_live(Duration::from_secs(600))
-                .build(),
-            sessions: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(8 * 3600))
-                .time_to_idle(Duration::from_secs(3600))
-                .build(),
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// Saves a flow (new or changed), for `FLOW_TTL` from now.
+    pub(super) async fn put(&self, id: &str, flow: &Flow) -> Result<(), StoreError> {
+        let json = serde_json::to_string(flow).map_err(|e| json_error("flow", &e))?;
+        self.store
+            .put_state(
+                FLOWS,
+                &Sha256::digest(id.as_bytes()),
+                &json,
+                now_millis().saturating_add(FLOW_TTL),
+            )
+            .await
+    }
+
+    /// A live flow.
+    pub(super) async fn get(&self, id: &str) -> Result<Option<Flow>, StoreError> {
+        let found = self
+            .store
+            .state(FLOWS, &Sha256::digest(id.as_bytes()), now_millis())
+            .await?;
+        found
+            .map(|(json, _)| serde_json::from_str(&json).map_err(|e| json_error("flow", &e)))
+            .transpose()
+    }
+
+    /// Ends a flow: `true` for the one caller (of any at once, on any
+    /// replica) that ended it while it was live.
+    pub(super) async fn end(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .store
+            .take_state(FLOWS, &Sha256::digest(id.as_bytes()), now_millis())
+            .await?
+            .is_some())
+    }
+
+    /// Starts a browser session for `user` under `sid`.
+    pub(super) async fn start_session(&self, sid: &str, user: &str) -> Result<(), StoreError> {
+        let now = now_millis();
+        let session = BrowserSession {
+            user: user.to_owned(),
+            started_at: now,
+        };
+        self.save_session(sid, &session, now.saturating_add(SESSION_IDLE))
+            .await
+    }
+
+    async fn save_session(
+        &self,
+        sid: &str,
+        session: &BrowserSession,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(session).map_err(|e| json_error("session", &e))?;
+        self.store
+            .put_state(SESSIONS, &Sha256::digest(sid.as_bytes()), &json, expires_at)
+            .await
+    }
+
+    /// The user of a live browser session; the use keeps it alive for
+    /// another idle period (within its lifetime).
+    pub(super) async fn session_user(&self, sid: &str) -> Result<Option<String>, StoreError> {
+        let now = now_millis();
+        let Some((json, expires_at)) = self
+            .store
+            .state(SESSIONS, &Sha256::digest(sid.as_bytes()), now)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let session: BrowserSession =
+            serde_json::from_str(&json).map_err(|e| json_error("session", &e))?;
+        let slid = now
+            .saturating_add(SESSION_IDLE)
+            .min(session.started_at.saturating_add(SESSION_LIFETIME));
+        if slid > expires_at.saturating_add(SESSION_SLIDE) {
+            self.save_session(sid, &session, slid).await?;
         }
+        Ok(Some(session.user))
+    }
+
+    /// Ends a browser session (sign out).
+    pub(super) async fn end_session(&self, sid: &str) -> Result<(), StoreError> {
+        self.store
+            .take_state(SESSIONS, &Sha256::digest(sid.as_bytes()), now_millis())
+            .await
+            .map(drop)
     }
 }
 

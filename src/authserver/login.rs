@@ -1,11 +1,14 @@
 //! The login page and its form: password checks under the throttle, then on
 //! to consent (POST-redirect-GET), or back to the page with the reason.
 
-use super::browser::{flow_of_this_browser, posted_form, set_cookie, start_over, to_page};
+use super::browser::{
+    flow_of_this_browser, posted_form, set_cookie, start_over, to_page, unavailable,
+};
 use super::consent::decide_without_asking;
 use super::flows::Flow;
 use super::pages::{self, LoginPage};
 use super::{random_token, AsState, PeerAddr};
+use crate::store::StoreError;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -49,13 +52,15 @@ pub(super) fn login_page(state: &AsState, flow_id: &str, flow: &Flow) -> Respons
 }
 
 /// Back to the login page of the flow, saying why.
-fn retry_login(state: &AsState, flow_id: &str, flow: &Flow, notice: &str) -> Response {
+async fn retry_login(state: &AsState, flow_id: &str, flow: Flow, notice: &str) -> Response {
     let flow = Flow {
         notice: Some(notice.to_owned()),
-        ..flow.clone()
+        ..flow
     };
-    state.flows.flows.insert(flow_id.to_owned(), Arc::new(flow));
-    to_page(state, "/login", flow_id)
+    match state.flows.put(flow_id, &flow).await {
+        Ok(()) => to_page(state, "/login", flow_id),
+        Err(e) => *unavailable(e),
+    }
 }
 
 /// `GET /login`: the login page of a flow (after a failed attempt, with
@@ -65,9 +70,10 @@ pub async fn login_again(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    match flow_of_this_browser(&state, &headers, query.as_deref()) {
-        Some((flow_id, flow)) if flow.user.is_none() => login_page(&state, &flow_id, &flow),
-        _ => start_over(&state),
+    match flow_of_this_browser(&state, &headers, query.as_deref()).await {
+        Ok(Some((flow_id, flow))) if flow.user.is_none() => login_page(&state, &flow_id, &flow),
+        Ok(_) => start_over(&state),
+        Err(page) => *page,
     }
 }
 
@@ -78,29 +84,33 @@ pub async fn login(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (form, flow_id, flow) = match posted_form(&state, &headers, &body) {
+    let (form, flow_id, flow) = match posted_form(&state, &headers, &body).await {
         Ok(posted) => posted,
         Err(page) => return *page,
     };
     let username = form.get("username").cloned().unwrap_or_default();
     let password = form.get("password").cloned().unwrap_or_default();
     let peer = peer.map(|p| p.0 .0);
-    if let Err(notice) = check_password(&state, &username, password, peer).await {
-        return retry_login(&state, &flow_id, &flow, &notice);
+    match check_password(&state, &username, password, peer).await {
+        Ok(Ok(())) => {}
+        Ok(Err(notice)) => return retry_login(&state, &flow_id, flow, &notice).await,
+        Err(e) => return *unavailable(e),
     }
     let sid = random_token(32);
-    state.flows.sessions.insert(sid.clone(), username.clone());
+    if let Err(e) = state.flows.start_session(&sid, &username).await {
+        return *unavailable(e);
+    }
     let flow = Flow {
         user: Some(username.clone()),
         notice: None,
-        ..(*flow).clone()
+        ..flow
     };
     let mut resp = match decide_without_asking(&state, &flow, &username).await {
         Ok(Some(done)) => done,
-        Ok(None) => {
-            state.flows.flows.insert(flow_id.clone(), Arc::new(flow));
-            to_page(&state, "/consent", &flow_id)
-        }
+        Ok(None) => match state.flows.put(&flow_id, &flow).await {
+            Ok(()) => to_page(&state, "/consent", &flow_id),
+            Err(e) => *unavailable(e),
+        },
         Err(r) => r,
     };
     resp.headers_mut().append(
@@ -110,14 +120,14 @@ pub async fn login(
     resp
 }
 
-/// Checks a password under the throttle (per user and per address); `Err`
-/// is the notice for the login page.
+/// Checks a password under the throttle (per user and per address);
+/// `Ok(Err)` is the notice for the login page.
 async fn check_password(
     state: &AsState,
     username: &str,
     password: String,
     peer: Option<std::net::IpAddr>,
-) -> Result<(), String> {
+) -> Result<Result<(), String>, StoreError> {
     // Unknown names share one bucket, so random names cannot fill the table.
     let settings = state.settings();
     let user_key = if settings.users.contains_key(username) {
@@ -129,23 +139,25 @@ async fn check_password(
         user_key,
         format!("addr:{}", peer.map_or("-".into(), |ip| ip.to_string())),
     ];
-    if let Some(wait) = keys
-        .iter()
-        .filter_map(|k| state.login_limiter.wait(k))
-        .max()
-    {
-        return Err(format!(
+    let mut wait = None;
+    for k in &keys {
+        wait = wait.max(state.login_limiter.wait(k).await?);
+    }
+    if let Some(wait) = wait {
+        return Ok(Err(format!(
             "Too many failed attempts. Try again in {} seconds.",
             wait.as_secs() + 1
-        ));
+        )));
     }
     // Counted as a failure before the check, so concurrent guesses cannot
     // all slip in under the limit; a success clears it.
     for k in &keys {
-        state.login_limiter.record(k, true);
+        state.login_limiter.failed(k).await?;
     }
     let Ok(_permit) = state.login_limiter.checks.try_acquire() else {
-        return Err("Too many sign-ins at once. Try again in a moment.".to_owned());
+        return Ok(Err(
+            "Too many sign-ins at once. Try again in a moment.".to_owned()
+        ));
     };
     let hash = settings
         .users
@@ -160,12 +172,12 @@ async fn check_password(
         let shown: String = username.chars().take(64).collect::<String>();
         super::count_event("login_failure");
         tracing::info!(user = %shown.escape_debug(), "login failed");
-        return Err("Wrong username or password.".to_owned());
+        return Ok(Err("Wrong username or password.".to_owned()));
     }
     for k in &keys {
-        state.login_limiter.record(k, false);
+        state.login_limiter.succeeded(k).await?;
     }
-    Ok(())
+    Ok(Ok(()))
 }
 
 /// `GET /logout?flow=…` ("Not you? Sign out" on the consent page): ends
@@ -176,20 +188,25 @@ pub async fn logout(
     headers: HeaderMap,
 ) -> Response {
     if let Some(sid) = super::browser::cookie(&state, &headers, "mcpgw_session") {
-        state.flows.sessions.invalidate(sid);
+        if let Err(e) = state.flows.end_session(sid).await {
+            return *unavailable(e);
+        }
     }
-    let mut resp = match flow_of_this_browser(&state, &headers, query.as_deref()) {
-        Some((flow_id, flow)) => {
+    let mut resp = match flow_of_this_browser(&state, &headers, query.as_deref()).await {
+        Ok(Some((flow_id, flow))) => {
             let flow = Flow {
                 user: None,
                 display: None,
                 notice: None,
-                ..(*flow).clone()
+                ..flow
             };
-            state.flows.flows.insert(flow_id.clone(), Arc::new(flow));
-            to_page(&state, "/login", &flow_id)
+            match state.flows.put(&flow_id, &flow).await {
+                Ok(()) => to_page(&state, "/login", &flow_id),
+                Err(e) => *unavailable(e),
+            }
         }
-        None => start_over(&state),
+        Ok(None) => start_over(&state),
+        Err(page) => *page,
     };
     resp.headers_mut().append(
         header::SET_COOKIE,

@@ -190,6 +190,8 @@ impl AsState {
         runtime: StoreRuntime,
     ) -> Self {
         let codes = flows::Codes::new(opened.store.clone(), as_config.code_ttl);
+        let flows = flows::FlowStore::new(opened.store.clone());
+        let login_limiter = throttling::LoginLimiter::new(opened.store.clone());
         Self {
             issuer: as_config.issuer.clone(),
             public_url: config.public_url.clone(),
@@ -198,8 +200,8 @@ impl AsState {
             keys: std::sync::RwLock::new(Arc::new(opened.keys)),
             revoked: opened.revoked,
             codes,
-            flows: flows::FlowStore::new(),
-            login_limiter: throttling::LoginLimiter::new(),
+            flows,
+            login_limiter,
             federation: federation::Federation::new(),
             documents: as_config.client_metadata_documents.map(|c| {
                 cimd::MetadataDocuments::new(cimd::FetchPolicy {

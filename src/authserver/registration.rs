@@ -160,7 +160,7 @@ pub async fn register(
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     check_registration_policy(&state, &headers)?;
-    check_registration_rate(&state, peer.map(|p| p.0 .0))?;
+    check_registration_rate(&state, peer.map(|p| p.0 .0)).await?;
     let meta = read_metadata(&body)?;
     check_client_credentials_allowed(&state, &meta)?;
     check_scopes_known(&state, &meta)?;
@@ -220,12 +220,12 @@ fn check_registration_policy(state: &AsState, headers: &HeaderMap) -> Result<(),
 
 /// The per-address hourly registration limit; none when it is 0, when the
 /// peer's address is unknown, or for loopback when loopback is exempt.
-fn check_registration_rate(state: &AsState, peer: Option<IpAddr>) -> Result<(), OAuthError> {
+async fn check_registration_rate(state: &AsState, peer: Option<IpAddr>) -> Result<(), OAuthError> {
     let settings = state.settings();
     let limit = settings.config.registrations_per_hour;
     let exempt = |ip: IpAddr| settings.config.registration_exempts_loopback && ip.is_loopback();
     if let Some(ip) = peer.filter(|ip| limit > 0 && !exempt(*ip)) {
-        if let Err(wait) = state.login_limiter.allow_registration(ip, limit) {
+        if let Err(wait) = state.login_limiter.allow_registration(ip, limit).await? {
             // RFC 7591 §3.2.2 shape; `temporarily_unavailable` is the RFC
             // 6749 code for a server that cannot take the request now.
             return Err(OAuthError::new(

@@ -2,8 +2,8 @@
 //! For tests and throwaway runs.
 
 use super::{
-    ClientRecord, ClientStore, CodeStore, ConsentStore, GrantStore, KeyStore, PersonRecord,
-    PersonStore, RefreshRecord, StoreError, StoredKey, TakenCode,
+    ClientRecord, ClientStore, CodeStore, ConsentStore, Counter, GrantStore, KeyStore,
+    PersonRecord, PersonStore, RefreshRecord, StateStore, StoreError, StoredKey, TakenCode,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeSet, HashMap};
@@ -20,6 +20,8 @@ struct Inner {
     consents: BTreeSet<(String, String, String)>,
     people: HashMap<String, PersonRecord>,
     codes: HashMap<Vec<u8>, Code>,
+    states: HashMap<(String, Vec<u8>), (String, u64)>,
+    counters: HashMap<(String, Vec<u8>), (Counter, u64)>,
 }
 
 /// A code's record.
@@ -171,21 +173,30 @@ impl GrantStore for MemoryStore {
     }
 
     async fn purge_expired(&self, now: u64) -> Result<u64, StoreError> {
+        let now_ms = now.saturating_mul(1000);
         let mut inner = self.inner();
-        let before = inner.refresh.len()
-            + inner.revoked_families.len()
-            + inner.family_tokens.len()
-            + inner.revoked_tokens.len();
+        let before = inner.rows();
         inner.refresh.retain(|_, r| r.expires_at > now);
         inner.revoked_families.retain(|_, exp| *exp > now);
         inner.family_tokens.retain(|_, (_, exp)| *exp > now);
         inner.revoked_tokens.retain(|_, exp| *exp > now);
-        inner.codes.retain(|_, c| c.forget_at > now);
-        let after = inner.refresh.len()
-            + inner.revoked_families.len()
-            + inner.family_tokens.len()
-            + inner.revoked_tokens.len();
-        Ok((before - after) as u64)
+        inner.codes.retain(|_, c| c.forget_at > now_ms);
+        inner.states.retain(|_, (_, exp)| *exp > now_ms);
+        inner.counters.retain(|_, (_, exp)| *exp > now_ms);
+        Ok((before - inner.rows()) as u64)
+    }
+}
+
+impl Inner {
+    /// Rows of what `purge_expired` purges.
+    fn rows(&self) -> usize {
+        self.refresh.len()
+            + self.revoked_families.len()
+            + self.family_tokens.len()
+            + self.revoked_tokens.len()
+            + self.codes.len()
+            + self.states.len()
+            + self.counters.len()
     }
 }
 
@@ -263,5 +274,99 @@ impl CodeStore for MemoryStore {
                 }
             }
         })
+    }
+}
+
+#[async_trait]
+impl StateStore for MemoryStore {
+    async fn put_state(
+        &self,
+        kind: &str,
+        key: &[u8],
+        value: &str,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        self.inner().states.insert(
+            (kind.to_owned(), key.to_vec()),
+            (value.to_owned(), expires_at),
+        );
+        Ok(())
+    }
+
+    async fn state(
+        &self,
+        kind: &str,
+        key: &[u8],
+        now: u64,
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        Ok(self
+            .inner()
+            .states
+            .get(&(kind.to_owned(), key.to_vec()))
+            .filter(|(_, exp)| *exp > now)
+            .cloned())
+    }
+
+    async fn take_state(
+        &self,
+        kind: &str,
+        key: &[u8],
+        now: u64,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .inner()
+            .states
+            .remove(&(kind.to_owned(), key.to_vec()))
+            .filter(|(_, exp)| *exp > now)
+            .map(|(value, _)| value))
+    }
+
+    async fn bump_counter(
+        &self,
+        kind: &str,
+        key: &[u8],
+        now: u64,
+        window: u64,
+    ) -> Result<Counter, StoreError> {
+        let mut inner = self.inner();
+        let fresh = (
+            Counter {
+                count: 0,
+                started_at: now,
+                last_at: now,
+            },
+            now.saturating_add(window),
+        );
+        let entry = inner
+            .counters
+            .entry((kind.to_owned(), key.to_vec()))
+            .or_insert(fresh);
+        if entry.1 <= now {
+            *entry = fresh;
+        }
+        entry.0.count = entry.0.count.saturating_add(1);
+        entry.0.last_at = now;
+        Ok(entry.0)
+    }
+
+    async fn counter(
+        &self,
+        kind: &str,
+        key: &[u8],
+        now: u64,
+    ) -> Result<Option<Counter>, StoreError> {
+        Ok(self
+            .inner()
+            .counters
+            .get(&(kind.to_owned(), key.to_vec()))
+            .filter(|(_, exp)| *exp > now)
+            .map(|(c, _)| *c))
+    }
+
+    async fn reset_counter(&self, kind: &str, key: &[u8]) -> Result<(), StoreError> {
+        self.inner()
+            .counters
+            .remove(&(kind.to_owned(), key.to_vec()));
+        Ok(())
     }
 }

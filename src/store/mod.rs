@@ -111,11 +111,79 @@ pub struct RefreshRecord {
 /// used by the authorization-server module named on it. A backend
 /// implements all five; [`open`] picks it.
 pub trait Store:
-    KeyStore + ClientStore + GrantStore + ConsentStore + PersonStore + CodeStore
+    KeyStore + ClientStore + GrantStore + ConsentStore + PersonStore + CodeStore + StateStore
 {
 }
 
-impl<T: KeyStore + ClientStore + GrantStore + ConsentStore + PersonStore + CodeStore> Store for T {}
+impl<
+        T: KeyStore + ClientStore + GrantStore + ConsentStore + PersonStore + CodeStore + StateStore,
+    > Store for T
+{
+}
+
+/// A counter of events in a fixed window (see [`StateStore::bump_counter`]).
+/// Times are milliseconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counter {
+    /// Events counted in the current window, this one included.
+    pub count: u32,
+    /// When the current window began.
+    pub started_at: u64,
+    /// When the last event was counted.
+    pub last_at: u64,
+}
+
+/// Short-lived state of the browser flows and the throttles (`flows`,
+/// `throttling`, `federation`): entries that expire, and counters. In the
+/// store so that the replica a browser's next request lands on finds what
+/// the last one wrote. Keys are SHA-256 hashes the caller made (flow and
+/// session ids are bearer values), `kind` names the family of entries;
+/// times are milliseconds since the epoch.
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    /// Writes (replaces) the entry, live until `expires_at`.
+    async fn put_state(
+        &self,
+        kind: &str,
+        key: &[u8],
+        value: &str,
+        expires_at: u64,
+    ) -> Result<(), StoreError>;
+    /// The live entry and when it expires.
+    async fn state(
+        &self,
+        kind: &str,
+        key: &[u8],
+        now: u64,
+    ) -> Result<Option<(String, u64)>, StoreError>;
+    /// Removes the entry and returns it if it was live: of any number of
+    /// callers at once (on any replica), at most one gets it.
+    async fn take_state(
+        &self,
+        kind: &str,
+        key: &[u8],
+        now: u64,
+    ) -> Result<Option<String>, StoreError>;
+    /// Counts one event against `key`; a counter whose window (`window`
+    /// long, from its first event) has passed starts again at one.
+    /// Atomic: callers at once on any replica each get their own count.
+    async fn bump_counter(
+        &self,
+        kind: &str,
+        key: &[u8],
+        now: u64,
+        window: u64,
+    ) -> Result<Counter, StoreError>;
+    /// The counter, if its window has not passed.
+    async fn counter(
+        &self,
+        kind: &str,
+        key: &[u8],
+        now: u64,
+    ) -> Result<Option<Counter>, StoreError>;
+    /// Forgets the counter.
+    async fn reset_counter(&self, kind: &str, key: &[u8]) -> Result<(), StoreError>;
+}
 
 /// What taking an authorization code found.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,8 +12,8 @@
 //! conditional `UPDATE`, which two replicas cannot both win.
 
 use super::{
-    ClientRecord, ClientStore, CodeStore, ConsentStore, GrantStore, KeyStore, PersonRecord,
-    PersonStore, RefreshRecord, StoreError, StoredKey, TakenCode,
+    ClientRecord, ClientStore, CodeStore, ConsentStore, Counter, GrantStore, KeyStore,
+    PersonRecord, PersonStore, RefreshRecord, StateStore, StoreError, StoredKey, TakenCode,
 };
 use crate::config::PostgresConfig;
 use async_trait::async_trait;
@@ -23,9 +23,10 @@ use std::str::FromStr;
 
 /// Schema versions, one `.sql` file each; version N is
 /// `MIGRATIONS[N - 1]`. Never edit one that has shipped: add the next.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_initial.sql"),
     include_str!("migrations/postgres/0002_codes.sql"),
+    include_str!("migrations/postgres/0003_states.sql"),
 ];
 
 /// The channel revocations are announced on (no payload: listeners read
@@ -407,16 +408,26 @@ impl GrantStore for PostgresStore {
     }
 
     async fn purge_expired(&self, now: u64) -> Result<u64, StoreError> {
+        let now_ms = secs(now.saturating_mul(1000));
+        let now = secs(now);
         let mut removed = 0;
-        for sql in [
-            "DELETE FROM refresh_tokens WHERE expires_at <= $1",
-            "DELETE FROM revoked_families WHERE expires_at <= $1",
-            "DELETE FROM family_access_tokens WHERE expires_at <= $1",
-            "DELETE FROM revoked_access_tokens WHERE expires_at <= $1",
-            "DELETE FROM codes WHERE forget_at <= $1",
+        for (sql, at) in [
+            ("DELETE FROM refresh_tokens WHERE expires_at <= $1", now),
+            ("DELETE FROM revoked_families WHERE expires_at <= $1", now),
+            (
+                "DELETE FROM family_access_tokens WHERE expires_at <= $1",
+                now,
+            ),
+            (
+                "DELETE FROM revoked_access_tokens WHERE expires_at <= $1",
+                now,
+            ),
+            ("DELETE FROM codes WHERE forget_at <= $1", now_ms),
+            ("DELETE FROM states WHERE expires_at <= $1", now_ms),
+            ("DELETE FROM counters WHERE expires_at <= $1", now_ms),
         ] {
             removed += sqlx::query(sql)
-                .bind(secs(now))
+                .bind(at)
                 .execute(&self.pool)
                 .await?
                 .rows_affected();
@@ -535,5 +546,122 @@ impl CodeStore for PostgresStore {
                     TakenCode::Replayed(r.get("family_id"))
                 }),
         })
+    }
+}
+
+fn counter_from(row: &PgRow) -> Counter {
+    Counter {
+        count: u32::try_from(row.get::<i64, _>("count")).unwrap_or(u32::MAX),
+        started_at: unsecs(row.get("started_at")),
+        last_at: unsecs(row.get("last_at")),
+    }
+}
+
+#[async_trait]
+impl StateStore for PostgresStore {
+    async fn put_state(
+        &self,
+        kind: &str,
+        key: &[u8],
+        value: &str,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO states (kind, key, value, expires_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (kind, key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at",
+        )
+        .bind(kind)
+        .bind(key)
+        .bind(value)
+        .bind(secs(expires_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn state(
+        &self,
+        kind: &str,
+        key: &[u8],
+        now: u64,
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        Ok(sqlx::query(
+            "SELECT value, expires_at FROM states WHERE kind = $1 AND key = $2 AND expires_at > $3",
+        )
+        .bind(kind)
+        .bind(key)
+        .bind(secs(now))
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| (r.get("value"), unsecs(r.get("expires_at")))))
+    }
+
+    async fn take_state(
+        &self,
+        kind: &str,
+        key: &[u8],
+        now: u64,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query(
+            "DELETE FROM states WHERE kind = $1 AND key = $2 RETURNING value, expires_at",
+        )
+        .bind(kind)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?
+        .filter(|r| r.get::<i64, _>("expires_at") > secs(now))
+        .map(|r| r.get("value")))
+    }
+
+    async fn bump_counter(
+        &self,
+        kind: &str,
+        key: &[u8],
+        now: u64,
+        window: u64,
+    ) -> Result<Counter, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO counters (kind, key, count, started_at, last_at, expires_at) \
+             VALUES ($1, $2, 1, $3, $3, $4) \
+             ON CONFLICT (kind, key) DO UPDATE SET \
+             count = CASE WHEN counters.expires_at <= $3 THEN 1 ELSE counters.count + 1 END, \
+             started_at = CASE WHEN counters.expires_at <= $3 THEN $3 ELSE counters.started_at END, \
+             expires_at = CASE WHEN counters.expires_at <= $3 THEN $4 ELSE counters.expires_at END, \
+             last_at = $3 \
+             RETURNING count, started_at, last_at",
+        )
+        .bind(kind)
+        .bind(key)
+        .bind(secs(now))
+        .bind(secs(now.saturating_add(window)))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(counter_from(&row))
+    }
+
+    async fn counter(
+        &self,
+        kind: &str,
+        key: &[u8],
+        now: u64,
+    ) -> Result<Option<Counter>, StoreError> {
+        Ok(sqlx::query(
+            "SELECT count, started_at, last_at FROM counters WHERE kind = $1 AND key = $2 AND expires_at > $3",
+        )
+        .bind(kind)
+        .bind(key)
+        .bind(secs(now))
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| counter_from(&r)))
+    }
+
+    async fn reset_counter(&self, kind: &str, key: &[u8]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM counters WHERE kind = $1 AND key = $2")
+            .bind(kind)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }

@@ -12,8 +12,8 @@
 //! their own connections and, in WAL mode, never wait for the writer.
 
 use super::{
-    ClientRecord, ClientStore, CodeStore, ConsentStore, GrantStore, KeyStore, PersonRecord,
-    PersonStore, RefreshRecord, StoreError, StoredKey, TakenCode,
+    ClientRecord, ClientStore, CodeStore, ConsentStore, Counter, GrantStore, KeyStore,
+    PersonRecord, PersonStore, RefreshRecord, StateStore, StoreError, StoredKey, TakenCode,
 };
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -29,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0001_initial.sql"),
     include_str!("migrations/sqlite/0002_people.sql"),
     include_str!("migrations/sqlite/0003_codes.sql"),
+    include_str!("migrations/sqlite/0004_states.sql"),
 ];
 
 /// How long a write waits for another process's write lock.
@@ -330,17 +331,26 @@ impl GrantStore for SqliteStore {
     }
 
     async fn purge_expired(&self, now: u64) -> Result<u64, StoreError> {
+        let now_ms = now.saturating_mul(1000) as i64;
         let now = now as i64;
         let mut removed = 0;
-        for sql in [
-            "DELETE FROM refresh_tokens WHERE expires_at <= ?",
-            "DELETE FROM revoked_families WHERE expires_at <= ?",
-            "DELETE FROM family_access_tokens WHERE expires_at <= ?",
-            "DELETE FROM revoked_access_tokens WHERE expires_at <= ?",
-            "DELETE FROM codes WHERE forget_at <= ?",
+        for (sql, at) in [
+            ("DELETE FROM refresh_tokens WHERE expires_at <= ?", now),
+            ("DELETE FROM revoked_families WHERE expires_at <= ?", now),
+            (
+                "DELETE FROM family_access_tokens WHERE expires_at <= ?",
+                now,
+            ),
+            (
+                "DELETE FROM revoked_access_tokens WHERE expires_at <= ?",
+                now,
+            ),
+            ("DELETE FROM codes WHERE forget_at <= ?", now_ms),
+            ("DELETE FROM states WHERE expires_at <= ?", now_ms),
+            ("DELETE FROM counters WHERE expires_at <= ?", now_ms),
         ] {
             removed += sqlx::query(sql)
-                .bind(now)
+                .bind(at)
                 .execute(&self.write)
                 .await?
                 .rows_affected();
@@ -461,3 +471,124 @@ impl CodeStore for SqliteStore {
         Ok(found)
     }
 }
+
+fn counter_from(row: &sqlx::sqlite::SqliteRow) -> Counter {
+    Counter {
+        count: u32::try_from(row.get::<i64, _>("count")).unwrap_or(u32::MAX),
+        started_at: row.get::<i64, _>("started_at") as u64,
+        last_at: row.get::<i64, _>("last_at") as u64,
+    }
+}
+
+#[async_trait]
+impl StateStore for SqliteStore {
+    async fn put_state(
+        &self,
+        kind: &str,
+        key: &[u8],
+        value: &str,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO states (kind, key, value, expires_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(kind)
+        .bind(key)
+        .bind(value)
+        .bind(expires_at as i64)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn state(
+        &self,
+        kind: &str,
+        key: &[u8],
+        now: u64,
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        Ok(sqlx::query(
+            "SELECT value, expires_at FROM states WHERE kind = ? AND key = ? AND expires_at > ?",
+        )
+        .bind(kind)
+        .bind(key)
+        .bind(now as i64)
+        .fetch_optional(&self.read)
+        .await?
+        .map(|r| (r.get("value"), r.get::<i64, _>("expires_at") as u64)))
+    }
+
+    async fn take_state(
+        &self,
+        kind: &str,
+        key: &[u8],
+        now: u64,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query(
+                "DELETE FROM states WHERE kind = ? AND key = ? RETURNING value, expires_at",
+            )
+            .bind(kind)
+            .bind(key)
+            .fetch_optional(&self.write)
+            .await?
+            .filter(|r| r.get::<i64, _>("expires_at") > now as i64)
+            .map(|r| r.get("value")),
+        )
+    }
+
+    async fn bump_counter(
+        &self,
+        kind: &str,
+        key: &[u8],
+        now: u64,
+        window: u64,
+    ) -> Result<Counter, StoreError> {
+        let row = sqlx::query(COUNT_ONE)
+            .bind(kind)
+            .bind(key)
+            .bind(now as i64)
+            .bind(now.saturating_add(window) as i64)
+            .fetch_one(&self.write)
+            .await?;
+        Ok(counter_from(&row))
+    }
+
+    async fn counter(
+        &self,
+        kind: &str,
+        key: &[u8],
+        now: u64,
+    ) -> Result<Option<Counter>, StoreError> {
+        Ok(sqlx::query(
+            "SELECT count, started_at, last_at FROM counters WHERE kind = ? AND key = ? AND expires_at > ?",
+        )
+        .bind(kind)
+        .bind(key)
+        .bind(now as i64)
+        .fetch_optional(&self.read)
+        .await?
+        .map(|r| counter_from(&r)))
+    }
+
+    async fn reset_counter(&self, kind: &str, key: &[u8]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM counters WHERE kind = ? AND key = ?")
+            .bind(kind)
+            .bind(key)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Counts one event (kind ?1, key ?2, now ?3, a new window's end ?4): a
+/// new counter, one more in the current window, or a new window. One
+/// statement, so concurrent counts each see their own.
+const COUNT_ONE: &str = "INSERT INTO counters (kind, key, count, started_at, last_at, expires_at) \
+    VALUES (?1, ?2, 1, ?3, ?3, ?4) \
+    ON CONFLICT (kind, key) DO UPDATE SET \
+    count = CASE WHEN counters.expires_at <= ?3 THEN 1 ELSE counters.count + 1 END, \
+    started_at = CASE WHEN counters.expires_at <= ?3 THEN ?3 ELSE counters.started_at END, \
+    expires_at = CASE WHEN counters.expires_at <= ?3 THEN ?4 ELSE counters.expires_at END, \
+    last_at = ?3 \
+    RETURNING count, started_at, last_at";

@@ -303,13 +303,14 @@ async fn replicas_starting_together_migrate_once() {
     for store in futures_util::future::join_all(opens).await {
         versions.push(store.unwrap().schema_version().await.unwrap());
     }
-    assert!(versions.iter().all(|&v| v == 2), "{versions:?}");
+    let latest = postgres::MIGRATIONS.len();
+    assert!(versions.iter().all(|&v| v == latest), "{versions:?}");
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_version")
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(rows, 2, "each version recorded once");
+    assert_eq!(rows, latest as i64, "each version recorded once");
 }
 
 /// A database migrated by a newer gateway is refused, not used (its
@@ -392,7 +393,14 @@ async fn a_code_is_taken_once_and_a_replay_names_its_family() {
             TakenCode::Unknown,
             "{name}: expired"
         );
-        s.purge_expired(20_000).await.unwrap();
+        // `purge_expired` takes seconds; code times are milliseconds.
+        s.purge_expired(19).await.unwrap();
+        assert_eq!(
+            s.take_code(b"c1", 19_000).await.unwrap(),
+            TakenCode::Replayed("fam-1".into()),
+            "{name}: remembered until forget_at"
+        );
+        s.purge_expired(20).await.unwrap();
         assert_eq!(
             s.take_code(b"c1", 20_000).await.unwrap(),
             TakenCode::Unknown,
@@ -416,4 +424,137 @@ async fn replicas_racing_for_a_code_on_postgres_never_both_get_it() {
             .count();
         assert_eq!(fresh, 1, "round {round}");
     }
+}
+
+/// Entries live until their expiry, are replaced by a write, and are taken
+/// once; kinds do not share keys; expired ones are purged.
+#[tokio::test]
+async fn states_expire_are_replaced_and_are_taken_once() {
+    for (name, s) in backends().await {
+        s.put_state("flow", b"k1", "one", 5_000).await.unwrap();
+        s.put_state("flow", b"k1", "two", 6_000).await.unwrap();
+        assert_eq!(
+            s.state("flow", b"k1", 1_000).await.unwrap(),
+            Some(("two".into(), 6_000)),
+            "{name}: replaced"
+        );
+        assert_eq!(
+            s.state("session", b"k1", 1_000).await.unwrap(),
+            None,
+            "{name}: kinds apart"
+        );
+        assert_eq!(
+            s.state("flow", b"k1", 6_000).await.unwrap(),
+            None,
+            "{name}: expired"
+        );
+        assert_eq!(
+            s.take_state("flow", b"k1", 1_000).await.unwrap(),
+            Some("two".into()),
+            "{name}"
+        );
+        assert_eq!(
+            s.take_state("flow", b"k1", 1_000).await.unwrap(),
+            None,
+            "{name}: once"
+        );
+        s.put_state("flow", b"k2", "old", 2_000).await.unwrap();
+        assert_eq!(
+            s.take_state("flow", b"k2", 2_000).await.unwrap(),
+            None,
+            "{name}: an expired entry is not taken"
+        );
+        s.put_state("flow", b"k3", "old", 2_000).await.unwrap();
+        s.purge_expired(2).await.unwrap();
+        s.put_state("flow", b"k3", "new", 9_000).await.unwrap();
+        assert_eq!(
+            s.state("flow", b"k3", 1_000).await.unwrap().map(|(v, _)| v),
+            Some("new".into()),
+            "{name}"
+        );
+    }
+}
+
+/// A counter counts within its window, starts again after it, and is
+/// forgotten on reset.
+#[tokio::test]
+async fn counters_count_in_a_fixed_window() {
+    for (name, s) in backends().await {
+        let c = s
+            .bump_counter("logins", b"alice", 1_000, 10_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            (c.count, c.started_at, c.last_at),
+            (1, 1_000, 1_000),
+            "{name}"
+        );
+        let c = s
+            .bump_counter("logins", b"alice", 4_000, 10_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            (c.count, c.started_at, c.last_at),
+            (2, 1_000, 4_000),
+            "{name}"
+        );
+        assert_eq!(
+            s.counter("logins", b"alice", 5_000).await.unwrap(),
+            Some(c),
+            "{name}"
+        );
+        assert_eq!(
+            s.counter("other", b"alice", 5_000).await.unwrap(),
+            None,
+            "{name}"
+        );
+        assert_eq!(
+            s.counter("logins", b"alice", 11_000).await.unwrap(),
+            None,
+            "{name}: window over"
+        );
+        let c = s
+            .bump_counter("logins", b"alice", 11_000, 10_000)
+            .await
+            .unwrap();
+        assert_eq!((c.count, c.started_at), (1, 11_000), "{name}: a new window");
+        s.reset_counter("logins", b"alice").await.unwrap();
+        assert_eq!(
+            s.counter("logins", b"alice", 12_000).await.unwrap(),
+            None,
+            "{name}"
+        );
+    }
+}
+
+/// Replicas taking one entry at once (two posts of a consent form, two
+/// callbacks of one sign-in): one gets it. Replicas counting at once: no
+/// count is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_take_an_entry_once_and_lose_no_count_on_postgres() {
+    let url = pg::fresh_database();
+    let [a, b] = two_replicas(&url).await;
+    for round in 0..20u8 {
+        let key = [round; 32];
+        a.put_state("flow", &key, "v", 50_000).await.unwrap();
+        let (x, y) = tokio::join!(
+            a.take_state("flow", &key, 1_000),
+            b.take_state("flow", &key, 1_000)
+        );
+        let got = [x.unwrap(), y.unwrap()]
+            .iter()
+            .filter(|t| t.is_some())
+            .count();
+        assert_eq!(got, 1, "round {round}");
+    }
+    let bumps = (0..40).map(|i| {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tokio::spawn(async move { s.bump_counter("addr", b"10.0.0.1", 1_000, 60_000).await })
+    });
+    let mut counts: Vec<u32> = Vec::new();
+    for bump in bumps {
+        counts.push(bump.await.unwrap().unwrap().count);
+    }
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=40).collect::<Vec<u32>>());
 }

@@ -19,9 +19,9 @@ mod github;
 pub mod oidc;
 pub mod rules;
 
-use super::browser::{flow_of_this_browser, set_cookie, to_page};
+use super::browser::{flow_of_this_browser, set_cookie, to_page, unavailable};
 use super::consent::decide_without_asking;
-use super::flows::Flow;
+use super::flows::{now_millis, Flow};
 use super::{pages, random_token, AsSettings, AsState};
 use crate::store::PersonRecord;
 use axum::extract::{Path, RawQuery, State};
@@ -30,11 +30,13 @@ use axum::response::{IntoResponse, Redirect, Response};
 use moka::sync::Cache;
 use oidc::{AuthorizationRequest, Provider, RpError};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// A sign-in sent to a provider and not yet back.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Pending {
     provider: String,
     flow_id: String,
@@ -44,13 +46,9 @@ struct Pending {
     fresh_since: Option<u64>,
 }
 
-/// Sign-ins under way, and what the people signed in may grant.
+/// One check with the provider per person at a time (sign-ins under way,
+/// `Pending`, are in the store).
 pub(crate) struct Federation {
-    /// By `state`; ten minutes to come back.
-    pending: Cache<String, Arc<Pending>>,
-    /// Subject to the claims of their latest check, for as long as a
-    /// browser session lasts (the rules are applied to them on each use).
-    people: Cache<String, Arc<Value>>,
     /// One check with the provider per person at a time.
     checks: Cache<String, Arc<tokio::sync::Mutex<()>>>,
 }
@@ -58,14 +56,6 @@ pub(crate) struct Federation {
 impl Federation {
     pub fn new() -> Self {
         Self {
-            pending: Cache::builder()
-                .max_capacity(20_000)
-                .time_to_live(Duration::from_secs(600))
-                .build(),
-            people: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(8 * 3600))
-                .build(),
             checks: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_idle(Duration::from_secs(600))
@@ -74,12 +64,85 @@ impl Federation {
     }
 
     /// What `subject` (signed in through a provider still configured) may
-    /// grant under today's rules, from the claims of their latest check.
-    pub fn scopes_of(&self, settings: &AsSettings, subject: &str) -> Option<BTreeSet<String>> {
-        let idp = provider_of(subject)?;
-        settings.provider(idp)?;
-        rules::admitted(&settings.config.access, idp, &*self.people.get(subject)?)
+    /// grant under today's rules, from the claims of their latest check
+    /// (in the store: the sign-in may have been on another replica).
+    pub async fn scopes_of(
+        &self,
+        store: &dyn crate::store::Store,
+        settings: &AsSettings,
+        subject: &str,
+    ) -> Result<Option<BTreeSet<String>>, crate::store::StoreError> {
+        let Some(idp) = provider_of(subject).filter(|idp| settings.provider(idp).is_some()) else {
+            return Ok(None);
+        };
+        let Some(person) = store.person(subject).await? else {
+            return Ok(None);
+        };
+        let claims: Value = serde_json::from_str(&person.claims)
+            .map_err(|e| crate::store::StoreError(format!("a person's stored claims: {e}")))?;
+        Ok(rules::admitted(&settings.config.access, idp, &claims))
     }
+}
+
+/// How long a sign-in sent to a provider may take to come back.
+const PENDING_TTL: u64 = 600_000;
+const PENDING: &str = "idp_pending";
+
+impl Federation {
+    /// Records a sign-in sent to a provider, by its `state` (hashed).
+    async fn put_pending(
+        &self,
+        state: &AsState,
+        state_param: &str,
+        pending: &Pending,
+    ) -> Result<(), crate::store::StoreError> {
+        let json = serde_json::to_string(pending)
+            .map_err(|e| crate::store::StoreError(format!("a pending sign-in: {e}")))?;
+        state
+            .store
+            .put_state(
+                PENDING,
+                &Sha256::digest(state_param.as_bytes()),
+                &json,
+                now_millis().saturating_add(PENDING_TTL),
+            )
+            .await
+    }
+
+    /// Takes the sign-in `state` names (single use, on any replica).
+    async fn take_pending(
+        &self,
+        state: &AsState,
+        state_param: &str,
+    ) -> Result<Option<Pending>, crate::store::StoreError> {
+        let taken = state
+            .store
+            .take_state(
+                PENDING,
+                &Sha256::digest(state_param.as_bytes()),
+                now_millis(),
+            )
+            .await?;
+        taken
+            .map(|json| {
+                serde_json::from_str(&json)
+                    .map_err(|e| crate::store::StoreError(format!("a pending sign-in: {e}")))
+            })
+            .transpose()
+    }
+}
+
+/// The page for a store that cannot be reached in the middle of a sign-in.
+fn store_failure(e: crate::store::StoreError) -> Refusal {
+    tracing::error!(error = %e, "the store failed during a sign-in");
+    store_failure_text()
+}
+
+fn store_failure_text() -> Refusal {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The sign-in could not be completed now; try again in a moment.".to_owned(),
+    )
 }
 
 /// Whether `subject` is a person of an identity provider (`<id>|<sub>`).
@@ -146,12 +209,7 @@ pub(crate) async fn admitted_now(state: &AsState, subject: &str) -> Option<BTree
         tracing::info!(target: "audit", decision = "denied", reason = "issuer_changed", provider = %idp, subject = %subject.escape_debug(), "the provider's issuer changed since the person signed in");
         return None;
     }
-    let scopes = rules::admitted(&settings.config.access, idp, &claims)?;
-    state
-        .federation
-        .people
-        .insert(subject.to_owned(), Arc::new(claims));
-    Some(scopes)
+    rules::admitted(&settings.config.access, idp, &claims)
 }
 
 /// `GET /login/<id>?flow=…`: on to the provider.
@@ -161,8 +219,10 @@ pub async fn start(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let Some((flow_id, flow)) = flow_of_this_browser(&state, &headers, query.as_deref()) else {
-        return super::browser::start_over(&state);
+    let (flow_id, flow) = match flow_of_this_browser(&state, &headers, query.as_deref()).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return super::browser::start_over(&state),
+        Err(page) => return *page,
     };
     let settings = state.settings();
     let Some(provider) = settings.provider(&id) else {
@@ -194,13 +254,14 @@ pub async fn start(
         force_login: flow.force_login,
     };
     match provider.authorization_url(&metadata, &request) {
-        Ok(url) => {
-            state
-                .federation
-                .pending
-                .insert(state_param, Arc::new(pending));
-            Redirect::to(&url).into_response()
-        }
+        Ok(url) => match state
+            .federation
+            .put_pending(&state, &state_param, &pending)
+            .await
+        {
+            Ok(()) => Redirect::to(&url).into_response(),
+            Err(e) => *unavailable(e),
+        },
         Err(e) => provider_failure(&state, &id, &e),
     }
 }
@@ -240,10 +301,15 @@ async fn sign_in(
 ) -> Result<Response, Refusal> {
     let bad = |message: &str| (StatusCode::BAD_REQUEST, message.to_owned());
     let params = super::errors::parse_form(query.as_bytes()).map_err(|e| bad(&e.description))?;
-    let pending = params
-        .get("state")
-        .and_then(|s| state.federation.pending.remove(s))
-        .ok_or_else(|| bad("This sign-in is unknown, expired or already used. Go back to your application and connect again."))?;
+    let pending = match params.get("state") {
+        Some(s) => state
+            .federation
+            .take_pending(state, s)
+            .await
+            .map_err(store_failure)?,
+        None => None,
+    };
+    let pending = pending.ok_or_else(|| bad("This sign-in is unknown, expired or already used. Go back to your application and connect again."))?;
     if pending.provider != id {
         return Err(bad(
             "This answer came back to another provider's sign-in; it is not accepted.",
@@ -251,6 +317,8 @@ async fn sign_in(
     }
     let flow_query = format!("flow={}", pending.flow_id);
     let (flow_id, flow) = flow_of_this_browser(state, headers, Some(&flow_query))
+        .await
+        .map_err(|_| store_failure_text())?
         .ok_or_else(|| bad("This sign-in was started in another browser, or has ended. Go back to your application and connect again."))?;
     let settings = state.settings();
     let provider = settings
@@ -311,17 +379,25 @@ async fn sign_in(
         .unwrap_or(sub)
         .to_owned();
     let sid = random_token(32);
-    state.flows.sessions.insert(sid.clone(), subject.clone());
+    state
+        .flows
+        .start_session(&sid, &subject)
+        .await
+        .map_err(store_failure)?;
     let flow = Flow {
         user: Some(subject.clone()),
         display: Some(display),
         notice: None,
-        ..(*flow).clone()
+        ..flow
     };
     let mut resp = match decide_without_asking(state, &flow, &subject).await {
         Ok(Some(done)) => done,
         Ok(None) => {
-            state.flows.flows.insert(flow_id.clone(), Arc::new(flow));
+            state
+                .flows
+                .put(&flow_id, &flow)
+                .await
+                .map_err(store_failure)?;
             to_page(state, "/consent", &flow_id)
         }
         Err(r) => r,
@@ -417,10 +493,6 @@ async fn remember(
                 "The sign-in could not be recorded; try again in a moment.".to_owned(),
             )
         })?;
-    state.federation.people.insert(
-        subject.to_owned(),
-        Arc::new(kept_claims(&claims_of_sign_in)),
-    );
     Ok(())
 }
 
