@@ -311,15 +311,9 @@ pub fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str
         );
         restore(
             k,
-            "auth.sessions.max_entries",
-            &old.session_entries,
-            &mut auth.session_entries,
-        );
-        restore(
-            k,
-            "auth.sessions.idle_timeout",
-            &old.session_idle_timeout,
-            &mut auth.session_idle_timeout,
+            "auth.sessions.secret",
+            &old.session_secret,
+            &mut auth.session_secret,
         );
     }
     if let (Some(old), Some(a)) = (&running.authorization_server, &mut new.authorization_server) {
@@ -503,7 +497,7 @@ upstreams:
         let mut new = Config::from_yaml(
             &BASE.replace("127.0.0.1:8080", "0.0.0.0:9090").replace(
                 "auth: {",
-                "server: { worker_threads: 4 }\nlimits: { header_timeout: 5s, max_body_bytes: 2048 }\nlogging: { level: debug }\nauth: { sessions: { max_entries: 10 }, ",
+                "server: { worker_threads: 4 }\nlimits: { header_timeout: 5s, max_body_bytes: 2048 }\nlogging: { level: debug }\nauth: { sessions: { secret: 'a-new-secret-of-at-least-32-characters' }, ",
             ),
         )
         .unwrap();
@@ -515,7 +509,7 @@ upstreams:
                 "server.worker_threads",
                 "limits.header_timeout",
                 "logging.level",
-                "auth.sessions.max_entries"
+                "auth.sessions.secret"
             ]
         );
         assert_eq!(new.listen, running.listen);

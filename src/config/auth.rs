@@ -23,10 +23,9 @@ pub struct AuthConfig {
     pub authorization_servers: Vec<String>,
     /// Most verified tokens kept in memory.
     pub token_cache_entries: u64,
-    /// Most session bindings kept in memory.
-    pub session_entries: u64,
-    /// A session binding unused this long is forgotten.
-    pub session_idle_timeout: Duration,
+    /// The key MCP session ids are sealed with (shared by replicas);
+    /// random per process when unset.
+    pub session_secret: Option<Secret>,
 }
 
 /// A secret from the configuration; never printed.
@@ -156,8 +155,7 @@ pub(super) fn validate_auth(
         introspection,
         authorization_servers,
         token_cache_entries: raw.token_cache.max_entries,
-        session_entries: raw.sessions.max_entries,
-        session_idle_timeout: raw.sessions.idle_timeout.0,
+        session_secret: raw.sessions.secret.clone().map(Secret),
     })
 }
 
@@ -273,19 +271,22 @@ fn published_authorization_servers(
     authorization_servers
 }
 
-/// The token cache and the session table must hold at least one entry.
+/// The token cache must hold at least one entry; a session secret must be
+/// long enough to be a key.
 fn check_cache_sizes(raw: &RawAuth, errors: &mut Vec<ConfigError>) {
-    for (field, n) in [
-        ("auth.token_cache.max_entries", raw.token_cache.max_entries),
-        ("auth.sessions.max_entries", raw.sessions.max_entries),
-    ] {
-        if n == 0 {
-            errors.push(ConfigError::new(
-                field,
-                "zero entries",
-                "use a positive number",
-            ));
-        }
+    if raw.token_cache.max_entries == 0 {
+        errors.push(ConfigError::new(
+            "auth.token_cache.max_entries",
+            "zero entries",
+            "use a positive number",
+        ));
+    }
+    if raw.sessions.secret.as_ref().is_some_and(|s| s.len() < 32) {
+        errors.push(ConfigError::new(
+            "auth.sessions.secret",
+            "shorter than 32 characters",
+            "use a random value of at least 32 characters, e.g. `openssl rand -base64 32`, from an environment variable",
+        ));
     }
 }
 

@@ -597,21 +597,11 @@ impl Default for RawTokenCache {
     }
 }
 
-/// Bounds of the session-to-subject bindings.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// How MCP session ids are sealed to their owners.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct RawSessions {
-    pub max_entries: u64,
-    pub idle_timeout: HumanDuration,
-}
-
-impl Default for RawSessions {
-    fn default() -> Self {
-        Self {
-            max_entries: 100_000,
-            idle_timeout: HumanDuration(Duration::from_secs(24 * 3600)),
-        }
-    }
+    pub secret: Option<String>,
 }
 
 /// Per-upstream timeouts.

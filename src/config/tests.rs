@@ -967,3 +967,16 @@ fn health_check_paths_are_reserved() {
     let yaml = MINIMAL.replace("path: /demo/mcp", "path: /readyz");
     assert!(errors_of(&yaml)[0].message.contains("health checks"));
 }
+
+#[test]
+fn a_session_secret_must_be_long_enough_to_be_a_key() {
+    let with = |secret: &str| {
+        PROTECTED.replace(
+            "auth:\n",
+            &format!("auth:\n  sessions: {{ secret: '{secret}' }}\n"),
+        )
+    };
+    assert_eq!(paths_of(&with("short")), vec!["auth.sessions.secret"]);
+    let c = Config::from_yaml(&with(&"k".repeat(32))).unwrap();
+    assert!(c.auth.unwrap().session_secret.is_some());
+}

@@ -6,42 +6,49 @@
 use super::error::GatewayError;
 use super::route::Route;
 use crate::auth::prm::metadata_url;
-use crate::auth::sessions::{SessionBindings, SessionRefusal};
+use crate::auth::sessions::SessionSeal;
 use crate::auth::{
     bearer_token, AuthFailure, Authenticator, BuiltinIssuer, KeyRefresher, Principal, Refusal,
 };
 use crate::config::{AuthConfig, PublicUrl};
 use crate::mcp::McpPost;
+use http::HeaderValue;
+use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use std::sync::Arc;
 
 /// Token verification, policy and session binding for every upstream.
 pub struct Access {
     authenticator: Authenticator,
-    sessions: SessionBindings,
+    sessions: SessionSeal,
     public_url: PublicUrl,
 }
 
 impl Access {
     /// Builds the auth state for `config`; `sessions` carries the
-    /// session bindings over a reload (a new table when `None`).
+    /// session seal over a reload (a new one when `None`).
     pub fn new(
         config: &AuthConfig,
         public_url: PublicUrl,
         builtin: Option<BuiltinIssuer>,
-        sessions: Option<SessionBindings>,
+        sessions: Option<SessionSeal>,
     ) -> Self {
         Self {
             authenticator: Authenticator::new(config, builtin),
             sessions: sessions.unwrap_or_else(|| {
-                SessionBindings::new(config.session_entries, config.session_idle_timeout)
+                SessionSeal::new(
+                    config
+                        .session_secret
+                        .as_ref()
+                        .map(|s| s.expose().as_bytes()),
+                )
             }),
             public_url,
         }
     }
 
-    /// The session bindings, to keep over a reload.
-    pub fn sessions(&self) -> SessionBindings {
+    /// The session seal, to keep over a reload.
+    pub fn sessions(&self) -> SessionSeal {
         self.sessions.clone()
     }
 
@@ -116,42 +123,70 @@ impl Access {
     }
 
     /// A request naming an `Mcp-Session-Id` must come from the subject that
-    /// created the session.
+    /// created the session: the id it names must be sealed for it. Returns
+    /// the upstream's own id inside, to send on.
     pub fn check_session(
         &self,
         session: &Session,
         route: &Route,
         principal: &Principal,
-    ) -> Result<(), GatewayError> {
+    ) -> Result<Option<HeaderValue>, GatewayError> {
         let Some(id) = session.req_header().headers.get("mcp-session-id") else {
-            return Ok(());
+            return Ok(None);
         };
         let upstream = &route.upstream.name;
-        self.sessions
-            .check(upstream, id.as_bytes(), principal)
-            .map_err(|refusal| {
+        let opened = self
+            .sessions
+            .open(upstream, id.as_bytes(), principal)
+            .ok()
+            .and_then(|inner| HeaderValue::from_bytes(inner).ok());
+        match opened {
+            Some(inner) => Ok(Some(inner)),
+            None => {
                 tracing::warn!(
                     upstream = %upstream,
                     issuer = %principal.issuer,
                     subject = %principal.subject,
-                    reason = match refusal {
-                        SessionRefusal::Unknown => "unknown session",
-                        SessionRefusal::OtherSubject => "session belongs to another subject",
-                    },
+                    reason = "unknown session, or another subject's",
                     "session refused"
                 );
-                GatewayError::SessionNotFound
-            })
+                Err(GatewayError::SessionNotFound)
+            }
+        }
     }
 
-    /// Records the session an `initialize` created for `principal`.
-    pub fn bind_session(&self, route: &Route, session_id: &[u8], principal: &Principal) {
-        self.sessions
-            .bind(&route.upstream.name, session_id, principal);
+    /// Seals the `Mcp-Session-Id` of an answer to `principal` (an
+    /// `initialize` created the session, or the upstream names it again):
+    /// the client only ever sees sealed ids.
+    pub fn seal_response(
+        &self,
+        resp: &mut ResponseHeader,
+        route: &Route,
+        principal: &Principal,
+    ) -> pingora::Result<()> {
+        let Some(id) = resp.headers.get("mcp-session-id") else {
+            return Ok(());
+        };
+        match self.seal_session(route, id.as_bytes(), principal) {
+            Some(sealed) => resp.insert_header("mcp-session-id", sealed),
+            None => {
+                resp.remove_header("mcp-session-id");
+                Ok(())
+            }
+        }
     }
 
-    /// Forgets a session after its owner's successful DELETE.
-    pub fn forget_session(&self, route: &Route, session_id: &[u8]) {
-        self.sessions.forget(&route.upstream.name, session_id);
+    /// The id to give `principal` for the session `session_id` of the
+    /// route's upstream: sealed to them.
+    pub fn seal_session(
+        &self,
+        route: &Route,
+        session_id: &[u8],
+        principal: &Principal,
+    ) -> Option<HeaderValue> {
+        let sealed = self
+            .sessions
+            .seal(&route.upstream.name, session_id, principal);
+        HeaderValue::from_bytes(&sealed).ok()
     }
 }

@@ -17,9 +17,11 @@
 //! `Admission::Proxy`, the retry rule of `send_with_retries` moves into
 //! `fail_to_connect`/`error_while_proxy`, and this file goes.
 
+use super::access::Access;
 use super::error::GatewayError;
 use super::response::{self, unavailable, upstream_failure, BodyMode, StreamRelay};
 use super::route::Route;
+use crate::auth::Principal;
 use crate::mcp::tools_list::{ToolsListFilter, MAX_FILTERED_BYTES};
 use bytes::Bytes;
 use pingora::connectors::http::Connector;
@@ -42,16 +44,13 @@ pub enum Delivered {
     UpstreamBroke(String),
 }
 
-/// Called with the `Mcp-Session-Id` of a successful response.
-pub type SessionHook<'a> = &'a (dyn Fn(&[u8]) + Sync);
-
 /// What the gateway does with the upstream's answer besides relaying it.
 pub struct ResponseHooks<'a> {
     /// Filters `tools/list` results (set only when the body has such calls).
     pub tools_filter: Option<ToolsListFilter>,
-    /// Told the `Mcp-Session-Id` of a successful response (set only for
-    /// bodies with an `initialize`).
-    pub on_session: Option<SessionHook<'a>>,
+    /// The authenticated caller, to whom a session id in the answer is
+    /// sealed.
+    pub caller: Option<(&'a Access, &'a Principal)>,
     /// Returned as `X-Request-Id`.
     pub request_id: &'a str,
 }
@@ -109,12 +108,10 @@ async fn relay_response(
     }
     let _open_stream = response::begin(&mut resp, route, hooks.request_id, sent)?;
     let body = response::post_body(&mut resp, route, hooks.tools_filter)?;
-    if let (Some(bind), Some(id), true) = (
-        hooks.on_session,
-        resp.headers.get("mcp-session-id"),
-        resp.status.is_success(),
-    ) {
-        bind(id.as_bytes());
+    if let Some((access, principal)) = hooks.caller {
+        access
+            .seal_response(&mut resp, route, principal)
+            .map_err(|e| unavailable(route, e))?;
     }
     match body {
         BodyMode::WholeJson(filter) => {

@@ -8,7 +8,7 @@
 use super::error::GatewayError;
 use super::route::Route;
 use crate::auth::Principal;
-use http::header::{self, HeaderName};
+use http::header::{self, HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -74,6 +74,7 @@ pub fn rewrite_for_upstream(
     client_ip: Option<IpAddr>,
     request_id: &str,
     caller: Option<&Principal>,
+    session_id: Option<&HeaderValue>,
 ) -> pingora::Result<()> {
     for name in hop_by_hop_present(&req.headers) {
         req.remove_header(&name);
@@ -103,6 +104,10 @@ pub fn rewrite_for_upstream(
     }
     for (name, value) in &route.upstream.headers {
         req.insert_header(name.clone(), value.clone())?;
+    }
+    // The upstream's own session id, out of the sealed one the client sent.
+    if let Some(id) = session_id {
+        req.insert_header("mcp-session-id", id.clone())?;
     }
     set_caller_identity(req, route, caller)
 }

@@ -50,7 +50,6 @@ use crate::telemetry;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::Method;
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
@@ -81,6 +80,9 @@ pub struct RequestCtx {
     route: Option<Arc<Route>>,
     principal: Option<Arc<Principal>>,
     post: Option<McpPost>,
+    /// The upstream's session id inside the sealed `Mcp-Session-Id` the
+    /// caller sent (see `auth::sessions`).
+    upstream_session: Option<http::HeaderValue>,
     /// Relays a GET stream's body (through the `tools/list` filter).
     relay: StreamRelay,
     /// The failure a phase found in the upstream's answer, for
@@ -201,6 +203,7 @@ impl ProxyHttp for Gateway {
             route: None,
             principal: None,
             post: None,
+            upstream_session: None,
             relay: StreamRelay::default(),
             failure: None,
             error_id: Value::Null,
@@ -300,6 +303,7 @@ impl ProxyHttp for Gateway {
             client_ip(session),
             &ctx.request_id,
             ctx.principal.as_deref(),
+            ctx.upstream_session.as_ref(),
         )?;
         ctx.upstream_started = Some(Instant::now());
         if ctx.principal.is_some() {
@@ -311,10 +315,10 @@ impl ProxyHttp for Gateway {
     }
 
     /// Drops hop-by-hop fields from the upstream's response head, and
-    /// forgets a session its owner has deleted.
+    /// seals a session id it names to the caller.
     async fn response_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
@@ -329,16 +333,8 @@ impl ProxyHttp for Gateway {
         ctx.relay = response::get_stream(upstream_response, &route, filter)
             .map_err(|e| ctx.fail_with(e))?;
         ctx._stream = open_stream;
-        let req = session.req_header();
-        if let (Some(access), Some(route), true, true) = (
-            &ctx.live.access,
-            &ctx.route,
-            req.method == Method::DELETE,
-            upstream_response.status.is_success(),
-        ) {
-            if let Some(id) = req.headers.get("mcp-session-id") {
-                access.forget_session(route, id.as_bytes());
-            }
+        if let (Some(access), Some(principal)) = (&ctx.live.access, &ctx.principal) {
+            access.seal_response(upstream_response, &route, principal)?;
         }
         Ok(())
     }

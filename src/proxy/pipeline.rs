@@ -247,21 +247,11 @@ impl Gateway {
         body: Bytes,
         post: McpPost,
     ) -> Result<Admission, GatewayError> {
-        let mut req =
-            self.upstream_request(session, route, &ctx.request_id, ctx.principal.as_deref())?;
+        let mut req = self.upstream_request(session, route, ctx)?;
         headers::set_fixed_length(&mut req, body.len()).map_err(|e| unavailable(route, &e))?;
-        let bind = |id: &[u8]| {
-            if let Some((access, principal)) = caller {
-                access.bind_session(route, id, principal);
-            }
-        };
-        let creates_session = post
-            .messages
-            .iter()
-            .any(|m| m.method.as_deref() == Some("initialize"));
         let hooks = forward::ResponseHooks {
             tools_filter: post_tools_filter(ctx, route, &post),
-            on_session: (creates_session && caller.is_some()).then_some(&bind as _),
+            caller,
             request_id: &ctx.request_id,
         };
         if hooks.tools_filter.is_some() {
@@ -291,8 +281,7 @@ impl Gateway {
         &self,
         session: &Session,
         route: &Route,
-        request_id: &str,
-        caller: Option<&Principal>,
+        ctx: &RequestCtx,
     ) -> Result<RequestHeader, GatewayError> {
         let mut req = session.req_header().clone();
         // An HTTP/2 client's request goes out as HTTP/1.1 (its `Host` set
@@ -300,8 +289,15 @@ impl Gateway {
         // as pingora's own loop does.
         req.set_version(http::Version::HTTP_11);
         let ip = super::client_ip(session);
-        headers::rewrite_for_upstream(&mut req, route, ip, request_id, caller)
-            .map_err(|e| unavailable(route, &e))?;
+        headers::rewrite_for_upstream(
+            &mut req,
+            route,
+            ip,
+            &ctx.request_id,
+            ctx.principal.as_deref(),
+            ctx.upstream_session.as_ref(),
+        )
+        .map_err(|e| unavailable(route, &e))?;
         Ok(req)
     }
 }
@@ -325,7 +321,7 @@ pub(super) fn post_tools_filter(
 /// upstream).
 fn admit_stream(
     session: &mut Session,
-    ctx: &RequestCtx,
+    ctx: &mut RequestCtx,
     route: &Route,
     caller: Caller<'_>,
 ) -> Result<(), GatewayError> {
@@ -336,7 +332,7 @@ fn admit_stream(
     }
     if let Some((access, principal)) = caller {
         access.authorize(route, principal, None)?;
-        access.check_session(session, route, principal)?;
+        ctx.upstream_session = access.check_session(session, route, principal)?;
         spend_rate_limits(route, principal, None)?;
         ctx.audit("allowed", "-", None);
     }
@@ -383,7 +379,10 @@ fn authorize_post(
     let checked = access
         .authorize(route, principal, Some(&post))
         .and_then(|()| access.check_session(session, route, principal))
-        .and_then(|()| spend_rate_limits(route, principal, Some(&post)));
+        .and_then(|inner| {
+            ctx.upstream_session = inner;
+            spend_rate_limits(route, principal, Some(&post))
+        });
     let outcome = match &checked {
         Ok(()) => "allowed",
         Err(GatewayError::RateLimited { .. }) => "rate_limited",

@@ -62,10 +62,16 @@ pub(super) async fn post(
             .map_err(|e| refusal(route, e))?;
         let mut headers = vec![("x-request-id", ctx.request_id.clone())];
         if let Some(new_session) = &new_session {
-            if let Some((access, principal)) = caller {
-                access.bind_session(route, new_session.id().as_bytes(), principal);
-            }
-            headers.push(("mcp-session-id", new_session.id().to_owned()));
+            let id = match caller {
+                Some((access, principal)) => access
+                    .seal_session(route, new_session.id().as_bytes(), principal)
+                    .and_then(|sealed| sealed.to_str().ok().map(str::to_owned))
+                    .ok_or_else(|| {
+                        response::unavailable(route, "a session id that cannot be sent")
+                    })?,
+                None => new_session.id().to_owned(),
+            };
+            headers.push(("mcp-session-id", id));
         }
         observe(route, started);
         if let Err(e) = error::write_json(session, 200, &headers, answer, false).await {
@@ -73,7 +79,7 @@ pub(super) async fn post(
         }
         return Ok(Admission::Done);
     }
-    let mcp_session = match session_id(session) {
+    let mcp_session = match session_id(session, ctx) {
         Ok(id) => pool.session(&id).ok_or(GatewayError::SessionEnded)?,
         Err(missing) if !is_stateless(session) => return Err(missing),
         Err(_) => pool
@@ -120,13 +126,10 @@ pub(super) async fn stream_or_delete(
     route: &Route,
     pool: &Arc<StdioPool>,
 ) -> Result<Admission, GatewayError> {
-    let id = session_id(session)?;
+    let id = session_id(session, ctx)?;
     if session.req_header().method == Method::DELETE {
         if !pool.end_session(&id) {
             return Err(GatewayError::SessionEnded);
-        }
-        if let Some(access) = &ctx.live.access {
-            access.forget_session(route, id.as_bytes());
         }
         write_empty(session, 200, &ctx.request_id).await;
         return Ok(Admission::Done);
@@ -141,11 +144,12 @@ pub(super) async fn stream_or_delete(
 }
 
 /// The `Mcp-Session-Id` a request must carry.
-fn session_id(session: &Session) -> Result<String, GatewayError> {
-    session
-        .req_header()
-        .headers
-        .get("mcp-session-id")
+/// The session the request names: the one inside the sealed id an
+/// authenticated caller sent, or the id itself without auth.
+fn session_id(session: &Session, ctx: &RequestCtx) -> Result<String, GatewayError> {
+    ctx.upstream_session
+        .as_ref()
+        .or_else(|| session.req_header().headers.get("mcp-session-id"))
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .ok_or(GatewayError::SessionRequired)
