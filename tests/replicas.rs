@@ -4,12 +4,14 @@
 
 mod common;
 
-use common::authserver::{code_for, Setup, REDIRECT};
+use common::authserver::{self, code_for, Setup, REDIRECT};
 use common::binary::Binary;
-use common::browser::Browser;
+use common::browser::{pkce, query, Browser};
 use common::oauth_client::OAuthClient;
+use common::relay::Relay;
 use common::{free_port, postgres, Upstream};
 use serde_json::{json, Value};
+use std::time::Duration;
 
 const OPERATOR: &str = "an-initial-access-token-for-the-replica-tests";
 
@@ -287,4 +289,388 @@ async fn a_postgres_outage_is_a_503_and_recovery_needs_no_restart() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     assert_eq!(health("/readyz").await, 200, "ready again");
+}
+
+/// The secret the replicas seal MCP session ids with.
+const SESSION_SECRET: &str = "a-session-secret-every-replica-shares-0123456789";
+
+/// Three gateway binaries on one PostgreSQL database behind a round-robin
+/// balancer (`public_url` is the balancer's), and the upstream they front.
+struct ThreeReplicas {
+    replicas: Vec<Option<Binary>>,
+    ports: Vec<u16>,
+    yaml: Vec<String>,
+    balancer: Relay,
+    _upstream: Upstream,
+    dirs: Vec<std::path::PathBuf>,
+}
+
+impl ThreeReplicas {
+    async fn start(db: &str) -> Self {
+        let upstream = Upstream::start().await;
+        let (listener, balancer_addr) = Relay::bind().await;
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut replicas = Vec::new();
+        let (mut yaml, mut dirs) = (Vec::new(), Vec::new());
+        for &port in &ports {
+            let dir =
+                std::env::temp_dir().join(format!("mcpgw-replica-{}-{port}", std::process::id()));
+            let config = authserver::config(
+                port,
+                upstream.addr,
+                &dir,
+                &format!("  store: {{ url: '{db}' }}\n  access_token_ttl: 60s\n"),
+                &format!("auth:\n  sessions: {{ secret: '{SESSION_SECRET}' }}\n"),
+            )
+            .replace(
+                &format!("public_url: http://127.0.0.1:{port}"),
+                &format!("public_url: http://{balancer_addr}"),
+            );
+            replicas.push(Some(Binary::serve(&config, port).await));
+            yaml.push(config);
+            dirs.push(dir);
+        }
+        let balancer = Relay::start_balancing(
+            listener,
+            ports
+                .iter()
+                .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], *p)))
+                .collect(),
+        );
+        Self {
+            replicas,
+            ports,
+            yaml,
+            balancer,
+            _upstream: upstream,
+            dirs,
+        }
+    }
+
+    fn public(&self) -> String {
+        format!("http://{}", self.balancer.addr)
+    }
+
+    fn client(&self, client_id: &str) -> OAuthClient {
+        OAuthClient::new(
+            &self.public(),
+            &format!("{}/demo/mcp", self.public()),
+            client_id,
+            REDIRECT,
+        )
+    }
+
+    /// Replicas (by index) answering the exchanges from the `from`th on.
+    fn replicas_since(&self, from: usize) -> Vec<usize> {
+        self.balancer.exchanges()[from..]
+            .iter()
+            .filter_map(|line| line.rsplit_once(" @").and_then(|(_, r)| r.parse().ok()))
+            .collect()
+    }
+
+    /// Waits (at most `within`) until every running replica refuses
+    /// `token`, checked on each replica directly.
+    async fn refused_everywhere(&self, http: &reqwest::Client, token: &str, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        for (i, port) in self.ports.iter().enumerate() {
+            if self.replicas[i].is_none() {
+                continue;
+            }
+            while initialize(http, *port, token).await != 401 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "replica {i} still accepts the token after {within:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+impl Drop for ThreeReplicas {
+    fn drop(&mut self) {
+        for dir in &self.dirs {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Signs in as alice in `browser` and gets the code for `client`; every
+/// request of it goes through the balancer.
+async fn browser_code(
+    http: &reqwest::Client,
+    browser: &mut Browser,
+    client: &OAuthClient,
+) -> (String, String) {
+    let (verifier, challenge) = pkce();
+    let url = client.authorize_url(&challenge, "mcp math", Some("st"));
+    let back = browser
+        .approve(http, &url, ("alice", authserver::PASSWORD), |_| {})
+        .await;
+    (query(&back)["code"].clone(), verifier)
+}
+
+fn kid_of(jwt: &str) -> String {
+    use base64::Engine;
+    let header = jwt.split('.').next().unwrap();
+    let header: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .unwrap(),
+    )
+    .unwrap();
+    header["kid"].as_str().unwrap().to_owned()
+}
+
+/// Issue 14's replica test: three replicas behind a round-robin balancer,
+/// every request of every step on the next replica. A browser sign-in
+/// (authorize, login, consent: each on another replica) ends in a code
+/// exchanged on yet another; an MCP session made on one replica is used
+/// on the others and refused to another user; a code replayed, a refresh
+/// token reused or a token revoked on one replica is refused by all within
+/// a second; a replica killed mid-flow leaves the flow to the others; a key
+/// rotation reaches every replica within a second and its tokens are
+/// accepted by all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_behind_a_round_robin_balancer_are_interchangeable() {
+    let db = postgres::fresh_database();
+    let mut r = ThreeReplicas::start(&db).await;
+    let http = authserver::no_redirects();
+    let registered: Value = http
+        .post(format!("{}/register", r.public()))
+        .json(
+            &json!({"client_name": "replica test", "redirect_uris": [REDIRECT],
+            "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code", "refresh_token"]}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client_id = registered["client_id"].as_str().unwrap().to_owned();
+    let client = r.client(&client_id);
+
+    // A browser sign-in, one replica per request.
+    let from = r.balancer.exchanges().len();
+    let mut browser = Browser::default();
+    let (code, verifier) = browser_code(&http, &mut browser, &client).await;
+    let (status, tokens) = client.exchange_code(&http, &code, &verifier).await;
+    assert_eq!(status, 200, "{tokens}");
+    let served = r.replicas_since(from);
+    assert!(
+        served.len() >= 5,
+        "authorize, login, consent page, consent, token: {served:?}"
+    );
+    assert!(
+        served.windows(2).all(|w| w[0] != w[1]),
+        "every request on another replica: {served:?}"
+    );
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+
+    // An MCP session, made on one replica, used on every other.
+    let mcp = format!("{}/demo/mcp", r.public());
+    let init = http
+        .post(&mcp)
+        .bearer_auth(&access)
+        .header("accept", "application/json, text/event-stream")
+        .body(common::INITIALIZE)
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(init.status(), 200);
+    let session = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let list = |token: &str| {
+        http.post(&mcp)
+            .bearer_auth(token)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .header("mcp-session-id", &session)
+            .body(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#)
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            list(&access).await.unwrap().status(),
+            200,
+            "the session on every replica"
+        );
+    }
+
+    // Another user's token with alice's session: not found, on any replica.
+    let bob_client = r.client(&client_id);
+    let (verifier_b, challenge_b) = pkce();
+    let back = Browser::default()
+        .approve(
+            &http,
+            &bob_client.authorize_url(&challenge_b, "mcp", Some("st")),
+            ("bob", authserver::PASSWORD),
+            |_| {},
+        )
+        .await;
+    let (_, bob) = bob_client
+        .exchange_code(&http, &query(&back)["code"], &verifier_b)
+        .await;
+    let bob_access = bob["access_token"].as_str().unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            list(bob_access).await.unwrap().status(),
+            404,
+            "not bob's session"
+        );
+    }
+
+    // The code replayed (on another replica): refused, and what it issued
+    // is refused by every replica within a second.
+    let (status, error) = client.exchange_code(&http, &code, &verifier).await;
+    assert_eq!(
+        (status, error["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    r.refused_everywhere(&http, &access, Duration::from_secs(1))
+        .await;
+
+    // A refresh token reused on another replica revokes its family.
+    let (code, verifier) = browser_code(&http, &mut browser, &client).await;
+    let (_, first) = client.exchange_code(&http, &code, &verifier).await;
+    let old_refresh = first["refresh_token"].as_str().unwrap();
+    let (status, rotated) = client.refresh(&http, old_refresh).await;
+    assert_eq!(status, 200, "{rotated}");
+    let (status, _) = client.refresh(&http, old_refresh).await;
+    assert_eq!(status, 400, "reuse");
+    let (status, _) = client
+        .refresh(&http, rotated["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(status, 400, "the family is revoked");
+    r.refused_everywhere(
+        &http,
+        rotated["access_token"].as_str().unwrap(),
+        Duration::from_secs(1),
+    )
+    .await;
+
+    // Revoked on replica 0: refused by 1 and 2 within a second.
+    let (code, verifier) = browser_code(&http, &mut browser, &client).await;
+    let (_, tokens) = client.exchange_code(&http, &code, &verifier).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(initialize(&http, r.ports[2], access).await, 200);
+    let revoked = http
+        .post(format!("http://127.0.0.1:{}/revoke", r.ports[0]))
+        .form(&[("token", access), ("client_id", &client_id)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    r.refused_everywhere(&http, access, Duration::from_secs(1))
+        .await;
+
+    // A replica killed mid-flow: the balancer skips it, the flow finishes.
+    let (verifier, challenge) = pkce();
+    let mut fresh = Browser::default();
+    let page = fresh
+        .send(http.get(client.authorize_url(&challenge, "mcp", Some("st"))))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    r.replicas[1] = None;
+    let login = format!("{}/login", r.public());
+    let page = fresh
+        .submit(
+            &http,
+            http.post(&login)
+                .form(&page.login_form("alice", authserver::PASSWORD)),
+        )
+        .await;
+    let back = if page.status == 200 {
+        let consent = format!("{}/consent", r.public());
+        fresh
+            .send(http.post(&consent).form(&page.consent_form("approve")))
+            .await
+            .location()
+    } else {
+        page.location()
+    };
+    let (status, tokens) = client
+        .exchange_code(&http, &query(&back)["code"], &verifier)
+        .await;
+    assert_eq!(status, 200, "{tokens}");
+
+    // A key rotation (the `keys` command, on the shared store) is published
+    // by every replica within a second; once it signs, the others accept
+    // its tokens.
+    let config = std::env::temp_dir().join(format!("mcpgw-replica-{}.yaml", std::process::id()));
+    std::fs::write(&config, &r.yaml[0]).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-oauth-gateway"))
+        .args(["keys", "rotate", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kids = |port: u16| {
+        let http = http.clone();
+        async move {
+            let jwks: Value = http
+                .get(format!("http://127.0.0.1:{port}/jwks.json"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            jwks["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["kid"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let live = [r.ports[0], r.ports[2]];
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    for port in live {
+        while kids(port).await.len() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the new key is not published on {port}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let new_kid = kids(live[0]).await.last().unwrap().clone();
+    // Time passes: the new key has been published long enough to sign.
+    let cluster = postgres::cluster();
+    let db_name = db.rsplit('/').next().unwrap();
+    cluster.psql_in(
+        db_name,
+        &format!("UPDATE signing_keys SET created_at = created_at - 3600 WHERE kid = '{new_kid}'; SELECT pg_notify('mcpgw_keys', '')"),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    let access = loop {
+        let (code, verifier) = browser_code(&http, &mut browser, &client).await;
+        let (_, tokens) = client.exchange_code(&http, &code, &verifier).await;
+        let access = tokens["access_token"].as_str().unwrap().to_owned();
+        if kid_of(&access) == new_kid {
+            break access;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new key does not sign"
+        );
+    };
+    for port in live {
+        assert_eq!(
+            initialize(&http, port, &access).await,
+            200,
+            "accepted on {port}"
+        );
+    }
 }

@@ -39,7 +39,7 @@ mod token;
 
 use crate::auth::{now_secs, BuiltinIssuer, LocalKeys, RevokedTokens};
 use crate::config::{AuthServerConfig, Config, PublicUrl, User};
-use crate::store::{Store, StoreError};
+use crate::store::{News, Store, StoreError};
 use arc_swap::ArcSwap;
 use axum::routing::{get, post};
 use axum::Router;
@@ -179,7 +179,7 @@ pub(crate) struct AsState {
     pub documents: Option<cimd::MetadataDocuments>,
     pub federation: federation::Federation,
     /// Declared last: dropped after the store it keeps working.
-    _runtime: StoreRuntime,
+    runtime: StoreRuntime,
 }
 
 impl AsState {
@@ -211,7 +211,7 @@ impl AsState {
                 })
             }),
             settings: ArcSwap::from_pointee(AsSettings::new(config, as_config)),
-            _runtime: runtime,
+            runtime,
         }
     }
 
@@ -285,24 +285,30 @@ impl StoreRuntime {
 /// its announcement was missed (PostgreSQL's `NOTIFY` is the fast path).
 const RECONCILE_REVOCATIONS: Duration = Duration::from_secs(5);
 
-/// Keeps `revoked` up to date with the store's revocations, which other
-/// replicas sharing it also write: read again on each announcement and at
-/// least every [`RECONCILE_REVOCATIONS`]. Ends with the store.
-async fn follow_revocations(store: std::sync::Weak<dyn Store>, revoked: Arc<RevokedTokens>) {
+/// Keeps the revocations and the signing keys up to date with the store,
+/// which other replicas (and the `keys` command) also write: read again on
+/// each announcement, and the revocations at least every
+/// [`RECONCILE_REVOCATIONS`] (the keys every minute, by `Maintenance`).
+/// Ends with the authorization server.
+async fn follow_store(state: std::sync::Weak<AsState>) {
     loop {
-        let Some(store) = store.upgrade() else {
+        let Some(state) = state.upgrade() else {
             return;
         };
-        store.await_revocations(RECONCILE_REVOCATIONS).await;
-        match store.revoked_access_tokens(now_secs()).await {
-            Ok(all) => {
-                for (jti, exp) in all {
-                    if !revoked.contains(&jti) {
-                        revoked.revoke(jti, exp);
+        match state.store.await_news(RECONCILE_REVOCATIONS).await {
+            News::Keys => reload_keys(&state).await,
+            News::Revocations | News::Quiet => {
+                match state.store.revoked_access_tokens(now_secs()).await {
+                    Ok(all) => {
+                        for (jti, exp) in all {
+                            if !state.revoked.contains(&jti) {
+                                state.revoked.revoke(jti, exp);
+                            }
+                        }
                     }
+                    Err(e) => tracing::warn!(error = %e, "reading the revocations failed"),
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "reading the revocations failed"),
         }
     }
 }
@@ -355,14 +361,9 @@ impl AuthServer {
         };
         let runtime = StoreRuntime::new()?;
         let opened = runtime.run(|| Opened::load(&as_config))?;
-        runtime.spawn(follow_revocations(
-            Arc::downgrade(&opened.store),
-            opened.revoked.clone(),
-        ));
-        let state = AsState::new(config, as_config, opened, runtime);
-        Ok(Some(Self {
-            state: Arc::new(state),
-        }))
+        let state = Arc::new(AsState::new(config, as_config, opened, runtime));
+        state.runtime.spawn(follow_store(Arc::downgrade(&state)));
+        Ok(Some(Self { state }))
     }
 
     /// The background job reloading keys and purging expired grants.

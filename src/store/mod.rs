@@ -276,14 +276,27 @@ pub trait GrantStore: Send + Sync {
     async fn revoked_access_tokens(&self, now: u64) -> Result<Vec<(String, u64)>, StoreError>;
     /// Deletes expired refresh tokens and revocations; returns rows removed.
     async fn purge_expired(&self, now: u64) -> Result<u64, StoreError>;
-    /// Waits, at most `at_most`, for news that a replica sharing the store
-    /// revoked access tokens (PostgreSQL's `LISTEN`); a store no other
-    /// process writes to has none and just waits. Either way the caller
-    /// then reads [`GrantStore::revoked_access_tokens`] again, so news
-    /// missed while reconnecting is made up for within `at_most`.
-    async fn await_revocations(&self, at_most: std::time::Duration) {
+    /// Waits, at most `at_most`, for news that a replica (or the `keys`
+    /// command) sharing the store revoked access tokens or changed the
+    /// signing keys (PostgreSQL's `LISTEN`); a store no other process
+    /// writes to has none and just waits ([`News::Quiet`]). The caller then
+    /// reads what changed again, and on `Quiet` the revocations anyway, so
+    /// news missed while reconnecting is made up for within `at_most`.
+    async fn await_news(&self, at_most: std::time::Duration) -> News {
         tokio::time::sleep(at_most).await;
+        News::Quiet
     }
+}
+
+/// What [`GrantStore::await_news`] heard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum News {
+    /// Access tokens were revoked.
+    Revocations,
+    /// A signing key was added or removed.
+    Keys,
+    /// Nothing (the wait ran out, or the listener was lost).
+    Quiet,
 }
 
 /// Consents users remembered (`consent`).

@@ -12,7 +12,7 @@
 //! conditional `UPDATE`, which two replicas cannot both win.
 
 use super::{
-    ClientRecord, ClientStore, CodeStore, ConsentStore, Counter, GrantStore, KeyStore,
+    ClientRecord, ClientStore, CodeStore, ConsentStore, Counter, GrantStore, KeyStore, News,
     PersonRecord, PersonStore, RefreshRecord, StateStore, StoreError, StoredKey, TakenCode,
 };
 use crate::config::PostgresConfig;
@@ -32,6 +32,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
 /// The channel revocations are announced on (no payload: listeners read
 /// the revocations again, so a notification cannot be misread).
 const REVOCATIONS: &str = "mcpgw_revocations";
+
+/// The channel signing-key changes are announced on.
+const KEYS: &str = "mcpgw_keys";
 
 /// The advisory lock migrations run under (any fixed number, ours).
 const MIGRATION_LOCK: i64 = 0x6d63_7067_776d_6967;
@@ -142,6 +145,23 @@ async fn notify_revocations(tx: &mut Transaction<'static, Postgres>) -> Result<(
     Ok(())
 }
 
+/// A statement of the signing keys table.
+type KeyChange<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+impl PostgresStore {
+    /// Runs a signing-key change and announces it, in one transaction.
+    async fn change_keys(&self, change: KeyChange<'_>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        change.execute(&mut *tx).await?;
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(KEYS)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
 /// `text` without the password of `url` (error messages may quote it).
 fn redact(text: &str, url: &str) -> String {
     let password = url::Url::parse(url)
@@ -195,24 +215,21 @@ impl KeyStore for PostgresStore {
     }
 
     async fn add_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, alg, pkcs8, created_at) VALUES ($1, $2, $3, $4)",
+        self.change_keys(
+            sqlx::query(
+                "INSERT INTO signing_keys (kid, alg, pkcs8, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&key.kid)
+            .bind(&key.alg)
+            .bind(&key.pkcs8)
+            .bind(secs(key.created_at)),
         )
-        .bind(&key.kid)
-        .bind(&key.alg)
-        .bind(&key.pkcs8)
-        .bind(secs(key.created_at))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn remove_signing_key(&self, kid: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
-            .bind(kid)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.change_keys(sqlx::query("DELETE FROM signing_keys WHERE kid = $1").bind(kid))
+            .await
     }
 }
 
@@ -367,12 +384,12 @@ impl GrantStore for PostgresStore {
         Ok(())
     }
 
-    async fn await_revocations(&self, at_most: std::time::Duration) {
+    async fn await_news(&self, at_most: std::time::Duration) -> News {
         let deadline = tokio::time::Instant::now() + at_most;
         let mut listener = self.listener.lock().await;
         if listener.is_none() {
             match PgListener::connect_with(&self.pool).await {
-                Ok(mut l) => match l.listen(REVOCATIONS).await {
+                Ok(mut l) => match l.listen_all([REVOCATIONS, KEYS]).await {
                     Ok(()) => *listener = Some(l),
                     Err(e) => tracing::warn!(error = %e, "cannot listen for revocations"),
                 },
@@ -381,15 +398,18 @@ impl GrantStore for PostgresStore {
         }
         let Some(l) = listener.as_mut() else {
             tokio::time::sleep_until(deadline).await;
-            return;
+            return News::Quiet;
         };
         // A lost connection is re-established inside `recv` (what was
         // announced meanwhile is made up for by the caller's next read).
         match tokio::time::timeout_at(deadline, l.recv()).await {
-            Ok(Ok(_)) | Err(_) => {}
+            Ok(Ok(n)) if n.channel() == KEYS => News::Keys,
+            Ok(Ok(_)) => News::Revocations,
+            Err(_) => News::Quiet,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "lost the revocation listener; reconnecting");
                 *listener = None;
+                News::Quiet
             }
         }
     }

@@ -142,9 +142,14 @@ impl Postgres {
 
     /// Runs one SQL statement as the superuser.
     pub fn psql(&self, sql: &str) {
+        self.psql_in("postgres", sql);
+    }
+
+    /// Runs SQL as the superuser in database `db`.
+    pub fn psql_in(&self, db: &str, sql: &str) {
         let status = Command::new(self.bin.join("psql"))
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER])
-            .args(["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+            .args(["-d", db, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
             .env("PGPASSWORD", PASSWORD)
             .stdout(Stdio::null())
             .status()

@@ -9,7 +9,11 @@
 //! deployment: the gateway's `public_url` is the relay's address. Like
 //! one, it re-frames HTTP/1.1 (its own connections, chunking and lengths),
 //! so the clients whose scripts record their own exchanges talk to the
-//! gateway directly.
+//! gateway directly. In front of several replicas (`start_balancing`) it
+//! sends each request to the next one in turn (round robin, whatever
+//! connection the request came on), skipping a replica that refuses the
+//! connection, as a balancer's health checks would; each line says which
+//! replica answered (`@0`, `@1`, ...).
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -36,7 +40,8 @@ const NOT_RELAYED: [&str; 8] = [
 ];
 
 struct Shared {
-    gateway: SocketAddr,
+    replicas: Vec<SocketAddr>,
+    next: std::sync::atomic::AtomicUsize,
     http: reqwest::Client,
     exchanges: Mutex<Vec<String>>,
 }
@@ -58,9 +63,15 @@ impl Relay {
     }
 
     pub fn start(listener: tokio::net::TcpListener, gateway: SocketAddr) -> Self {
+        Self::start_balancing(listener, vec![gateway])
+    }
+
+    /// Relays each request to the next of `replicas` in turn.
+    pub fn start_balancing(listener: tokio::net::TcpListener, replicas: Vec<SocketAddr>) -> Self {
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
-            gateway,
+            replicas,
+            next: std::sync::atomic::AtomicUsize::new(0),
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -101,11 +112,6 @@ impl Drop for Relay {
 
 async fn relay(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let target = format!(
-        "http://{}{}",
-        shared.gateway,
-        parts.uri.path_and_query().map_or("/", |p| p.as_str())
-    );
     let shown = parts.uri.to_string();
     let record = |line: String| shared.exchanges.lock().unwrap().push(line);
     let Ok(body) = axum::body::to_bytes(body, MAX_REQUEST_BYTES).await else {
@@ -115,24 +121,44 @@ async fn relay(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         ));
         return Response::builder().status(413).body(Body::empty()).unwrap();
     };
-    let mut out = shared
-        .http
-        .request(parts.method.clone(), &target)
-        .body(body);
-    for (name, value) in &parts.headers {
-        if !NOT_RELAYED.contains(&name.as_str()) {
-            out = out.header(name, value);
+    let n = shared.replicas.len();
+    let first = shared
+        .next
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut answered = None;
+    for i in (first..first + n).map(|i| i % n) {
+        let target = format!(
+            "http://{}{}",
+            shared.replicas[i],
+            parts.uri.path_and_query().map_or("/", |p| p.as_str())
+        );
+        let mut out = shared
+            .http
+            .request(parts.method.clone(), &target)
+            .body(body.clone());
+        for (name, value) in &parts.headers {
+            if !NOT_RELAYED.contains(&name.as_str()) {
+                out = out.header(name, value);
+            }
+        }
+        match out.send().await {
+            Ok(resp) => {
+                answered = Some((i, resp));
+                break;
+            }
+            Err(e) if e.is_connect() && i != (first + n - 1) % n => {}
+            Err(e) => {
+                record(format!("{} {shown} -> relay error: {e}", parts.method));
+                return Response::builder().status(502).body(Body::empty()).unwrap();
+            }
         }
     }
-    let resp = match out.send().await {
-        Ok(resp) => resp,
-        Err(e) => {
-            record(format!("{} {shown} -> relay error: {e}", parts.method));
-            return Response::builder().status(502).body(Body::empty()).unwrap();
-        }
-    };
+    let (replica, resp) = answered.expect("a replica answered or the loop returned");
     let status = resp.status();
     let mut line = format!("{} {shown} -> {}", parts.method, status.as_u16());
+    if n > 1 {
+        line += &format!(" @{replica}");
+    }
     if let Some(challenge) = resp.headers().get("www-authenticate") {
         line += &format!(" [{}]", String::from_utf8_lossy(challenge.as_bytes()));
     }
