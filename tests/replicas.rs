@@ -364,7 +364,7 @@ impl ThreeReplicas {
     fn replicas_since(&self, from: usize) -> Vec<usize> {
         self.balancer.exchanges()[from..]
             .iter()
-            .filter_map(|line| line.rsplit_once(" @").and_then(|(_, r)| r.parse().ok()))
+            .filter_map(|line| common::relay::replica_of(line))
             .collect()
     }
 

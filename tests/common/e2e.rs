@@ -196,7 +196,9 @@ pub struct OAuthGateway {
     /// The public URL (the relay's, the gateway's, https when over TLS).
     public: String,
     relay: Option<Relay>,
-    _gw: Gateway,
+    _gw: Option<Gateway>,
+    /// Replicas (`replicated`): gateway binaries sharing one PostgreSQL.
+    _replicas: Vec<super::binary::Binary>,
     data_dir: PathBuf,
 }
 
@@ -245,6 +247,41 @@ impl OAuthGateway {
         .await
     }
 
+    /// Three gateway binaries storing in the PostgreSQL database `db`,
+    /// behind the relay balancing round robin (each request on the next
+    /// replica), which is the public URL.
+    pub async fn replicated(
+        upstream: &Everything,
+        db: &str,
+        authorization_server_extra: &str,
+    ) -> Self {
+        let (listener, addr) = Relay::bind().await;
+        let public = format!("http://{addr}");
+        let data_dir = std::env::temp_dir().join(format!(
+            "mcpgw-e2e-replicas-{}-{}",
+            std::process::id(),
+            addr.port()
+        ));
+        let extra = format!("  store: {{ url: '{db}' }}\n{authorization_server_extra}");
+        let top = "auth:\n  sessions: { secret: 'the-e2e-replicas-share-this-session-secret' }\n";
+        let mut replicas = Vec::new();
+        let mut addrs = Vec::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let yaml =
+                gateway_yaml(&public, port, "", &data_dir, &extra, &http_target(upstream)) + top;
+            replicas.push(super::binary::Binary::serve(&yaml, port).await);
+            addrs.push(SocketAddr::from(([127, 0, 0, 1], port)));
+        }
+        Self {
+            public,
+            relay: Some(Relay::start_balancing(listener, addrs)),
+            _gw: None,
+            _replicas: replicas,
+            data_dir,
+        }
+    }
+
     /// `target`: the upstream's `url` or `command` lines.
     async fn launch(
         target: &str,
@@ -270,26 +307,20 @@ impl OAuthGateway {
         });
         let data_dir =
             std::env::temp_dir().join(format!("mcpgw-e2e-{}-{port}", std::process::id()));
-        let hash = mcp_oauth_gateway::authserver::passwords::hash_password("pw").unwrap();
-        let gw = Gateway::start_yaml(&format!(
-            "public_url: {public}
-listen: 127.0.0.1:{port}
-{tls_yaml}authorization_server:
-  data_dir: '{dir}'
-{authorization_server_extra}  users: [{{ username: alice, password_hash: '{hash}', scopes: [mcp, math] }}]
-upstreams:
-  - name: everything
-    path: /everything/mcp
-{target}    scopes: [mcp, {{ name: math, description: Do arithmetic with your numbers }}, admin]
-    policy: {EVERYTHING_POLICY}
-",
-            dir = data_dir.display(),
+        let gw = Gateway::start_yaml(&gateway_yaml(
+            &public,
+            port,
+            &tls_yaml,
+            &data_dir,
+            authorization_server_extra,
+            target,
         ))
         .await;
         Self {
             public,
             relay: relay_listener.map(|l| Relay::start(l, gw.addr)),
-            _gw: gw,
+            _gw: Some(gw),
+            _replicas: Vec::new(),
             data_dir,
         }
     }
@@ -314,6 +345,33 @@ upstreams:
     pub async fn register_client(&self, name: &str, redirect_uri: &str) -> OAuthClient {
         OAuthClient::register(&self.url(""), &self.mcp_url(), name, redirect_uri).await
     }
+}
+
+/// The configuration of the gateway in front of server-everything
+/// (`target`), published at `public`.
+fn gateway_yaml(
+    public: &str,
+    port: u16,
+    tls_yaml: &str,
+    data_dir: &Path,
+    authorization_server_extra: &str,
+    target: &str,
+) -> String {
+    let hash = mcp_oauth_gateway::authserver::passwords::hash_password("pw").unwrap();
+    format!(
+        "public_url: {public}
+listen: 127.0.0.1:{port}
+{tls_yaml}authorization_server:
+  data_dir: '{dir}'
+{authorization_server_extra}  users: [{{ username: alice, password_hash: '{hash}', scopes: [mcp, math] }}]
+upstreams:
+  - name: everything
+    path: /everything/mcp
+{target}    scopes: [mcp, {{ name: math, description: Do arithmetic with your numbers }}, admin]
+    policy: {EVERYTHING_POLICY}
+",
+        dir = data_dir.display(),
+    )
 }
 
 /// The upstream lines of server-everything over Streamable HTTP.

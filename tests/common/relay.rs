@@ -110,6 +110,13 @@ impl Drop for Relay {
     }
 }
 
+/// The replica an exchange line says answered (`@<n>` after the status).
+pub fn replica_of(line: &str) -> Option<usize> {
+    let (_, after) = line.split_once(" @")?;
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
 async fn relay(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let shown = parts.uri.to_string();
