@@ -306,7 +306,8 @@ struct ThreeReplicas {
 }
 
 impl ThreeReplicas {
-    async fn start(db: &str) -> Self {
+    /// `extra`: more of the `authorization_server` section.
+    async fn start(db: &str, extra: &str) -> Self {
         let upstream = Upstream::start().await;
         let (listener, balancer_addr) = Relay::bind().await;
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
@@ -319,7 +320,7 @@ impl ThreeReplicas {
                 port,
                 upstream.addr,
                 &dir,
-                &format!("  store: {{ url: '{db}' }}\n  access_token_ttl: 60s\n"),
+                &format!("  store: {{ url: '{db}' }}\n  access_token_ttl: 60s\n{extra}"),
                 &format!("auth:\n  sessions: {{ secret: '{SESSION_SECRET}' }}\n"),
             )
             .replace(
@@ -345,6 +346,35 @@ impl ThreeReplicas {
             _upstream: upstream,
             dirs,
         }
+    }
+
+    /// Registers a public client (code and refresh grants) through the
+    /// balancer; its id.
+    async fn register_public_client(&self, http: &reqwest::Client) -> String {
+        let registered: Value = http
+            .post(format!("{}/register", self.public()))
+            .json(
+                &json!({"client_name": "replica test", "redirect_uris": [REDIRECT],
+                "token_endpoint_auth_method": "none",
+                "grant_types": ["authorization_code", "refresh_token"]}),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        registered["client_id"].as_str().unwrap().to_owned()
+    }
+
+    /// The client `client_id` talking to replica `i` directly.
+    fn client_on(&self, i: usize, client_id: &str) -> OAuthClient {
+        OAuthClient::new(
+            &format!("http://127.0.0.1:{}", self.ports[i]),
+            &format!("{}/demo/mcp", self.public()),
+            client_id,
+            REDIRECT,
+        )
     }
 
     fn public(&self) -> String {
@@ -434,22 +464,9 @@ fn kid_of(jwt: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_behind_a_round_robin_balancer_are_interchangeable() {
     let db = postgres::fresh_database();
-    let mut r = ThreeReplicas::start(&db).await;
+    let mut r = ThreeReplicas::start(&db, "").await;
     let http = authserver::no_redirects();
-    let registered: Value = http
-        .post(format!("{}/register", r.public()))
-        .json(
-            &json!({"client_name": "replica test", "redirect_uris": [REDIRECT],
-            "token_endpoint_auth_method": "none",
-            "grant_types": ["authorization_code", "refresh_token"]}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let client_id = registered["client_id"].as_str().unwrap().to_owned();
+    let client_id = r.register_public_client(&http).await;
     let client = r.client(&client_id);
 
     // A browser sign-in, one replica per request.
@@ -672,5 +689,55 @@ async fn three_replicas_behind_a_round_robin_balancer_are_interchangeable() {
             200,
             "accepted on {port}"
         );
+    }
+}
+
+/// Two replicas receiving the same refresh token at once (a client's retry
+/// through the balancer, or two egress addresses): never both rotate it.
+/// Without a grace window the second is reuse and revokes the family; with
+/// `refresh_reuse_grace` the exact same request gets the first answer
+/// again and the family lives, while a different request with the used
+/// token is still reuse (RFC 9700 §4.14.2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_refresh_on_two_replicas_at_once() {
+    let http = authserver::no_redirects();
+    for grace in [None, Some("  refresh_reuse_grace: 5s\n")] {
+        let db = postgres::fresh_database();
+        let r = ThreeReplicas::start(&db, grace.unwrap_or_default()).await;
+        let client_id = r.register_public_client(&http).await;
+        let client = r.client(&client_id);
+        let mut browser = Browser::default();
+        let (code, verifier) = browser_code(&http, &mut browser, &client).await;
+        let (_, tokens) = client.exchange_code(&http, &code, &verifier).await;
+        let refresh = tokens["refresh_token"].as_str().unwrap();
+        let (a, b) = (r.client_on(0, &client_id), r.client_on(1, &client_id));
+        let ((sa, ta), (sb, tb)) =
+            tokio::join!(a.refresh(&http, refresh), b.refresh(&http, refresh));
+        let family_alive = |t: &Value| t["refresh_token"].as_str().map(str::to_owned);
+        match grace {
+            None => {
+                let mut statuses = [sa, sb];
+                statuses.sort_unstable();
+                assert_eq!(statuses, [200, 400], "one wins: {ta} {tb}");
+                let winner = if sa == 200 { &ta } else { &tb };
+                let (status, _) = client.refresh(&http, &family_alive(winner).unwrap()).await;
+                assert_eq!(status, 400, "the loser's reuse revoked the family");
+            }
+            Some(_) => {
+                assert_eq!((sa, sb), (200, 200), "{ta} {tb}");
+                assert_eq!(ta, tb, "the same answer twice");
+                let (status, next) = client.refresh(&http, &family_alive(&ta).unwrap()).await;
+                assert_eq!(status, 200, "the family lives: {next}");
+                // The used token with other parameters, in the window: reuse.
+                let (status, _) = client
+                    .refresh_with(&http, refresh, &[("scope", "mcp")])
+                    .await;
+                assert_eq!(status, 400);
+                let (status, _) = client
+                    .refresh(&http, next["refresh_token"].as_str().unwrap())
+                    .await;
+                assert_eq!(status, 400, "revoked by that reuse");
+            }
+        }
     }
 }

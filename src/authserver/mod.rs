@@ -32,6 +32,7 @@ mod pages;
 pub mod passwords;
 mod pkce;
 mod redirect_uri;
+mod refresh_grace;
 mod registration;
 mod revocation;
 mod throttling;

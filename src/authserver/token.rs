@@ -9,7 +9,7 @@ use super::errors::{required, OAuthError};
 use super::flows::{code_belongs_to, Redeemed};
 use super::grant::GrantType;
 use super::pkce::CodeVerifier;
-use super::{random_token, AsState};
+use super::{random_token, refresh_grace, AsState};
 use crate::auth::now_secs;
 use crate::store::RefreshRecord;
 use axum::body::Bytes;
@@ -145,9 +145,24 @@ async fn refresh_grant(
         ));
     };
     let scope = refreshed_scope(&record.scope, &user_scopes, form.get("scope"))?;
+    let grace = state.settings().config.refresh_reuse_grace;
+    let same_request = refresh_grace::fingerprint(
+        &client.id,
+        form.get("scope").map(String::as_str),
+        form.get("resource").map(String::as_str),
+    );
     // Rotated only now that a new token will be issued (RFC 6749 §6): a
     // refused request leaves the token usable for the corrected retry.
     if !state.store.rotate_refresh_token(&hash).await? {
+        if !grace.is_zero() {
+            if let Some(answer) =
+                refresh_grace::replay(&*state.store, presented, &same_request).await?
+            {
+                super::count_event("refresh_reuse_within_grace");
+                tracing::info!(client_id = %client.id, subject = %record.subject, "the same refresh again within the grace window; the first answer is sent again");
+                return Ok(token_response(answer));
+            }
+        }
         super::count_event("refresh_reuse");
         tracing::warn!(client_id = %client.id, subject = %record.subject, "refresh token reused; revoking its family");
         revoke_family(state, &record.family_id).await?;
@@ -163,7 +178,17 @@ async fn refresh_grant(
         family_id: &record.family_id,
         refresh_until: record.expires_at,
     };
-    issue(state, client, issued).await
+    let answer = issue_answer(state, client, issued).await?;
+    if !grace.is_zero() {
+        // The tokens are issued and the old token is used: they go out
+        // even if a retry could not be answered with them.
+        if let Err(e) =
+            refresh_grace::remember(&*state.store, presented, &same_request, &answer, grace).await
+        {
+            tracing::warn!(error = %e, "cannot keep a refresh answer for its grace window");
+        }
+    }
+    Ok(token_response(answer))
 }
 
 /// What `subject` may grant now: a local user's scopes, or what the access
@@ -299,6 +324,17 @@ async fn issue(
     client: &Client,
     issued: Issue<'_>,
 ) -> Result<Response, OAuthError> {
+    issue_answer(state, client, issued)
+        .await
+        .map(token_response)
+}
+
+/// Issues the tokens; the token endpoint's JSON answer.
+async fn issue_answer(
+    state: &AsState,
+    client: &Client,
+    issued: Issue<'_>,
+) -> Result<serde_json::Value, OAuthError> {
     let Issue {
         grant,
         subject,
@@ -347,12 +383,17 @@ async fn issue(
         .with_label_values(&[grant.as_str()])
         .inc();
     tracing::info!(client_id = %client.id, grant = grant.as_str(), subject, scope, resource, "tokens issued");
-    Ok((
+    Ok(answer)
+}
+
+/// The token endpoint's answer, never cached (RFC 6749 §5.1).
+fn token_response(answer: serde_json::Value) -> Response {
+    (
         [
             (header::CACHE_CONTROL, "no-store"),
             (header::PRAGMA, "no-cache"),
         ],
         Json(answer),
     )
-        .into_response())
+        .into_response()
 }

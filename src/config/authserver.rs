@@ -23,6 +23,10 @@ pub struct AuthServerConfig {
     pub access_token_ttl: Duration,
     /// Lifetime of a refresh-token family.
     pub refresh_token_ttl: Duration,
+    /// How long the exact same refresh request, sent again (a retry, or a
+    /// second replica), gets the first one's answer instead of counting as
+    /// reuse; zero (the default): never.
+    pub refresh_reuse_grace: Duration,
     /// Lifetime of authorization codes.
     pub code_ttl: Duration,
     /// Who may register clients.
@@ -120,6 +124,7 @@ pub(super) fn validate_authserver(
         store: validate_store(raw, at, errors),
         access_token_ttl: raw.access_token_ttl.0,
         refresh_token_ttl: raw.refresh_token_ttl.0,
+        refresh_reuse_grace: raw.refresh_reuse_grace.0,
         code_ttl: raw.code_ttl.0,
         registration: raw.registration,
         registrations_per_hour: raw.registration_rate_limit.per_hour,
@@ -316,6 +321,9 @@ fn check_initial_access_token(raw: &RawAuthServer, at: &str, errors: &mut Vec<Co
     }
 }
 
+/// The longest `refresh_reuse_grace`.
+const MAX_REFRESH_REUSE_GRACE: Duration = Duration::from_secs(60);
+
 /// Access tokens, refresh-token families and authorization codes each live
 /// for a positive time, at most a day, a year and 10 minutes.
 fn check_lifetimes(raw: &RawAuthServer, at: &str, errors: &mut Vec<ConfigError>) {
@@ -344,5 +352,12 @@ fn check_lifetimes(raw: &RawAuthServer, at: &str, errors: &mut Vec<ConfigError>)
                 format!("use a positive duration of at most {max:?}"),
             ));
         }
+    }
+    if raw.refresh_reuse_grace.0 > MAX_REFRESH_REUSE_GRACE {
+        errors.push(ConfigError::new(
+            &format!("{at}.refresh_reuse_grace"),
+            format!("{:?} is too long", raw.refresh_reuse_grace.0),
+            format!("use at most {MAX_REFRESH_REUSE_GRACE:?}: within it a stolen refresh token replayed gets tokens instead of revoking the family"),
+        ));
     }
 }

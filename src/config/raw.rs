@@ -63,6 +63,8 @@ pub(crate) struct RawAuthServer {
     pub access_token_ttl: HumanDuration,
     #[serde(default = "default_refresh_ttl")]
     pub refresh_token_ttl: HumanDuration,
+    #[serde(default = "no_duration")]
+    pub refresh_reuse_grace: HumanDuration,
     #[serde(default = "default_code_ttl")]
     pub code_ttl: HumanDuration,
     #[serde(default)]
@@ -638,6 +640,10 @@ impl Default for RawLogging {
             level: "info".to_owned(),
         }
     }
+}
+
+fn no_duration() -> HumanDuration {
+    HumanDuration(Duration::ZERO)
 }
 
 /// A duration written as `250ms`, `5s`, `2m`, `1h`, `30d`, or a bare number

@@ -980,3 +980,26 @@ fn a_session_secret_must_be_long_enough_to_be_a_key() {
     let c = Config::from_yaml(&with(&"k".repeat(32))).unwrap();
     assert!(c.auth.unwrap().session_secret.is_some());
 }
+
+#[test]
+fn the_refresh_reuse_grace_is_off_by_default_and_at_most_a_minute() {
+    let yaml = |grace: &str| {
+        format!("public_url: http://127.0.0.1:1\nauthorization_server: {{ users: []{grace} }}\nupstreams:\n  - {{ name: a, path: /a, url: 'http://127.0.0.1:1' }}\n")
+    };
+    let grace_of = |y: &str| {
+        Config::from_yaml(y)
+            .unwrap()
+            .authorization_server
+            .unwrap()
+            .refresh_reuse_grace
+    };
+    assert_eq!(grace_of(&yaml("")), Duration::ZERO);
+    assert_eq!(
+        grace_of(&yaml(", refresh_reuse_grace: 5s")),
+        Duration::from_secs(5)
+    );
+    assert_eq!(
+        paths_of(&yaml(", refresh_reuse_grace: 2m")),
+        vec!["authorization_server.refresh_reuse_grace"]
+    );
+}

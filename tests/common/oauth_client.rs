@@ -87,15 +87,23 @@ impl OAuthClient {
 
     /// Exchanges a refresh token; the status and the JSON body.
     pub async fn refresh(&self, http: &reqwest::Client, refresh: &str) -> (u16, Value) {
-        self.token(
-            http,
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", refresh),
-                ("client_id", &self.id),
-            ],
-        )
-        .await
+        self.refresh_with(http, refresh, &[]).await
+    }
+
+    /// Exchanges a refresh token with `more` parameters (`scope`, ...).
+    pub async fn refresh_with(
+        &self,
+        http: &reqwest::Client,
+        refresh: &str,
+        more: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("client_id", &self.id),
+        ];
+        form.extend_from_slice(more);
+        self.token(http, &form).await
     }
 
     async fn token(&self, http: &reqwest::Client, form: &[(&str, &str)]) -> (u16, Value) {
