@@ -217,7 +217,9 @@ async fn a_code_from_one_replica_is_exchanged_once_on_any() {
 
 /// PostgreSQL down under a running gateway: its endpoints answer 503
 /// `temporarily_unavailable` with `Retry-After` (never a 500, never a
-/// token), and once PostgreSQL is back the same gateway serves again, no
+/// token); the proxy keeps accepting its tokens while its copy of the
+/// revocations is younger than `max_staleness`, then refuses them (503,
+/// fail closed); once PostgreSQL is back the same gateway serves again, no
 /// restart, nothing acknowledged lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_outage_is_a_503_and_recovery_needs_no_restart() {
@@ -225,7 +227,9 @@ async fn a_postgres_outage_is_a_503_and_recovery_needs_no_restart() {
     let db = cluster.url("postgres");
     let upstream = Upstream::start().await;
     let port = free_port();
-    let _gw = Binary::serve(&replica_yaml(port, port, upstream.addr, &db), port).await;
+    let yaml = replica_yaml(port, port, upstream.addr, &db)
+        .replace("pool_size: 4", "pool_size: 4, max_staleness: 8s");
+    let _gw = Binary::serve(&yaml, port).await;
     let http = reqwest::Client::new();
     let register = || {
         http.post(format!("http://127.0.0.1:{port}/register"))
@@ -258,13 +262,21 @@ async fn a_postgres_outage_is_a_503_and_recovery_needs_no_restart() {
                 .as_u16()
         }
     };
-    assert_eq!(token().await.unwrap().status(), 200);
+    let issued: Value = token().await.unwrap().json().await.unwrap();
+    let access = issued["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(initialize(&http, port, &access).await, 200);
     assert_eq!(
         (health("/healthz").await, health("/readyz").await),
         (200, 200)
     );
 
     cluster.stop_server();
+    let stopped = std::time::Instant::now();
+    assert_eq!(
+        initialize(&http, port, &access).await,
+        200,
+        "within max_staleness the proxy still accepts"
+    );
     assert_eq!(
         (health("/healthz").await, health("/readyz").await),
         (200, 503),
@@ -276,6 +288,18 @@ async fn a_postgres_outage_is_a_503_and_recovery_needs_no_restart() {
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["error"], "temporarily_unavailable", "{body}");
     }
+    while initialize(&http, port, &access).await == 200 {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(30),
+            "still accepted long after max_staleness"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        initialize(&http, port, &access).await,
+        503,
+        "fails closed, as unavailable (not 401: the token is fine)"
+    );
 
     cluster.start_server();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -289,6 +313,14 @@ async fn a_postgres_outage_is_a_503_and_recovery_needs_no_restart() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     assert_eq!(health("/readyz").await, 200, "ready again");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while initialize(&http, port, &access).await != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The secret the replicas seal MCP session ids with.

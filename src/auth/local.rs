@@ -3,10 +3,12 @@
 //! and the ids of access tokens revoked before their expiry (so a
 //! revocation takes effect on the next request).
 
-use super::now_secs;
+use super::{now_millis, now_secs};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
+use std::time::Duration;
 
 /// The in-process key set of the built-in issuer.
 #[derive(Default)]
@@ -27,21 +29,52 @@ impl LocalKeys {
     }
 }
 
-/// Access tokens revoked before they expire, by `jti`.
+/// Access tokens revoked before they expire, by `jti`; and how current
+/// this copy of the store's revocations is.
 #[derive(Default)]
-pub struct RevokedTokens(RwLock<HashMap<String, u64>>);
+pub struct RevokedTokens {
+    set: RwLock<HashMap<String, u64>>,
+    /// When the store's revocations were last read in full (ms since the
+    /// epoch).
+    synced_at: AtomicU64,
+    /// How old that may grow before the copy is no longer trusted (ms; 0:
+    /// never, for a store only this process writes to).
+    max_staleness: u64,
+}
 
 impl RevokedTokens {
+    /// A set that is only as good as its last read of a shared store:
+    /// older than `max_staleness`, it is stale.
+    pub fn shared(max_staleness: Duration) -> Self {
+        Self {
+            max_staleness: u64::try_from(max_staleness.as_millis()).unwrap_or(u64::MAX),
+            ..Self::default()
+        }
+    }
+
+    /// Records that the store's revocations were just read in full.
+    pub fn synced(&self) {
+        self.synced_at.store(now_millis(), Ordering::Relaxed);
+    }
+
+    /// Whether a revoked token could be missing: the store has not been
+    /// read for longer than allowed (it is unreachable).
+    pub fn is_stale(&self) -> bool {
+        self.max_staleness > 0
+            && now_millis().saturating_sub(self.synced_at.load(Ordering::Relaxed))
+                > self.max_staleness
+    }
+
     /// Records a revoked token until `expires_at`; expired entries go.
     pub fn revoke(&self, jti: String, expires_at: u64) {
         let now = now_secs();
-        let mut set = self.0.write().expect("revocation lock");
+        let mut set = self.set.write().expect("revocation lock");
         set.retain(|_, exp| *exp > now);
         set.insert(jti, expires_at);
     }
 
     /// Whether the token with this id has been revoked.
     pub fn contains(&self, jti: &str) -> bool {
-        self.0.read().expect("revocation lock").contains_key(jti)
+        self.set.read().expect("revocation lock").contains_key(jti)
     }
 }

@@ -103,6 +103,13 @@ pub fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Milliseconds since the epoch (0 before it).
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Why a token was not accepted. `reason()` is the fixed label used in logs
 /// (and metrics).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -153,6 +160,11 @@ pub enum AuthFailure {
     /// The built-in authorization server revoked it.
     #[error("the token has been revoked")]
     Revoked,
+    /// The built-in issuer's revocations could not be read for longer
+    /// than `store.max_staleness` (its store is unreachable): its tokens
+    /// are refused until they can.
+    #[error("the revocation list is out of date: the authorization server's store is unreachable")]
+    RevocationsStale,
     /// The introspection endpoint says `active: false`.
     #[error("the token is not active")]
     Inactive,
@@ -184,6 +196,7 @@ impl AuthFailure {
             Self::InvalidClaims(_) => "invalid_claims",
             Self::Inactive => "inactive",
             Self::Revoked => "revoked",
+            Self::RevocationsStale => "revocations_stale",
             Self::JwksUnavailable(_) => "jwks_unavailable",
             Self::IntrospectionUnavailable(_) => "introspection_unavailable",
         }
@@ -194,7 +207,7 @@ impl AuthFailure {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            Self::JwksUnavailable(_) | Self::IntrospectionUnavailable(_)
+            Self::JwksUnavailable(_) | Self::IntrospectionUnavailable(_) | Self::RevocationsStale
         )
     }
 
@@ -282,7 +295,8 @@ pub struct Authenticator {
     issuers: HashMap<String, Arc<jwt::IssuerVerifier>>,
     introspectors: Vec<introspection::Introspector>,
     cache: TokenCache,
-    revoked: Option<Arc<RevokedTokens>>,
+    /// The built-in issuer and its revocations.
+    revoked: Option<(String, Arc<RevokedTokens>)>,
 }
 
 /// The built-in authorization server, as a token source: its issuer, the
@@ -311,7 +325,9 @@ impl Authenticator {
                 )
             })
             .collect();
-        let revoked = builtin.as_ref().map(|b| b.revoked.clone());
+        let revoked = builtin
+            .as_ref()
+            .map(|b| (b.issuer.clone(), b.revoked.clone()));
         if let Some(b) = builtin {
             issuers.insert(
                 b.issuer.clone(),
@@ -343,9 +359,18 @@ impl Authenticator {
             .get_or_verify(token, || self.verify_uncached(token))
             .await?;
         // Checked on every use, cached or not: a revocation counts at once.
-        let revoked = |jti: &str| self.revoked.as_ref().is_some_and(|r| r.contains(jti));
-        if principal.token_id.as_deref().is_some_and(revoked) {
-            return Err(AuthFailure::Revoked);
+        if let Some((builtin, revoked)) = &self.revoked {
+            if principal
+                .token_id
+                .as_deref()
+                .is_some_and(|jti| revoked.contains(jti))
+            {
+                return Err(AuthFailure::Revoked);
+            }
+            // Fail closed: a copy too old to know this token's revocation.
+            if principal.issuer == *builtin && revoked.is_stale() {
+                return Err(AuthFailure::RevocationsStale);
+            }
         }
         Ok(principal)
     }

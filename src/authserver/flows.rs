@@ -7,6 +7,7 @@
 use super::clients::Client;
 use super::pkce::CodeChallenge;
 use super::random_token;
+use crate::auth::now_millis;
 use crate::store::{Store, StoreError, TakenCode};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -105,12 +106,6 @@ impl Codes {
             TakenCode::Unknown => Redeemed::Unknown,
         })
     }
-}
-
-pub(super) fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// How long a flow waits for its next step.

@@ -306,6 +306,7 @@ async fn follow_store(state: std::sync::Weak<AsState>) {
                                 state.revoked.revoke(jti, exp);
                             }
                         }
+                        state.revoked.synced();
                     }
                     Err(e) => tracing::warn!(error = %e, "reading the revocations failed"),
                 }
@@ -339,10 +340,16 @@ impl Opened {
         let local = Arc::new(LocalKeys::default());
         let ttl = config.access_token_ttl.as_secs();
         let keys = keys::load(store.as_ref(), &local, ttl, config.signing_algorithm).await?;
-        let revoked = Arc::new(RevokedTokens::default());
+        // Other replicas revoke into a shared store: this copy is trusted
+        // only while it can be read (`store.max_staleness`).
+        let revoked = Arc::new(match &config.store {
+            crate::config::StoreConfig::Postgres(pg) => RevokedTokens::shared(pg.max_staleness),
+            crate::config::StoreConfig::Sqlite => RevokedTokens::default(),
+        });
         for (jti, exp) in store.revoked_access_tokens(now_secs()).await? {
             revoked.revoke(jti, exp);
         }
+        revoked.synced();
         Ok(Self {
             store,
             keys,

@@ -68,7 +68,7 @@ pub(super) async fn remember(
         .map_err(|_| StoreError("sealing a refresh answer failed".into()))?;
     let mut stored = nonce.to_vec();
     stored.extend_from_slice(&sealed);
-    let expires_at = super::flows::now_millis()
+    let expires_at = crate::auth::now_millis()
         .saturating_add(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX));
     store
         .put_state(
@@ -91,7 +91,7 @@ pub(super) async fn replay(
     let deadline = tokio::time::Instant::now() + WAIT_FOR_WINNER;
     loop {
         if let Some((stored, _)) = store
-            .state(KIND, &lookup, super::flows::now_millis())
+            .state(KIND, &lookup, crate::auth::now_millis())
             .await?
         {
             return Ok(open(presented, fingerprint, &stored));

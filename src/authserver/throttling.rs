@@ -4,7 +4,7 @@
 //! gains nothing; the password checks at once are counted per process (each
 //! check is this process's CPU and memory).
 
-use super::flows::now_millis;
+use crate::auth::now_millis;
 use crate::store::{Store, StoreError};
 use std::net::IpAddr;
 use std::sync::Arc;

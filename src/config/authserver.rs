@@ -77,7 +77,15 @@ pub struct PostgresConfig {
     pub acquire_timeout: Duration,
     /// Longest a statement may run (PostgreSQL's `statement_timeout`).
     pub statement_timeout: Duration,
+    /// How old the proxy's copy of the revocations may grow while the
+    /// database cannot be read; after that the built-in issuer's tokens are
+    /// refused (503) until it can be read again.
+    pub max_staleness: Duration,
 }
+
+/// Bounds of `store.max_staleness`.
+const MIN_STALENESS: Duration = Duration::from_secs(1);
+const MAX_STALENESS: Duration = Duration::from_secs(3600);
 
 /// Largest logo accepted.
 pub const MAX_LOGO_BYTES: usize = 64 * 1024;
@@ -183,11 +191,19 @@ fn validate_store(raw: &RawAuthServer, at: &str, errors: &mut Vec<ConfigError>) 
             ));
         }
     }
+    if !(MIN_STALENESS..=MAX_STALENESS).contains(&s.max_staleness.0) {
+        errors.push(ConfigError::new(
+            &format!("{at}.store.max_staleness"),
+            format!("{:?} is out of range", s.max_staleness.0),
+            format!("between {MIN_STALENESS:?} and {MAX_STALENESS:?} (default 30s): the revocations are read again every 5 s"),
+        ));
+    }
     StoreConfig::Postgres(PostgresConfig {
         url: Secret::new(url.clone()),
         pool_size: s.pool_size,
         acquire_timeout: s.acquire_timeout.0,
         statement_timeout: s.statement_timeout.0,
+        max_staleness: s.max_staleness.0,
     })
 }
 

@@ -198,6 +198,7 @@ pub(crate) struct RawStore {
     pub pool_size: u32,
     pub acquire_timeout: HumanDuration,
     pub statement_timeout: HumanDuration,
+    pub max_staleness: HumanDuration,
 }
 
 impl Default for RawStore {
@@ -207,6 +208,7 @@ impl Default for RawStore {
             pool_size: 10,
             acquire_timeout: HumanDuration(Duration::from_secs(5)),
             statement_timeout: HumanDuration(Duration::from_secs(5)),
+            max_staleness: HumanDuration(Duration::from_secs(30)),
         }
     }
 }

@@ -948,15 +948,17 @@ fn the_store_is_sqlite_unless_a_postgres_url_is_given() {
     };
     assert_eq!(pg.pool_size, 3);
     assert_eq!(pg.statement_timeout, Duration::from_secs(5));
+    assert_eq!(pg.max_staleness, Duration::from_secs(30));
     assert!(!format!("{pg:?}").contains("pw@"), "the URL is secret");
     assert_eq!(
         paths_of(&with(
-            ", store: { url: 'mysql://db/gw', pool_size: 0, statement_timeout: 0s }"
+            ", store: { url: 'mysql://db/gw', pool_size: 0, statement_timeout: 0s, max_staleness: 0s }"
         )),
         [
             "authorization_server.store.url",
             "authorization_server.store.pool_size",
-            "authorization_server.store.statement_timeout"
+            "authorization_server.store.statement_timeout",
+            "authorization_server.store.max_staleness"
         ]
     );
 }

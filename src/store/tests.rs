@@ -22,6 +22,7 @@ fn pg_config(url: String) -> PostgresConfig {
         pool_size: 8,
         acquire_timeout: Duration::from_secs(2),
         statement_timeout: Duration::from_secs(5),
+        max_staleness: Duration::from_secs(30),
     }
 }
 

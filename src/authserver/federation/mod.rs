@@ -21,8 +21,9 @@ pub mod rules;
 
 use super::browser::{flow_of_this_browser, set_cookie, to_page, unavailable};
 use super::consent::decide_without_asking;
-use super::flows::{now_millis, Flow};
+use super::flows::Flow;
 use super::{pages, random_token, AsSettings, AsState};
+use crate::auth::now_millis;
 use crate::store::PersonRecord;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
