@@ -79,6 +79,10 @@ pub struct Metrics {
     pub authserver_events: IntCounterVec,
     /// Tokens issued by grant type.
     pub tokens_issued: IntCounterVec,
+    /// Failed store operations by kind.
+    pub store_errors: IntCounterVec,
+    /// The store's connection pool by state (`in_use`, `idle`, `max`).
+    pub store_pool: IntGaugeVec,
     /// Stdio upstream processes running now, by upstream.
     pub stdio_processes: IntGaugeVec,
     /// Stdio upstream processes started, by upstream.
@@ -164,8 +168,10 @@ impl Metrics {
             federated_logins: counter(&r, "mcpgw_federated_logins_total", "Sign-ins through identity providers by provider (configured id, or -) and outcome: signed_in, refused (no access rule, or the person declined at the provider), failed (the provider unreachable or its answer not accepted), ended (the provider no longer vouches for a person at a refresh).", &["provider", "outcome"]),
             tls_certificate_reloads: counter(&r, "mcpgw_tls_certificate_reloads_total", "Reloads of the listener's certificate files (changed, or SIGHUP) by outcome: applied, invalid (unusable files: the served certificate stays).", &["outcome"]),
             connections_closed: counter(&r, "mcpgw_connections_closed_total", "Connections and requests cut off for a limit, by reason (address_limit, header_timeout, body_timeout).", &["reason"]),
-            authserver_events: counter(&r, "mcpgw_authserver_events_total", "Authorization-server events (registration, authorization_approved, authorization_denied, login_failure, refresh_reuse, code_reuse, revocation, federated_login, federated_login_refused, federated_login_failure, store_unavailable).", &["event"]),
+            authserver_events: counter(&r, "mcpgw_authserver_events_total", "Authorization-server events (registration, authorization_approved, authorization_denied, login_failure, refresh_reuse, refresh_reuse_within_grace, code_reuse, revocation, federated_login, federated_login_refused, federated_login_failure, store_unavailable).", &["event"]),
             tokens_issued: counter(&r, "mcpgw_tokens_issued_total", "Tokens issued by grant type.", &["grant_type"]),
+            store_errors: counter(&r, "mcpgw_store_errors_total", "Failed operations of the authorization server's store by kind: pool_timeout (no free connection within store.acquire_timeout), statement_timeout (a statement ran past store.statement_timeout), unavailable (the database cannot be reached), other.", &["kind"]),
+            store_pool: gauge(&r, "mcpgw_store_pool_connections", "Connections of the PostgreSQL store's pool by state: in_use, idle, max (store.pool_size).", &["state"]),
             stdio_processes: gauge(&r, "mcpgw_stdio_processes", "Stdio upstream processes running now, by upstream.", &["upstream"]),
             stdio_starts: counter(&r, "mcpgw_stdio_process_starts_total", "Stdio upstream processes started, by upstream.", &["upstream"]),
             stdio_exits: counter(&r, "mcpgw_stdio_process_exits_total", "Stdio upstream processes ended, by upstream and reason: crashed (exited on its own), idle, deleted (its session's DELETE), startup_timeout, refused_initialize, protocol_error (a line over 16 MiB), replaced (a reload changed the upstream).", &["upstream", "reason"]),

@@ -332,6 +332,7 @@ authorization_server:
   data_dir: '{dir}'
   registration: initial_access_token
   initial_access_token: {OPERATOR}
+  store: {{ url: '{db}' }}
   users: [{{ username: ops, password_hash: '{hash}', scopes: [mcp, math] }}]
 auth:
   jwt_issuers:
@@ -350,6 +351,7 @@ upstreams:
   - {{ name: limited, path: /limited/mcp, url: 'http://{up}/mcp', policy: {{ base_scopes: [mcp] }}, rate_limits: {{ per_subject: {{ rate: 1/h, burst: 1 }} }} }}
 ",
         dir = data_dir.display(),
+        db = common::postgres::fresh_database(),
         iss = idp.issuer,
         cid = INTROSPECTION_CLIENT.0,
         secret = INTROSPECTION_CLIENT.1,

@@ -229,7 +229,7 @@ async fn a_postgres_outage_is_a_503_and_recovery_needs_no_restart() {
     let port = free_port();
     let yaml = replica_yaml(port, port, upstream.addr, &db)
         .replace("pool_size: 4", "pool_size: 4, max_staleness: 8s");
-    let _gw = Binary::serve(&yaml, port).await;
+    let (_gw, metrics_port) = Binary::serve_with_metrics(&yaml, port).await;
     let http = reqwest::Client::new();
     let register = || {
         http.post(format!("http://127.0.0.1:{port}/register"))
@@ -299,6 +299,27 @@ async fn a_postgres_outage_is_a_503_and_recovery_needs_no_restart() {
         initialize(&http, port, &access).await,
         503,
         "fails closed, as unavailable (not 401: the token is fine)"
+    );
+    let metrics = http
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("mcpgw_store_errors_total{kind=\"unavailable\"}")
+            || metrics.contains("mcpgw_store_errors_total{kind=\"pool_timeout\"}"),
+        "store failures counted: {metrics}"
+    );
+    assert!(
+        metrics.contains("mcpgw_store_pool_connections{state=\"max\"} 4"),
+        "pool gauge"
+    );
+    assert!(
+        metrics.contains("reason=\"revocations_stale\""),
+        "the refusal's reason"
     );
 
     cluster.start_server();

@@ -296,6 +296,16 @@ async fn follow_store(state: std::sync::Weak<AsState>) {
         let Some(state) = state.upgrade() else {
             return;
         };
+        if let Some(pool) = state.store.pool_stats() {
+            let gauge = &crate::metrics::metrics().store_pool;
+            for (label, n) in [
+                ("in_use", pool.in_use),
+                ("idle", pool.idle),
+                ("max", pool.max),
+            ] {
+                gauge.with_label_values(&[label]).set(i64::from(n));
+            }
+        }
         match state.store.await_news(RECONCILE_REVOCATIONS).await {
             News::Keys => reload_keys(&state).await,
             News::Revocations | News::Quiet => {
@@ -369,6 +379,13 @@ impl AuthServer {
         };
         let runtime = StoreRuntime::new()?;
         let opened = runtime.run(|| Opened::load(&as_config))?;
+        // Every kind of store failure has a series from the start (at 0),
+        // so that rates and alerts on them are defined.
+        for kind in crate::store::ERROR_KINDS {
+            crate::metrics::metrics()
+                .store_errors
+                .with_label_values(&[kind]);
+        }
         let state = Arc::new(AsState::new(config, as_config, opened, runtime));
         state.runtime.spawn(follow_store(Arc::downgrade(&state)));
         Ok(Some(Self { state }))

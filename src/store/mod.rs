@@ -54,10 +54,34 @@ pub async fn migrate(config: &crate::config::AuthServerConfig) -> Result<usize, 
 #[error("store: {0}")]
 pub struct StoreError(pub String);
 
+/// The kinds `mcpgw_store_errors_total` counts.
+pub const ERROR_KINDS: [&str; 4] = ["pool_timeout", "statement_timeout", "unavailable", "other"];
+
 impl From<sqlx::Error> for StoreError {
+    /// Also counts the failure by kind (`mcpgw_store_errors_total`).
     fn from(e: sqlx::Error) -> Self {
+        let [pool_timeout, statement_timeout, unavailable, other] = ERROR_KINDS;
+        let kind = match &e {
+            sqlx::Error::PoolTimedOut => pool_timeout,
+            // PostgreSQL's query_canceled: statement_timeout ran out.
+            sqlx::Error::Database(d) if d.code().as_deref() == Some("57014") => statement_timeout,
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed => unavailable,
+            _ => other,
+        };
+        crate::metrics::metrics()
+            .store_errors
+            .with_label_values(&[kind])
+            .inc();
         Self(e.to_string())
     }
+}
+
+/// How a store's connection pool is used now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub in_use: u32,
+    pub idle: u32,
+    pub max: u32,
 }
 
 /// A signing key of the authorization server.
@@ -229,6 +253,10 @@ pub trait KeyStore: Send + Sync {
     /// Whether the store answers now (readiness): a cheap read.
     async fn ping(&self) -> Result<(), StoreError> {
         self.signing_keys().await.map(drop)
+    }
+    /// Its connection pool, for a store several replicas share (metrics).
+    fn pool_stats(&self) -> Option<PoolStats> {
+        None
     }
 }
 

@@ -13,7 +13,8 @@
 
 use super::{
     ClientRecord, ClientStore, CodeStore, ConsentStore, Counter, GrantStore, KeyStore, News,
-    PersonRecord, PersonStore, RefreshRecord, StateStore, StoreError, StoredKey, TakenCode,
+    PersonRecord, PersonStore, PoolStats, RefreshRecord, StateStore, StoreError, StoredKey,
+    TakenCode,
 };
 use crate::config::PostgresConfig;
 use async_trait::async_trait;
@@ -225,6 +226,16 @@ impl KeyStore for PostgresStore {
             .bind(secs(key.created_at)),
         )
         .await
+    }
+
+    fn pool_stats(&self) -> Option<PoolStats> {
+        let open = self.pool.size();
+        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
+        Some(PoolStats {
+            in_use: open.saturating_sub(idle),
+            idle,
+            max: self.pool.options().get_max_connections(),
+        })
     }
 
     async fn remove_signing_key(&self, kid: &str) -> Result<(), StoreError> {
