@@ -6,10 +6,10 @@
 //! |---|---|
 //! | `proxy` | the pingora `ProxyHttp`: connection limits (`connections`), path rules, routing, header rules, body reads, POST forwarding (`forward`), the one response path both forwarding ways share (`response`), the in-process bridge to the AS (`as_bridge`), the one error-to-response map (`error`), its listening service and the SIGTERM drain (`lifecycle`) |
 //! | `mcp` | reading JSON-RPC bodies strictly (`strict_json`), methods, tool names, `Mcp-Method`/`Mcp-Name` checks, `tools/list` filtering |
-//! | `auth` | verifying bearer tokens (JWT against JWKS in `jwt`/`jwks`, RFC 7662 in `introspection`), the verdict cache, `WWW-Authenticate` challenges (`challenge`), PRM documents (`prm`), session-to-subject bindings |
+//! | `auth` | verifying bearer tokens (JWT against JWKS in `jwt`/`jwks`, RFC 7662 in `introspection`), the verdict cache, `WWW-Authenticate` challenges (`challenge`), PRM documents (`prm`), `Mcp-Session-Id`s sealed to their creator (`sessions`) |
 //! | `policy` | which scopes a message needs (a leaf: depends on nothing of the gateway); its tool-name glob in `policy::glob` |
-//! | `authserver` | the built-in OAuth 2.1 authorization server, an axum `Router` split by concept (registration, authorize, login, consent, flows and codes, throttling, token, revocation, introspection, keys, discovery), and `federation`: sign-in through identity providers (the OIDC relying party in `federation::oidc`, the access rules in `federation::rules`) |
-//! | `store` | the AS's durable state, one trait per concept (keys, clients, grants, consents, people) that a backend implements: SQLite (default), PostgreSQL (shared by replicas) and memory |
+//! | `authserver` | the built-in OAuth 2.1 authorization server, an axum `Router` split by concept (registration, authorize, login, consent, flows and codes, throttling, token, the refresh reuse grace window, revocation, introspection, keys, discovery), and `federation`: sign-in through identity providers (the OIDC relying party in `federation::oidc`, the access rules in `federation::rules`) |
+//! | `store` | the AS's durable state, one trait per concept (keys, clients, grants, consents, people, codes, short-lived states and counters) that a backend implements: SQLite (default), PostgreSQL (shared by replicas) and memory |
 //! | `config` | the YAML schema (`raw`), every structural error in one pass (`structure`), validation into typed settings |
 //! | `ratelimit` | token buckets (a leaf); what they count is `proxy::rate_limit` |
 //! | `identity` | caller identity for upstreams: header values, the gateway's identity key and JWKS, signed assertions |
