@@ -134,8 +134,50 @@ struct BrowserSession {
 const FLOWS: &str = "flow";
 const SESSIONS: &str = "session";
 
-fn json_error(what: &str, e: &serde_json::Error) -> StoreError {
-    StoreError(format!("a stored {what}: {e}"))
+/// Saves `value` as the `kind` entry of the bearer id `id` (kept by its
+/// SHA-256), live until `expires_at` (ms).
+pub(super) async fn put_entry<T: serde::Serialize>(
+    store: &dyn Store,
+    kind: &str,
+    id: &str,
+    value: &T,
+    expires_at: u64,
+) -> Result<(), StoreError> {
+    let json = serde_json::to_string(value).map_err(|e| StoreError(format!("a {kind}: {e}")))?;
+    store
+        .put_state(kind, &Sha256::digest(id.as_bytes()), &json, expires_at)
+        .await
+}
+
+/// The live `kind` entry of `id`, and when it expires.
+async fn entry<T: serde::de::DeserializeOwned>(
+    store: &dyn Store,
+    kind: &str,
+    id: &str,
+) -> Result<Option<(T, u64)>, StoreError> {
+    let found = store
+        .state(kind, &Sha256::digest(id.as_bytes()), now_millis())
+        .await?;
+    found
+        .map(|(json, expires_at)| Ok((parse(kind, &json)?, expires_at)))
+        .transpose()
+}
+
+/// Takes the live `kind` entry of `id`: of callers at once, on any
+/// replica, one gets it.
+pub(super) async fn take_entry<T: serde::de::DeserializeOwned>(
+    store: &dyn Store,
+    kind: &str,
+    id: &str,
+) -> Result<Option<T>, StoreError> {
+    let taken = store
+        .take_state(kind, &Sha256::digest(id.as_bytes()), now_millis())
+        .await?;
+    taken.map(|json| parse(kind, &json)).transpose()
+}
+
+fn parse<T: serde::de::DeserializeOwned>(kind: &str, json: &str) -> Result<T, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError(format!("a stored {kind}: {e}")))
 }
 
 impl FlowStore {
@@ -145,36 +187,19 @@ impl FlowStore {
 
     /// Saves a flow (new or changed), for `FLOW_TTL` from now.
     pub(super) async fn put(&self, id: &str, flow: &Flow) -> Result<(), StoreError> {
-        let json = serde_json::to_string(flow).map_err(|e| json_error("flow", &e))?;
-        self.store
-            .put_state(
-                FLOWS,
-                &Sha256::digest(id.as_bytes()),
-                &json,
-                now_millis().saturating_add(FLOW_TTL),
-            )
-            .await
+        let expires_at = now_millis().saturating_add(FLOW_TTL);
+        put_entry(&*self.store, FLOWS, id, flow, expires_at).await
     }
 
     /// A live flow.
     pub(super) async fn get(&self, id: &str) -> Result<Option<Flow>, StoreError> {
-        let found = self
-            .store
-            .state(FLOWS, &Sha256::digest(id.as_bytes()), now_millis())
-            .await?;
-        found
-            .map(|(json, _)| serde_json::from_str(&json).map_err(|e| json_error("flow", &e)))
-            .transpose()
+        Ok(entry(&*self.store, FLOWS, id).await?.map(|(flow, _)| flow))
     }
 
     /// Ends a flow: `true` for the one caller (of any at once, on any
     /// replica) that ended it while it was live.
     pub(super) async fn end(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .store
-            .take_state(FLOWS, &Sha256::digest(id.as_bytes()), now_millis())
-            .await?
-            .is_some())
+        Ok(take_entry::<Flow>(&*self.store, FLOWS, id).await?.is_some())
     }
 
     /// Starts a browser session for `user` under `sid`.
@@ -184,48 +209,30 @@ impl FlowStore {
             user: user.to_owned(),
             started_at: now,
         };
-        self.save_session(sid, &session, now.saturating_add(SESSION_IDLE))
-            .await
-    }
-
-    async fn save_session(
-        &self,
-        sid: &str,
-        session: &BrowserSession,
-        expires_at: u64,
-    ) -> Result<(), StoreError> {
-        let json = serde_json::to_string(session).map_err(|e| json_error("session", &e))?;
-        self.store
-            .put_state(SESSIONS, &Sha256::digest(sid.as_bytes()), &json, expires_at)
-            .await
+        let expires_at = now.saturating_add(SESSION_IDLE);
+        put_entry(&*self.store, SESSIONS, sid, &session, expires_at).await
     }
 
     /// The user of a live browser session; the use keeps it alive for
     /// another idle period (within its lifetime).
     pub(super) async fn session_user(&self, sid: &str) -> Result<Option<String>, StoreError> {
-        let now = now_millis();
-        let Some((json, expires_at)) = self
-            .store
-            .state(SESSIONS, &Sha256::digest(sid.as_bytes()), now)
-            .await?
+        let Some((session, expires_at)) =
+            entry::<BrowserSession>(&*self.store, SESSIONS, sid).await?
         else {
             return Ok(None);
         };
-        let session: BrowserSession =
-            serde_json::from_str(&json).map_err(|e| json_error("session", &e))?;
-        let slid = now
+        let slid = now_millis()
             .saturating_add(SESSION_IDLE)
             .min(session.started_at.saturating_add(SESSION_LIFETIME));
         if slid > expires_at.saturating_add(SESSION_SLIDE) {
-            self.save_session(sid, &session, slid).await?;
+            put_entry(&*self.store, SESSIONS, sid, &session, slid).await?;
         }
         Ok(Some(session.user))
     }
 
     /// Ends a browser session (sign out).
     pub(super) async fn end_session(&self, sid: &str) -> Result<(), StoreError> {
-        self.store
-            .take_state(SESSIONS, &Sha256::digest(sid.as_bytes()), now_millis())
+        take_entry::<BrowserSession>(&*self.store, SESSIONS, sid)
             .await
             .map(drop)
     }

@@ -21,7 +21,7 @@ pub mod rules;
 
 use super::browser::{flow_of_this_browser, set_cookie, to_page, unavailable};
 use super::consent::decide_without_asking;
-use super::flows::Flow;
+use super::flows::{put_entry, take_entry, Flow};
 use super::{pages, random_token, AsSettings, AsState};
 use crate::auth::now_millis;
 use crate::store::PersonRecord;
@@ -31,7 +31,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use moka::sync::Cache;
 use oidc::{AuthorizationRequest, Provider, RpError};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,24 +89,15 @@ const PENDING_TTL: u64 = 600_000;
 const PENDING: &str = "idp_pending";
 
 impl Federation {
-    /// Records a sign-in sent to a provider, by its `state` (hashed).
+    /// Records a sign-in sent to a provider, by its `state`.
     async fn put_pending(
         &self,
         state: &AsState,
         state_param: &str,
         pending: &Pending,
     ) -> Result<(), crate::store::StoreError> {
-        let json = serde_json::to_string(pending)
-            .map_err(|e| crate::store::StoreError(format!("a pending sign-in: {e}")))?;
-        state
-            .store
-            .put_state(
-                PENDING,
-                &Sha256::digest(state_param.as_bytes()),
-                &json,
-                now_millis().saturating_add(PENDING_TTL),
-            )
-            .await
+        let expires_at = now_millis().saturating_add(PENDING_TTL);
+        put_entry(&*state.store, PENDING, state_param, pending, expires_at).await
     }
 
     /// Takes the sign-in `state` names (single use, on any replica).
@@ -116,20 +106,7 @@ impl Federation {
         state: &AsState,
         state_param: &str,
     ) -> Result<Option<Pending>, crate::store::StoreError> {
-        let taken = state
-            .store
-            .take_state(
-                PENDING,
-                &Sha256::digest(state_param.as_bytes()),
-                now_millis(),
-            )
-            .await?;
-        taken
-            .map(|json| {
-                serde_json::from_str(&json)
-                    .map_err(|e| crate::store::StoreError(format!("a pending sign-in: {e}")))
-            })
-            .transpose()
+        take_entry(&*state.store, PENDING, state_param).await
     }
 }
 
