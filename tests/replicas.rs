@@ -300,14 +300,7 @@ async fn a_postgres_outage_is_a_503_and_recovery_needs_no_restart() {
         503,
         "fails closed, as unavailable (not 401: the token is fine)"
     );
-    let metrics = http
-        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::get_text(&format!("http://127.0.0.1:{metrics_port}/metrics")).await;
     assert!(
         metrics.contains("mcpgw_store_errors_total{kind=\"unavailable\"}")
             || metrics.contains("mcpgw_store_errors_total{kind=\"pool_timeout\"}"),
@@ -685,24 +678,13 @@ async fn three_replicas_behind_a_round_robin_balancer_are_interchangeable() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let kids = |port: u16| {
-        let http = http.clone();
-        async move {
-            let jwks: Value = http
-                .get(format!("http://127.0.0.1:{port}/jwks.json"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            jwks["keys"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|k| k["kid"].as_str().unwrap().to_owned())
-                .collect::<Vec<_>>()
-        }
+    let kids = |port: u16| async move {
+        common::get_json(&format!("http://127.0.0.1:{port}/jwks.json")).await["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
     };
     let live = [r.ports[0], r.ports[2]];
     let deadline = std::time::Instant::now() + Duration::from_secs(1);
