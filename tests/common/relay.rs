@@ -69,11 +69,16 @@ impl Relay {
     /// Relays each request to the next of `replicas` in turn.
     pub fn start_balancing(listener: tokio::net::TcpListener, replicas: Vec<SocketAddr>) -> Self {
         let addr = listener.local_addr().unwrap();
+        // In front of replicas, a connection per request: a pooled one to
+        // a replica killed meanwhile would fail the request instead of
+        // being refused at connect, which is what skips a dead replica.
+        let pool = if replicas.len() > 1 { 0 } else { usize::MAX };
         let shared = Arc::new(Shared {
             replicas,
             next: std::sync::atomic::AtomicUsize::new(0),
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
+                .pool_max_idle_per_host(pool)
                 .build()
                 .unwrap(),
             exchanges: Mutex::new(Vec::new()),
