@@ -29,13 +29,6 @@ const TAG_BYTES: usize = 16;
 /// Characters of the tag in base64url.
 const TAG_CHARS: usize = 22;
 
-/// Why a presented session id was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionRefusal {
-    /// Not a sealed id, or sealed for another subject or upstream.
-    NotSealedForCaller,
-}
-
 /// The sealing key (a clone shares it).
 #[derive(Clone)]
 pub struct SessionSeal(Arc<hmac::Key>);
@@ -85,25 +78,20 @@ impl SessionSeal {
     }
 
     /// The upstream's session id inside `presented`, if it was sealed for
-    /// `principal` on `upstream`.
+    /// `principal` on `upstream` (`None`: not a sealed id, or sealed for
+    /// another subject or upstream).
     pub fn open<'a>(
         &self,
         upstream: &str,
         presented: &'a [u8],
         principal: &Principal,
-    ) -> Result<&'a [u8], SessionRefusal> {
-        let dot = presented
-            .iter()
-            .rposition(|&b| b == b'.')
-            .ok_or(SessionRefusal::NotSealedForCaller)?;
+    ) -> Option<&'a [u8]> {
+        let dot = presented.iter().rposition(|&b| b == b'.')?;
         let (session_id, tag) = (&presented[..dot], &presented[dot + 1..]);
-        let given = URL_SAFE_NO_PAD
-            .decode(tag)
-            .map_err(|_| SessionRefusal::NotSealedForCaller)?;
+        let given = URL_SAFE_NO_PAD.decode(tag).ok()?;
         let expected = self.tag(upstream, session_id, principal);
-        verify_slices_are_equal(&given, &expected.as_ref()[..TAG_BYTES])
-            .map_err(|_| SessionRefusal::NotSealedForCaller)?;
-        Ok(session_id)
+        verify_slices_are_equal(&given, &expected.as_ref()[..TAG_BYTES]).ok()?;
+        Some(session_id)
     }
 }
 
@@ -131,8 +119,11 @@ mod tests {
         let alice = principal("alice");
         let sealed = seal.seal("files", b"up.stream-1", &alice);
         assert_eq!(sealed.len(), b"up.stream-1".len() + 1 + TAG_CHARS);
-        assert_eq!(seal.open("files", &sealed, &alice), Ok(&b"up.stream-1"[..]));
-        let refused = Err(SessionRefusal::NotSealedForCaller);
+        assert_eq!(
+            seal.open("files", &sealed, &alice),
+            Some(&b"up.stream-1"[..])
+        );
+        let refused = None;
         assert_eq!(seal.open("files", &sealed, &principal("bob")), refused);
         assert_eq!(seal.open("other", &sealed, &alice), refused);
         assert_eq!(seal.open("files", b"up.stream-1", &alice), refused);
@@ -149,9 +140,9 @@ mod tests {
         let sealed = SessionSeal::new(Some(secret)).seal("files", b"s1", &alice);
         assert!(SessionSeal::new(Some(secret))
             .open("files", &sealed, &alice)
-            .is_ok());
+            .is_some());
         assert!(SessionSeal::new(None)
             .open("files", &sealed, &alice)
-            .is_err());
+            .is_none());
     }
 }

@@ -138,7 +138,6 @@ impl Access {
         let opened = self
             .sessions
             .open(upstream, id.as_bytes(), principal)
-            .ok()
             .and_then(|inner| HeaderValue::from_bytes(inner).ok());
         match opened {
             Some(inner) => Ok(Some(inner)),
