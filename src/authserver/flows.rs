@@ -150,7 +150,7 @@ pub(super) async fn put_entry<T: serde::Serialize>(
 }
 
 /// The live `kind` entry of `id`, and when it expires.
-async fn entry<T: serde::de::DeserializeOwned>(
+pub(super) async fn entry<T: serde::de::DeserializeOwned>(
     store: &dyn Store,
     kind: &str,
     id: &str,

@@ -16,6 +16,7 @@
 //! cannot open it. The request's fingerprint is the associated data, so a
 //! different request cannot open it either.
 
+use super::flows::{entry, put_entry};
 use crate::store::{Store, StoreError};
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use aws_lc_rs::hmac;
@@ -23,7 +24,6 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::time::Duration;
 
 const KIND: &str = "refresh_answer";
@@ -70,14 +70,14 @@ pub(super) async fn remember(
     stored.extend_from_slice(&sealed);
     let expires_at = crate::auth::now_millis()
         .saturating_add(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX));
-    store
-        .put_state(
-            KIND,
-            &Sha256::digest(presented.as_bytes()),
-            &STANDARD_NO_PAD.encode(stored),
-            expires_at,
-        )
-        .await
+    put_entry(
+        store,
+        KIND,
+        presented,
+        &STANDARD_NO_PAD.encode(stored),
+        expires_at,
+    )
+    .await
 }
 
 /// The first answer to this same request, if it is within its grace
@@ -87,13 +87,9 @@ pub(super) async fn replay(
     presented: &str,
     fingerprint: &str,
 ) -> Result<Option<Value>, StoreError> {
-    let lookup = Sha256::digest(presented.as_bytes());
     let deadline = tokio::time::Instant::now() + WAIT_FOR_WINNER;
     loop {
-        if let Some((stored, _)) = store
-            .state(KIND, &lookup, crate::auth::now_millis())
-            .await?
-        {
+        if let Some((stored, _)) = entry::<String>(store, KIND, presented).await? {
             return Ok(open(presented, fingerprint, &stored));
         }
         if tokio::time::Instant::now() >= deadline {
@@ -126,6 +122,7 @@ fn open(presented: &str, fingerprint: &str, stored: &str) -> Option<Value> {
 mod tests {
     use super::*;
     use crate::store::{MemoryStore, StateStore};
+    use sha2::{Digest, Sha256};
 
     #[tokio::test]
     async fn the_same_request_gets_the_answer_and_nothing_else_opens_it() {
@@ -144,6 +141,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!stored.contains("r2"), "sealed at rest");
+        let stored: String = serde_json::from_str(&stored).unwrap();
         assert_eq!(open("another token", &same, &stored), None);
     }
 }
