@@ -231,6 +231,21 @@ impl AuthFailure {
 /// Longest bearer token accepted; real access tokens are a few KiB at most.
 pub const MAX_TOKEN_BYTES: usize = 8192;
 
+/// The bytes of RFC 6750's `b64token` (RFC 7235 `token68`) before its
+/// `=` padding, as a table: the check runs on every call over the whole
+/// token (a JWT is several hundred bytes), one lookup per byte.
+const TOKEN68: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] =
+            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        b += 1;
+    }
+    table
+};
+
 /// Reads the bearer token of a request: exactly one `Authorization: Bearer
 /// <token68>` header (RFC 6750 §2.1), and no `access_token` in the query.
 pub fn bearer_token<'a>(
@@ -267,12 +282,8 @@ pub fn bearer_token<'a>(
             "longer than {MAX_TOKEN_BYTES} bytes"
         )));
     }
-    // Byte by byte, not through `str::contains`: this runs on every call
-    // over the whole token (a JWT is several hundred bytes).
-    let token68 =
-        |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
     let body = token.trim_end_matches('=');
-    if body.is_empty() || !body.as_bytes().iter().all(token68) {
+    if body.is_empty() || !body.bytes().all(|b| TOKEN68[usize::from(b)]) {
         return Err(AuthFailure::Malformed(
             "the token is empty or has characters a bearer token cannot have".into(),
         ));
@@ -405,6 +416,39 @@ impl Authenticator {
             (None, None) => cache::Verdict::failed(AuthFailure::Unreadable(
                 "no introspection endpoint takes tokens of this form".into(),
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token_of(header: &[u8]) -> Result<&str, AuthFailure> {
+        bearer_token(&[header], None)
+    }
+
+    /// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~"
+    /// / "+" / "/" ) *"="`, every such byte accepted and no other.
+    #[test]
+    fn bearer_tokens_are_b64token_exactly() {
+        let all = "AZaz09-._~+/==";
+        assert_eq!(token_of(format!("Bearer {all}").as_bytes()).ok(), Some(all));
+        for b in 0..=255u8 {
+            let grammar = b.is_ascii_alphanumeric() || b"-._~+/".contains(&b);
+            let header = [b"Bearer ab".as_slice(), &[b], b"cd"].concat();
+            assert_eq!(token_of(&header).is_ok(), grammar, "byte {b:#04x}");
+        }
+        for bad in [
+            b"Bearer ".as_slice(),
+            b"Bearer ===",
+            b"Bearer a=b",
+            b"Bearer \xc3\xa9t\xc3\xa9",
+        ] {
+            assert!(
+                matches!(token_of(bad), Err(AuthFailure::Malformed(_))),
+                "{bad:?}"
+            );
         }
     }
 }
