@@ -14,7 +14,7 @@
 //! any size up to `limits.max_body_bytes` (upstream PR #816's
 //! `set_buffered_body` / `request_body_buffer_limit`; 0.9.1, the newest on
 //! crates.io as of 2026-12, has neither). Then `forward_post` returns
-//! `Admission::Proxy`, the retry rule of `send_with_retries` moves into
+//! `Admission::Proxy`, the retry rule of `forward_buffered` moves into
 //! `fail_to_connect`/`error_while_proxy`, and this file goes.
 
 use super::access::Access;
@@ -55,7 +55,7 @@ pub struct ResponseHooks<'a> {
     pub request_id: &'a str,
 }
 
-/// Sends `req` + `body` to the route's upstream and streams the response to
+/// Sends `head()` + `body` to the route's upstream and streams the response to
 /// the client. An error is returned only while no response has been written,
 /// so the caller can still answer with a status. A client that leaves while
 /// the upstream works on its request ends the exchange (`ClientGone`) and
@@ -64,7 +64,7 @@ pub async fn forward_buffered(
     connector: &Connector,
     session: &mut Session,
     route: &Route,
-    req: RequestHeader,
+    head: &(dyn Fn(&Session) -> Result<RequestHeader, GatewayError> + Sync),
     body: Bytes,
     hooks: ResponseHooks<'_>,
 ) -> Result<Delivered, GatewayError> {
@@ -72,12 +72,36 @@ pub async fn forward_buffered(
         .peer()
         .ok_or_else(|| unavailable(route, "not an HTTP upstream"))?;
     let sent = std::time::Instant::now();
-    let sending = send_with_retries(connector, &peer, route, &req, &body);
-    // Watching reads nothing of a next request: pipelining is on, so pingora
-    // keeps any such bytes for it (see `early_request_filter`).
-    let mut upstream = tokio::select! {
-        sent = sending => sent?,
-        _ = session.downstream_session.read_body_or_idle(true) => return Ok(Delivered::ClientGone),
+    let mut retries = 0;
+    let mut upstream = loop {
+        // Built for each attempt (pingora keeps the head it writes), from
+        // the client's: nothing is copied for a retry that never comes.
+        let req = head(session)?;
+        let attempt = send_once(connector, &peer, route, req, &body);
+        // Watching reads nothing of a next request: pipelining is on, so
+        // pingora keeps any such bytes for it (see `early_request_filter`).
+        let outcome = tokio::select! {
+            outcome = attempt => outcome,
+            _ = session.downstream_session.read_body_or_idle(true) => return Ok(Delivered::ClientGone),
+        };
+        match outcome {
+            Ok(upstream) => break upstream,
+            Err(Attempt {
+                error,
+                on: Some(on),
+            }) if retries < RESET_RETRIES && was_reset_unread(&error) => {
+                tracing::debug!(upstream = %route.upstream.name, connection = on, %error, "upstream reset the connection before reading the request; sending it on a new one");
+                retries += 1;
+            }
+            Err(Attempt { error, on: None }) => return Err(upstream_failure(route, &error)),
+            Err(Attempt {
+                error,
+                on: Some(on),
+            }) => {
+                let error = error.more_context(format!("on {on} connection"));
+                return Err(upstream_failure(route, &error));
+            }
+        }
     };
     let delivered = relay_response(session, &mut upstream, route, hooks, sent).await;
     if matches!(delivered, Ok(Delivered::Complete)) && upstream.response_done() {
@@ -143,9 +167,10 @@ fn as_http1_head(resp: &mut ResponseHeader) -> pingora::Result<()> {
     Ok(())
 }
 
-/// Connects (or reuses a pooled connection), writes the request and waits for
-/// the response header, sending the request again only when an attempt
-/// provably never reached the upstream application.
+/// One attempt: connects (or reuses a pooled connection), writes the
+/// request and waits for the response header. `forward_buffered` sends the
+/// request again only when an attempt provably never reached the upstream
+/// application.
 ///
 /// The rule (RFC 9110 §9.2.2: a non-idempotent request is retried only when
 /// it is known not to have been processed): an attempt is repeated, on a new
@@ -160,39 +185,38 @@ fn as_http1_head(resp: &mut ResponseHeader) -> pingora::Result<()> {
 /// instead (an abortive close with `SO_LINGER` 0 aside); a FIN or a timeout
 /// proves nothing, since the upstream may have acted, so the client gets
 /// the error and the POST is never sent twice.
-async fn send_with_retries(
+async fn send_once(
     connector: &Connector,
     peer: &pingora::upstreams::peer::HttpPeer,
     route: &Route,
-    req: &RequestHeader,
+    req: RequestHeader,
     body: &Bytes,
-) -> Result<HttpSession, GatewayError> {
-    let mut retries = 0;
-    loop {
-        let (mut upstream, reused) = connector
-            .get_http_session(peer)
-            .await
-            .map_err(|e| upstream_failure(route, &e))?;
-        match exchange_head(&mut upstream, req, body, route.upstream.timeouts.response).await {
-            Ok(()) => return Ok(upstream),
-            Err(e) if retries < RESET_RETRIES && was_reset_unread(&e) => {
-                tracing::debug!(upstream = %route.upstream.name, reused, error = %e, "upstream reset the connection before reading the request; sending it on a new one");
-                retries += 1;
-            }
-            Err(e) => {
-                let on = if reused { "a pooled" } else { "a new" };
-                let e = e.more_context(format!("on {on} connection"));
-                return Err(upstream_failure(route, &e));
-            }
-        }
+) -> Result<HttpSession, Attempt> {
+    let (mut upstream, reused) = connector
+        .get_http_session(peer)
+        .await
+        .map_err(|error| Attempt { error, on: None })?;
+    match exchange_head(&mut upstream, req, body, route.upstream.timeouts.response).await {
+        Ok(()) => Ok(upstream),
+        Err(error) => Err(Attempt {
+            error,
+            on: Some(if reused { "a pooled" } else { "a new" }),
+        }),
     }
+}
+
+/// An attempt that failed: connecting (`on` is `None`), or on a pooled or
+/// a new connection.
+struct Attempt {
+    error: Box<Error>,
+    on: Option<&'static str>,
 }
 
 /// How often a request the upstream reset unread is sent again: a full
 /// accept queue can reset a second new connection too.
 const RESET_RETRIES: u32 = 2;
 
-/// Whether the upstream reset the connection (see `send_with_retries`).
+/// Whether the upstream reset the connection (see `send_once`).
 fn was_reset_unread(e: &Error) -> bool {
     e.root_cause()
         .downcast_ref::<std::io::Error>()
@@ -206,12 +230,12 @@ fn was_reset_unread(e: &Error) -> bool {
 
 async fn exchange_head(
     upstream: &mut HttpSession,
-    req: &RequestHeader,
+    req: RequestHeader,
     body: &Bytes,
     response_timeout: Duration,
 ) -> pingora::Result<()> {
     upstream.set_write_timeout(Some(response_timeout));
-    upstream.write_request_header(Box::new(req.clone())).await?;
+    upstream.write_request_header(Box::new(req)).await?;
     upstream.write_request_body(body.clone(), true).await?;
     upstream.finish_request_body().await?;
     match timeout(response_timeout, upstream.read_response_header()).await {

@@ -247,19 +247,23 @@ impl Gateway {
         body: Bytes,
         post: McpPost,
     ) -> Result<Admission, GatewayError> {
-        let mut req = self.upstream_request(session, route, ctx)?;
-        headers::set_fixed_length(&mut req, body.len()).map_err(|e| unavailable(route, &e))?;
         let hooks = forward::ResponseHooks {
             tools_filter: post_tools_filter(ctx, route, &post),
             caller,
             request_id: &ctx.request_id,
         };
-        if hooks.tools_filter.is_some() {
-            req.insert_header(http::header::ACCEPT_ENCODING, "identity")
-                .map_err(|e| unavailable(route, &e))?;
-        }
+        let (filtered, length) = (hooks.tools_filter.is_some(), body.len());
+        let head = |session: &Session| {
+            let mut req = self.upstream_request(session, route, ctx)?;
+            headers::set_fixed_length(&mut req, length).map_err(|e| unavailable(route, &e))?;
+            if filtered {
+                req.insert_header(http::header::ACCEPT_ENCODING, "identity")
+                    .map_err(|e| unavailable(route, &e))?;
+            }
+            Ok(req)
+        };
         let delivered =
-            forward::forward_buffered(&self.connector, session, route, req, body, hooks).await;
+            forward::forward_buffered(&self.connector, session, route, &head, body, hooks).await;
         if delivered.is_err() && caller.is_some() {
             for tool in post.messages.iter().filter_map(|m| m.tool.as_deref()) {
                 count_tool_call(route, tool, "upstream_error");
@@ -277,7 +281,7 @@ impl Gateway {
     }
 
     /// The client's request head rewritten for the upstream.
-    pub(super) fn upstream_request(
+    fn upstream_request(
         &self,
         session: &Session,
         route: &Route,
