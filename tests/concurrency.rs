@@ -272,6 +272,108 @@ async fn a_post_the_upstream_read_before_closing_is_never_sent_twice() {
     assert_eq!(read_in_full.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
+/// The data segments `socket` has received so far (Linux `TCP_INFO`).
+fn data_segments_in(socket: &tokio::net::TcpStream) -> u32 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `tcp_info` is plain integers, for which all zeroes is a value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: the socket is open for the call, and `info` and `len` are
+    // live and describe the buffer the kernel writes.
+    let got = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            std::ptr::from_mut(&mut info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(got, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    info.tcpi_data_segs_in
+}
+
+/// An upstream that reads each request in full (head and `Content-Length`
+/// body), sends how many TCP data segments it arrived in, and answers.
+async fn segment_counting_upstream() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<u32>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = vec![0u8; 65536];
+                // Counted when a request is read in full: the next one is
+                // sent only once this one is answered.
+                let mut counted = 0;
+                loop {
+                    let full = loop {
+                        if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head =
+                                String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+                            let length: usize = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .map_or(0, |v| v.trim().parse().unwrap());
+                            if request.len() >= end + 4 + length {
+                                break end + 4 + length;
+                            }
+                        }
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    };
+                    request.drain(..full);
+                    let now = data_segments_in(&socket);
+                    let _ = tx.send(now - counted);
+                    counted = now;
+                    let body = br#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = socket.write_all(&[answer.as_bytes(), body].concat()).await;
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// Issue 17: a forwarded POST leaves as one write, head and body together
+/// (pingora flushes them apart), so the upstream is woken once per call.
+/// Loopback's MSS (64 KiB) holds each request here in one segment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_post_reaches_the_upstream_in_one_segment() {
+    let (upstream, mut segments) = segment_counting_upstream().await;
+    let gw = gateway_for(upstream).await;
+    let mut conn = Conn::open(gw.addr).await;
+    let large = format!(
+        r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{}"}}}}}}"#,
+        "x".repeat(16 * 1024)
+    );
+    for body in [tools_call(1), large, tools_call(3)] {
+        conn.send(&post("/s/mcp", &body, "")).await;
+        let r = conn.read_response().await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        let arrived_in = segments.recv().await.unwrap();
+        assert_eq!(
+            arrived_in,
+            1,
+            "a {}-byte body arrived in {arrived_in} segments",
+            body.len()
+        );
+    }
+}
+
 /// Issue 11.6: a client that leaves before the upstream answers is a client
 /// disconnect (its own metric), never an upstream failure: the upstream-down
 /// alert counts `mcpgw_upstream_errors_total`.
