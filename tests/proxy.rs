@@ -439,6 +439,33 @@ Mcp-Method: tools/call\r\nMcp-Name: echo\r\nx-api-key: client-supplied\r\n{extra
     }
 }
 
+/// A POST is forwarded whole, with its own framing: `Content-Length` for
+/// the body the gateway read, and no `Expect` (nothing is left to wait for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_post_carries_its_length_and_no_expect() {
+    let (_up, gw, _c) = setup().await;
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#;
+    let request = format!(
+        "POST /raw/inspect HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n\
+Expect: 100-continue\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let raw = raw_http(gw.addr, request.as_bytes()).await;
+    let raw = raw
+        .strip_prefix("HTTP/1.1 100 Continue\r\n\r\n")
+        .unwrap_or(&raw);
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    let seen: Value =
+        serde_json::from_str(raw[raw.find("\r\n\r\n").unwrap() + 4..].trim()).unwrap();
+    let h = &seen["headers"];
+    assert!(
+        h.get("expect").is_none(),
+        "Expect reached the upstream: {h}"
+    );
+    assert_eq!(h["content-length"], body.len().to_string());
+    assert!(h.get("transfer-encoding").is_none(), "{h}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_upstream_gets_502_with_the_request_id() {
     let upstream = Upstream::start().await;

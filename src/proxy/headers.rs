@@ -63,84 +63,152 @@ fn hop_by_hop_present(headers: &http::HeaderMap) -> Vec<HeaderName> {
     present_of(headers, HOP_BY_HOP)
 }
 
-/// Rewrites a copy of the client's request head into the upstream's: the
-/// path under the upstream URL, the upstream's `Host`, no hop-by-hop fields,
-/// no client credentials, `X-Forwarded-For` appended, `X-Request-Id` the one
-/// the client gets back (never the client's raw value when it was not
-/// usable), configured headers set, the caller's identity as configured.
-pub fn rewrite_for_upstream(
-    req: &mut RequestHeader,
-    route: &Route,
-    client_ip: Option<IpAddr>,
-    request_id: &str,
-    caller: Option<&Principal>,
-    session_id: Option<&HeaderValue>,
-) -> pingora::Result<()> {
-    for name in hop_by_hop_present(&req.headers) {
-        req.remove_header(&name);
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+
+/// What the upstream's request head carries besides the client's fields.
+pub struct Forwarding<'a> {
+    pub route: &'a Route,
+    pub client_ip: Option<IpAddr>,
+    /// `X-Request-Id`: the one the client gets back (never the client's raw
+    /// value when it was not usable).
+    pub request_id: &'a str,
+    pub caller: Option<&'a Principal>,
+    /// The upstream's own session id, out of the sealed one the client sent.
+    pub session_id: Option<&'a HeaderValue>,
+    /// The length of a buffered body the gateway sends itself: its framing
+    /// replaces the client's (`Content-Length`, no `Transfer-Encoding`), and
+    /// an `Expect: 100-continue` has nothing left to wait for.
+    pub body_length: Option<usize>,
+    /// `Accept-Encoding: identity`: the answer is filtered, so it must be
+    /// readable.
+    pub readable: bool,
+}
+
+impl Forwarding<'_> {
+    /// Whether the client's field `name` is left out of the upstream's head:
+    /// a hop-by-hop field (or one `Connection` lists, in `listed`), a client
+    /// credential, or a field the gateway sets itself (with the identity
+    /// fields' look-alikes with `_` for `-`, which CGI-style servers read
+    /// as the same variable).
+    fn replaces(&self, name: &HeaderName, listed: &[HeaderName]) -> bool {
+        let text = name.as_str();
+        let upstream = &self.route.upstream;
+        HOP_BY_HOP.contains(&text)
+            || CLIENT_CREDENTIALS.contains(&text)
+            || listed.contains(name)
+            || *name == X_REQUEST_ID
+            || (*name == header::HOST && matches!(upstream.target, crate::config::Target::Http(_)))
+            || (*name == X_FORWARDED_FOR && self.client_ip.is_some())
+            || (*name == MCP_SESSION_ID && self.session_id.is_some())
+            || (self.body_length.is_some()
+                && [
+                    header::CONTENT_LENGTH,
+                    header::TRANSFER_ENCODING,
+                    header::EXPECT,
+                ]
+                .contains(name))
+            || (*name == header::ACCEPT_ENCODING && self.readable)
+            || upstream.headers.iter().any(|(set, _)| set == name)
+            || upstream.identity.as_ref().is_some_and(|identity| {
+                let dashed = text.contains('_').then(|| text.replace('_', "-"));
+                identity
+                    .header_names()
+                    .any(|owned| owned == name || dashed.as_deref() == Some(owned.as_str()))
+            })
     }
-    for name in present_of(&req.headers, CLIENT_CREDENTIALS) {
-        req.remove_header(&name);
+}
+
+/// The upstream's request head, built from the client's: the path under the
+/// upstream URL, the upstream's `Host`, no hop-by-hop fields, no client
+/// credentials, `X-Forwarded-For` appended, `X-Request-Id`, configured
+/// headers set, the caller's identity as configured (a fact the token does
+/// not carry stays absent), and the signed JWT.
+///
+/// Built fresh rather than as a rewritten copy: the client's head keeps a
+/// second map of each field's original case, which a copy clones and every
+/// pingora insert parses the name into again (issue 17's profile). The
+/// upstream gets the fields in pingora's canonical case.
+pub fn upstream_head(client: &RequestHeader, fwd: &Forwarding) -> pingora::Result<RequestHeader> {
+    let route = fwd.route;
+    let listed = connection_listed(&client.headers);
+    let mut headers = http::HeaderMap::with_capacity(client.headers.len() + 8);
+    for (name, value) in &client.headers {
+        if !fwd.replaces(name, &listed) {
+            headers.append(name.clone(), value.clone());
+        }
     }
-    let path = route.upstream_path(req.uri.path(), req.uri.query());
-    let uri = path.parse::<http::Uri>().map_err(|e| {
-        pingora::Error::because(pingora::ErrorType::InvalidHTTPHeader, "upstream path", e)
-    })?;
-    req.set_uri(uri);
     if let crate::config::Target::Http(target) = &route.upstream.target {
-        req.insert_header(header::HOST, &target.authority)?;
+        headers.insert(header::HOST, field_value("Host", &target.authority)?);
     }
-    req.insert_header("x-request-id", request_id)?;
-    if let Some(ip) = client_ip {
-        let forwarded = match req
+    headers.insert(X_REQUEST_ID, field_value("X-Request-Id", fwd.request_id)?);
+    if let Some(ip) = fwd.client_ip {
+        let forwarded = match client
             .headers
-            .get("x-forwarded-for")
+            .get(X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
         {
             Some(prior) => format!("{prior}, {ip}"),
             None => ip.to_string(),
         };
-        req.insert_header("x-forwarded-for", forwarded)?;
+        headers.insert(X_FORWARDED_FOR, field_value("X-Forwarded-For", forwarded)?);
     }
     for (name, value) in &route.upstream.headers {
-        req.insert_header(name.clone(), value.clone())?;
+        headers.insert(name.clone(), value.clone());
     }
-    // The upstream's own session id, out of the sealed one the client sent.
-    if let Some(id) = session_id {
-        req.insert_header("mcp-session-id", id.clone())?;
+    if let Some(id) = fwd.session_id {
+        headers.insert(MCP_SESSION_ID, id.clone());
     }
-    set_caller_identity(req, route, caller)
+    if let Some(length) = fwd.body_length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    if fwd.readable {
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+    }
+    set_caller_identity(&mut headers, route, fwd.caller)?;
+    let path = route.upstream_path(client.uri.path(), client.uri.query());
+    let uri = path.parse::<http::Uri>().map_err(|e| {
+        pingora::Error::because(pingora::ErrorType::InvalidHTTPHeader, "upstream path", e)
+    })?;
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = client.method.clone();
+    parts.uri = uri;
+    // An HTTP/2 client's request goes out as HTTP/1.1; an HTTP/2
+    // upstream's session converts it again, as pingora's own loop does.
+    parts.version = http::Version::HTTP_11;
+    parts.headers = headers;
+    Ok(RequestHeader::from(parts))
 }
 
-/// The upstream's identity headers: whatever the client sent under their
-/// names is removed (and under look-alikes with `_` for `-`, which
-/// CGI-style servers read as the same variable), then each fact the
-/// gateway verified is set (a fact the token does not carry stays absent),
-/// and the signed JWT.
+/// The fields a `Connection` header lists (RFC 9110 §7.6.1); nothing is
+/// allocated when there is none.
+fn connection_listed(headers: &http::HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// The caller's identity headers, as the upstream's identity settings ask
+/// (whatever the client sent under their names is already left out).
 fn set_caller_identity(
-    req: &mut RequestHeader,
+    headers: &mut http::HeaderMap,
     route: &Route,
     caller: Option<&Principal>,
 ) -> pingora::Result<()> {
-    let Some(identity) = &route.upstream.identity else {
+    let (Some(identity), Some(caller)) = (&route.upstream.identity, caller) else {
         return Ok(());
     };
-    let owned: HashSet<&str> = identity.header_names().map(HeaderName::as_str).collect();
-    let look_alikes: Vec<HeaderName> = req
-        .headers
-        .keys()
-        .filter(|n| {
-            n.as_str().contains('_') && owned.contains(n.as_str().replace('_', "-").as_str())
-        })
-        .cloned()
-        .collect();
-    for name in identity.header_names().chain(&look_alikes) {
-        req.remove_header(name);
-    }
-    let Some(caller) = caller else { return Ok(()) };
     for (field, name) in &identity.headers {
-        if let Some(value) = field.header_value(caller) {
-            req.insert_header(name.clone(), value)?;
+        if let Some(text) = field.header_value(caller) {
+            headers.insert(name.clone(), field_value("identity header", text)?);
         }
     }
     if let (Some(jwt), Some(assertions)) = (&identity.jwt, &route.assertions) {
@@ -150,21 +218,23 @@ fn set_caller_identity(
                 "cannot sign the caller's identity",
             )
         })?;
-        if jwt.header == header::AUTHORIZATION {
-            req.insert_header(header::AUTHORIZATION, format!("Bearer {token}"))?;
+        let text = if jwt.header == header::AUTHORIZATION {
+            format!("Bearer {token}")
         } else {
-            req.insert_header(jwt.header.clone(), &*token)?;
-        }
+            token.to_string()
+        };
+        headers.insert(jwt.header.clone(), field_value("identity JWT", text)?);
     }
     Ok(())
 }
 
-/// Sets the framing of a buffered body the gateway forwards itself. The body
-/// is complete, so an `Expect: 100-continue` has nothing left to wait for.
-pub fn set_fixed_length(req: &mut RequestHeader, len: usize) -> pingora::Result<()> {
-    req.remove_header(&header::TRANSFER_ENCODING);
-    req.remove_header(&header::EXPECT);
-    req.insert_header(header::CONTENT_LENGTH, len.to_string())
+/// A field value the gateway sets, or the error naming it.
+fn field_value<T>(what: &'static str, text: T) -> pingora::Result<HeaderValue>
+where
+    T: TryInto<HeaderValue, Error = http::header::InvalidHeaderValue>,
+{
+    text.try_into()
+        .map_err(|e| pingora::Error::because(pingora::ErrorType::InvalidHTTPHeader, what, e))
 }
 
 /// Fields the gateway decides on that must appear at most once: with two

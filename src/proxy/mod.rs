@@ -285,8 +285,9 @@ impl ProxyHttp for Gateway {
         Ok(Box::new(peer))
     }
 
-    /// Rewrites the request head for the upstream (path, Host, credentials,
-    /// hop-by-hop fields, configured headers).
+    /// Replaces pingora's copy of the client's head with the upstream's
+    /// (path, Host, credentials, hop-by-hop fields, configured headers; see
+    /// `headers::upstream_head`).
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
@@ -297,20 +298,18 @@ impl ProxyHttp for Gateway {
             .route
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route chosen"))?;
-        headers::rewrite_for_upstream(
-            upstream_request,
-            route,
-            client_ip(session),
-            &ctx.request_id,
-            ctx.principal.as_deref(),
-            ctx.upstream_session.as_ref(),
-        )?;
-        ctx.upstream_started = Some(Instant::now());
-        if ctx.principal.is_some() {
+        let forwarding = headers::Forwarding {
             // A GET stream is filtered (see `response_filter`): it must be
             // readable.
-            upstream_request.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
-        }
+            readable: ctx.principal.is_some(),
+            ..ctx.forwarding(session, route)
+        };
+        // Pingora has set the version its upstream session speaks (an HTTP/2
+        // session needs its own): that one is kept.
+        let version = upstream_request.version;
+        *upstream_request = headers::upstream_head(session.req_header(), &forwarding)?;
+        upstream_request.set_version(version);
+        ctx.upstream_started = Some(Instant::now());
         Ok(())
     }
 

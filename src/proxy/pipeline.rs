@@ -22,7 +22,6 @@ use crate::metrics::metrics;
 use crate::telemetry;
 use bytes::Bytes;
 use http::Method;
-use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use std::sync::Arc;
 
@@ -252,15 +251,15 @@ impl Gateway {
             caller,
             request_id: &ctx.request_id,
         };
-        let (filtered, length) = (hooks.tools_filter.is_some(), body.len());
+        let (readable, length) = (hooks.tools_filter.is_some(), body.len());
         let head = |session: &Session| {
-            let mut req = self.upstream_request(session, route, ctx)?;
-            headers::set_fixed_length(&mut req, length).map_err(|e| unavailable(route, &e))?;
-            if filtered {
-                req.insert_header(http::header::ACCEPT_ENCODING, "identity")
-                    .map_err(|e| unavailable(route, &e))?;
-            }
-            Ok(req)
+            let forwarding = headers::Forwarding {
+                body_length: Some(length),
+                readable,
+                ..ctx.forwarding(session, route)
+            };
+            headers::upstream_head(session.req_header(), &forwarding)
+                .map_err(|e| unavailable(route, &e))
         };
         let delivered =
             forward::forward_buffered(&self.connector, session, route, &head, body, hooks).await;
@@ -278,31 +277,6 @@ impl Gateway {
             }
         }
         Ok(Admission::Done)
-    }
-
-    /// The client's request head rewritten for the upstream.
-    fn upstream_request(
-        &self,
-        session: &Session,
-        route: &Route,
-        ctx: &RequestCtx,
-    ) -> Result<RequestHeader, GatewayError> {
-        let mut req = session.req_header().clone();
-        // An HTTP/2 client's request goes out as HTTP/1.1 (its `Host` set
-        // by the rewrite); an HTTP/2 upstream's session converts it again,
-        // as pingora's own loop does.
-        req.set_version(http::Version::HTTP_11);
-        let ip = super::client_ip(session);
-        headers::rewrite_for_upstream(
-            &mut req,
-            route,
-            ip,
-            &ctx.request_id,
-            ctx.principal.as_deref(),
-            ctx.upstream_session.as_ref(),
-        )
-        .map_err(|e| unavailable(route, &e))?;
-        Ok(req)
     }
 }
 
@@ -436,6 +410,24 @@ pub(super) fn client_left(route: &Route, request_id: &str) {
 }
 
 impl RequestCtx {
+    /// What this request's upstream head carries besides the client's
+    /// fields, for a request without a body of its own.
+    pub(super) fn forwarding<'a>(
+        &'a self,
+        session: &Session,
+        route: &'a Route,
+    ) -> headers::Forwarding<'a> {
+        headers::Forwarding {
+            route,
+            client_ip: super::client_ip(session),
+            request_id: &self.request_id,
+            caller: self.principal.as_deref(),
+            session_id: self.upstream_session.as_ref(),
+            body_length: None,
+            readable: false,
+        }
+    }
+
     /// Metrics, audit and log line of a refused request, by the kind of
     /// refusal: upstream failures, auth refusals, everything else.
     pub(super) fn account_refusal(&mut self, err: &GatewayError) {
