@@ -4,6 +4,7 @@
 //! Each step answers with a [`GatewayError`] the proxy writes as is.
 
 use super::error::GatewayError;
+use super::headers::MCP_SESSION_ID;
 use super::route::Route;
 use crate::auth::prm::metadata_url;
 use crate::auth::sessions::SessionSeal;
@@ -131,7 +132,7 @@ impl Access {
         route: &Route,
         principal: &Principal,
     ) -> Result<Option<HeaderValue>, GatewayError> {
-        let Some(id) = session.req_header().headers.get("mcp-session-id") else {
+        let Some(id) = session.req_header().headers.get(MCP_SESSION_ID) else {
             return Ok(None);
         };
         let upstream = &route.upstream.name;
@@ -163,13 +164,13 @@ impl Access {
         route: &Route,
         principal: &Principal,
     ) -> pingora::Result<()> {
-        let Some(id) = resp.headers.get("mcp-session-id") else {
+        let Some(id) = resp.headers.get(MCP_SESSION_ID) else {
             return Ok(());
         };
         match self.seal_session(route, id.as_bytes(), principal) {
             Some(sealed) => resp.insert_header("mcp-session-id", sealed),
             None => {
-                resp.remove_header("mcp-session-id");
+                resp.remove_header(&MCP_SESSION_ID);
                 Ok(())
             }
         }

@@ -63,9 +63,13 @@ fn hop_by_hop_present(headers: &http::HeaderMap) -> Vec<HeaderName> {
     present_of(headers, HOP_BY_HOP)
 }
 
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+// Field names the hot path looks up, as `HeaderName`s: a lookup by `&str`
+// parses the name on every call (issue 17's profile).
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+pub const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+pub const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+pub const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
 
 /// What the upstream's request head carries besides the client's fields.
 pub struct Forwarding<'a> {
@@ -239,23 +243,23 @@ where
 
 /// Fields the gateway decides on that must appear at most once: with two
 /// values, the gateway could check one while the upstream reads the other.
-const SINGLE_VALUED: &[&str] = &[
-    "mcp-session-id",
-    "mcp-protocol-version",
-    "mcp-method",
-    "mcp-name",
-    "content-encoding",
-    "content-type",
-    "origin",
+static SINGLE_VALUED: [HeaderName; 7] = [
+    MCP_SESSION_ID,
+    HeaderName::from_static("mcp-protocol-version"),
+    MCP_METHOD,
+    MCP_NAME,
+    header::CONTENT_ENCODING,
+    header::CONTENT_TYPE,
+    header::ORIGIN,
 ];
 
 /// Refuses a request repeating a field that must be single-valued.
 pub fn refuse_repeated(headers: &http::HeaderMap) -> Result<(), &'static str> {
     match SINGLE_VALUED
         .iter()
-        .find(|name| headers.get_all(**name).iter().nth(1).is_some())
+        .find(|name| headers.get_all(*name).iter().nth(1).is_some())
     {
-        Some(name) => Err(name),
+        Some(name) => Err(name.as_str()),
         None => Ok(()),
     }
 }

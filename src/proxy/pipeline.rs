@@ -72,7 +72,8 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Admission, GatewayError> {
-        ctx.request_id = telemetry::request_id(session.req_header().headers.get("x-request-id"));
+        ctx.request_id =
+            telemetry::request_id(session.req_header().headers.get(headers::X_REQUEST_ID));
         let live = ctx.live.clone();
         if let Some(exposure) = self.exposure(&live, session.req_header().uri.path()) {
             if cors::share(session, exposure, &live.allowed_origins)? == Sharing::Preflight {
@@ -332,13 +333,13 @@ async fn read_post(
     ctx.error_id = post.response_id();
     // Compared as UTF-8, not ASCII: a non-ASCII `Mcp-Name` must still
     // match the body, and one that is not UTF-8 cannot.
-    let header = |name: &'static str| match session.req_header().headers.get(name) {
+    let header = |name: http::HeaderName| match session.req_header().headers.get(&name) {
         None => Ok(None),
         Some(v) => std::str::from_utf8(v.as_bytes())
             .map(Some)
             .map_err(|_| McpError::HeaderMismatch(format!("{name} is not valid UTF-8"))),
     };
-    post.check_standard_headers(header("mcp-method")?, header("mcp-name")?)?;
+    post.check_standard_headers(header(headers::MCP_METHOD)?, header(headers::MCP_NAME)?)?;
     Ok((body, post))
 }
 
