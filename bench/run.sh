@@ -77,10 +77,12 @@ start_gateway gw-open $((base + 3)) "auth: { disabled: true }
 $upstream"
 open_pid=${pids[-1]}
 jwt_port=$((base + 4))
+# The token must outlive the whole run (the default 10 minutes does not).
 start_gateway gw-jwt "$jwt_port" "authorization_server:
   data_dir: $work/as
   registration: initial_access_token
   initial_access_token: $REGISTRATION_TOKEN
+  access_token_ttl: 2h
   users: []
 $policy"
 jwt_pid=${pids[-1]}
@@ -178,9 +180,9 @@ for i in $(seq 1 $((${#names[@]} - 1))); do
     $((lat50[i] - lat50[0])) $((lat99[i] - lat99[0])) "$conns" \
     $(($(median "${p50[$i]}") - $(median "${p50[0]}"))) $(($(median "${p99[$i]}") - $(median "${p99[0]}")))
 done
-awk -v o="${cpu[3]}" -v or="${req[3]}" -v j="${cpu[4]}" -v jr="${req[4]}" -v t="$ticks" \
+awk -v o="${cpu[3]}" -v oreq="${req[3]}" -v j="${cpu[4]}" -v jr="${req[4]}" -v t="$ticks" \
     -v r1="${req[4]}" -v r2="${req[6]}" 'BEGIN {
-  printf "auth + policy add %.1f us per request over gw-open; two workers serve %.2fx one\n", j * 1e6 / t / jr - o * 1e6 / t / or, r2 / r1
+  printf "auth + policy add %.1f us per request over gw-open; two workers serve %.2fx one\n", j * 1e6 / t / jr - o * 1e6 / t / oreq, r2 / r1
 }'
 failed=0
 for i in $targets; do [ "${err[$i]}" = 0 ] || failed=1; done
