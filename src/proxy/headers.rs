@@ -28,39 +28,23 @@ const HOP_BY_HOP: &[&str] = &[
 /// upstream must not be able to replay a user's token or session cookie.
 const CLIENT_CREDENTIALS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
 
-/// The fields of `headers` that are in `names` or that a `Connection`
-/// header names (when `names` has `Connection`), each once (`keys` yields
-/// each name once). One pass over
-/// the message's fields, and nothing allocated when none is present: this
-/// runs three times per proxied call (issue 17's profile).
-fn present_of(headers: &http::HeaderMap, names: &[&str]) -> Vec<HeaderName> {
-    let mut present: Vec<HeaderName> = Vec::new();
-    for name in headers.keys() {
-        if names.contains(&name.as_str()) {
-            present.push(name.clone());
-        }
-    }
-    if !present.contains(&header::CONNECTION) {
-        return present;
-    }
-    let listed = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok());
-    for name in listed {
-        if headers.contains_key(&name) && !present.contains(&name) {
-            present.push(name);
+/// The hop-by-hop fields present in `headers`, including any the
+/// `Connection` header names, each once (`keys` yields each name once):
+/// nothing is allocated when none is present.
+fn hop_by_hop_present(headers: &http::HeaderMap) -> Vec<HeaderName> {
+    let mut present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| HOP_BY_HOP.contains(&name.as_str()))
+        .cloned()
+        .collect();
+    if present.contains(&header::CONNECTION) {
+        for name in connection_listed(headers) {
+            if headers.contains_key(&name) && !present.contains(&name) {
+                present.push(name);
+            }
         }
     }
     present
-}
-
-/// The hop-by-hop fields present in `headers`, including any the
-/// `Connection` header names.
-fn hop_by_hop_present(headers: &http::HeaderMap) -> Vec<HeaderName> {
-    present_of(headers, HOP_BY_HOP)
 }
 
 // Field names the hot path looks up, as `HeaderName`s: a lookup by `&str`
