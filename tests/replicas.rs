@@ -396,21 +396,12 @@ impl ThreeReplicas {
 
     /// Registers a public client (code and refresh grants) through the
     /// balancer; its id.
-    async fn register_public_client(&self, http: &reqwest::Client) -> String {
-        let registered: Value = http
-            .post(format!("{}/register", self.public()))
-            .json(
-                &json!({"client_name": "replica test", "redirect_uris": [REDIRECT],
-                "token_endpoint_auth_method": "none",
-                "grant_types": ["authorization_code", "refresh_token"]}),
-            )
-            .send()
+    async fn register_public_client(&self) -> String {
+        let grants = ["authorization_code", "refresh_token"];
+        let resource = format!("{}/demo/mcp", self.public());
+        OAuthClient::register_for(&self.public(), &resource, "replica test", REDIRECT, &grants)
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        registered["client_id"].as_str().unwrap().to_owned()
+            .id
     }
 
     /// The client `client_id` talking to replica `i` directly.
@@ -512,7 +503,7 @@ async fn three_replicas_behind_a_round_robin_balancer_are_interchangeable() {
     let db = postgres::fresh_database();
     let mut r = ThreeReplicas::start(&db, "").await;
     let http = authserver::no_redirects();
-    let client_id = r.register_public_client(&http).await;
+    let client_id = r.register_public_client().await;
     let client = r.client(&client_id);
 
     // A browser sign-in, one replica per request.
@@ -739,7 +730,7 @@ async fn the_same_refresh_on_two_replicas_at_once() {
     for grace in [None, Some("  refresh_reuse_grace: 5s\n")] {
         let db = postgres::fresh_database();
         let r = ThreeReplicas::start(&db, grace.unwrap_or_default()).await;
-        let client_id = r.register_public_client(&http).await;
+        let client_id = r.register_public_client().await;
         let client = r.client(&client_id);
         let mut browser = Browser::default();
         let (code, verifier) = browser_code(&http, &mut browser, &client).await;

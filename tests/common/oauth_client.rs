@@ -29,14 +29,33 @@ impl OAuthClient {
     }
 
     /// Registers a public client named `name` (RFC 7591) that is sent back
-    /// to `redirect_uri`.
+    /// to `redirect_uri`, with the default grant (`authorization_code`).
     pub async fn register(origin: &str, resource: &str, name: &str, redirect_uri: &str) -> Self {
+        Self::register_for(
+            origin,
+            resource,
+            name,
+            redirect_uri,
+            &["authorization_code"],
+        )
+        .await
+    }
+
+    /// Registers a public client as `register` does, for `grant_types`.
+    pub async fn register_for(
+        origin: &str,
+        resource: &str,
+        name: &str,
+        redirect_uri: &str,
+        grant_types: &[&str],
+    ) -> Self {
         let doc: Value = reqwest::Client::new()
             .post(format!("{origin}/register"))
             .json(&serde_json::json!({
                 "client_name": name,
                 "redirect_uris": [redirect_uri],
                 "token_endpoint_auth_method": "none",
+                "grant_types": grant_types,
             }))
             .send()
             .await
